@@ -1,0 +1,490 @@
+"""The replicated queue state machine.
+
+Every replica applies the same committed log in the same order and so holds
+the same jobs. ``apply`` is deterministic: no clock, no randomness, no I/O.
+The only time it knows is the leader's stamp on each slot (see
+``dpq.queue.commands``), kept monotonic here so a leader with a slower clock
+cannot move time backwards.
+
+Job life cycle (DESIGN.md, "The replicated log and the state machine")::
+
+    Enqueue ──▶ READY ──Lease──▶ LEASED ──Ack──▶ (gone)
+                  ▲                │
+                  └─Nack / Expire──┘──(max attempts)──▶ DEAD
+
+A READY job whose ``ready_at_us`` is in the future is *delayed*. ``attempt``
+counts deliveries: a lease sets ``attempt += 1`` and ``(job_id, attempt)`` is the
+lease token that Ack, Nack, Extend and Expire must quote.
+
+Two kinds of derived, non-replicated consumers watch the state:
+
+* an :class:`Observer` (the node's view of the jobs it owns) is told of every
+  job whose state or owner changed, synchronously inside ``apply``;
+* the leader's PostgreSQL writer reads :meth:`QueueState.unwritten` — the jobs
+  touched since the last checkpoint — and records its progress with a
+  Checkpoint command, so a new leader knows exactly what is left to write.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from enum import IntEnum
+from typing import Protocol
+
+from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
+from dpq.paxos.sessions import Sessions
+from dpq.paxos.types import Proposal
+from dpq.queue.commands import unstamp
+from dpq.v1 import log_pb2
+
+LEASE_LOST = "lease_lost"
+NOT_FOUND = "not_found"
+NOT_LEASED = "not_leased"
+OK = ""
+
+#: How many results of recent proposals a client can get back after a retry,
+#: and for how many clients (least recently applied ones are forgotten first).
+RESULTS_PER_CLIENT = 1024
+RESULT_CLIENTS = 4096
+
+
+class JobState(IntEnum):
+    READY = 0
+    LEASED = 1
+    DEAD = 2
+    #: Acked: the job is no longer in the state machine. Only observers see it.
+    GONE = 3
+
+
+class Job:
+    """One job as every replica holds it."""
+
+    __slots__ = (
+        "job_id",
+        "queue",
+        "priority",
+        "payload",
+        "created_at_us",
+        "ready_at_us",
+        "attempt",
+        "state",
+        "owner",
+        "lease_expires_at_us",
+        "consumer_id",
+    )
+
+    def __init__(
+        self,
+        job_id: int,
+        queue: str,
+        priority: int,
+        payload: bytes,
+        created_at_us: int,
+        ready_at_us: int,
+        owner: int,
+        attempt: int = 0,
+        state: JobState = JobState.READY,
+        lease_expires_at_us: int = 0,
+        consumer_id: str = "",
+    ) -> None:
+        self.job_id = job_id
+        self.queue = queue
+        self.priority = priority
+        self.payload = payload
+        self.created_at_us = created_at_us
+        self.ready_at_us = ready_at_us
+        self.owner = owner
+        self.attempt = attempt
+        self.state = state
+        self.lease_expires_at_us = lease_expires_at_us
+        self.consumer_id = consumer_id
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in Job.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and self.as_tuple() == other.as_tuple()
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(#{self.job_id} {self.queue!r} p{self.priority} {self.state.name} "
+            f"attempt={self.attempt} owner={self.owner} ready_at={self.ready_at_us})"
+        )
+
+
+class Observer(Protocol):
+    """Told of every job whose state, owner, readiness or lease changed."""
+
+    def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None: ...
+
+
+class _Silent:
+    def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None:
+        pass
+
+
+class QueueCounts:
+    """Per-queue counters kept in step with the jobs, so Stats is O(queues)."""
+
+    __slots__ = ("ready_by_priority", "delayed_by_priority", "leased", "dead", "delayed_heap")
+
+    def __init__(self) -> None:
+        self.ready_by_priority = [0] * PRIORITY_MAX  # READY jobs, delayed ones included
+        self.delayed_by_priority = [0] * PRIORITY_MAX
+        self.leased = 0
+        self.dead = 0
+        # (ready_at_us, priority) of READY jobs that were delayed when they
+        # became ready. A delayed job cannot leave READY before it is due (a
+        # lease needs it due), so an entry is only ever removed by time.
+        self.delayed_heap: list[tuple[int, int]] = []
+
+    def delay(self, ready_at_us: int, priority: int) -> None:
+        heapq.heappush(self.delayed_heap, (ready_at_us, priority))
+        self.delayed_by_priority[priority - 1] += 1
+
+    def fall_due(self, now_us: int) -> None:
+        """Forget the delays that ended by ``now_us`` (time only moves forward)."""
+        heap = self.delayed_heap
+        while heap and heap[0][0] <= now_us:
+            _, priority = heapq.heappop(heap)
+            self.delayed_by_priority[priority - 1] -= 1
+
+    @property
+    def empty(self) -> bool:
+        return not (any(self.ready_by_priority) or self.leased or self.dead)
+
+
+class QueueState:
+    """The jobs of every queue, and everything needed to apply commands to them."""
+
+    def __init__(self, observer: Observer | None = None) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.next_job_id = 1
+        self.clock_us = 0
+        self.applied_slot = 0
+        self.written_slot = 0
+        self.sessions = Sessions()
+        self.observer: Observer = observer or _Silent()
+        self.counts: dict[str, QueueCounts] = {}
+        # (queue, dedup_key) -> (job_id, expires_at_us), pruned in expiry order
+        self.dedup: dict[tuple[str, str], tuple[int, int]] = {}
+        self._dedup_expiry: list[tuple[int, str, str]] = []
+        # job_id -> last slot that touched it, for slots after written_slot
+        self._touched: dict[int, int] = {}
+        self._touched_by_slot: deque[tuple[int, list[int]]] = deque()
+        self._slot_touches: list[int] = []
+        # (client_id, seq) -> results, so a retried proposal gets its answer back
+        self._results: OrderedDict[str, OrderedDict[int, list]] = OrderedDict()
+
+    # ---------------------------------------------------------------- applying
+
+    def apply(self, slot: int, proposal: Proposal) -> list | None:
+        """Apply one committed slot; return one result per command, or None.
+
+        None means the slot changed nothing: a no-op, or a retry of a proposal
+        already applied whose results are no longer remembered. A retry whose
+        results are remembered gets them again, unchanged.
+        """
+        if slot <= self.applied_slot:
+            raise ValueError(f"slot {slot} applied twice (last applied {self.applied_slot})")
+        self.applied_slot = slot
+        if proposal.is_noop:
+            return None
+        if not self.sessions.should_apply(proposal.client_id, proposal.seq):
+            remembered = self._results.get(proposal.client_id)
+            return remembered.get(proposal.seq) if remembered is not None else None
+        leader_time_us, batch = unstamp(proposal.data)
+        self.clock_us = max(self.clock_us, leader_time_us)
+        self._prune_dedup()
+        results = [self._apply_command(command) for command in batch.commands]
+        self._end_slot(slot)
+        self._remember(proposal.client_id, proposal.seq, results)
+        return results
+
+    def _apply_command(self, command: log_pb2.Command):
+        kind = command.WhichOneof("kind")
+        if kind == "enqueue":
+            return self._enqueue(command.enqueue)
+        if kind == "lease":
+            return self._lease(command.lease)
+        if kind == "ack":
+            return self._ack(command.ack)
+        if kind == "nack":
+            return self._nack(command.nack)
+        if kind == "extend":
+            return self._extend(command.extend)
+        if kind == "expire":
+            return self._expire(command.expire)
+        if kind == "reassign":
+            return self._reassign(command.reassign)
+        if kind == "checkpoint":
+            return self._checkpoint(command.checkpoint.written_slot)
+        return None  # an unknown command from a newer version: skipped everywhere alike
+
+    def _enqueue(self, cmd: log_pb2.EnqueueCommand) -> list[int] | str:
+        jobs, owners = cmd.jobs, cmd.owners
+        # Proposers validate; a batch that is malformed anyway is refused whole,
+        # the same way on every replica, instead of crashing them all.
+        if len(owners) != len(jobs):
+            return f"invalid: {len(jobs)} jobs but {len(owners)} owners"
+        for new in jobs:
+            if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:
+                return f"invalid: priority {new.priority} outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+        now = self.clock_us
+        dedup_expires = now + cmd.dedup_window_us
+        ids: list[int] = []
+        for new, owner in zip(jobs, owners):
+            queue = new.queue or "default"
+            if new.dedup_key:
+                key = (queue, new.dedup_key)
+                seen = self.dedup.get(key)
+                if seen is not None:
+                    ids.append(seen[0])
+                    continue
+            job_id = self.next_job_id
+            self.next_job_id = job_id + 1
+            job = Job(
+                job_id, queue, new.priority, new.payload, now, now + new.delay_ms * 1000, owner
+            )
+            self.jobs[job_id] = job
+            self._enter_ready(job)
+            self._touch(job_id)
+            if new.dedup_key and cmd.dedup_window_us:
+                self.dedup[key] = (job_id, dedup_expires)
+                heapq.heappush(self._dedup_expiry, (dedup_expires, queue, new.dedup_key))
+            self.observer.job_changed(job, owner, JobState.GONE)
+            ids.append(job_id)
+        return ids
+
+    def _lease(self, cmd: log_pb2.LeaseCommand) -> list[Job]:
+        """Grant what is still the proposer's to grant; skip the rest.
+
+        A job qualifies if its proposer owns it and it is READY and due at this
+        command's leader time. (A lease that ran out is first released by an
+        Expire command, which may put the job in DEAD instead.) The proposer
+        checks this too before proposing, but by the time the slot is applied a
+        Reassign may have come first.
+        """
+        now = self.clock_us
+        expires = now + cmd.lease_ms * 1000
+        granted: list[Job] = []
+        for job_id in cmd.job_ids:
+            job = self.jobs.get(job_id)
+            if job is None or job.owner != cmd.node:
+                continue
+            if job.state != JobState.READY or job.ready_at_us > now:
+                continue
+            self._leave_ready(job)
+            self._set_leased(job, job.attempt + 1, expires, cmd.consumer_id)
+            self.observer.job_changed(job, job.owner, JobState.READY)
+            granted.append(job)
+        return granted
+
+    def _ack(self, cmd: log_pb2.AckCommand) -> list[str]:
+        results = []
+        for ref in cmd.jobs:
+            job, error = self._leased_job(ref)
+            if job is not None:
+                self._set_unleased(job)
+                del self.jobs[job.job_id]
+                job.state = JobState.GONE
+                self._touch(job.job_id)
+                self.observer.job_changed(job, job.owner, JobState.LEASED)
+            results.append(error)
+        return results
+
+    def _nack(self, cmd: log_pb2.NackCommand) -> list[str]:
+        return self._release(cmd.jobs, cmd.max_attempts, cmd.delay_ms * 1000, must_be_expired=False)
+
+    def _expire(self, cmd: log_pb2.ExpireCommand) -> list[str]:
+        return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
+
+    def _release(
+        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int, must_be_expired: bool
+    ) -> list[str]:
+        now = self.clock_us
+        results = []
+        for ref in refs:
+            job, error = self._leased_job(ref)
+            if job is not None and must_be_expired and job.lease_expires_at_us > now:
+                job, error = None, LEASE_LOST  # extended meanwhile: still held
+            if job is not None:
+                self._set_unleased(job)
+                if max_attempts and job.attempt >= max_attempts:
+                    job.state = JobState.DEAD
+                    self.counts[job.queue].dead += 1
+                else:
+                    job.ready_at_us = now + delay_us
+                    self._enter_ready(job)
+                self._touch(job.job_id)
+                self.observer.job_changed(job, job.owner, JobState.LEASED)
+            results.append(error)
+        return results
+
+    def _extend(self, cmd: log_pb2.ExtendCommand) -> list[str]:
+        expires = self.clock_us + cmd.lease_ms * 1000
+        results = []
+        for ref in cmd.jobs:
+            job, error = self._leased_job(ref)
+            if job is not None:
+                job.lease_expires_at_us = expires
+                self._touch(job.job_id)
+                self.observer.job_changed(job, job.owner, JobState.LEASED)
+            results.append(error)
+        return results
+
+    def _reassign(self, cmd: log_pb2.ReassignCommand) -> int:
+        moved = 0
+        for job_id, owner in zip(cmd.job_ids, cmd.owners):
+            job = self.jobs.get(job_id)
+            if job is None or job.state == JobState.DEAD or job.owner == owner:
+                continue
+            previous_owner, job.owner = job.owner, owner
+            self._touch(job_id)
+            self.observer.job_changed(job, previous_owner, job.state)
+            moved += 1
+        return moved
+
+    def _checkpoint(self, written_slot: int) -> None:
+        if written_slot <= self.written_slot:
+            return
+        self.written_slot = written_slot
+        touched, by_slot = self._touched, self._touched_by_slot
+        while by_slot and by_slot[0][0] <= written_slot:
+            _, ids = by_slot.popleft()
+            for job_id in ids:
+                if touched.get(job_id, written_slot + 1) <= written_slot:
+                    del touched[job_id]
+
+    # ----------------------------------------------------------------- helpers
+
+    def _leased_job(self, ref: log_pb2.JobRef) -> tuple[Job | None, str]:
+        """The job behind a lease token, or why the token is no good.
+
+        An ack whose lease ran out is still taken while nobody else leased the
+        job: the work is done and nobody else holds it.
+        """
+        job = self.jobs.get(ref.job_id)
+        if job is None:
+            return None, NOT_FOUND
+        if job.state != JobState.LEASED:
+            return None, LEASE_LOST if ref.attempt and ref.attempt <= job.attempt else NOT_LEASED
+        if job.attempt != ref.attempt:
+            return None, LEASE_LOST
+        return job, OK
+
+    def _counts(self, queue: str) -> QueueCounts:
+        counts = self.counts.get(queue)
+        if counts is None:
+            counts = self.counts[queue] = QueueCounts()
+        return counts
+
+    def _enter_ready(self, job: Job) -> None:
+        job.state = JobState.READY
+        counts = self._counts(job.queue)
+        counts.ready_by_priority[job.priority - 1] += 1
+        if job.ready_at_us > self.clock_us:
+            counts.delay(job.ready_at_us, job.priority)
+
+    def _leave_ready(self, job: Job) -> None:
+        counts = self.counts[job.queue]
+        counts.fall_due(self.clock_us)  # the job is due, so its delay entry must go first
+        counts.ready_by_priority[job.priority - 1] -= 1
+
+    def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str) -> None:
+        if job.state != JobState.LEASED:
+            self.counts[job.queue].leased += 1
+        job.state = JobState.LEASED
+        job.attempt = attempt
+        job.lease_expires_at_us = expires
+        job.consumer_id = consumer_id
+        self._touch(job.job_id)
+
+    def _set_unleased(self, job: Job) -> None:
+        self.counts[job.queue].leased -= 1
+        job.lease_expires_at_us = 0
+        job.consumer_id = ""
+
+    def _touch(self, job_id: int) -> None:
+        self._touched[job_id] = self.applied_slot
+        self._slot_touches.append(job_id)
+
+    def _end_slot(self, slot: int) -> None:
+        if self._slot_touches:
+            self._touched_by_slot.append((slot, self._slot_touches))
+            self._slot_touches = []
+
+    def _prune_dedup(self) -> None:
+        expiry, now = self._dedup_expiry, self.clock_us
+        while expiry and expiry[0][0] <= now:
+            expires, queue, key = heapq.heappop(expiry)
+            seen = self.dedup.get((queue, key))
+            if seen is not None and seen[1] <= now:
+                del self.dedup[(queue, key)]
+
+    def _remember(self, client_id: str, seq: int, results: list) -> None:
+        remembered = self._results.get(client_id)
+        if remembered is None:
+            remembered = self._results[client_id] = OrderedDict()
+            if len(self._results) > RESULT_CLIENTS:
+                self._results.popitem(last=False)
+        else:
+            self._results.move_to_end(client_id)
+        remembered[seq] = results
+        if len(remembered) > RESULTS_PER_CLIENT:
+            remembered.popitem(last=False)
+
+    # ------------------------------------------------------------------ queries
+
+    def unwritten(self, after_slot: int) -> list[int]:
+        """Ids of the jobs touched by slots after ``after_slot``, for the writer."""
+        return [job_id for job_id, slot in self._touched.items() if slot > after_slot]
+
+    def queues(self) -> list[str]:
+        return sorted(q for q, c in self.counts.items() if not c.empty)
+
+    def stats(self, queue: str, now_us: int) -> tuple[list[int], int, int, int]:
+        """``(ready_by_priority, delayed, leased, dead)`` of one queue at ``now_us``."""
+        counts = self.counts.get(queue)
+        if counts is None:
+            return [0] * PRIORITY_MAX, 0, 0, 0
+        counts.fall_due(now_us)
+        ready = [r - d for r, d in zip(counts.ready_by_priority, counts.delayed_by_priority)]
+        return ready, len(counts.delayed_heap), counts.leased, counts.dead
+
+    def owned_by(self, node: int) -> Iterator[Job]:
+        """Every job a node owns, in job id order (used when a node starts)."""
+        for job_id in sorted(self.jobs):
+            job = self.jobs[job_id]
+            if job.owner == node:
+                yield job
+
+    def touched_items(self) -> list[tuple[int, int]]:
+        """``(job_id, last slot)`` of every job not yet covered by a checkpoint."""
+        return sorted(self._touched.items())
+
+    def restore_touched(self, items: Iterable[tuple[int, int]]) -> None:
+        by_slot: dict[int, list[int]] = {}
+        for job_id, slot in items:
+            self._touched[job_id] = slot
+            by_slot.setdefault(slot, []).append(job_id)
+        self._touched_by_slot = deque(sorted(by_slot.items()))
+
+    def restore_dedup(self, queue: str, key: str, job_id: int, expires_at_us: int) -> None:
+        self.dedup[(queue, key)] = (job_id, expires_at_us)
+        heapq.heappush(self._dedup_expiry, (expires_at_us, queue, key))
+
+    def restore_job(self, job: Job) -> None:
+        """Put a job back while loading a snapshot (bypasses commands and observers)."""
+        self.jobs[job.job_id] = job
+        counts = self._counts(job.queue)
+        if job.state == JobState.READY:
+            counts.ready_by_priority[job.priority - 1] += 1
+            if job.ready_at_us > self.clock_us:
+                counts.delay(job.ready_at_us, job.priority)
+        elif job.state == JobState.LEASED:
+            counts.leased += 1
+        elif job.state == JobState.DEAD:
+            counts.dead += 1

@@ -1,0 +1,330 @@
+"""The replicated queue state machine: commands in, deterministic state out."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpq.paxos.types import NOOP, Proposal
+from dpq.queue.commands import batch_of, stamp
+from dpq.queue.state import LEASE_LOST, NOT_FOUND, OK, Job, JobState, QueueState
+from dpq.v1 import log_pb2, queue_pb2
+
+MS = 1000
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def job_changed(self, job, previous_owner, previous_state):
+        self.events.append((job.job_id, previous_owner, job.owner, previous_state, job.state))
+
+
+class Log:
+    """Feeds commands to a state machine the way committed slots would."""
+
+    def __init__(self, state=None):
+        self.state = state or QueueState()
+        self.slot = 0
+        self.seq = 0
+
+    def run(self, at_ms, *commands, client="c1", seq=None):
+        self.slot += 1
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        data = stamp(at_ms * MS, batch_of(*commands))
+        return self.state.apply(self.slot, Proposal(client, seq, data))
+
+
+def enqueue(*jobs, owners=None, dedup_window_ms=0):
+    news = [
+        j if isinstance(j, queue_pb2.NewJob) else queue_pb2.NewJob(queue="q", priority=j[0], payload=j[1])
+        for j in jobs
+    ]
+    return log_pb2.Command(
+        enqueue=log_pb2.EnqueueCommand(
+            jobs=news, owners=owners or [1] * len(news), dedup_window_us=dedup_window_ms * MS
+        )
+    )
+
+
+def lease(*ids, node=1, lease_ms=1000, consumer="w"):
+    return log_pb2.Command(
+        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer)
+    )
+
+
+def refs(*pairs):
+    return [queue_pb2.JobRef(job_id=j, attempt=a) for j, a in pairs]
+
+
+def ack(*pairs):
+    return log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs(*pairs)))
+
+
+def nack(*pairs, delay_ms=0, max_attempts=3):
+    return log_pb2.Command(
+        nack=log_pb2.NackCommand(jobs=refs(*pairs), delay_ms=delay_ms, max_attempts=max_attempts)
+    )
+
+
+def expire(*pairs, max_attempts=3):
+    return log_pb2.Command(expire=log_pb2.ExpireCommand(jobs=refs(*pairs), max_attempts=max_attempts))
+
+
+def extend(*pairs, lease_ms=1000):
+    return log_pb2.Command(extend=log_pb2.ExtendCommand(jobs=refs(*pairs), lease_ms=lease_ms))
+
+
+def reassign(ids, owners):
+    return log_pb2.Command(reassign=log_pb2.ReassignCommand(job_ids=ids, owners=owners))
+
+
+def checkpoint(slot):
+    return log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
+
+
+def test_enqueue_assigns_ids_in_log_order_and_stamps_leader_time():
+    log = Log()
+    assert log.run(100, enqueue((3, b"a"), (1, b"b"))) == [[1, 2]]
+    assert log.run(50, enqueue((5, b"c"))) == [[3]]  # a slower leader clock cannot go back
+    job = log.state.jobs[3]
+    assert (job.created_at_us, job.ready_at_us, job.state) == (100 * MS, 100 * MS, JobState.READY)
+    assert log.state.stats("q", 100 * MS) == ([1, 0, 1, 0, 1], 0, 0, 0)
+
+
+def test_empty_queue_name_is_the_default_queue():
+    log = Log()
+    log.run(0, enqueue(queue_pb2.NewJob(priority=2, payload=b"x")))
+    assert log.state.jobs[1].queue == "default" and log.state.queues() == ["default"]
+
+
+def test_a_malformed_batch_is_refused_whole_on_every_replica():
+    log = Log()
+    bad = enqueue((1, b"ok"), (9, b"bad"))
+    assert log.run(0, bad) == ["invalid: priority 9 outside 1..5"]
+    assert log.state.jobs == {} and log.state.next_job_id == 1
+
+
+def test_dedup_key_returns_the_first_id_within_the_window():
+    log = Log()
+    job = queue_pb2.NewJob(queue="q", priority=1, payload=b"x", dedup_key="k")
+    assert log.run(0, enqueue(job, job, dedup_window_ms=1000)) == [[1, 1]]
+    assert log.run(999, enqueue(job, dedup_window_ms=1000)) == [[1]]
+    assert log.run(1000, enqueue(job, dedup_window_ms=1000)) == [[2]]  # window over
+    assert sorted(log.state.jobs) == [1, 2]
+
+
+def test_lease_grants_due_owned_ready_jobs_and_counts_the_attempt():
+    log = Log()
+    log.run(0, enqueue((1, b"a"), (1, b"b"), (1, b"c"), owners=[1, 1, 2]))
+    log.run(0, enqueue(queue_pb2.NewJob(queue="q", priority=1, delay_ms=500)))
+    [granted] = log.run(10, lease(1, 3, 4, 99, node=1, lease_ms=200, consumer="w1"))
+    # job 3 belongs to node 2, job 4 is not due until t=500 ms, 99 does not exist
+    assert [j.job_id for j in granted] == [1]
+    assert (granted[0].attempt, granted[0].lease_expires_at_us, granted[0].consumer_id) == (1, 210 * MS, "w1")
+    [again] = log.run(20, lease(1, node=1))
+    assert again == []  # already leased
+    assert log.state.stats("q", 20 * MS) == ([2, 0, 0, 0, 0], 1, 1, 0)
+    assert log.state.stats("q", 500 * MS) == ([3, 0, 0, 0, 0], 0, 1, 0)
+
+
+def test_ack_takes_the_current_lease_only():
+    log = Log()
+    log.run(0, enqueue((1, b"a"), (1, b"b")))
+    log.run(0, lease(1, 2))
+    assert log.run(1, ack((1, 1), (2, 7), (42, 1))) == [[OK, LEASE_LOST, NOT_FOUND]]
+    assert 1 not in log.state.jobs and log.state.jobs[2].state == JobState.LEASED
+    assert log.run(2, ack((1, 1))) == [[NOT_FOUND]]  # acked twice: gone
+
+
+def test_stale_ack_after_redelivery_is_refused():
+    log = Log()
+    log.run(0, enqueue((1, b"a")))
+    log.run(0, lease(1, lease_ms=100))
+    assert log.run(150, expire((1, 1))) == [[OK]]
+    [[job]] = log.run(160, lease(1, consumer="second"))
+    assert job.attempt == 2
+    assert log.run(170, ack((1, 1))) == [[LEASE_LOST]]  # the first consumer lost it
+    assert log.run(171, ack((1, 2))) == [[OK]]
+
+
+def test_expire_refuses_a_lease_that_was_extended():
+    log = Log()
+    log.run(0, enqueue((1, b"a")))
+    log.run(0, lease(1, lease_ms=100))
+    assert log.run(50, extend((1, 1), lease_ms=1000)) == [[OK]]
+    assert log.run(150, expire((1, 1))) == [[LEASE_LOST]]
+    assert log.state.jobs[1].state == JobState.LEASED
+    assert log.state.jobs[1].lease_expires_at_us == 1050 * MS
+
+
+def test_nack_with_delay_then_dead_after_max_attempts():
+    log = Log()
+    log.run(0, enqueue((2, b"a")))
+    for attempt in (1, 2):
+        [[job]] = log.run(attempt * 1000, lease(1))
+        assert job.attempt == attempt
+        assert log.run(attempt * 1000 + 1, nack((1, attempt), delay_ms=300, max_attempts=3)) == [[OK]]
+        assert log.state.jobs[1].ready_at_us == (attempt * 1000 + 301) * MS
+        assert log.run(attempt * 1000 + 2, lease(1)) == [[]]  # not due yet
+    log.run(5000, lease(1))
+    assert log.run(5001, nack((1, 3), max_attempts=3)) == [[OK]]
+    assert log.state.jobs[1].state == JobState.DEAD
+    assert log.state.stats("q", 6000 * MS) == ([0] * 5, 0, 0, 1)
+    assert log.run(6000, lease(1)) == [[]]  # dead jobs are never delivered
+
+
+def test_expired_lease_at_max_attempts_goes_dead():
+    log = Log()
+    log.run(0, enqueue((1, b"a")))
+    log.run(0, lease(1, lease_ms=10))
+    assert log.run(20, expire((1, 1), max_attempts=1)) == [[OK]]
+    assert log.state.jobs[1].state == JobState.DEAD
+
+
+def test_reassign_moves_owner_and_tells_observers():
+    recorder = Recorder()
+    log = Log(QueueState(recorder))
+    log.run(0, enqueue((1, b"a"), (1, b"b"), owners=[1, 2]))
+    assert log.run(1, reassign([1, 2, 77], [3, 2, 3])) == [1]
+    assert log.state.jobs[1].owner == 3 and log.state.jobs[2].owner == 2
+    assert recorder.events[-1] == (1, 1, 3, JobState.READY, JobState.READY)
+    # the old owner can no longer lease it
+    assert log.run(2, lease(1, node=1)) == [[]]
+    assert [j.job_id for j in log.run(3, lease(1, node=3))[0]] == [1]
+
+
+def test_a_retried_proposal_is_applied_once_and_answered_again():
+    log = Log()
+    first = log.run(0, enqueue((1, b"a"), (2, b"b")), seq=7)
+    again = log.run(5, enqueue((1, b"a"), (2, b"b")), seq=7)
+    assert first == again == [[1, 2]]
+    assert len(log.state.jobs) == 2
+
+
+def test_noop_changes_nothing_but_the_applied_slot():
+    state = QueueState()
+    assert state.apply(1, NOOP) is None
+    assert state.applied_slot == 1 and state.jobs == {}
+    with pytest.raises(ValueError, match="applied twice"):
+        state.apply(1, NOOP)
+
+
+def test_unwritten_jobs_until_a_checkpoint_covers_them():
+    log = Log()
+    log.run(0, enqueue((1, b"a"), (1, b"b")))  # slot 1
+    log.run(0, lease(1))  # slot 2
+    assert sorted(log.state.unwritten(0)) == [1, 2]
+    assert log.state.unwritten(2) == []
+    log.run(0, checkpoint(1))  # slot 3: the writer has slot 1 in PostgreSQL
+    assert sorted(log.state.unwritten(0)) == [1]  # job 1 changed again in slot 2
+    log.run(0, checkpoint(2))
+    assert log.state.unwritten(0) == []
+
+
+# ---------------------------------------------------------------- properties
+
+def recount(state: QueueState, now_us: int) -> dict:
+    """Stats computed from the jobs themselves, the slow and obvious way."""
+    out: dict[str, dict] = {}
+    for job in state.jobs.values():
+        q = out.setdefault(job.queue, {"ready": [0] * 5, "delayed": 0, "leased": 0, "dead": 0})
+        if job.state == JobState.READY and job.ready_at_us > now_us:
+            q["delayed"] += 1
+        elif job.state == JobState.READY:
+            q["ready"][job.priority - 1] += 1
+        elif job.state == JobState.LEASED:
+            q["leased"] += 1
+        else:
+            q["dead"] += 1
+    return {name: (q["ready"], q["delayed"], q["leased"], q["dead"]) for name, q in out.items()}
+
+
+commands = st.one_of(
+    st.builds(
+        lambda jobs, owners: enqueue(
+            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k) for q, p, d, k in jobs],
+            owners=[owners] * len(jobs),
+            dedup_window_ms=500,
+        ),
+        st.lists(
+            st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 5), st.sampled_from([0, 0, 300]),
+                      st.sampled_from(["", "", "k1", "k2"])),
+            min_size=1, max_size=4,
+        ),
+        st.integers(1, 2),
+    ),
+    st.builds(lambda ids, node, ms: lease(*ids, node=node, lease_ms=ms),
+              st.lists(st.integers(1, 30), max_size=4), st.integers(1, 2), st.sampled_from([50, 500])),
+    st.builds(lambda ids, a: ack(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, a, d: nack(*[(i, a) for i in ids], delay_ms=d),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3), st.sampled_from([0, 200])),
+    st.builds(lambda ids, a: expire(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, a: extend(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, owner: reassign(ids, [owner] * len(ids)),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=40))
+def test_replicas_agree_and_counters_match_the_jobs(steps):
+    a, b = Log(), Log()
+    now = 0
+    acked = Counter()
+    for dt, command in steps:
+        now += dt
+        ra, rb = a.run(now, command), b.run(now, command)
+        assert repr(ra) == repr(rb)
+        if command.WhichOneof("kind") == "ack":
+            acked.update(i for (i, r) in zip([x.job_id for x in command.ack.jobs], ra[0]) if r == OK)
+        assert {k: j.as_tuple() for k, j in a.state.jobs.items()} == {
+            k: j.as_tuple() for k, j in b.state.jobs.items()
+        }
+        for queue, expected in recount(a.state, now * MS).items():
+            assert a.state.stats(queue, now * MS) == expected
+        # every job is READY, LEASED or DEAD; a leased job holds a real attempt
+        for job in a.state.jobs.values():
+            assert job.state in (JobState.READY, JobState.LEASED, JobState.DEAD)
+            assert job.state != JobState.LEASED or job.attempt >= 1
+    assert all(n == 1 for n in acked.values())  # no job acked twice
+    assert not set(acked) & set(a.state.jobs)  # acked jobs are gone
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), commands), max_size=25),
+    st.lists(st.tuples(st.integers(0, 400), commands), max_size=15),
+)
+def test_a_snapshot_restores_a_replica_that_then_stays_in_step(before, after):
+    from dpq.queue import snapshot
+
+    a = Log()
+    now = 0
+    for dt, command in before:
+        now += dt
+        a.run(now, command)
+    b = Log(snapshot.load(snapshot.dump(a.state)))
+    b.slot, b.seq = a.slot, a.seq
+    assert snapshot.dump(b.state) == snapshot.dump(a.state)
+    for dt, command in after:
+        now += dt
+        assert repr(a.run(now, command)) == repr(b.run(now, command))
+    assert snapshot.dump(b.state) == snapshot.dump(a.state)
+    for queue in a.state.queues():
+        assert a.state.stats(queue, now * MS) == b.state.stats(queue, now * MS)
+
+
+def test_snapshot_refuses_foreign_bytes():
+    from dpq.queue import snapshot
+
+    with pytest.raises(snapshot.SnapshotError, match="not a version-1 dpq snapshot"):
+        snapshot.load(b"NOPE" + bytes(20))
+    with pytest.raises(snapshot.SnapshotError, match="too short"):
+        snapshot.load(b"DP")
