@@ -165,6 +165,7 @@ class QueueState:
         self.clock_us = 0
         self.applied_slot = 0
         self.written_slot = 0
+        self.payload_bytes = 0  # held by all jobs, for the memory budget
         self.sessions = Sessions()
         self.observer: Observer = observer or _Silent()
         self.counts: dict[str, QueueCounts] = {}
@@ -177,6 +178,10 @@ class QueueState:
         self._slot_touches: list[int] = []
         # (client_id, seq) -> results, so a retried proposal gets its answer back
         self._results: OrderedDict[str, OrderedDict[int, list]] = OrderedDict()
+
+    def reset(self) -> None:
+        """Forget everything (before loading a snapshot); observers stay."""
+        self.__init__(self.observer)
 
     # ---------------------------------------------------------------- applying
 
@@ -249,6 +254,7 @@ class QueueState:
                 job_id, queue, new.priority, new.payload, now, now + new.delay_ms * 1000, owner
             )
             self.jobs[job_id] = job
+            self.payload_bytes += len(job.payload)
             self._enter_ready(job)
             self._touch(job_id)
             if new.dedup_key and cmd.dedup_window_us:
@@ -289,6 +295,7 @@ class QueueState:
             if job is not None:
                 self._set_unleased(job)
                 del self.jobs[job.job_id]
+                self.payload_bytes -= len(job.payload)
                 job.state = JobState.GONE
                 self._touch(job.job_id)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
@@ -479,6 +486,7 @@ class QueueState:
     def restore_job(self, job: Job) -> None:
         """Put a job back while loading a snapshot (bypasses commands and observers)."""
         self.jobs[job.job_id] = job
+        self.payload_bytes += len(job.payload)
         counts = self._counts(job.queue)
         if job.state == JobState.READY:
             counts.ready_by_priority[job.priority - 1] += 1

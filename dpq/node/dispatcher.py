@@ -1,0 +1,122 @@
+"""Long-polls: hand this node's ready jobs to waiting consumers, under lease.
+
+A Dequeue pops the most urgent ready jobs this node owns from its heap
+(reserving them), proposes a Lease for them, and returns the ones the
+committed Lease granted. With nothing ready it parks until the applier says
+jobs became ready in that queue (:meth:`Dispatcher.wake`, called after every
+applied batch, so a long-poll wakes within one commit of an enqueue), until
+the next delayed job is due, or until ``wait_ms`` runs out.
+
+Leases that run out are released by an Expire command proposed here, by the
+node that owns the jobs (:meth:`Dispatcher.run_expiry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from dpq.node.applier import Grant
+from dpq.node.proposer import Proposer, now_us
+from dpq.queue.owned import OwnedJobs
+from dpq.queue.state import Job, QueueState
+from dpq.v1 import log_pb2, queue_pb2
+
+log = logging.getLogger("dpq.node.dispatcher")
+
+
+class Dispatcher:
+    def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, proposer: Proposer,
+                 *, max_attempts: int, expiry_check_s: float = 0.05,
+                 expire_retry_s: float = 2.0) -> None:
+        self.node_id = node_id
+        self.state = state
+        self.owned = owned
+        self.proposer = proposer
+        self.max_attempts = max_attempts
+        self._expiry_check_s = expiry_check_s
+        self._expire_retry_us = int(expire_retry_s * 1e6)
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.delivered = 0  # jobs handed to consumers, for the consume rate
+
+    @property
+    def waiting(self) -> int:
+        """Long-polls parked on this node now."""
+        return sum(len(w) for w in self._waiters.values())
+
+    def wake(self, queues: Iterable[str]) -> None:
+        for queue in queues:
+            for event in self._waiters.get(queue, ()):
+                event.set()
+
+    async def dequeue(self, queue: str, max_jobs: int, wait_ms: int, lease_ms: int,
+                      consumer_id: str) -> list[queue_pb2.Job]:
+        deadline = time.monotonic() + wait_ms / 1000
+        while True:
+            jobs = await self._lease_ready(queue, max_jobs, lease_ms, consumer_id)
+            if jobs:
+                self.delivered += len(jobs)
+                return jobs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            next_due = self.owned.next_due_us(queue)
+            if next_due is not None:
+                remaining = min(remaining, max(0.0, (next_due - now_us()) / 1e6) + 0.001)
+            await self._park(queue, remaining)
+
+    async def _park(self, queue: str, timeout_s: float) -> None:
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(queue, set())
+        waiters.add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(queue, None)
+
+    async def _lease_ready(self, queue: str, max_jobs: int, lease_ms: int,
+                           consumer_id: str) -> list[queue_pb2.Job]:
+        ids = self.owned.reserve(queue, max_jobs, now_us())
+        if not ids:
+            return []
+        command = log_pb2.Command(lease=log_pb2.LeaseCommand(
+            node=self.node_id, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer_id))
+        try:
+            grants: list[Grant] = await self.proposer.submit(command) or []
+        except BaseException:
+            self.owned.release(ids)
+            raise
+        granted = {g.job_id for g in grants}
+        self.owned.release(i for i in ids if i not in granted)
+        jobs = self.state.jobs
+        return [_to_pb(jobs[g.job_id], g) for g in grants if g.job_id in jobs]
+
+    async def run_expiry(self) -> None:
+        """Propose an Expire for this node's leases that ran out, forever."""
+        while True:
+            await asyncio.sleep(self._expiry_check_s)
+            expired = self.owned.expired_leases(now_us(), self._expire_retry_us)
+            if not expired:
+                continue
+            command = log_pb2.Command(expire=log_pb2.ExpireCommand(
+                jobs=[queue_pb2.JobRef(job_id=j, attempt=a) for j, a in expired],
+                max_attempts=self.max_attempts))
+            task = asyncio.create_task(self.proposer.submit(command))
+            task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("expiring leases failed (retried later): %s", task.exception())
+
+
+def _to_pb(job: Job, grant: Grant) -> queue_pb2.Job:
+    return queue_pb2.Job(job_id=job.job_id, queue=job.queue, priority=job.priority,
+                         payload=job.payload, created_at_us=job.created_at_us,
+                         attempt=grant.attempt, lease_expires_at_us=grant.lease_expires_at_us)

@@ -1,0 +1,117 @@
+"""What a node does for each public RPC, in plain Python.
+
+The Queue servicer only translates protobuf to these calls and their
+exceptions to gRPC status codes; everything a request means happens here:
+validation (nothing is proposed unless the whole request is valid), the memory
+budget, owner assignment for new jobs, the command proposed, and waiting for
+PostgreSQL when the node is configured to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dpq._wrr import SmoothWRR
+from dpq.node.applier import SlotWatch
+from dpq.node.dispatcher import Dispatcher
+from dpq.node.proposer import Proposer, now_us
+from dpq.queue import validate
+from dpq.queue.state import QueueState
+from dpq.v1 import log_pb2, queue_pb2
+
+
+class ResourceExhausted(Exception):
+    """The node is over its memory budget; nothing of the request was taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """The node flags that shape the queue's behaviour."""
+
+    max_attempts: int = 5
+    dedup_window_ms: int = 3_600_000
+    memory_budget_bytes: int = 1 << 30
+    wait_for_postgres: bool = False
+    limits: validate.Limits = validate.DEFAULT_LIMITS
+
+
+class NodeOperations:
+    def __init__(self, node_id: int, peer_ids: Sequence[int], state: QueueState,
+                 proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
+                 reachable: Callable[[int], bool], written: SlotWatch) -> None:
+        self.node_id = node_id
+        self.peer_ids = sorted(peer_ids)
+        self.state = state
+        self.proposer = proposer
+        self.dispatcher = dispatcher
+        self.policy = policy
+        self._reachable = reachable
+        self._written = written
+        self._owners = SmoothWRR()
+        self._owner_set: tuple[int, ...] = ()
+
+    # ------------------------------------------------------------------ enqueue
+
+    async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
+        limits = self.policy.limits
+        validate.new_jobs(jobs, limits)
+        incoming = sum(len(j.payload) for j in jobs)
+        held = self.state.payload_bytes
+        if held + incoming > self.policy.memory_budget_bytes:
+            raise ResourceExhausted(
+                f"the queue holds {held} payload bytes; {incoming} more would pass the memory "
+                f"budget of {self.policy.memory_budget_bytes} bytes: consume or retry later"
+            )
+        command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
+            jobs=jobs, owners=self._pick_owners(len(jobs)),
+            dedup_window_us=self.policy.dedup_window_ms * 1000))
+        result = await self.proposer.submit(command)
+        if isinstance(result, str):
+            raise validate.InvalidArgument(result)
+        if self.policy.wait_for_postgres:
+            await self._written.wait_for(self.state.applied_slot)
+        return result
+
+    def _pick_owners(self, n: int) -> list[int]:
+        # Without a gateway, spread evenly over the nodes that answer.
+        live = tuple(p for p in self.peer_ids if self._reachable(p)) or (self.node_id,)
+        if live != self._owner_set:
+            self._owners.set_weights(live, [1] * len(live))
+            self._owner_set = live
+        return list(self._owners.pick_many(n))
+
+    # ------------------------------------------------------------------ consume
+
+    async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]:
+        queue = validate.dequeue(request, self.policy.limits)
+        return await self.dispatcher.dequeue(queue, request.max_jobs, request.wait_ms,
+                                             request.lease_ms, request.consumer_id)
+
+    async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]:
+        validate.refs(refs, self.policy.limits)
+        return await self.proposer.submit(log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs)))
+
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
+        validate.refs(refs, self.policy.limits)
+        validate.nack_delay(delay_ms, self.policy.limits)
+        return await self.proposer.submit(log_pb2.Command(nack=log_pb2.NackCommand(
+            jobs=refs, delay_ms=delay_ms, max_attempts=self.policy.max_attempts)))
+
+    async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
+        validate.refs(refs, self.policy.limits)
+        validate.lease(lease_ms, self.policy.limits)
+        return await self.proposer.submit(log_pb2.Command(extend=log_pb2.ExtendCommand(
+            jobs=refs, lease_ms=lease_ms)))
+
+    # ---------------------------------------------------------------- read-only
+
+    def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
+        names = [validate.queue_name(queue, "queue", self.policy.limits)] if queue else self.state.queues()
+        now = now_us()
+        out = []
+        for name in names:
+            ready, delayed, leased, dead = self.state.stats(name, now)
+            out.append(queue_pb2.QueueStats(queue=name, ready_by_priority=ready, delayed=delayed,
+                                            leased=leased, dead=dead))
+        return out

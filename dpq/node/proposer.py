@@ -1,0 +1,190 @@
+"""Getting commands into the replicated log, in batches, exactly once.
+
+Every part of a node that changes the queue (Enqueue and Ack handlers, the
+long-poll dispatcher, lease expiry, the leader's writer) calls
+:meth:`Proposer.submit` with one command and awaits its result. The proposer
+packs everything submitted while the previous proposals were in flight into
+one ``CommandBatch`` (one Paxos slot, one fsync on every node), up to
+``max_inflight`` batches at once.
+
+Each batch carries ``(client_id, seq)``. It is retried with the same pair —
+at the new leader after a leader change, or after a timeout — and the state
+machine applies it at most once (``dpq.paxos.sessions``), so a retry never
+enqueues a job twice. The client id is new on every start of the process,
+because ``seq`` starts again from 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+
+from dpq.node.applier import Applier, results_from_pb
+from dpq.node.driver import ReplicaDriver
+from dpq.paxos.core import NotLeader, ProposalRefused
+from dpq.paxos.types import Proposal
+from dpq.queue.commands import stamp
+from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger("dpq.node.proposer")
+
+
+class Unavailable(Exception):
+    """No leader took the batch in time; ``leader`` is the best guess of who leads."""
+
+    def __init__(self, message: str, leader: str | None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class LeaderRouter:
+    """Where proposals go: this node's driver when it leads, else the leader's
+    Propose RPC. Also serves the leader side of that RPC."""
+
+    def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
+                 channel_for: Callable[[int], grpc.aio.Channel]) -> None:
+        self.driver = driver
+        self.applier = applier
+        self.addresses = addresses
+        self._channel_for = channel_for
+        self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.driver.replica.leader_hint
+
+    def leader_address(self) -> str | None:
+        leader = self.leader_id
+        return self.addresses.get(leader) if leader is not None else None
+
+    async def propose_local(self, client_id: str, seq: int, batch: bytes, timeout_s: float):
+        """Stamp and propose on this (leader) node; wait until applied here."""
+        future = self.applier.expect(client_id, seq)
+        try:
+            self.driver.propose(Proposal(client_id, seq, stamp(now_us(), batch)))
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        finally:
+            self.applier.forget(client_id, seq, future)
+
+    async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
+                      timeout_s: float) -> list | None:
+        leader = self.leader_id
+        if leader is None:
+            raise NotLeader(None)
+        if leader == self.driver.replica.node_id:
+            applied = await self.propose_local(client_id, seq, batch, timeout_s)
+            return applied.results
+        stub = self._stubs.get(leader)
+        if stub is None:
+            stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
+        response = await stub.Propose(
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
+            timeout=timeout_s,
+        )
+        if response.duplicate and not response.results:
+            return None
+        return results_from_pb(response.results, kinds)
+
+
+class Proposer:
+    def __init__(self, node_id: int, router: LeaderRouter, *, max_batch: int = 2048,
+                 max_inflight: int = 4, attempt_timeout_s: float = 2.0,
+                 deadline_s: float = 15.0) -> None:
+        self.client_id = f"node-{node_id}-{uuid.uuid4().hex[:12]}"
+        self._router = router
+        self._max_batch = max_batch
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._attempt_timeout_s = attempt_timeout_s
+        self._deadline_s = deadline_s
+        self._seq = 0
+        self._pending: list[tuple[log_pb2.Command, asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+        # Observed batch sizes (for the benchmark): commands per proposal.
+        self.proposals = 0
+        self.commands = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever(), name="proposer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for task in list(self._inflight):
+            task.cancel()
+        for future in [f for _, f in self._pending]:
+            if not future.done():
+                future.set_exception(Unavailable("node stopping", None))
+
+    async def submit(self, command: log_pb2.Command):
+        """Propose one command (batched with others); return its result."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((command, future))
+        self._wake.set()
+        return await future
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._slots.acquire()
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                self._seq += 1
+                task = asyncio.create_task(self._run_batch(self._seq, batch))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _run_batch(self, seq: int, batch: list[tuple[log_pb2.Command, asyncio.Future]]) -> None:
+        try:
+            commands = [c for c, _ in batch]
+            data = log_pb2.CommandBatch(commands=commands).SerializeToString()
+            kinds = [c.WhichOneof("kind") for c in commands]
+            self.proposals += 1
+            self.commands += len(commands)
+            try:
+                results = await self._until_committed(seq, data, kinds)
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            for i, (_, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(results[i] if results is not None else None)
+        finally:
+            self._slots.release()
+
+    async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> list | None:
+        """Retry the same (client_id, seq) until some leader commits it."""
+        deadline = time.monotonic() + self._deadline_s
+        backoff = 0.02
+        last_error = "no leader elected yet"
+        while time.monotonic() < deadline:
+            try:
+                return await self._router.propose(self.client_id, seq, data, kinds,
+                                                  self._attempt_timeout_s)
+            except NotLeader as exc:
+                last_error = str(exc)
+            except ProposalRefused as exc:
+                last_error = str(exc)
+            except asyncio.TimeoutError:
+                last_error = f"not committed within {self._attempt_timeout_s}s"
+            except grpc.aio.AioRpcError as exc:
+                last_error = f"leader said {exc.code().name}: {exc.details()}"
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+        raise Unavailable(
+            f"no leader committed the batch within {self._deadline_s}s ({last_error})",
+            self._router.leader_address(),
+        )

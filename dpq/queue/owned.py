@@ -1,0 +1,133 @@
+"""The jobs one node serves: its slice of the replicated state, kept for speed.
+
+Every replica holds every job (``QueueState``), but a node hands out only the
+jobs it owns. :class:`OwnedJobs` watches ``QueueState`` as its observer and
+keeps, for this node:
+
+* a :class:`~dpq._fastheap.FastHeap` per queue of its READY jobs, so a
+  long-poll pops the most urgent ready job (by the aged key) in O(log n);
+* a min-heap of its leases by expiry, so it knows when to propose an Expire;
+* the jobs it has *reserved*: popped for a long-poll, their Lease proposed but
+  not applied yet. They stay out of the heap so nobody else gets them; if the
+  lease is refused or the proposal is lost they go back with :meth:`release`.
+
+It is derived state: rebuilt from ``QueueState`` on start (:meth:`rebuild`),
+never replicated, and it does no I/O. Times are the caller's clock in µs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from dpq._fastheap import FastHeap
+from dpq.queue.state import Job, JobState, QueueState
+
+
+class OwnedJobs:
+    def __init__(self, node_id: int, state: QueueState, aging_step_us: int) -> None:
+        self.node_id = node_id
+        self._state = state  # read-only here
+        self._aging_step_us = aging_step_us
+        self.heaps: dict[str, FastHeap] = {}
+        self._leases: list[tuple[int, int, int]] = []  # (expires_at_us, job_id, attempt)
+        self.reserved: set[int] = set()
+        # queues that got ready jobs since the dispatcher last looked
+        self.woken: set[str] = set()
+
+    # ------------------------------------------------------ QueueState observer
+
+    def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None:
+        mine = job.owner == self.node_id
+        if mine and job.state == JobState.READY:
+            if job.job_id not in self.reserved:
+                heap = self._heap(job.queue)
+                if job.job_id not in heap:
+                    heap.push(job.job_id, job.priority, job.created_at_us, job.ready_at_us)
+                    self.woken.add(job.queue)
+            return
+        if previous_owner == self.node_id or previous_state == JobState.READY:
+            heap = self.heaps.get(job.queue)
+            if heap is not None:
+                heap.remove(job.job_id)
+        if mine and job.state == JobState.LEASED:
+            self.reserved.discard(job.job_id)
+            heapq.heappush(self._leases, (job.lease_expires_at_us, job.job_id, job.attempt))
+
+    def rebuild(self) -> None:
+        """Derive everything from the state machine (after a restart or a snapshot)."""
+        self.heaps.clear()
+        self._leases.clear()
+        self.reserved.clear()
+        for job in self._state.jobs.values():
+            if job.owner == self.node_id:
+                self.job_changed(job, job.owner, JobState.GONE)
+
+    # ------------------------------------------------------------ long-polls
+
+    def reserve(self, queue: str, max_jobs: int, now_us: int) -> list[int]:
+        """Pop up to ``max_jobs`` ready jobs for a lease proposal."""
+        heap = self.heaps.get(queue)
+        if heap is None:
+            return []
+        ids = list(heap.pop_many(max_jobs, now_us))
+        self.reserved.update(ids)
+        return ids
+
+    def release(self, job_ids: Iterable[int]) -> None:
+        """Put reserved jobs that did not get leased back where they belong."""
+        for job_id in job_ids:
+            if job_id not in self.reserved:
+                continue
+            self.reserved.discard(job_id)
+            job = self._state.jobs.get(job_id)
+            if job is not None:
+                self.job_changed(job, job.owner, job.state)
+
+    def next_due_us(self, queue: str) -> int | None:
+        heap = self.heaps.get(queue)
+        return heap.next_due_us() if heap is not None else None
+
+    def ready_count(self, queue: str, now_us: int) -> int:
+        heap = self.heaps.get(queue)
+        return heap.ready_count(now_us) if heap is not None else 0
+
+    def take_woken(self) -> set[str]:
+        woken, self.woken = self.woken, set()
+        return woken
+
+    # ---------------------------------------------------------------- leases
+
+    def expired_leases(self, now_us: int, retry_after_us: int) -> list[tuple[int, int]]:
+        """``(job_id, attempt)`` of this node's leases that ran out by ``now_us``.
+
+        Entries for leases since acked, extended or moved are dropped here. A
+        lease reported is looked at again ``retry_after_us`` later, in case the
+        Expire proposed for it was lost; once the Expire is applied the job no
+        longer holds that lease and the entry is dropped.
+        """
+        out = []
+        leases = self._leases
+        while leases and leases[0][0] <= now_us:
+            _, job_id, attempt = heapq.heappop(leases)
+            job = self._state.jobs.get(job_id)
+            if (job is None or job.state != JobState.LEASED or job.attempt != attempt
+                    or job.owner != self.node_id or job.lease_expires_at_us > now_us):
+                continue  # acked, expired, moved, or extended (its newer entry waits)
+            out.append((job_id, attempt))
+        for job_id, attempt in out:
+            heapq.heappush(leases, (now_us + retry_after_us, job_id, attempt))
+        return out
+
+    def next_lease_expiry_us(self) -> int | None:
+        return self._leases[0][0] if self._leases else None
+
+    def depth(self, now_us: int) -> int:
+        """Ready jobs this node holds, over all queues (health reports)."""
+        return sum(heap.ready_count(now_us) for heap in self.heaps.values())
+
+    def _heap(self, queue: str) -> FastHeap:
+        heap = self.heaps.get(queue)
+        if heap is None:
+            heap = self.heaps[queue] = FastHeap(self._aging_step_us)
+        return heap

@@ -1,0 +1,63 @@
+"""The public ``dpq.v1.Queue`` service of a node: protobuf in, core calls, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+
+
+from dpq.node.operations import NodeOperations
+from dpq.services.errors import abort_for, mapped
+from dpq.v1 import queue_pb2, queue_pb2_grpc
+
+
+def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
+    return queue_pb2.RefResponse(results=[
+        queue_pb2.RefResult(job_id=ref.job_id, ok=not error, error=error)
+        for ref, error in zip(refs, errors)
+    ])
+
+
+class QueueServicer(queue_pb2_grpc.QueueServicer):
+    def __init__(self, ops: NodeOperations, cluster_info) -> None:
+        self._ops = ops
+        self._cluster_info = cluster_info  # () -> ClusterInfoResponse
+
+    @mapped
+    async def Enqueue(self, request, context):
+        return queue_pb2.EnqueueResponse(job_ids=await self._ops.enqueue(request.jobs))
+
+    async def EnqueueStream(self, request_iterator, context) -> AsyncIterator[queue_pb2.EnqueueResponse]:
+        async for request in request_iterator:
+            try:
+                ids = await self._ops.enqueue(request.jobs)
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, ends the stream
+                await abort_for(exc, context, "/dpq.v1.Queue/EnqueueStream")
+            yield queue_pb2.EnqueueResponse(job_ids=ids)
+
+    @mapped
+    async def Dequeue(self, request, context):
+        return queue_pb2.DequeueResponse(jobs=await self._ops.dequeue(request))
+
+    @mapped
+    async def Ack(self, request, context):
+        return _ref_response(request.jobs, await self._ops.ack(request.jobs))
+
+    @mapped
+    async def Nack(self, request, context):
+        return _ref_response(request.jobs, await self._ops.nack(request.jobs, request.delay_ms))
+
+    @mapped
+    async def ExtendLease(self, request, context):
+        return _ref_response(request.jobs, await self._ops.extend(request.jobs, request.lease_ms))
+
+    @mapped
+    async def Stats(self, request, context):
+        return queue_pb2.StatsResponse(queues=self._ops.stats(request.queue))
+
+    @mapped
+    async def ClusterInfo(self, request, context):
+        return self._cluster_info()
+
+
+

@@ -1,0 +1,116 @@
+"""Builders for queue commands, and a log that feeds them to a state machine.
+
+Shared by the state-machine tests and the owned-jobs tests.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from dpq.paxos.types import Proposal
+from dpq.queue.commands import batch_of, stamp
+from dpq.queue.state import QueueState
+from dpq.v1 import log_pb2, queue_pb2
+
+MS = 1000
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def job_changed(self, job, previous_owner, previous_state):
+        self.events.append((job.job_id, previous_owner, job.owner, previous_state, job.state))
+
+
+class Log:
+    """Feeds commands to a state machine the way committed slots would."""
+
+    def __init__(self, state=None):
+        self.state = state or QueueState()
+        self.slot = 0
+        self.seq = 0
+
+    def run(self, at_ms, *commands, client="c1", seq=None):
+        self.slot += 1
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        data = stamp(at_ms * MS, batch_of(*commands))
+        return self.state.apply(self.slot, Proposal(client, seq, data))
+
+
+def enqueue(*jobs, owners=None, dedup_window_ms=0):
+    news = [
+        j if isinstance(j, queue_pb2.NewJob) else queue_pb2.NewJob(queue="q", priority=j[0], payload=j[1])
+        for j in jobs
+    ]
+    return log_pb2.Command(
+        enqueue=log_pb2.EnqueueCommand(
+            jobs=news, owners=owners or [1] * len(news), dedup_window_us=dedup_window_ms * MS
+        )
+    )
+
+
+def lease(*ids, node=1, lease_ms=1000, consumer="w"):
+    return log_pb2.Command(
+        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer)
+    )
+
+
+def refs(*pairs):
+    return [queue_pb2.JobRef(job_id=j, attempt=a) for j, a in pairs]
+
+
+def ack(*pairs):
+    return log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs(*pairs)))
+
+
+def nack(*pairs, delay_ms=0, max_attempts=3):
+    return log_pb2.Command(
+        nack=log_pb2.NackCommand(jobs=refs(*pairs), delay_ms=delay_ms, max_attempts=max_attempts)
+    )
+
+
+def expire(*pairs, max_attempts=3):
+    return log_pb2.Command(expire=log_pb2.ExpireCommand(jobs=refs(*pairs), max_attempts=max_attempts))
+
+
+def extend(*pairs, lease_ms=1000):
+    return log_pb2.Command(extend=log_pb2.ExtendCommand(jobs=refs(*pairs), lease_ms=lease_ms))
+
+
+def reassign(ids, owners):
+    return log_pb2.Command(reassign=log_pb2.ReassignCommand(job_ids=ids, owners=owners))
+
+
+def checkpoint(slot):
+    return log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
+
+
+commands = st.one_of(
+    st.builds(
+        lambda jobs, owners: enqueue(
+            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k) for q, p, d, k in jobs],
+            owners=[owners] * len(jobs),
+            dedup_window_ms=500,
+        ),
+        st.lists(
+            st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 5), st.sampled_from([0, 0, 300]),
+                      st.sampled_from(["", "", "k1", "k2"])),
+            min_size=1, max_size=4,
+        ),
+        st.integers(1, 2),
+    ),
+    st.builds(lambda ids, node, ms: lease(*ids, node=node, lease_ms=ms),
+              st.lists(st.integers(1, 30), max_size=4), st.integers(1, 2), st.sampled_from([50, 500])),
+    st.builds(lambda ids, a: ack(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, a, d: nack(*[(i, a) for i in ids], delay_ms=d),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3), st.sampled_from([0, 200])),
+    st.builds(lambda ids, a: expire(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, a: extend(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, owner: reassign(ids, [owner] * len(ids)),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+)
+
+
