@@ -81,6 +81,8 @@ class Applier:
         self._expected: dict[tuple[str, int], list[asyncio.Future]] = {}
         #: The slot up to which PostgreSQL holds every change (from Checkpoints).
         self.written = SlotWatch(state.written_slot)
+        #: The last slot applied here.
+        self.applied = SlotWatch(state.applied_slot)
 
     def expect(self, client_id: str, seq: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -116,6 +118,7 @@ class Applier:
     def after_batch(self) -> None:
         """Called by the driver after each run of applied slots."""
         self.written.advance(self.state.written_slot)
+        self.applied.advance(self.state.applied_slot)
 
     def install(self, snapshot: Snapshot) -> None:
         """A snapshot from the leader replaces the whole state."""

@@ -22,7 +22,7 @@ class NodeConfig:
     data_dir: str
     dsn: str | None = None
     tick_ms: int = 10
-    heartbeat_ticks: int = 3
+    heartbeat_ticks: int = 2
     election_ticks: int = 30
     aging_step_ms: int = 5_000
     snapshot_every_slots: int = 20_000
@@ -87,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Enqueue returns only once PostgreSQL has the jobs")
     parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (10)")
     parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (30)")
-    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (3)")
+    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (2)")
+    parser.add_argument("--dead-after-ms", type=int,
+                        help="a node unreachable this long has its jobs moved to others (5000)")
     parser.add_argument("--log-level", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
 
@@ -114,6 +116,8 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         wait_for_postgres=bool(values.pop("wait_for_postgres", False)),
         limits=limits,
     )
+    if "dead_after_ms" in values:
+        values["dead_after_s"] = values.pop("dead_after_ms") / 1000
     known = set(NodeConfig.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:

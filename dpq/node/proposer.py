@@ -33,6 +33,9 @@ from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.proposer")
 
+#: How long a follower waits to apply a slot its proposal got before answering.
+READ_YOUR_WRITES_S = 1.0
+
 
 class Unavailable(Exception):
     """No leader took the batch in time; ``leader`` is the best guess of who leads."""
@@ -90,6 +93,13 @@ class LeaderRouter:
             replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
             timeout=timeout_s,
         )
+        # Read your writes: answer once this node has applied the slot too, so a
+        # Stats or Dequeue here right after sees it. Bounded: a lagging node
+        # still answers, it catches up in the background.
+        try:
+            await asyncio.wait_for(self.applier.applied.wait_for(response.slot), READ_YOUR_WRITES_S)
+        except TimeoutError:
+            pass
         if response.duplicate and not response.results:
             return None
         return results_from_pb(response.results, kinds)

@@ -8,6 +8,7 @@ Jobs are spread over the nodes that own them, so a consumer polls every node
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,7 +41,7 @@ def cluster(tmp_path_factory, pg_database):
 
 @pytest.fixture
 def queue(request):
-    return request.node.name.replace("[", "-").replace("]", "")[:60]
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", request.node.name)[:100]
 
 
 def enqueue(cluster, queue, *jobs, node=1):
@@ -257,8 +258,6 @@ def test_postgres_holds_the_pending_jobs_and_forgets_acked_ones(cluster, queue):
 
 
 def test_request_and_error_logs_have_the_promised_form(cluster):
-    import re
-
     log = (cluster.root / "n1" / "logs" / "requests.log").read_text()
     line = re.compile(
         r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[INFO\] index: "
