@@ -46,6 +46,10 @@ class Dispatcher:
         """Long-polls parked on this node now."""
         return sum(len(w) for w in self._waiters.values())
 
+    def parked_queues(self) -> list[str]:
+        """Queues with long-polls parked on this node now."""
+        return sorted(q for q, w in self._waiters.items() if w)
+
     def wake(self, queues: Iterable[str]) -> None:
         for queue in queues:
             for event in self._waiters.get(queue, ()):

@@ -17,19 +17,16 @@ import logging
 import os
 import random
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
-from dpq import logs
 from dpq.node.applier import Applier
 from dpq.node.config import NodeConfig
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.driver import ReplicaDriver
+from dpq.node.health import HealthReporter
 from dpq.node.leader import LeaderDuties
 from dpq.node.operations import NodeOperations
 from dpq.node.proposer import LeaderRouter, Proposer
-from dpq.node.transport import CHANNEL_OPTIONS, Transport
+from dpq.node.stealer import WorkStealer
+from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.types import Snapshot
 from dpq.paxos.wal import WriteAheadLog
@@ -38,9 +35,12 @@ from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
+from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node")
+
+HEALTH_SAMPLE_S = 0.25
 
 SERVICE_NAMES = (
     queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
@@ -80,10 +80,14 @@ class Node:
                                      max_attempts=config.policy.max_attempts)
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,
                                   self.dispatcher, config.policy, self._reachable,
-                                  self.applier.written)
+                                  self.applier.written, self.cluster_info)
+        self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
+                                   self.proposer)
+        self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
+                                     lambda: self.state.applied_slot)
         self.leader_duties = LeaderDuties(self, dsn)
         self._last_snapshot_slot = applied
-        self._server: grpc.aio.Server | None = None
+        self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.stopped = asyncio.Event()
@@ -92,37 +96,32 @@ class Node:
     # ------------------------------------------------------------- life cycle
 
     async def start(self) -> None:
-        server = grpc.aio.server(interceptors=[logs.RequestLogInterceptor()],
-                                 options=CHANNEL_OPTIONS)
-        queue_pb2_grpc.add_QueueServicer_to_server(QueueServicer(self.ops, self.cluster_info), server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(
-            ReplicationServicer(self.driver, self.transport, self.router), server)
-        self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(self.config.listen)
-        await server.start()
-        self._server = server
+        queue = QueueServicer(self.ops)
+        replication = ReplicationServicer(self.driver, self.transport, self.router, self.health,
+                                          self.ops.admit_forwarded)
+        self._server = Server(self.config.listen, [
+            (SERVICE_NAMES[0], lambda s: queue_pb2_grpc.add_QueueServicer_to_server(queue, s)),
+            (SERVICE_NAMES[1],
+             lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
+        ])
+        self.port = self._server.port
+        await self._server.start()
         self.transport.start()
         self.proposer.start()
         for name, coro in (("paxos-driver", self.driver.run()),
                            ("lease-expiry", self.dispatcher.run_expiry()),
                            ("leader-duties", self.leader_duties.run()),
+                           ("work-stealer", self.stealer.run()),
+                           ("health-sampler", self._sample_health()),
                            ("leader-watch", self._watch_leader())):
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
-        for service in ("", *SERVICE_NAMES):
-            await _set_health(self._health, service, health_pb2.HealthCheckResponse.SERVING)
         log.info("node %d serving on %s", self.config.node_id, self.config.listen)
 
     async def stop(self, grace_s: float = 1.0) -> None:
         if self.stopped.is_set():
             return
-        for service in ("", *SERVICE_NAMES):
-            await _set_health(self._health, service, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._server is not None:
             await self._server.stop(grace_s)
         self.driver.stop()
@@ -147,7 +146,7 @@ class Node:
 
     # ---------------------------------------------------------------- wiring
 
-    def _channel_to(self, node_id: int) -> grpc.aio.Channel:
+    def _channel_to(self, node_id: int):
         return self.transport.links[node_id].channel
 
     def _reachable(self, node_id: int) -> bool:
@@ -164,6 +163,11 @@ class Node:
         slot = self.state.applied_slot
         self.driver.compact(Snapshot(slot, snapshots.dump(self.state)))
         self._last_snapshot_slot = slot
+
+    async def _sample_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_SAMPLE_S)
+            self.health.sample()
 
     async def _watch_leader(self) -> None:
         # Proposals waited on here may never be chosen once the leader changes:
@@ -192,8 +196,3 @@ class Node:
                                             reachable=self._reachable(node_id)))
         return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes)
 
-
-async def _set_health(servicer, service: str, status) -> None:
-    result = servicer.set(service, status)
-    if asyncio.iscoroutine(result):
-        await result

@@ -13,16 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dpq._wrr import SmoothWRR
+from dpq.errors import ResourceExhausted
 from dpq.node.applier import SlotWatch
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.proposer import Proposer, now_us
 from dpq.queue import validate
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
-
-
-class ResourceExhausted(Exception):
-    """The node is over its memory budget; nothing of the request was taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +36,8 @@ class QueuePolicy:
 class NodeOperations:
     def __init__(self, node_id: int, peer_ids: Sequence[int], state: QueueState,
                  proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
-                 reachable: Callable[[int], bool], written: SlotWatch) -> None:
+                 reachable: Callable[[int], bool], written: SlotWatch,
+                 cluster_info: Callable[[], queue_pb2.ClusterInfoResponse]) -> None:
         self.node_id = node_id
         self.peer_ids = sorted(peer_ids)
         self.state = state
@@ -48,6 +46,7 @@ class NodeOperations:
         self.policy = policy
         self._reachable = reachable
         self._written = written
+        self._cluster_info = cluster_info
         self._owners = SmoothWRR()
         self._owner_set: tuple[int, ...] = ()
 
@@ -56,13 +55,7 @@ class NodeOperations:
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
         limits = self.policy.limits
         validate.new_jobs(jobs, limits)
-        incoming = sum(len(j.payload) for j in jobs)
-        held = self.state.payload_bytes
-        if held + incoming > self.policy.memory_budget_bytes:
-            raise ResourceExhausted(
-                f"the queue holds {held} payload bytes; {incoming} more would pass the memory "
-                f"budget of {self.policy.memory_budget_bytes} bytes: consume or retry later"
-            )
+        self._check_budget(sum(len(j.payload) for j in jobs))
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self._pick_owners(len(jobs)),
             dedup_window_us=self.policy.dedup_window_ms * 1000))
@@ -72,6 +65,27 @@ class NodeOperations:
         if self.policy.wait_for_postgres:
             await self._written.wait_for(self.state.applied_slot)
         return result
+
+    def _check_budget(self, incoming: int) -> None:
+        held = self.state.payload_bytes
+        if held + incoming > self.policy.memory_budget_bytes:
+            raise ResourceExhausted(
+                f"the queue holds {held} payload bytes; {incoming} more would pass the memory "
+                f"budget of {self.policy.memory_budget_bytes} bytes: consume or retry later"
+            )
+
+    def admit_forwarded(self, batch: bytes) -> None:
+        """The budget check for a batch a gateway proposes through this leader.
+
+        Batches are only parsed when the budget is nearly spent: acks and
+        leases must always get through, since they are what frees memory.
+        """
+        if self.state.payload_bytes + len(batch) <= self.policy.memory_budget_bytes:
+            return
+        commands = log_pb2.CommandBatch.FromString(batch).commands
+        incoming = sum(len(j.payload) for c in commands if c.HasField("enqueue") for j in c.enqueue.jobs)
+        if incoming:
+            self._check_budget(incoming)
 
     def _pick_owners(self, n: int) -> list[int]:
         # Without a gateway, spread evenly over the nodes that answer.
@@ -106,7 +120,7 @@ class NodeOperations:
 
     # ---------------------------------------------------------------- read-only
 
-    def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
+    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
         names = [validate.queue_name(queue, "queue", self.policy.limits)] if queue else self.state.queues()
         now = now_us()
         out = []
@@ -115,3 +129,6 @@ class NodeOperations:
             out.append(queue_pb2.QueueStats(queue=name, ready_by_priority=ready, delayed=delayed,
                                             leased=leased, dead=dead))
         return out
+
+    async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
+        return self._cluster_info()

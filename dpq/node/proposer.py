@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import grpc
 
+from dpq.errors import Unavailable
 from dpq.node.applier import Applier, results_from_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
@@ -35,14 +36,6 @@ log = logging.getLogger("dpq.node.proposer")
 
 #: How long a follower waits to apply a slot its proposal got before answering.
 READ_YOUR_WRITES_S = 1.0
-
-
-class Unavailable(Exception):
-    """No leader took the batch in time; ``leader`` is the best guess of who leads."""
-
-    def __init__(self, message: str, leader: str | None) -> None:
-        super().__init__(message)
-        self.leader = leader
 
 
 def now_us() -> int:

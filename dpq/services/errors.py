@@ -7,8 +7,7 @@ import logging
 
 import grpc
 
-from dpq.node.operations import ResourceExhausted
-from dpq.node.proposer import Unavailable
+from dpq.errors import Forwarded, ResourceExhausted, Unavailable
 from dpq.paxos.core import NotLeader
 from dpq.queue.validate import InvalidArgument
 
@@ -23,6 +22,8 @@ async def abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: s
     if isinstance(exc, Unavailable):
         where = f"; the leader is at {exc.leader}" if exc.leader else "; no leader is known yet"
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}{where}: retry")
+    if isinstance(exc, Forwarded):
+        await context.abort(exc.code, str(exc))
     if isinstance(exc, NotLeader):
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}")
     log.error("%s", exc, exc_info=exc, extra={"route": method})

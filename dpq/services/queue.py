@@ -6,9 +6,23 @@ from collections.abc import AsyncIterator
 
 
 
-from dpq.node.operations import NodeOperations
+from collections.abc import Sequence
+from typing import Protocol
+
 from dpq.services.errors import abort_for, mapped
 from dpq.v1 import queue_pb2, queue_pb2_grpc
+
+
+class QueueOperations(Protocol):
+    """What a node or a gateway does for each public RPC (plain Python)."""
+
+    async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]: ...
+    async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]: ...
+    async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]: ...
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]: ...
+    async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]: ...
+    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]: ...
+    async def cluster_info(self) -> queue_pb2.ClusterInfoResponse: ...
 
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
@@ -19,9 +33,8 @@ def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
 
 
 class QueueServicer(queue_pb2_grpc.QueueServicer):
-    def __init__(self, ops: NodeOperations, cluster_info) -> None:
+    def __init__(self, ops: QueueOperations) -> None:
         self._ops = ops
-        self._cluster_info = cluster_info  # () -> ClusterInfoResponse
 
     @mapped
     async def Enqueue(self, request, context):
@@ -53,11 +66,11 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
 
     @mapped
     async def Stats(self, request, context):
-        return queue_pb2.StatsResponse(queues=self._ops.stats(request.queue))
+        return queue_pb2.StatsResponse(queues=await self._ops.stats(request.queue))
 
     @mapped
     async def ClusterInfo(self, request, context):
-        return self._cluster_info()
+        return await self._ops.cluster_info()
 
 
 

@@ -1,0 +1,1 @@
+"""dpq-gateway, the enqueue manager: buffers jobs, balances them over the nodes."""

@@ -1,0 +1,7 @@
+"""``python -m dpq.gateway`` is ``dpq-gateway``."""
+
+import sys
+
+from dpq.cli import gateway_main
+
+sys.exit(gateway_main())

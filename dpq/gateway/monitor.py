@@ -1,0 +1,106 @@
+"""The gateway's live view of every node, from each node's WatchHealth stream.
+
+A node counts as reachable while its stream is open and its last report is
+younger than ``stale_s``. The reports feed ``dpq.balancer`` (weights for the
+round-robin) and tell the gateway who leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from dpq.balancer import NodeHealth
+from dpq.node.transport import CHANNEL_OPTIONS
+from dpq.v1 import queue_pb2_grpc, replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger("dpq.gateway.monitor")
+
+
+class NodeView:
+    """One node as the gateway sees it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.replication = replication_pb2_grpc.ReplicationStub(self.channel)
+        self.queue = queue_pb2_grpc.QueueStub(self.channel)
+        self.report: replication_pb2.NodeHealthReport | None = None
+        self.received_at = 0.0
+        self.task: asyncio.Task | None = None
+
+    @property
+    def node_id(self) -> int | None:
+        return self.report.node_id if self.report is not None else None
+
+
+class HealthMonitor:
+    def __init__(self, addresses: list[str], *, interval_ms: int = 250, stale_s: float = 1.5) -> None:
+        self.nodes = [NodeView(a) for a in addresses]
+        self.interval_ms = interval_ms
+        self.stale_s = stale_s
+        self.changed = asyncio.Event()
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.task = asyncio.create_task(self._watch(node), name=f"watch-{node.address}")
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            if node.task is not None:
+                node.task.cancel()
+        await asyncio.gather(*(n.task for n in self.nodes if n.task), return_exceptions=True)
+        for node in self.nodes:
+            await node.channel.close(grace=None)
+
+    async def _watch(self, node: NodeView) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                stream = node.replication.WatchHealth(
+                    replication_pb2.HealthRequest(interval_ms=self.interval_ms))
+                async for report in stream:
+                    node.report, node.received_at = report, time.monotonic()
+                    backoff = 0.1
+                    self.changed.set()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    log.warning("health stream of %s failed: %s", node.address, exc.details())
+            node.received_at = 0.0
+            self.changed.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def reachable(self, node: NodeView) -> bool:
+        return node.report is not None and time.monotonic() - node.received_at <= self.stale_s
+
+    def health(self) -> list[NodeHealth]:
+        """Every node that ever reported, for ``dpq.balancer.weights``."""
+        out = []
+        for node in self.nodes:
+            r = node.report
+            if r is None:
+                continue
+            out.append(NodeHealth(node_id=r.node_id, reachable=self.reachable(node),
+                                  cpu_percent=r.cpu_percent, ready_depth=r.ready_depth,
+                                  consume_rate=r.consume_rate, waiting_consumers=r.waiting_consumers))
+        return out
+
+    def leader(self) -> NodeView | None:
+        """The node the reachable nodes name as leader (the most recent report wins)."""
+        votes = sorted((n for n in self.nodes if self.reachable(n) and n.report.leader_id),
+                       key=lambda n: n.received_at, reverse=True)
+        for voter in votes:
+            for node in self.nodes:
+                if node.node_id == voter.report.leader_id and self.reachable(node):
+                    return node
+        return None
+
+    def live(self) -> list[NodeView]:
+        return [n for n in self.nodes if self.reachable(n)]
+
+    def by_id(self, node_id: int) -> NodeView | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)

@@ -1,0 +1,87 @@
+"""What a gateway does for each public RPC: batch enqueues, route the rest.
+
+* Enqueue: validated here, then buffered into the batcher (owners by health).
+* Dequeue: forwarded to the reachable node with the most ready jobs (a node
+  serves the jobs it owns; the client library instead keeps a long-poll open
+  on every node, and idle nodes steal backlogs, so either way jobs flow).
+* Ack / Nack / ExtendLease, Stats, ClusterInfo: forwarded to the leader,
+  or to any reachable node when no leader is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from dpq.gateway.batcher import EnqueueBatcher
+from dpq.gateway.monitor import HealthMonitor, NodeView
+from dpq.errors import Forwarded, Unavailable
+from dpq.queue import validate
+from dpq.v1 import queue_pb2
+
+FORWARD_TIMEOUT_S = 15.0
+
+
+class GatewayOperations:
+    def __init__(self, monitor: HealthMonitor, batcher: EnqueueBatcher,
+                 limits: validate.Limits = validate.DEFAULT_LIMITS) -> None:
+        self.monitor = monitor
+        self.batcher = batcher
+        self.limits = limits
+
+    async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
+        validate.new_jobs(jobs, self.limits)
+        return await self.batcher.enqueue(jobs)
+
+    async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]:
+        validate.dequeue(request, self.limits)
+        candidates = sorted(self.monitor.live(),
+                            key=lambda n: (-n.report.ready_depth, n.report.waiting_consumers))
+        response = await self._forward(candidates, "Dequeue", request,
+                                       timeout=request.wait_ms / 1000 + FORWARD_TIMEOUT_S)
+        return list(response.jobs)
+
+    async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]:
+        validate.refs(refs, self.limits)
+        response = await self._to_leader("Ack", queue_pb2.AckRequest(jobs=refs))
+        return [r.error for r in response.results]
+
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
+        validate.refs(refs, self.limits)
+        validate.nack_delay(delay_ms, self.limits)
+        response = await self._to_leader("Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms))
+        return [r.error for r in response.results]
+
+    async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
+        validate.refs(refs, self.limits)
+        validate.lease(lease_ms, self.limits)
+        response = await self._to_leader(
+            "ExtendLease", queue_pb2.ExtendLeaseRequest(jobs=refs, lease_ms=lease_ms))
+        return [r.error for r in response.results]
+
+    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
+        if queue:
+            validate.queue_name(queue, "queue", self.limits)
+        response = await self._to_leader("Stats", queue_pb2.StatsRequest(queue=queue))
+        return list(response.queues)
+
+    async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
+        return await self._to_leader("ClusterInfo", queue_pb2.ClusterInfoRequest())
+
+    async def _to_leader(self, method: str, request):
+        leader = self.monitor.leader()
+        others = [n for n in self.monitor.live() if n is not leader]
+        return await self._forward(([leader] if leader else []) + others, method, request,
+                                   timeout=FORWARD_TIMEOUT_S)
+
+    async def _forward(self, nodes: list[NodeView], method: str, request, timeout: float):
+        last = "no node is reachable"
+        for node in nodes:
+            try:
+                return await getattr(node.queue, method)(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise Forwarded(exc.code(), exc.details()) from exc
+                last = f"{node.address}: {exc.details()}"
+        raise Unavailable(f"{method} could not reach a node ({last})", None)
