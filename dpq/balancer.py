@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SCALE = 1000
+SCALE = 10_000  # fine enough that small factors multiplied together stay apart
 
 
 @dataclass(frozen=True, slots=True)

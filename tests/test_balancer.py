@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpq._wrr import SmoothWRR
-from dpq.balancer import BalancerPolicy, NodeHealth, weight, weights
+from dpq.balancer import SCALE, BalancerPolicy, NodeHealth, weight, weights
 
 IDLE = NodeHealth(node_id=1, cpu_percent=10.0, ready_depth=0, consume_rate=100.0)
 
@@ -71,7 +71,7 @@ def test_weight_is_bounded_and_zero_only_when_unreachable(h):
     w = weight(h)
     assert isinstance(w, int)
     assert (w == 0) == (not h.reachable)
-    assert w <= 1000 * (1 + 0.5 * 8)
+    assert w <= SCALE * (1 + 0.5 * 8)
 
 
 @settings(max_examples=500, deadline=None)

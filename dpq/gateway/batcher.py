@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import grpc
@@ -55,7 +56,9 @@ class EnqueueBatcher:
         self._full = asyncio.Event()
         self._wrr = SmoothWRR()
         self._weights_at = 0.0
+        self._weights_version = -1
         self.weights: dict[int, int] = {}
+        self.assigned: Counter[int] = Counter()  # jobs given to each node
         self._task: asyncio.Task | None = None
         # Observed batch sizes (for the benchmark).
         self.batches = 0
@@ -109,15 +112,18 @@ class EnqueueBatcher:
 
     def _owners(self, n: int) -> list[int]:
         now = time.monotonic()
-        if now - self._weights_at >= WEIGHTS_REFRESH_S or not self.weights:
-            self._weights_at = now
+        if (now - self._weights_at >= WEIGHTS_REFRESH_S or not self.weights
+                or self._monitor.version != self._weights_version):
+            self._weights_at, self._weights_version = now, self._monitor.version
             ids, ws = balancer.weights(self._monitor.health())
             if not any(ws):
                 raise Unavailable("no node is reachable to own new jobs", None)
             if dict(zip(ids, ws)) != self.weights:
                 self._wrr.set_weights(ids, ws)
                 self.weights = dict(zip(ids, ws))
-        return list(self._wrr.pick_many(n))
+        owners = list(self._wrr.pick_many(n))
+        self.assigned.update(owners)
+        return owners
 
     async def _send(self, seq: int, batch) -> None:
         try:

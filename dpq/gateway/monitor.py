@@ -43,6 +43,8 @@ class HealthMonitor:
         self.interval_ms = interval_ms
         self.stale_s = stale_s
         self.changed = asyncio.Event()
+        #: Bumped whenever a node's stream breaks, so users of the weights refresh at once.
+        self.version = 0
 
     def start(self) -> None:
         for node in self.nodes:
@@ -70,6 +72,7 @@ class HealthMonitor:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     log.warning("health stream of %s failed: %s", node.address, exc.details())
             node.received_at = 0.0
+            self.version += 1
             self.changed.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)

@@ -16,6 +16,7 @@ import grpc
 
 from dpq.gateway.batcher import EnqueueBatcher
 from dpq.gateway.monitor import HealthMonitor, NodeView
+from dpq import balancer
 from dpq.errors import Forwarded, Unavailable
 from dpq.queue import validate
 from dpq.v1 import queue_pb2
@@ -67,7 +68,22 @@ class GatewayOperations:
         return list(response.queues)
 
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
-        return await self._to_leader("ClusterInfo", queue_pb2.ClusterInfoRequest())
+        """The leader's view, with each node's health and balancer share added."""
+        info = await self._to_leader("ClusterInfo", queue_pb2.ClusterInfoRequest())
+        weights = dict(zip(*balancer.weights(self.monitor.health())))
+        for node in info.nodes:
+            view = self.monitor.by_id(node.node_id)
+            if view is not None and view.report is not None:
+                r = view.report
+                node.cpu_percent, node.ready_depth = r.cpu_percent, r.ready_depth
+                node.consume_rate, node.waiting_consumers = r.consume_rate, r.waiting_consumers
+                node.ballot = r.ballot
+                if node.node_id != info.leader_id:
+                    node.commit_index, node.applied_index = r.commit_index, r.applied_index
+            node.balancer_weight = weights.get(node.node_id, 0)
+            node.assigned_jobs = self.batcher.assigned[node.node_id]
+        info.served_by = "gateway"
+        return info
 
     async def _to_leader(self, method: str, request):
         leader = self.monitor.leader()

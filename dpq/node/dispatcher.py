@@ -39,6 +39,9 @@ class Dispatcher:
         self._expiry_check_s = expiry_check_s
         self._expire_retry_us = int(expire_retry_s * 1e6)
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # queue -> when its consumers started waiting here with nothing to get
+        self._starving: dict[str, float] = {}
+        self._last_parked: dict[str, float] = {}
         self.delivered = 0  # jobs handed to consumers, for the consume rate
 
     @property
@@ -46,9 +49,22 @@ class Dispatcher:
         """Long-polls parked on this node now."""
         return sum(len(w) for w in self._waiters.values())
 
-    def parked_queues(self) -> list[str]:
-        """Queues with long-polls parked on this node now."""
-        return sorted(q for q, w in self._waiters.items() if w)
+    def starving(self, now: float, gone_after_s: float = 1.0) -> dict[str, float]:
+        """Queues whose consumers wait here with nothing to get, and since when.
+
+        A queue stays listed between one long-poll and the next; it drops out
+        when jobs are delivered from it, or when nobody parked on it for
+        ``gone_after_s``.
+        """
+        for queue in [q for q in self._starving
+                      if q not in self._waiters and now - self._last_parked.get(q, 0) > gone_after_s]:
+            del self._starving[queue]
+        return dict(self._starving)
+
+    def fed(self, queue: str, now: float) -> None:
+        """Work arrived for a starving queue: its idle time starts over."""
+        if queue in self._starving:
+            self._starving[queue] = now
 
     def wake(self, queues: Iterable[str]) -> None:
         for queue in queues:
@@ -62,6 +78,7 @@ class Dispatcher:
             jobs = await self._lease_ready(queue, max_jobs, lease_ms, consumer_id)
             if jobs:
                 self.delivered += len(jobs)
+                self._starving.pop(queue, None)
                 return jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -75,12 +92,14 @@ class Dispatcher:
         event = asyncio.Event()
         waiters = self._waiters.setdefault(queue, set())
         waiters.add(event)
+        self._starving.setdefault(queue, time.monotonic())
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
         except TimeoutError:
             pass
         finally:
             waiters.discard(event)
+            self._last_parked[queue] = time.monotonic()
             if not waiters:
                 self._waiters.pop(queue, None)
 

@@ -193,6 +193,8 @@ class Node:
                 commit = applied = match
             nodes.append(queue_pb2.NodeInfo(node_id=node_id, address=address, role=role,
                                             commit_index=commit, applied_index=applied,
-                                            reachable=self._reachable(node_id)))
-        return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes)
+                                            reachable=self._reachable(node_id),
+                                            ballot=str(status.promised)))
+        return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes,
+                                             served_by=f"node {self.config.node_id}")
 

@@ -29,7 +29,7 @@ log = logging.getLogger("dpq.node.stealer")
 class WorkStealer:
     def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, dispatcher: Dispatcher,
                  proposer: Proposer, *, check_s: float = 0.25, idle_s: float = 0.5,
-                 min_backlog: int = 2, max_steal: int = 1000) -> None:
+                 min_backlog: int = 1, max_steal: int = 1000) -> None:
         self.node_id = node_id
         self.state = state
         self.owned = owned
@@ -39,26 +39,17 @@ class WorkStealer:
         self.idle_s = idle_s
         self.min_backlog = min_backlog
         self.max_steal = max_steal
-        self._idle_since: dict[str, float] = {}
         self.stolen = 0
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.check_s)
-            for queue in self.dispatcher.parked_queues():
-                await self._maybe_steal(queue)
-            parked = set(self.dispatcher.parked_queues())
-            for queue in [q for q in self._idle_since if q not in parked]:
-                del self._idle_since[queue]
+            now = time.monotonic()
+            for queue, since in sorted(self.dispatcher.starving(now).items()):
+                if now - since >= self.idle_s and self.owned.ready_count(queue, now_us()) == 0:
+                    await self._steal(queue)
 
-    async def _maybe_steal(self, queue: str) -> None:
-        now = time.monotonic()
-        if self.owned.ready_count(queue, now_us()) > 0:
-            self._idle_since.pop(queue, None)
-            return
-        since = self._idle_since.setdefault(queue, now)
-        if now - since < self.idle_s:
-            return
+    async def _steal(self, queue: str) -> None:
         backlogs = self.state.ready_backlogs(queue)
         backlogs.pop(self.node_id, None)
         if not backlogs:
@@ -78,6 +69,6 @@ class WorkStealer:
             log.warning("stealing from node %d failed: %s", victim, exc)
             return
         self.stolen += moved or 0
-        self._idle_since.pop(queue, None)
+        self.dispatcher.fed(queue, time.monotonic())
         log.info("queue %s: took %d of node %d's %d ready jobs for consumers waiting here",
                  queue, moved, victim, backlog)

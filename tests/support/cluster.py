@@ -50,15 +50,19 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05)
 
 
 class Cluster:
-    def __init__(self, root: Path, dsn: str, nodes: int = 3, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, dsn: str, nodes: int = 3, args: tuple[str, ...] = (),
+                 cpus: dict[int, set[int]] | None = None) -> None:
         self.root = root
         self.dsn = dsn
         self.ids = list(range(1, nodes + 1))
-        ports = free_ports(nodes)
+        ports = free_ports(nodes + 1)
         self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports)}
+        self.gateway_address = f"127.0.0.1:{ports[-1]}"
         self.args = args
+        self.cpus = cpus or {}
         self.procs: dict[int, subprocess.Popen] = {}
-        self._channels: dict[int, grpc.Channel] = {}
+        self.gateway: subprocess.Popen | None = None
+        self._channels: dict[object, grpc.Channel] = {}
 
     @property
     def peers(self) -> str:
@@ -70,9 +74,30 @@ class Cluster:
             data.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "dpq.node", "--id", str(i), "--listen", self.addresses[i],
                    "--peers", self.peers, "--data-dir", str(data), "--dsn", self.dsn, *self.args]
-            env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
-            log = open(data / "stderr.log", "ab")
-            self.procs[i] = subprocess.Popen(cmd, cwd=data, env=env, stdout=log, stderr=log)
+            self.procs[i] = self._spawn(cmd, data, self.cpus.get(i))
+
+    def _spawn(self, cmd: list[str], data: Path, cpus: set[int] | None) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+        with open(data / "stderr.log", "ab") as log:
+            return subprocess.Popen(
+                cmd, cwd=data, env=env, stdout=log, stderr=log,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+
+    def start_gateway(self, *args: str) -> None:
+        data = self.root / "gateway"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "dpq.gateway", "--listen", self.gateway_address,
+               "--nodes", ",".join(self.addresses.values()), "--log-dir", str(data), *args]
+        self.gateway = self._spawn(cmd, data, None)
+
+    def gateway_stub(self) -> queue_pb2_grpc.QueueStub:
+        channel = self._channels.get("gateway")
+        if channel is None:
+            channel = self._channels["gateway"] = grpc.insecure_channel(self.gateway_address)
+        return queue_pb2_grpc.QueueStub(channel)
+
+    def gateway_info(self) -> queue_pb2.ClusterInfoResponse:
+        return self.gateway_stub().ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=5)
 
     def stop(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
         proc = self.procs.pop(node_id)
@@ -86,6 +111,13 @@ class Cluster:
         self.stop(node_id, signal.SIGKILL)
 
     def stop_all(self) -> None:
+        if self.gateway is not None:
+            self.gateway.terminate()
+            try:
+                self.gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                self.gateway.kill()
+            self.gateway = None
         for i in list(self.procs):
             try:
                 self.stop(i)
@@ -112,8 +144,8 @@ class Cluster:
 
         return wait_until(agreed, timeout_s, f"one leader among nodes {nodes}")
 
-    def log_tail(self, node_id: int, lines: int = 40) -> str:
-        path = self.root / f"n{node_id}" / "stderr.log"
+    def log_tail(self, node_id: int | str, lines: int = 40) -> str:
+        path = self.root / (f"n{node_id}" if isinstance(node_id, int) else node_id) / "stderr.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def __enter__(self) -> Cluster:
