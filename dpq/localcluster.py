@@ -1,0 +1,161 @@
+"""A whole cluster on one machine: N ``dpq-node`` processes and a ``dpq-gateway``.
+
+This is what ``dpq up`` runs, what ``bench/e2e.py`` measures and what the
+integration tests start. Every process is a real one (``python -m dpq.node``
+is the ``dpq-node`` entry point) with its own data folder under ``root``;
+PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
+Ports: the gateway on ``port_base``, node *i* on ``port_base + i``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+import dpq
+from dpq.v1 import queue_pb2, queue_pb2_grpc
+
+#: Child processes import the dpq this process imported (a checkout or site-packages).
+PACKAGE_ROOT = str(Path(dpq.__file__).resolve().parent.parent)
+
+
+class ClusterError(RuntimeError):
+    """The cluster did not come up; the message says what is missing and where the logs are."""
+
+
+class LocalCluster:
+    def __init__(self, root: str | os.PathLike[str], *, nodes: int = 3, port_base: int = 7100,
+                 host: str = "127.0.0.1", dsn: str | None = None,
+                 node_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
+                 ports: list[int] | None = None, cpus: dict[int, set[int]] | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.ids = list(range(1, nodes + 1))
+        ports = ports or [port_base + i for i in range(nodes + 1)]
+        self.gateway_address = f"{host}:{ports[0]}"
+        self.addresses = {i: f"{host}:{ports[i]}" for i in self.ids}
+        self.dsn = dsn
+        self.node_args = tuple(node_args)
+        self.gateway_args = tuple(gateway_args)
+        self.cpus = cpus or {}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.gateway: subprocess.Popen | None = None
+        self._postgres = None
+
+    # --------------------------------------------------------------- processes
+
+    @property
+    def peers(self) -> str:
+        return ",".join(f"{i}={a}" for i, a in self.addresses.items())
+
+    def start_postgres(self) -> str:
+        """The embedded server in ``root/postgres``, unless a DSN was given."""
+        if self.dsn is None:
+            from dpq.pg import embedded
+
+            self._postgres = embedded.start(self.root / "postgres")
+            self.dsn = self._postgres.dsn
+        return self.dsn
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.start_postgres()
+        for i in self.ids:
+            self.start_node(i)
+        self.start_gateway()
+
+    def start_node(self, node_id: int) -> None:
+        data = self.root / f"n{node_id}"
+        cmd = [sys.executable, "-m", "dpq.node", "--id", str(node_id),
+               "--listen", self.addresses[node_id], "--peers", self.peers,
+               "--data-dir", str(data), "--dsn", self.dsn, *self.node_args]
+        self.procs[node_id] = self._spawn(cmd, data, self.cpus.get(node_id))
+
+    def start_gateway(self) -> None:
+        data = self.root / "gateway"
+        cmd = [sys.executable, "-m", "dpq.gateway", "--listen", self.gateway_address,
+               "--nodes", ",".join(self.addresses.values()), "--log-dir", str(data),
+               *self.gateway_args]
+        self.gateway = self._spawn(cmd, data, None)
+
+    def _spawn(self, cmd: list[str], data: Path, cpus: set[int] | None) -> subprocess.Popen:
+        data.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+        with open(data / "stderr.log", "ab") as log:
+            return subprocess.Popen(
+                cmd, cwd=data, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, not them
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+
+    def stop_node(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
+        proc = self.procs.pop(node_id)
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill_node(self, node_id: int) -> None:
+        self.stop_node(node_id, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the gateway, every node, and the embedded server."""
+        if self.gateway is not None:
+            self.gateway.terminate()
+            try:
+                self.gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                self.gateway.kill()
+            self.gateway = None
+        for i in list(self.procs):
+            self.stop_node(i)
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
+
+    def exited(self) -> dict[str, int]:
+        """Processes that ended by themselves, with their exit codes."""
+        out = {f"node {i}": p.returncode for i, p in self.procs.items() if p.poll() is not None}
+        if self.gateway is not None and self.gateway.poll() is not None:
+            out["gateway"] = self.gateway.returncode
+        return out
+
+    def log_path(self, which: int | str) -> Path:
+        return self.root / (f"n{which}" if isinstance(which, int) else which) / "stderr.log"
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait_ready(self, timeout_s: float = 60) -> queue_pb2.ClusterInfoResponse:
+        """Until the gateway answers with a leader and every node reachable."""
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        with grpc.insecure_channel(self.gateway_address) as channel:
+            stub = queue_pb2_grpc.QueueStub(channel)
+            while time.monotonic() < deadline:
+                dead = self.exited()
+                if dead:
+                    raise ClusterError(f"{', '.join(dead)} exited early (codes {dead}); "
+                                       f"see the stderr.log files under {self.root}")
+                try:
+                    info = stub.ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=2)
+                    if info.leader_id and all(n.reachable for n in info.nodes):
+                        return info
+                    last = f"leader {info.leader_id or 'not elected'}"
+                except grpc.RpcError as exc:
+                    last = exc.details() or exc.code().name
+                time.sleep(0.1)
+        raise ClusterError(f"the cluster was not ready within {timeout_s}s ({last}); "
+                           f"see the stderr.log files under {self.root}")
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
