@@ -128,10 +128,12 @@ class _Silent:
 class QueueCounts:
     """Per-queue counters kept in step with the jobs, so Stats is O(queues)."""
 
-    __slots__ = ("ready_by_priority", "delayed_by_priority", "leased", "dead", "delayed_heap")
+    __slots__ = ("ready_by_priority", "delayed_by_priority", "ready_by_owner", "leased", "dead",
+                 "delayed_heap")
 
     def __init__(self) -> None:
         self.ready_by_priority = [0] * PRIORITY_MAX  # READY jobs, delayed ones included
+        self.ready_by_owner: dict[int, int] = {}  # READY jobs (delayed included) per owner
         self.delayed_by_priority = [0] * PRIORITY_MAX
         self.leased = 0
         self.dead = 0
@@ -154,6 +156,14 @@ class QueueCounts:
     @property
     def empty(self) -> bool:
         return not (any(self.ready_by_priority) or self.leased or self.dead)
+
+
+def _decrement(counts: dict[int, int], key: int) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 class QueueState:
@@ -349,6 +359,10 @@ class QueueState:
             if job is None or job.state == JobState.DEAD or job.owner == owner:
                 continue
             previous_owner, job.owner = job.owner, owner
+            if job.state == JobState.READY:
+                by_owner = self.counts[job.queue].ready_by_owner
+                _decrement(by_owner, previous_owner)
+                by_owner[owner] = by_owner.get(owner, 0) + 1
             self._touch(job_id)
             self.observer.job_changed(job, previous_owner, job.state)
             moved += 1
@@ -392,6 +406,7 @@ class QueueState:
         job.state = JobState.READY
         counts = self._counts(job.queue)
         counts.ready_by_priority[job.priority - 1] += 1
+        counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
         if job.ready_at_us > self.clock_us:
             counts.delay(job.ready_at_us, job.priority)
 
@@ -399,6 +414,7 @@ class QueueState:
         counts = self.counts[job.queue]
         counts.fall_due(self.clock_us)  # the job is due, so its delay entry must go first
         counts.ready_by_priority[job.priority - 1] -= 1
+        _decrement(counts.ready_by_owner, job.owner)
 
     def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str) -> None:
         if job.state != JobState.LEASED:
@@ -461,6 +477,19 @@ class QueueState:
         ready = [r - d for r, d in zip(counts.ready_by_priority, counts.delayed_by_priority)]
         return ready, len(counts.delayed_heap), counts.leased, counts.dead
 
+    def ready_backlogs(self, queue: str) -> dict[int, int]:
+        """READY jobs (delayed included) of ``queue`` per owning node."""
+        counts = self.counts.get(queue)
+        return dict(counts.ready_by_owner) if counts is not None else {}
+
+    def ready_jobs_of(self, queue: str, owner: int, now_us: int) -> list[Job]:
+        """``owner``'s due READY jobs of ``queue``, most urgent first (O(jobs))."""
+        jobs = [j for j in self.jobs.values()
+                if j.owner == owner and j.queue == queue and j.state == JobState.READY
+                and j.ready_at_us <= now_us]
+        jobs.sort(key=lambda j: (j.priority, j.ready_at_us, j.job_id))
+        return jobs
+
     def owned_by(self, node: int) -> Iterator[Job]:
         """Every job a node owns, in job id order (used when a node starts)."""
         for job_id in sorted(self.jobs):
@@ -490,6 +519,7 @@ class QueueState:
         counts = self._counts(job.queue)
         if job.state == JobState.READY:
             counts.ready_by_priority[job.priority - 1] += 1
+            counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
             if job.ready_at_us > self.clock_us:
                 counts.delay(job.ready_at_us, job.priority)
         elif job.state == JobState.LEASED:

@@ -200,6 +200,10 @@ def test_replicas_agree_and_counters_match_the_jobs(steps):
         }
         for queue, expected in recount(a.state, now * MS).items():
             assert a.state.stats(queue, now * MS) == expected
+        for queue in {j.queue for j in a.state.jobs.values()}:
+            owners = Counter(j.owner for j in a.state.jobs.values()
+                             if j.queue == queue and j.state == JobState.READY)
+            assert a.state.ready_backlogs(queue) == dict(owners)
         # every job is READY, LEASED or DEAD; a leased job holds a real attempt
         for job in a.state.jobs.values():
             assert job.state in (JobState.READY, JobState.LEASED, JobState.DEAD)
