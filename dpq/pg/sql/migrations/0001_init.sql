@@ -1,0 +1,49 @@
+-- 0001_init: the seed's jobs table with what the replicated queue needs, and
+-- the cluster row that records how far the log has been written.
+--
+-- Only the current leader's batched writer (dpq/pg/writer.py) writes these
+-- tables. Job ids come from the replicated state machine and are inserted
+-- explicitly; the BIGSERIAL default stays from the seed schema, but a row
+-- inserted by hand with it is not part of the queue.
+
+CREATE TYPE dpq_job_state AS ENUM ('ready', 'leased', 'dead');
+
+CREATE TABLE jobs (
+    -- the seed's columns, kept as they were
+    job_id           BIGSERIAL PRIMARY KEY,
+    priority         INT CONSTRAINT priority_in_range CHECK (priority BETWEEN 1 AND 5),
+    payload          BYTEA,
+    created_at       TIMESTAMPTZ DEFAULT now(),
+    -- the replicated queue's view of the job
+    queue            TEXT NOT NULL DEFAULT 'default',
+    state            dpq_job_state NOT NULL DEFAULT 'ready',
+    attempts         INT NOT NULL DEFAULT 0,
+    owner_node       INT,
+    deliver_after    TIMESTAMPTZ,
+    lease_expires_at TIMESTAMPTZ,
+    consumer_id      TEXT,
+    updated_slot     BIGINT NOT NULL,
+    CONSTRAINT queue_not_empty CHECK (queue <> ''),
+    CONSTRAINT attempts_not_negative CHECK (attempts >= 0)
+);
+
+COMMENT ON TABLE jobs IS
+    'Every job not yet acked, as of dpq_cluster.applied_slot; acked jobs are deleted. Written only by the dpq leader.';
+COMMENT ON COLUMN jobs.deliver_after IS
+    'When the job is (or was) due: created_at, or later for a delayed or nacked job.';
+COMMENT ON COLUMN jobs.updated_slot IS
+    'The replicated-log slot this row reflects; a write for an older slot never overwrites it.';
+
+-- An operator listing the ready jobs of a queue, most urgent and oldest first.
+CREATE INDEX jobs_ready_idx ON jobs (queue, priority, created_at, job_id)
+    WHERE state = 'ready';
+
+CREATE TABLE dpq_cluster (
+    id           INT PRIMARY KEY DEFAULT 1 CONSTRAINT single_row CHECK (id = 1),
+    applied_slot BIGINT NOT NULL CONSTRAINT applied_slot_not_negative CHECK (applied_slot >= 0)
+);
+
+COMMENT ON TABLE dpq_cluster IS
+    'One row: the last log slot whose changes are all in jobs, written in the same transaction as them.';
+
+INSERT INTO dpq_cluster (id, applied_slot) VALUES (1, 0);
