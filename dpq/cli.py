@@ -9,16 +9,79 @@ import signal
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dpq", description="dpq: a distributed priority job queue")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="a short tour of the aging heap and the balancer")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from dpq import demo
+def _target(args: argparse.Namespace) -> str:
+    return args.target or os.environ.get("DPQ_ADDR") or "127.0.0.1:7100"
 
-        demo.main()
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    from dpq import commands
+
+    parser = argparse.ArgumentParser(
+        prog="dpq", description="dpq: a distributed priority job queue. "
+        "`dpq up` starts a local cluster; the other commands talk to one.")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def sub(name: str, help: str) -> argparse.ArgumentParser:
+        p = commands_.add_parser(name, help=help, description=help)
+        if name not in ("up", "demo"):
+            p.add_argument("--target", help="HOST:PORT of a gateway or node "
+                                            "(default: $DPQ_ADDR, else 127.0.0.1:7100)")
+        return p
+
+    up = sub("up", "start a local cluster (nodes + gateway) until Ctrl-C")
+    up.add_argument("--nodes", type=int, default=3, help="how many nodes (3; 1, 3 or 5)")
+    up.add_argument("--dsn", help="PostgreSQL URL (default: an embedded server in the data dir)")
+    up.add_argument("--data-dir", default="dpq-data", help="where everything is kept (./dpq-data)")
+    up.add_argument("--port-base", type=int, default=7100,
+                    help="gateway on this port, node i on port-base + i (7100)")
+    up.add_argument("--demo", action="store_true",
+                    help="run a producer/consumer demo of priorities and aging, then stop")
+
+    enq = sub("enqueue", "enqueue jobs: each PAYLOAD argument (or stdin line) is one job")
+    enq.add_argument("payloads", nargs="*", metavar="PAYLOAD")
+    enq.add_argument("--queue", default="default")
+    enq.add_argument("--priority", type=int, default=3, help="1 (most urgent) .. 5 (3)")
+    enq.add_argument("--delay", type=commands.duration, help="deliver after this long: 250ms, 5s, 2m")
+    enq.add_argument("--dedup-key", help="a key seen again within the dedup window returns the first job")
+
+    con = sub("consume", "print jobs as they arrive (acking them unless --no-ack)")
+    con.add_argument("--queue", default="default")
+    con.add_argument("--count", type=int, help="stop after this many jobs (default: run until Ctrl-C)")
+    con.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True,
+                     help="ack each job (default) or give it back with --no-ack")
+    con.add_argument("--wait", type=commands.duration, default=10.0, help="long-poll wait (10s)")
+    con.add_argument("--lease", type=commands.duration, default=30.0, help="lease per job (30s)")
+
+    st = sub("stats", "ready/delayed/leased/dead jobs by queue and priority")
+    st.add_argument("--queue", default="", help="one queue (default: all)")
+    sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
+    sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            from dpq import up
+
+            return up.run(args.nodes, args.data_dir, args.port_base, args.dsn, args.demo)
+        if args.command == "demo":
+            from dpq import demo
+
+            demo.main()
+            return 0
+        target = _target(args)
+        if args.command == "enqueue":
+            payloads = args.payloads or ([] if sys.stdin.isatty() else commands.stdin_lines())
+            return commands.enqueue(target, payloads, queue=args.queue, priority=args.priority,
+                                    delay_s=args.delay, dedup_key=args.dedup_key, out=sys.stdout)
+        if args.command == "consume":
+            return commands.consume(target, queue=args.queue, count=args.count, ack=args.ack,
+                                    wait_s=args.wait, lease_s=args.lease, out=sys.stdout)
+        if args.command == "stats":
+            return commands.stats(target, queue=args.queue, out=sys.stdout)
+        return commands.status(target, out=sys.stdout)
+    except commands.CommandError as exc:
+        print(f"dpq {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def node_main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,154 @@
+"""The bodies of ``dpq enqueue``, ``dpq consume``, ``dpq stats`` and ``dpq status``.
+
+Each takes parsed arguments and an output stream and returns an exit code; a
+failure the user can act on is one line on stderr (``CommandError``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+import grpc
+
+from dpq.v1 import queue_pb2, queue_pb2_grpc
+
+
+class CommandError(Exception):
+    """One line for the user; the command exits non-zero."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or plain seconds → seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 250ms, 5s, 2m or 1h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _rpc_error(exc: grpc.RpcError, target: str) -> CommandError:
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CommandError(f"{target} is not answering ({exc.details()}); "
+                            "is `dpq up` running, or is --target / DPQ_ADDR right?")
+    return CommandError(f"{code.name}: {exc.details()}")
+
+
+def _stub(target: str) -> tuple[grpc.Channel, queue_pb2_grpc.QueueStub]:
+    channel = grpc.insecure_channel(target)
+    return channel, queue_pb2_grpc.QueueStub(channel)
+
+
+# ------------------------------------------------------------------ enqueue
+
+def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
+            delay_s: float | None, dedup_key: str | None, out: TextIO) -> int:
+    from dpq.client import DpqError, JobSpec, Producer
+
+    specs = [JobSpec(payload=p, priority=priority, queue=queue, delay=delay_s,
+                     dedup_key=dedup_key) for p in payloads]
+    if not specs:
+        raise CommandError("nothing to enqueue: give payloads as arguments or lines on stdin")
+    try:
+        with Producer(target) as producer:
+            ids = producer.enqueue_many(specs)
+    except DpqError as exc:
+        raise CommandError(str(exc)) from exc
+    for job_id in ids:
+        print(job_id, file=out)
+    return 0
+
+
+# ------------------------------------------------------------------ consume
+
+def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: float,
+            lease_s: float, out: TextIO) -> int:
+    from dpq.client import Consumer, DpqError
+
+    seen = 0
+    try:
+        with Consumer(target, queue=queue, wait=min(wait_s, 30.0), lease=lease_s,
+                      max_jobs=min(count or 10, 100)) as consumer:
+            for job in consumer:
+                print(f"{job.id}\tp{job.priority}\tattempt {job.attempt}\t{job.queue}\t"
+                      f"{job.payload.decode('utf-8', 'backslashreplace')}", file=out, flush=True)
+                if ack:
+                    job.ack()
+                else:
+                    job.nack()
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+    except KeyboardInterrupt:
+        return 130
+    except DpqError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+# -------------------------------------------------------------------- stats
+
+def stats(target: str, *, queue: str, out: TextIO) -> int:
+    channel, stub = _stub(target)
+    with channel:
+        try:
+            queues = stub.Stats(queue_pb2.StatsRequest(queue=queue), timeout=10).queues
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, target) from exc
+    rows = [["queue", "p1", "p2", "p3", "p4", "p5", "ready", "delayed", "leased", "dead"]]
+    for q in queues:
+        ready = list(q.ready_by_priority) + [0] * (5 - len(q.ready_by_priority))
+        rows.append([q.queue, *map(str, ready), str(sum(ready)), str(q.delayed), str(q.leased),
+                     str(q.dead)])
+    if len(rows) == 1:
+        print("no jobs in any queue" if not queue else f"queue {queue!r} holds no jobs", file=out)
+        return 0
+    _table(rows, out)
+    return 0
+
+
+# ------------------------------------------------------------------- status
+
+def status(target: str, *, out: TextIO) -> int:
+    channel, stub = _stub(target)
+    with channel:
+        try:
+            info = stub.ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            raise _rpc_error(exc, target) from exc
+    leader = next((n for n in info.nodes if n.node_id == info.leader_id), None)
+    head = leader.commit_index if leader else 0
+    print(f"leader: node {info.leader_id}" if info.leader_id else "leader: none elected",
+          f"(ballot {leader.ballot})" if leader and leader.ballot else "",
+          f"- answered by {info.served_by or target}", file=out)
+    gateway = info.served_by == "gateway"
+    header = ["node", "address", "role", "reachable", "commit", "applied", "lag"]
+    if gateway:
+        header += ["cpu", "ready", "jobs/s", "waiting", "weight", "assigned"]
+    rows = [header]
+    for n in info.nodes:
+        row = [str(n.node_id), n.address, n.role, "yes" if n.reachable else "NO",
+               str(n.commit_index), str(n.applied_index), str(max(0, head - n.applied_index))]
+        if gateway:
+            row += [f"{n.cpu_percent:.0f}%", str(n.ready_depth), f"{n.consume_rate:.0f}",
+                    str(n.waiting_consumers), str(n.balancer_weight), str(n.assigned_jobs)]
+        rows.append(row)
+    _table(rows, out)
+    return 0
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip(), file=out)
+
+
+def stdin_lines() -> list[str]:
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
