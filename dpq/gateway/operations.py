@@ -83,6 +83,8 @@ class GatewayOperations:
             node.balancer_weight = weights.get(node.node_id, 0)
             node.assigned_jobs = self.batcher.assigned[node.node_id]
         info.served_by = "gateway"
+        info.counters["gateway.batches"] = self.batcher.batches
+        info.counters["gateway.jobs"] = self.batcher.jobs
         return info
 
     async def _to_leader(self, method: str, request):

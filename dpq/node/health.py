@@ -52,12 +52,13 @@ class CpuMeter:
 
 class HealthReporter:
     def __init__(self, node_id: int, replica: Replica, owned: OwnedJobs, dispatcher: Dispatcher,
-                 applied_index) -> None:
+                 applied_index, counters) -> None:
         self.node_id = node_id
         self._replica = replica
         self._owned = owned
         self._dispatcher = dispatcher
         self._applied_index = applied_index
+        self._counters = counters  # () -> dict[str, float]
         self._cpu = CpuMeter()
         self._cpu_percent = 0.0
         self._rate = 0.0
@@ -84,4 +85,5 @@ class HealthReporter:
             ready_depth=self._owned.depth(now_us()), consume_rate=self._rate,
             waiting_consumers=self._dispatcher.waiting, role=status.role.value,
             leader_id=status.leader_hint or 0, commit_index=status.commit,
-            applied_index=self._applied_index(), ballot=str(status.promised))
+            applied_index=self._applied_index(), ballot=str(status.promised),
+            counters=self._counters())

@@ -84,7 +84,7 @@ class Node:
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
-                                     lambda: self.state.applied_slot)
+                                     lambda: self.state.applied_slot, self.counters)
         self.leader_duties = LeaderDuties(self, dsn)
         self._last_snapshot_slot = applied
         self._server: Server | None = None
@@ -178,6 +178,22 @@ class Node:
                 self.applier.fail_all(NotLeader(self.replica.leader_hint))
 
     # ----------------------------------------------------------------- views
+
+    def counters(self) -> dict[str, float]:
+        """Running totals: how big the batches are at every hop."""
+        return {
+            "paxos.syncs": self.driver.syncs,
+            "paxos.synced_entries": self.driver.synced_entries,
+            "proposer.proposals": self.proposer.proposals,
+            "proposer.commands": self.proposer.commands,
+            "writer.transactions": self.leader_duties.transactions,
+            "writer.rows": self.leader_duties.rows,
+            "dispatcher.delivered": self.dispatcher.delivered,
+            "stealer.stolen": self.stealer.stolen,
+            "state.applied_slot": self.state.applied_slot,
+            "state.jobs": len(self.state.jobs),
+            "state.payload_bytes": self.state.payload_bytes,
+        }
 
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
         status = self.replica.status()
