@@ -1,0 +1,72 @@
+"""The dpq client library: producers and consumers, blocking and asyncio.
+
+::
+
+    from dpq.client import Consumer, Producer
+
+    with Producer("127.0.0.1:7100") as producer:
+        job_id = producer.enqueue(b"resize photo 17", priority=1, queue="images")
+
+    with Consumer("127.0.0.1:7100", queue="images") as consumer:
+        consumer.run(handle, concurrency=4)  # acks, nacks, extends; stops on Ctrl-C
+
+Targets are ``HOST:PORT`` of a gateway or of nodes (``None``: ``$DPQ_ADDR``,
+else the local ``dpq up`` gateway at ``127.0.0.1:7100``).
+
+Modules: ``producer`` and ``consumer`` (the four client classes), ``job``
+(what a consumer hands out), ``spec`` (what a producer sends), ``errors``.
+The underscored modules are the parts they are built from: endpoints and
+retries, the EnqueueStream, batching, held jobs and the lease keeper, one
+long-poll per node, the node list, the ``run()`` workers, signal handling, and
+the private event loop thread of the blocking classes.
+"""
+
+from dpq.client._endpoints import DEFAULT_TARGET, parse_targets
+from dpq.client._retry import RetryPolicy
+from dpq.client._runner import ExponentialBackoff, RunSummary
+from dpq.client.consumer import AsyncConsumer, Consumer
+from dpq.client.errors import (
+    ClientClosedError,
+    DpqError,
+    InvalidArgumentError,
+    JobNotFoundError,
+    JobRefError,
+    LeaseLostError,
+    PartialEnqueueError,
+    ResourceExhaustedError,
+    ServerError,
+    UnavailableError,
+)
+from dpq.client.job import AsyncJob, BaseJob, Job
+from dpq.client.producer import AsyncProducer, Producer, ProducerStats
+from dpq.client.spec import Delay, JobLike, JobSpec, Payload
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "AsyncConsumer",
+    "AsyncJob",
+    "AsyncProducer",
+    "BaseJob",
+    "ClientClosedError",
+    "Consumer",
+    "Delay",
+    "DpqError",
+    "ExponentialBackoff",
+    "InvalidArgumentError",
+    "Job",
+    "JobLike",
+    "JobNotFoundError",
+    "JobRefError",
+    "JobSpec",
+    "LeaseLostError",
+    "PartialEnqueueError",
+    "Payload",
+    "Producer",
+    "ProducerStats",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "RunSummary",
+    "ServerError",
+    "UnavailableError",
+    "parse_targets",
+]

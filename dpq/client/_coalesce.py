@@ -1,0 +1,114 @@
+"""Batching without a timer: items that arrive while batches are in flight leave together.
+
+The same rule as the node's proposer: a batch goes out as soon as one of
+``max_inflight`` slots is free, with everything that gathered meanwhile (up to
+``max_items`` items / ``max_bytes`` bytes). A lone item under light load goes
+at once and is never held back for a timer; under load the batches grow by
+themselves to whatever the round trip lets gather.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from dpq.client.errors import DpqError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: ``send(items)`` returns one result per item, in order; an exception instance
+#: in the list fails that item alone. Raising fails the whole batch.
+Send = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Coalescer(Generic[T, R]):
+    """Submit items one by one; they are sent in batches by ``send``."""
+
+    def __init__(self, send: Send[T, R], *, max_items: int, max_inflight: int,
+                 max_bytes: int | None = None, size: Callable[[T], int] | None = None) -> None:
+        self._send = send
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._size = size
+        self._max_inflight = max_inflight
+        self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        self.items = 0
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item``; the future gets its result."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._pump()
+        return future
+
+    @property
+    def busy(self) -> bool:
+        """Whether items are queued or batches are in flight."""
+        return bool(self._pending or self._inflight)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far was answered."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _pump(self) -> None:
+        while self._pending and len(self._inflight) < self._max_inflight:
+            batch = self._take()
+            if not batch:
+                continue
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        total = 0
+        while self._pending and len(batch) < self._max_items:
+            item, future = self._pending[0]
+            if future.done():  # cancelled by its caller before it was sent
+                self._pending.popleft()
+                continue
+            weight = self._size(item) if self._size is not None else 0
+            if batch and self._max_bytes is not None and total + weight > self._max_bytes:
+                break
+            batch.append(self._pending.popleft())
+            total += weight
+        return batch
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.batches += 1
+        self.items += len(batch)
+        try:
+            results = await self._send([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+            self._fail(batch, exc)
+            return
+        if len(results) != len(batch):
+            self._fail(batch, DpqError(f"{len(results)} answers came for {len(batch)} requests"))
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._pump()

@@ -1,0 +1,69 @@
+"""A long-poll per node: started, kept and stopped as the node list changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dpq.client._endpoints import Channels, Endpoints
+from dpq.client._held import Held, JobRecord
+from dpq.client._membership import Nodes
+from dpq.client._poller import NodePoller, PollSpec
+from dpq.client._retry import RetryPolicy
+from dpq.client._tasks import TaskSet
+from dpq.client.errors import ServerError
+
+log = logging.getLogger("dpq.client")
+
+
+class PollerFleet:
+    """Runs one :class:`NodePoller` per node; also points acks at the live nodes."""
+
+    def __init__(self, channels: Channels, spec: PollSpec, held: Held, retry: RetryPolicy,
+                 tasks: TaskSet, settle_endpoints: Endpoints, seeds: list[str],
+                 deliver: Callable[[JobRecord], None],
+                 fatal: Callable[[ServerError], None]) -> None:
+        self._channels = channels
+        self._spec = spec
+        self._held = held
+        self._retry = retry
+        self._tasks = tasks
+        self._settle_endpoints = settle_endpoints
+        self._seeds = seeds
+        self._deliver = deliver
+        self._fatal = fatal
+        self._pollers: dict[str, tuple[NodePoller, asyncio.Task[Any]]] = {}
+        self.closed = False
+
+    @property
+    def addresses(self) -> list[str]:
+        """The nodes polled now."""
+        return list(self._pollers)
+
+    def update(self, nodes: Nodes) -> None:
+        """Poll exactly ``nodes``; the unreachable ones start with a backoff."""
+        if self.closed:
+            return
+        for address, reachable in nodes.items():
+            if address in self._pollers:
+                continue
+            poller = NodePoller(address, self._channels, self._spec, self._held, self._retry,
+                                self._deliver, self._fatal)
+            if not reachable:
+                poller.suspect()
+            log.debug("long-polling %s", address)
+            self._pollers[address] = (poller, self._tasks.spawn(poller.run(), f"poll {address}"))
+        for address in [a for a in self._pollers if a not in nodes]:
+            log.info("node %s left the cluster: no longer polled", address)
+            _, task = self._pollers.pop(address)
+            task.cancel()
+        live = [a for a, ok in nodes.items() if ok]
+        self._settle_endpoints.replace([*live, *(a for a in nodes if a not in live), *self._seeds])
+
+    async def close(self) -> None:
+        """Stop every long-poll."""
+        self.closed = True
+        pollers, self._pollers = self._pollers, {}
+        await TaskSet.cancel(*(task for _, task in pollers.values()))

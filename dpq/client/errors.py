@@ -1,0 +1,108 @@
+"""The exceptions the dpq client raises.
+
+Every one derives from :class:`DpqError`. A failed RPC becomes a
+:class:`ServerError` carrying the gRPC status code and the server's message
+unchanged (the server writes messages a person can act on); the subclass says
+what to do about it:
+
+- :class:`InvalidArgumentError`: the request is wrong; it is never retried.
+- :class:`UnavailableError`: no endpoint answered in time, after every retry.
+- :class:`ResourceExhaustedError`: the cluster is over its memory budget, after
+  every retry; consume, or slow down.
+
+A job whose ack, nack or lease extension the server refused raises a
+:class:`JobRefError` (:class:`LeaseLostError`, :class:`JobNotFoundError`).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DpqError(Exception):
+    """The base of every error the dpq client raises."""
+
+
+class ClientClosedError(DpqError):
+    """The producer or consumer was used after ``close()``."""
+
+
+class ServerError(DpqError):
+    """An RPC failed with a gRPC status the client does not (or no longer) retries.
+
+    ``code`` is the :class:`grpc.StatusCode`, ``details`` the server's message
+    as sent, ``method`` the RPC (``"Enqueue"``) and ``address`` the endpoint
+    that answered last.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str, method: str,
+                 address: str | None = None) -> None:
+        where = f" at {address}" if address else ""
+        super().__init__(f"{method}{where} failed with {code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.method = method
+        self.address = address
+
+
+class InvalidArgumentError(ServerError):
+    """The server refused the request as invalid (``INVALID_ARGUMENT``); fix the call."""
+
+
+class UnavailableError(ServerError):
+    """No endpoint served the request (``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``),
+    and the retries ran out."""
+
+
+class ResourceExhaustedError(ServerError):
+    """The cluster is over its memory budget (``RESOURCE_EXHAUSTED``) and stayed so
+    through every retry; nothing of the request was taken."""
+
+
+class PartialEnqueueError(DpqError):
+    """``enqueue_many`` failed part way: ``job_ids`` holds the ids of the jobs that
+    were enqueued (the first ones, in order); the cause is ``__cause__``."""
+
+    def __init__(self, job_ids: list[int], total: int, cause: BaseException) -> None:
+        super().__init__(f"{len(job_ids)} of {total} jobs were enqueued before: {cause}")
+        self.job_ids = job_ids
+
+
+class JobRefError(DpqError):
+    """The server refused an ack, nack or lease extension of one job.
+
+    ``reason`` is the server's word for it (``"lease_lost"``, ``"not_found"``).
+    """
+
+    def __init__(self, job_id: int, attempt: int, reason: str, action: str) -> None:
+        super().__init__(f"{action} of job {job_id} (attempt {attempt}) refused: {reason}")
+        self.job_id = job_id
+        self.attempt = attempt
+        self.reason = reason
+
+
+class LeaseLostError(JobRefError):
+    """The job's lease ran out and the job was handed out again (or given up):
+    this consumer no longer holds it, and another may be working on it."""
+
+
+class JobNotFoundError(JobRefError):
+    """The job no longer exists (it was acked)."""
+
+
+def server_error(code: grpc.StatusCode, details: str, method: str,
+                 address: str | None = None) -> ServerError:
+    """The :class:`ServerError` subclass for a gRPC status code."""
+    kind = {
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+        grpc.StatusCode.UNAVAILABLE: UnavailableError,
+        grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    }.get(code, ServerError)
+    return kind(code, details, method, address)
+
+
+def job_ref_error(job_id: int, attempt: int, reason: str, action: str) -> JobRefError:
+    """The :class:`JobRefError` subclass for a ``RefResult.error``."""
+    kind = JobNotFoundError if reason == "not_found" else LeaseLostError
+    return kind(job_id, attempt, reason, action)
