@@ -52,6 +52,10 @@ class Held:
     def __init__(self, capacity: int = 1) -> None:
         self.capacity = capacity
         self._records: dict[int, JobRecord] = {}
+        # Jobs whose ack or nack is on its way: done with, so they leave room
+        # for new ones (a settle round trip is a Paxos commit: counting it
+        # would cap a consumer at capacity / round trip).
+        self._settling: set[int] = set()
         self._reserved = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -69,7 +73,7 @@ class Held:
 
     def reserve(self, max_jobs: int) -> int:
         """How many jobs one long-poll may ask for now (at least 1); counted until settled."""
-        n = min(max_jobs, max(1, self.capacity - len(self._records) - self._reserved))
+        n = min(max_jobs, max(1, self.capacity - self._busy() - self._reserved))
         self._reserved += n
         return n
 
@@ -87,10 +91,17 @@ class Held:
         """A long-poll that reserved ``reserved`` got nothing."""
         self._reserved -= reserved
 
+    def settling(self, record: JobRecord) -> None:
+        """``record``'s ack or nack is on its way: it no longer takes room."""
+        if self._records.get(record.pb.job_id) is record:
+            self._settling.add(record.pb.job_id)
+            self._update()
+
     def discard(self, record: JobRecord) -> None:
         """Stop holding ``record`` (settled or lost)."""
         if self._records.get(record.pb.job_id) is record:
             del self._records[record.pb.job_id]
+            self._settling.discard(record.pb.job_id)
             self._update()
 
     def due(self, now: float, within: float) -> list[JobRecord]:
@@ -102,8 +113,11 @@ class Held:
         """Held records whose lease has ended."""
         return [r for r in self._records.values() if r.deadline <= now]
 
+    def _busy(self) -> int:
+        return len(self._records) - len(self._settling)
+
     def _update(self) -> None:
-        if len(self._records) < self.capacity:
+        if self._busy() < self.capacity:
             self._room.set()
         else:
             self._room.clear()

@@ -73,6 +73,8 @@ class Runner:
         self._stopping = stopping
         self._hurry = hurry
         self.summary = RunSummary()
+        # Acks and nacks on their way: a worker does not wait for them.
+        self._settling: set[asyncio.Task[bool]] = set()
 
     async def run(self) -> RunSummary:
         """Until the workers end: on their own (a failure), or after a stop and its grace."""
@@ -95,6 +97,7 @@ class Runner:
             for worker in late:
                 worker.cancel()
             results = await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*self._settling, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
@@ -127,11 +130,21 @@ class Runner:
             log.warning("job %d (attempt %d) failed: %r; it comes back in %.1fs", job.id,
                         job.attempt, exc, delay, exc_info=exc)
             if not job.settled:
-                await self._settle(job.nack(delay))
+                self._settle_later(job.nack(delay))
             return
         if not job.settled:
-            if await self._settle(job.ack()):
-                summary.acked += 1
+            self._settle_later(job.ack(), acked=True)
+
+    def _settle_later(self, call: Awaitable[None], acked: bool = False) -> None:
+        task = asyncio.create_task(self._settle(call))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        if acked:
+            task.add_done_callback(self._count_ack)
+
+    def _count_ack(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.exception() is None and task.result():
+            self.summary.acked += 1
 
     async def _settle(self, call: Awaitable[None]) -> bool:
         try:

@@ -112,6 +112,7 @@ class Settler:
                       batcher: Coalescer[queue_pb2.JobRef, _Result]) -> None:
         if record.state is HoldState.SETTLED:
             return
+        self._held.settling(record)
         try:
             error, retried = await batcher.submit(record.ref)
         finally:

@@ -69,7 +69,8 @@ class AsyncConsumer:
     held, after ``extend_fraction`` of it, for at most ``max_hold`` seconds).
     ``prefetch``: jobs held beyond those being worked on — when iterating
     (default ``max_jobs``), jobs handed out and not yet settled count too;
-    with ``run()`` (default 0) they come on top of ``concurrency``.
+    with ``run()`` (default ``max_jobs`` too) they come on top of ``concurrency``: a job
+    waits in the buffer (its lease kept alive) while a long-poll round trip is under way.
     ``nack_backoff``: ``attempt -> seconds`` before a job whose handler raised
     comes back (default :class:`ExponentialBackoff`). ``retry``: for acks,
     nacks and extensions (:class:`RetryPolicy`); also paces retries of failed
@@ -157,7 +158,7 @@ class AsyncConsumer:
         what stopped the consumer otherwise (e.g. ``InvalidArgumentError`` for
         a bad queue).
         """
-        capacity = concurrency + (self._prefetch or 0)
+        capacity = concurrency + (self._max_jobs if self._prefetch is None else self._prefetch)
         runner = Runner(lambda: self._next_job(capacity), handler, concurrency=concurrency,
                         grace=grace, backoff=self._nack_backoff, stopping=self._stopping,
                         hurry=self._hurry)
