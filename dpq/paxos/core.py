@@ -1,0 +1,899 @@
+"""The Multi-Paxos replica: a pure state machine.
+
+A :class:`Replica` is one node's proposer, acceptor and learner at once. It does
+no I/O: it never reads a clock, a socket, a file or a random source of its own.
+Its inputs are :meth:`Replica.tick`, :meth:`Replica.step` (an inbound message),
+:meth:`Replica.propose` and :meth:`Replica.compact`; its single output is a
+:class:`Ready`, handed over by :meth:`Replica.ready` and acknowledged with
+:meth:`Replica.advance` (the shape of etcd-io/raft's ``RawNode``).
+
+The driver contract
+-------------------
+A driver owns one replica, a write-ahead log, a transport and the application,
+and loops::
+
+    replica.tick()                      # every tick of its clock
+    replica.step(msg)                   # for every message received
+    replica.propose(p)                  # on the leader, for client batches
+    if replica.has_ready():
+        rd = replica.ready()
+        1. persist   rd.snapshot (if any), rd.entries, rd.hard_state (if any);
+                     fsync once if rd.must_sync
+        2. send      rd.messages                      (only after 1 is durable)
+        3. apply     rd.snapshot (application loads it), then rd.committed in order
+        4. replica.advance(rd)
+
+* Step 1 before 2 is what makes the acceptor safe: a :class:`~.messages.Promise`
+  or :class:`~.messages.Accepted` vouches for state that must survive a crash
+  (Paxos Made Simple §2.5: "An acceptor records its intended response in stable
+  storage before actually sending the response"). ``must_sync`` is False only
+  when nothing in the Ready needs durability (then no fsync is needed).
+* Order within step 1 does not matter: :attr:`HardState.commit` is a recovery
+  hint that only names slots persisted by *earlier* Readys, so any prefix of a
+  torn write recovers consistently. (A Ready that only moves that hint has
+  ``must_sync`` False: write it, no fsync needed.)
+* Step 3 needs step 1 done (a slot can arrive and be committed in one Ready),
+  not step 2.
+* The leader counts its own acceptance of the Ready's entries (and a candidate
+  its own promise) only in :meth:`Replica.advance`, i.e. once they are durable.
+* Only one Ready is outstanding: call :meth:`Replica.advance` before the next
+  :meth:`Replica.ready`. ``tick``/``step``/``propose`` may be called in between;
+  what they produce goes into the next Ready.
+* A crash may happen anywhere; the driver restarts with
+  ``Replica(config, rng, recovered=wal.recovered, applied=...)``.
+
+``rd.committed`` hands every committed slot to the application exactly once per
+replica lifetime, in slot order, with no gaps (after a ``rd.snapshot``, the
+first committed slot is ``snapshot.slot + 1``). No-ops are included (the
+application skips them; :class:`~dpq.paxos.sessions.Sessions` does).
+
+Proposals are accepted only by the leader; anywhere else :meth:`Replica.propose`
+raises :class:`NotLeader` with a hint of who leads. A proposal is not durable
+until committed: a leader that loses its leadership drops the proposals it had
+not yet assigned to a slot, and may or may not get the ones in flight chosen.
+Clients retry; :class:`~dpq.paxos.sessions.Sessions` applies a retried
+``(client_id, seq)`` once.
+
+References: Lamport, *Paxos Made Simple* (2001) §2–§3; van Renesse & Altinbuken,
+*Paxos Made Moderately Complex* (2015); Chandra et al., *Paxos Made Live* (2007).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple, Protocol
+
+from dpq.paxos.messages import (
+    Accept,
+    Accepted,
+    InstallSnapshot,
+    Message,
+    Nack,
+    Prepare,
+    Promise,
+)
+from dpq.paxos.types import NOOP, ZERO_BALLOT, Ballot, Entry, HardState, Proposal, Snapshot
+
+__all__ = [
+    "Config",
+    "NotLeader",
+    "Overloaded",
+    "ProposalRefused",
+    "Ready",
+    "RecoveredState",
+    "Replica",
+    "Rng",
+    "Role",
+    "Status",
+]
+
+
+# --------------------------------------------------------------------------- API types
+
+
+class Rng(Protocol):
+    """The randomness a replica needs: e.g. a ``random.Random`` seeded by the caller."""
+
+    def randrange(self, start: int, stop: int) -> int: ...
+
+
+class RecoveredState(Protocol):
+    """What a restarted replica is built from (``dpq.paxos.wal.Recovered`` fits)."""
+
+    @property
+    def hard_state(self) -> HardState: ...
+
+    @property
+    def entries(self) -> Iterable[Entry]: ...
+
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"  # running phase 1
+    LEADER = "leader"  # phase 1 done: proposes and runs phase 2
+
+
+class ProposalRefused(Exception):
+    """:meth:`Replica.propose` could not take the proposal; the client should retry."""
+
+
+class NotLeader(ProposalRefused):
+    """This replica is not the leader. ``leader_hint`` is the node id it believes
+    leads, or ``None`` when it does not know (an election is running)."""
+
+    def __init__(self, leader_hint: int | None) -> None:
+        self.leader_hint = leader_hint
+        where = f"node {leader_hint} leads" if leader_hint is not None else "no known leader"
+        super().__init__(f"not the leader ({where}); retry there")
+
+
+class Overloaded(ProposalRefused):
+    """The leader's queue of proposals waiting for a slot is full; retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Static configuration of one replica. Times are in ticks of the driver's clock."""
+
+    node_id: int
+    #: Every member's node id, this one included. Fixed: no reconfiguration.
+    peers: tuple[int, ...]
+    #: A follower that hears no leader for a random time in [E, 2E) campaigns.
+    election_ticks: int = 10
+    #: The leader sends each follower at least one message this often.
+    heartbeat_ticks: int = 2
+    #: The window: at most this many slots past the commit index are in flight.
+    max_inflight_slots: int = 256
+    #: Catch-up is throttled: at most this many entries in one Accept.
+    max_entries_per_message: int = 64
+    #: Proposals waiting for the window to open; beyond it propose() raises Overloaded.
+    max_queued_proposals: int = 4096
+    #: A snapshot (large) is re-sent to an unresponsive follower at most this often.
+    snapshot_retry_ticks: int = 0  # 0: election_ticks
+
+    def __post_init__(self) -> None:
+        peers = tuple(self.peers)
+        if len(set(peers)) != len(peers) or self.node_id not in peers:
+            raise ValueError(f"peers {peers!r} must be distinct and include node {self.node_id}")
+        if any(p < 0 for p in peers):
+            raise ValueError("node ids must be >= 0")
+        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
+        sizes = (self.max_inflight_slots, self.max_entries_per_message, self.max_queued_proposals)
+        if min(sizes) < 1:
+            raise ValueError("window, batch and queue sizes must be >= 1")
+        object.__setattr__(self, "peers", tuple(sorted(peers)))
+        if self.snapshot_retry_ticks <= 0:
+            object.__setattr__(self, "snapshot_retry_ticks", self.election_ticks)
+
+    @property
+    def quorum(self) -> int:
+        return len(self.peers) // 2 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Everything a replica wants done, in the order the driver must do it:
+    persist (``snapshot``, ``entries``, ``hard_state``; fsync if ``must_sync``),
+    then send ``messages``, then apply ``snapshot`` and ``committed``, then
+    :meth:`Replica.advance`. See the module docstring for the contract."""
+
+    #: The promise and commit hint to persist, or None if unchanged.
+    hard_state: HardState | None = None
+    #: Accepted entries to persist, in slot order (at most one per slot).
+    entries: list[Entry] = field(default_factory=list)
+    #: To send only **after** ``snapshot``, ``entries`` and ``hard_state`` are durable.
+    messages: list[Message] = field(default_factory=list)
+    #: Chosen entries to apply, in slot order, each exactly once (after ``snapshot``).
+    committed: list[Entry] = field(default_factory=list)
+    #: A snapshot from the leader: persist it, then the application loads it.
+    snapshot: Snapshot | None = None
+    #: Whether step 1 must fsync before step 2 (something sent depends on it).
+    must_sync: bool = False
+
+
+class Status(NamedTuple):
+    """A read-only view of a replica, for tests, metrics and debugging."""
+
+    node_id: int
+    role: Role
+    promised: Ballot
+    leader_hint: int | None
+    commit: int
+    applied: int  # highest slot handed out in Ready.committed (or snapshot)
+    first_slot: int  # lowest slot still held in memory
+    last_slot: int  # highest slot held
+    #: Leader only: follower id -> (match, next, probing).
+    progress: dict[int, tuple[int, int, bool]]
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _Progress:
+    """What the leader knows of one follower (cf. etcd-io/raft's ``tracker.Progress``).
+
+    ``match``: the follower holds chosen-or-current-ballot values for every slot
+    ≤ match (learned from its replies). ``next``: the next slot to send.
+    In *replicate* mode the leader pipelines up to ``max_inflight_slots`` beyond
+    ``match``; in *probe* mode (the follower's state is unknown or it has a hole)
+    it sends one batch and waits for a reply or the next heartbeat.
+    """
+
+    __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "match_at_heartbeat",
+                 "snapshot_due")
+
+    def __init__(self, match: int, next_slot: int, probe: bool) -> None:
+        self.match = match
+        self.next = next_slot
+        self.probe = probe
+        self.probe_sent = False
+        self.heartbeat_due = True
+        self.match_at_heartbeat = match
+        self.snapshot_due = 0
+
+    def become_probe(self, next_slot: int) -> None:
+        self.probe = True
+        self.probe_sent = False
+        self.next = next_slot
+
+
+class _Unadvanced(NamedTuple):
+    """The Ready handed out and not yet advanced, with what its durability proves."""
+
+    ready: Ready
+    promised: Ballot  # durable once ``ready`` is persisted
+    role: Role
+    ballot: Ballot
+    last: int  # every slot up to it is durable once ``ready`` is persisted
+
+
+class Replica:
+    """One Multi-Paxos node (proposer + acceptor + learner). See the module docstring.
+
+    ``recovered`` (from the write-ahead log) restores the acceptor after a
+    restart: promised ballot, accepted entries, commit hint, snapshot.
+    ``applied`` is the highest slot the application already reflects (e.g. the
+    slot stored with its PostgreSQL state, or ``snapshot.slot`` if it loaded the
+    snapshot); committed slots after it are re-delivered in ``Ready.committed``.
+    It defaults to ``snapshot.slot`` (or 0). It must be ≥ ``snapshot.slot`` and
+    the slots up to it must be in ``recovered`` (they were durable before the
+    application saw them, so they are, unless the log was lost).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        rng: Rng,
+        *,
+        recovered: RecoveredState | None = None,
+        applied: int | None = None,
+    ) -> None:
+        self.config = config
+        self._id = config.node_id
+        self._others = tuple(p for p in config.peers if p != config.node_id)
+        self._quorum = config.quorum
+        self._rng = rng
+
+        # Acceptor state; the durable part is what the WAL gives back.
+        self._promised = ZERO_BALLOT
+        self._log: dict[int, Entry] = {}  # slot -> accepted entry; slots > snapshot slot
+        self._first = 1  # lowest slot that can be in _log (snapshot.slot + 1)
+        self._last = 0  # highest slot in _log, or _first - 1
+        self._commit = 0  # every slot <= _commit holds its chosen value
+        self._snapshot: Snapshot | None = None
+        self._delivered = 0  # highest slot handed to the application
+
+        if recovered is not None:
+            self._restore(recovered, applied)
+        elif applied:
+            raise ValueError("applied given without recovered state")
+
+        # Proposer state (volatile).
+        self._role = Role.FOLLOWER
+        self._ballot = ZERO_BALLOT  # own ballot while candidate or leader
+        self._max_round = self._promised.round  # highest round seen anywhere
+        self._leader_hint: int | None = None
+        self._elapsed = 0  # ticks without hearing a leader (follower, candidate)
+        self._timeout = self._random_timeout()
+        self._ticks = 0
+
+        # Follower: the contiguous run of slots held at the current leader's ballot.
+        self._frontier = self._commit
+        self._frontier_ballot = ZERO_BALLOT
+
+        # Candidate.
+        self._campaign_from = 0
+        self._promises: dict[int, Promise] = {}  # from the others
+        self._own_promise = False  # our own promise counts once it is durable
+        self._prepare_elapsed = 0
+
+        # Leader.
+        self._progress: dict[int, _Progress] = {}
+        self._self_match = 0
+        self._queue: deque[Proposal] = deque()
+        self._heartbeat_elapsed = 0
+        self._quorum_elapsed = 0
+        self._active: set[int] = set()
+
+        # Output, drained by ready().
+        self._unstable: dict[int, Entry] = {}
+        self._msgs: list[Message] = []
+        self._pending_snapshot: Snapshot | None = None
+        self._last_hard_state = HardState(self._promised, self._commit)
+        self._hard_state_commit = self._commit  # commit whose entries are all persisted
+        self._outstanding: _Unadvanced | None = None
+
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            Prepare: self._on_prepare,
+            Promise: self._on_promise,
+            Accept: self._on_accept,
+            Accepted: self._on_accepted,
+            InstallSnapshot: self._on_install_snapshot,
+            Nack: self._on_nack,
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def node_id(self) -> int:
+        return self._id
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def is_leader(self) -> bool:
+        return self._role is Role.LEADER
+
+    @property
+    def leader_hint(self) -> int | None:
+        """Who this replica believes leads (itself if leader), or None."""
+        return self._id if self._role is Role.LEADER else self._leader_hint
+
+    @property
+    def promised(self) -> Ballot:
+        return self._promised
+
+    @property
+    def commit_index(self) -> int:
+        return self._commit
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The newest snapshot this replica holds (from compact() or the leader)."""
+        return self._snapshot
+
+    def status(self) -> Status:
+        return Status(
+            node_id=self._id,
+            role=self._role,
+            promised=self._promised,
+            leader_hint=self.leader_hint,
+            commit=self._commit,
+            applied=self._delivered,
+            first_slot=self._first,
+            last_slot=self._last,
+            progress={f: (p.match, p.next, p.probe) for f, p in sorted(self._progress.items())},
+        )
+
+    def tick(self) -> None:
+        """Advance the logical clock by one tick."""
+        self._ticks += 1
+        if self._role is Role.LEADER:
+            self._heartbeat_elapsed += 1
+            if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+                self._heartbeat_elapsed = 0
+                self._heartbeat()
+            self._quorum_elapsed += 1
+            if self._quorum_elapsed >= self.config.election_ticks:
+                self._check_quorum()
+            return
+        self._elapsed += 1
+        if self._role is Role.CANDIDATE:
+            self._prepare_elapsed += 1
+            if self._prepare_elapsed >= self.config.heartbeat_ticks:
+                self._prepare_elapsed = 0
+                self._send_prepares(resend=True)
+        if self._elapsed >= self._timeout:
+            self._campaign()
+
+    def step(self, message: Message) -> None:
+        """Handle one inbound message. Messages not addressed to this replica, or
+        from a node outside the configuration, are ignored."""
+        handler = self._dispatch.get(type(message))
+        if handler is None:
+            raise TypeError(f"not a Paxos message: {message!r}")
+        if message.dst == self._id and message.src in self._others:
+            handler(message)
+
+    def propose(self, proposal: Proposal) -> None:
+        """Queue a client proposal for the next free slot.
+
+        Raises :class:`NotLeader` unless this replica leads (a candidate is not
+        yet a leader), and :class:`Overloaded` when ``max_queued_proposals`` wait
+        already. Returning means the proposal is queued, not that it will commit.
+        """
+        if not isinstance(proposal, Proposal) or proposal.is_noop:
+            raise ValueError(f"a client proposal needs a client_id: {proposal!r}")
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader_hint)
+        if len(self._queue) >= self.config.max_queued_proposals:
+            raise Overloaded(f"{len(self._queue)} proposals already wait for a slot")
+        self._queue.append(proposal)
+        self._fill_window()
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """The application holds ``snapshot`` (its state after every slot up to
+        ``snapshot.slot``): drop the entries it covers from memory and send it to
+        followers that need those slots. It must not be past what the application
+        was handed (``Ready.committed``). The driver writes the snapshot to the WAL
+        itself; nothing is emitted."""
+        if snapshot.slot > self._delivered:
+            raise ValueError(
+                f"snapshot at slot {snapshot.slot} is past the applied slot {self._delivered}"
+            )
+        if snapshot.slot < self._first:
+            return  # not newer than what we hold
+        self._drop_through(snapshot.slot)
+        self._snapshot = snapshot
+
+    def has_ready(self) -> bool:
+        """Whether :meth:`ready` has something to do (False while a Ready is outstanding)."""
+        if self._outstanding is not None:
+            return False
+        if self._role is Role.LEADER:
+            self._flush()
+        return bool(
+            self._msgs
+            or self._unstable
+            or self._pending_snapshot is not None
+            or self._commit > self._delivered
+            or self._promised != self._last_hard_state.promised
+            or self._hard_state_commit != self._last_hard_state.commit
+        )
+
+    def ready(self) -> Ready:
+        """Take what must be persisted, sent and applied now (see the contract)."""
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready before asking for the next")
+        if self._role is Role.LEADER:
+            self._flush()
+        current = HardState(self._promised, self._hard_state_commit)
+        must_sync = current.promised != self._last_hard_state.promised
+        hard_state: HardState | None = None
+        if current != self._last_hard_state:
+            hard_state = self._last_hard_state = current
+        entries = [self._unstable[s] for s in sorted(self._unstable)] if self._unstable else []
+        self._unstable = {}
+        committed: list[Entry] = []
+        if self._commit > self._delivered:
+            log = self._log
+            committed = [log[s] for s in range(self._delivered + 1, self._commit + 1)]
+            self._delivered = self._commit
+        snapshot, self._pending_snapshot = self._pending_snapshot, None
+        messages, self._msgs = self._msgs, []
+        rd = Ready(
+            hard_state=hard_state,
+            entries=entries,
+            messages=messages,
+            committed=committed,
+            snapshot=snapshot,
+            must_sync=must_sync or bool(entries) or snapshot is not None,
+        )
+        # Everything held now is durable once rd is: the next Ready may name this commit.
+        self._hard_state_commit = self._commit
+        self._outstanding = _Unadvanced(rd, self._promised, self._role, self._ballot, self._last)
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """``rd`` is persisted, sent and applied: count what its durability enables."""
+        done = self._outstanding
+        if done is None or done.ready is not rd:
+            raise RuntimeError("advance() must get the Ready last returned by ready()")
+        self._outstanding = None
+        if self._role is Role.CANDIDATE:
+            if done.promised == self._ballot and not self._own_promise:
+                self._own_promise = True
+                self._maybe_win()
+        elif self._role is Role.LEADER and done.role is Role.LEADER and done.ballot == self._ballot:
+            if done.last > self._self_match:
+                self._self_match = done.last
+                self._maybe_commit()
+
+    # ------------------------------------------------------------------ acceptor
+
+    def _on_prepare(self, m: Prepare) -> None:
+        # Paxos Made Simple §2.2 (P1a): promise unless a higher ballot was promised.
+        if m.ballot < self._promised:
+            self._send(Nack(self._id, m.src, self._promised, m.ballot))
+            return
+        if m.ballot > self._promised:
+            self._raise_promise(m.ballot)
+            self._leader_hint = None
+            self._reset_election_timer()
+        # (m.ballot == promised: a retransmission; answer again, nothing changes.)
+        start = max(m.from_slot, self._first)
+        log = self._log
+        entries = tuple(log[s] for s in range(start, self._last + 1) if s in log)
+        snap = self._snapshot
+        include = snap if snap is not None and m.from_slot <= snap.slot else None
+        self._send(Promise(self._id, m.src, m.ballot, self._commit, entries, include))
+
+    def _accept_from(self, src: int, ballot: Ballot) -> bool:
+        """Common admission of a leader's Accept / InstallSnapshot at ``ballot``."""
+        if ballot < self._promised:
+            self._send(Nack(self._id, src, self._promised, ballot))
+            return False
+        if ballot > self._promised:
+            self._raise_promise(ballot)  # accepting at b implies promising b
+        self._leader_hint = src
+        self._elapsed = 0
+        if self._frontier_ballot != ballot:
+            self._frontier_ballot = ballot
+            self._frontier = self._commit
+        return True
+
+    def _on_accept(self, m: Accept) -> None:
+        # Paxos Made Simple §2.2 (P1a/P2): accept unless a higher ballot was promised.
+        if not self._accept_from(m.src, m.ballot):
+            return
+        slot = m.first_slot
+        commit, log, unstable = self._commit, self._log, self._unstable
+        for proposal in m.proposals:
+            if slot > commit:  # at or below commit we hold the chosen value already
+                old = log.get(slot)
+                if old is None or old.ballot != m.ballot:
+                    entry = Entry(slot, m.ballot, proposal)
+                    log[slot] = entry
+                    unstable[slot] = entry
+            slot += 1
+        if slot - 1 > self._last:
+            self._last = slot - 1
+        self._learn(m.commit)
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot))
+
+    def _on_install_snapshot(self, m: InstallSnapshot) -> None:
+        if not self._accept_from(m.src, m.ballot):
+            return
+        if m.snapshot.slot > self._commit:
+            self._install_snapshot(m.snapshot)
+        self._learn(m.commit)
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.snapshot.slot))
+
+    def _learn(self, leader_commit: int) -> None:
+        """Advance the commit index over slots known to hold the chosen value.
+
+        A slot accepted at the leader's current ballot holds the leader's value
+        for it, which is the chosen one once the leader says the slot is committed.
+        A value accepted at an older ballot may not be (it may have lost), so the
+        frontier stops at the first slot not held at the current ballot, and the
+        leader resends from there (its reply's ``match``).
+        """
+        log, ballot = self._log, self._frontier_ballot
+        frontier = max(self._frontier, self._commit)
+        while True:
+            entry = log.get(frontier + 1)
+            if entry is None or entry.ballot != ballot:
+                break
+            frontier += 1
+        self._frontier = frontier
+        commit = min(leader_commit, frontier)
+        if commit > self._commit:
+            self._commit = commit
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        """Jump to ``snap`` (all chosen): the application loads it from the Ready."""
+        self._drop_through(snap.slot)
+        unstable = self._unstable
+        for s in [s for s in unstable if s <= snap.slot]:
+            del unstable[s]
+        self._snapshot = snap
+        self._pending_snapshot = snap
+        self._commit = snap.slot
+        self._delivered = snap.slot  # the application loads it instead of slots <= snap.slot
+        self._frontier = max(self._frontier, snap.slot)
+
+    def _drop_through(self, slot: int) -> None:
+        """Forget log entries up to ``slot`` (covered by a snapshot)."""
+        log = self._log  # mutated in place: callers may hold a reference
+        if slot - self._first < len(log):
+            for s in range(self._first, slot + 1):
+                log.pop(s, None)
+        else:
+            kept = {s: e for s, e in log.items() if s > slot}
+            log.clear()
+            log.update(kept)
+        self._first = slot + 1
+        if self._last < slot:
+            self._last = slot
+
+    def _raise_promise(self, ballot: Ballot) -> None:
+        self._promised = ballot
+        if ballot.round > self._max_round:
+            self._max_round = ballot.round
+        if self._role is not Role.FOLLOWER:
+            self._step_down()
+
+    # ------------------------------------------------------------------ proposer: phase 1
+
+    def _campaign(self) -> None:
+        """Start phase 1 with a ballot above every ballot seen (Paxos Made Simple §2.5)."""
+        if self._role is Role.LEADER:
+            self._step_down()
+        self._ballot = Ballot(max(self._promised.round, self._max_round) + 1, self._id)
+        self._max_round = self._ballot.round
+        self._promised = self._ballot  # our own promise; counted once durable (advance)
+        self._role = Role.CANDIDATE
+        self._leader_hint = None
+        self._campaign_from = self._commit + 1
+        self._promises = {}
+        self._own_promise = False
+        self._prepare_elapsed = 0
+        self._reset_election_timer()
+        self._send_prepares(resend=False)
+
+    def _send_prepares(self, resend: bool) -> None:
+        for peer in self._others:
+            if not resend or peer not in self._promises:
+                self._send(Prepare(self._id, peer, self._ballot, self._campaign_from))
+
+    def _on_promise(self, m: Promise) -> None:
+        if m.ballot != self._ballot:
+            return  # an answer to an older campaign
+        if self._role is Role.CANDIDATE:
+            self._promises[m.src] = m
+            self._maybe_win()
+        elif self._role is Role.LEADER:  # a late promise: it still tells us its commit
+            self._active.add(m.src)
+            progress = self._progress[m.src]
+            if m.commit > progress.match:
+                progress.match = min(m.commit, self._last)
+                self._maybe_commit()
+
+    def _maybe_win(self) -> None:
+        if len(self._promises) + self._own_promise >= self._quorum:
+            self._become_leader()
+
+    def _merge_reports(self, reports: Iterable[Entry]) -> dict[int, Entry]:
+        """Per slot, the entry accepted at the highest ballot among ``reports``.
+
+        Paxos Made Simple §2.2 (P2c): the new leader must propose, in every slot,
+        the value of the highest-numbered proposal accepted by any acceptor of its
+        promise quorum; any value chosen earlier is that one.
+        """
+        best: dict[int, Entry] = {}
+        for entry in reports:
+            held = best.get(entry.slot)
+            if held is None or entry.ballot > held.ballot:
+                best[entry.slot] = entry
+        return best
+
+    def _become_leader(self) -> None:
+        """Phase 1 is complete: adopt the promise quorum's values, fill gaps with
+        no-ops, and re-propose every slot past the commit index at our ballot
+        (Paxos Made Moderately Complex §3, the leader's scout adopting pvalues)."""
+        promises = [self._promises[src] for src in sorted(self._promises)]
+        log, unstable = self._log, self._unstable
+
+        # 1. Slots another acceptor knows committed: learn their chosen values.
+        best = max(promises, key=lambda p: (p.commit, p.src), default=None)
+        if best is not None and best.commit > self._commit:
+            if best.snapshot is not None and best.snapshot.slot > self._commit:
+                self._install_snapshot(best.snapshot)
+            for entry in best.entries:
+                if self._commit < entry.slot <= best.commit:
+                    log[entry.slot] = entry
+                    unstable[entry.slot] = entry
+                    if entry.slot > self._last:
+                        self._last = entry.slot
+            if any(s not in log for s in range(self._commit + 1, best.commit + 1)):
+                raise AssertionError(f"promise from {best.src} misses committed slots")
+            self._commit = best.commit
+        commit = self._commit
+
+        # 2. Later slots: the highest-ballot value reported (ours included), else a no-op.
+        def reports() -> Iterable[Entry]:
+            for promise in promises:
+                for entry in promise.entries:
+                    if entry.slot > commit:
+                        yield entry
+            for s in range(commit + 1, self._last + 1):
+                own = log.get(s)
+                if own is not None:
+                    yield own
+
+        adopted = self._merge_reports(reports())
+        top = max(self._last, max(adopted, default=0))
+        ballot = self._ballot
+        for s in range(commit + 1, top + 1):
+            held = adopted.get(s)
+            entry = Entry(s, ballot, held.proposal if held is not None else NOOP)
+            log[s] = entry
+            unstable[s] = entry
+        self._last = top
+
+        # 3. Lead. Promisers' state is known: pipeline to them. Others: probe.
+        self._role = Role.LEADER
+        self._leader_hint = self._id
+        self._promises = {}
+        self._own_promise = False
+        self._self_match = commit  # our entries past it count once durable (advance)
+        self._progress = {}
+        by_src = {p.src: p for p in promises}
+        for peer in self._others:
+            promise = by_src.get(peer)
+            if promise is not None:
+                self._progress[peer] = _Progress(promise.commit, promise.commit + 1, probe=False)
+            else:
+                self._progress[peer] = _Progress(0, commit + 1, probe=True)
+        self._heartbeat_elapsed = 0
+        self._quorum_elapsed = 0
+        self._active = set(by_src)
+        self._queue.clear()
+        self._maybe_commit()  # a single-node cluster, or promisers already hold it all
+
+    def _on_nack(self, m: Nack) -> None:
+        if m.ballot.round > self._max_round:
+            self._max_round = m.ballot.round
+        if self._role is not Role.FOLLOWER and m.ballot > self._ballot:
+            # Preempted (Paxos Made Moderately Complex §3): step down; campaign
+            # above m.ballot if no leader shows up within an election timeout.
+            self._step_down()
+            self._leader_hint = None
+
+    def _step_down(self) -> None:
+        self._role = Role.FOLLOWER
+        self._promises = {}
+        self._own_promise = False
+        self._progress = {}
+        self._active = set()
+        self._queue.clear()  # unassigned proposals are dropped; clients retry
+        self._frontier_ballot = ZERO_BALLOT
+        self._reset_election_timer()
+
+    # ------------------------------------------------------------------ proposer: phase 2
+
+    def _fill_window(self) -> None:
+        """Give queued proposals slots while the window has room (PMMC §3, WINDOW)."""
+        queue = self._queue
+        if not queue:
+            return
+        limit = self._commit + self.config.max_inflight_slots
+        ballot, log, unstable = self._ballot, self._log, self._unstable
+        slot = self._last
+        while queue and slot < limit:
+            slot += 1
+            entry = Entry(slot, ballot, queue.popleft())
+            log[slot] = entry
+            unstable[slot] = entry
+        self._last = slot
+
+    def _on_accepted(self, m: Accepted) -> None:
+        if self._role is not Role.LEADER or m.ballot != self._ballot:
+            return  # a reply to an older leadership
+        progress = self._progress[m.src]
+        self._active.add(m.src)
+        match = min(m.match, self._last)
+        if match > progress.match:
+            progress.match = match
+            self._maybe_commit()
+        if m.last > m.match and progress.match < m.last:
+            progress.become_probe(progress.match + 1)  # a hole below what it accepted
+        elif progress.probe:
+            if progress.match + 1 >= progress.next:
+                progress.probe = False  # it has all we sent: pipeline again
+                progress.next = progress.match + 1
+            else:
+                progress.become_probe(progress.match + 1)
+
+    def _maybe_commit(self) -> None:
+        """Commit = the highest slot a quorum holds (Paxos Made Simple §2.3: a value is
+        chosen when a majority accepted it; here at one ballot, or already known chosen)."""
+        matches = [p.match for p in self._progress.values()]
+        matches.append(self._self_match)
+        matches.sort(reverse=True)
+        commit = matches[self._quorum - 1]
+        if commit > self._commit:
+            self._commit = commit
+            self._fill_window()
+
+    def _heartbeat(self) -> None:
+        for progress in self._progress.values():
+            progress.heartbeat_due = True
+            if progress.probe:
+                progress.probe_sent = False  # no reply to the probe: send it again
+            elif progress.match < self._last and progress.match == progress.match_at_heartbeat:
+                progress.become_probe(progress.match + 1)  # stalled: something was lost
+            progress.match_at_heartbeat = progress.match
+
+    def _check_quorum(self) -> None:
+        """A leader that heard from no quorum for an election timeout steps down, so
+        its clients stop waiting on it (etcd-io/raft's CheckQuorum)."""
+        self._quorum_elapsed = 0
+        if len(self._active) + 1 < self._quorum:
+            self._step_down()
+            self._leader_hint = None
+        self._active = set()
+
+    def _flush(self) -> None:
+        """Send each follower what it lacks, within the window and the batch size."""
+        window = self.config.max_inflight_slots
+        for peer in self._others:
+            progress = self._progress[peer]
+            sent = False
+            if not progress.probe:
+                limit = min(self._last, progress.match + window)
+                while progress.next <= limit:
+                    if progress.next < self._first:
+                        progress.become_probe(progress.next)
+                        break
+                    sent = self._send_batch(peer, progress, limit)
+            if progress.probe and not progress.probe_sent:
+                progress.probe_sent = True
+                sent = self._send_batch(peer, progress, self._last) or sent
+            if progress.heartbeat_due:
+                progress.heartbeat_due = False
+                if not sent:
+                    self._send(Accept(self._id, peer, self._ballot, 0, (), self._commit))
+
+    def _send_batch(self, peer: int, progress: _Progress, limit: int) -> bool:
+        """Send the batch starting at ``progress.next`` (at most up to ``limit``)."""
+        lo = progress.next
+        if lo < self._first:  # compacted: the follower needs the snapshot
+            assert self._snapshot is not None
+            if self._ticks < progress.snapshot_due:
+                return False
+            progress.snapshot_due = self._ticks + self.config.snapshot_retry_ticks
+            self._send(InstallSnapshot(self._id, peer, self._ballot, self._snapshot, self._commit))
+            progress.next = self._snapshot.slot + 1
+            return True
+        hi = min(limit, lo + self.config.max_entries_per_message - 1)
+        if hi < lo:
+            return False
+        log = self._log
+        proposals = tuple(log[s].proposal for s in range(lo, hi + 1))
+        self._send(Accept(self._id, peer, self._ballot, lo, proposals, self._commit))
+        progress.next = hi + 1
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, message: Message) -> None:
+        self._msgs.append(message)
+
+    def _random_timeout(self) -> int:
+        e = self.config.election_ticks
+        return self._rng.randrange(e, 2 * e)
+
+    def _reset_election_timer(self) -> None:
+        self._elapsed = 0
+        self._timeout = self._random_timeout()
+
+    def _restore(self, recovered: RecoveredState, applied: int | None) -> None:
+        snap = recovered.snapshot
+        base = snap.slot if snap is not None else 0
+        self._snapshot = snap
+        self._first = base + 1
+        self._promised = recovered.hard_state.promised
+        for entry in recovered.entries:
+            if entry.slot > base:
+                self._log[entry.slot] = entry
+        self._last = max(self._log, default=base)
+        applied = base if applied is None else applied
+        if applied < base:
+            raise ValueError(f"applied slot {applied} is before the snapshot at {base}: "
+                             "load the snapshot into the application first")
+        commit = max(recovered.hard_state.commit, base, applied)
+        missing = [s for s in range(base + 1, commit + 1) if s not in self._log]
+        if missing:
+            raise ValueError(f"recovered log lacks slots {missing[0]}..{missing[-1]} at or "
+                             f"below the commit index {commit}: the WAL lost durable entries")
+        self._commit = commit
+        self._delivered = applied

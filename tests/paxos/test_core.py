@@ -1,0 +1,811 @@
+"""Unit tests of the Multi-Paxos core, each citing the paper section it checks.
+
+PMS = Lamport, *Paxos Made Simple* (2001); PMMC = van Renesse & Altinbuken,
+*Paxos Made Moderately Complex* (2015). The tests drive replicas by hand with a
+tiny in-memory driver that follows the contract (persist, send, apply, advance),
+so every message can be inspected, dropped or forged.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, NamedTuple
+
+import pytest
+
+from dpq.paxos import (
+    NOOP,
+    ZERO_BALLOT,
+    Accept,
+    Accepted,
+    Ballot,
+    Config,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    Nack,
+    NotLeader,
+    Overloaded,
+    Prepare,
+    Promise,
+    Proposal,
+    Ready,
+    Replica,
+    Role,
+    Snapshot,
+)
+from dpq.paxos.messages import Message
+
+
+def prop(n: int, client: str = "c") -> Proposal:
+    return Proposal(client, n, f"{client}{n}".encode())
+
+
+class Recovered(NamedTuple):
+    hard_state: HardState
+    entries: list[Entry]
+    snapshot: Snapshot | None
+
+
+class Disk:
+    """What a node persisted, as the WAL would give it back."""
+
+    def __init__(self) -> None:
+        self.hard_state = HardState(ZERO_BALLOT, 0)
+        self.entries: dict[int, Entry] = {}
+        self.snapshot: Snapshot | None = None
+
+    def persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.snapshot = rd.snapshot
+            self.entries = {s: e for s, e in self.entries.items() if s > rd.snapshot.slot}
+        for e in rd.entries:
+            self.entries[e.slot] = e
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+    def recovered(self) -> Recovered:
+        return Recovered(self.hard_state, [self.entries[s] for s in sorted(self.entries)],
+                         self.snapshot)
+
+
+class Cluster:
+    """Replicas 1..n and a hand-cranked network (a list of messages in flight)."""
+
+    def __init__(self, n: int = 3, **config) -> None:
+        self.ids = list(range(1, n + 1))
+        self.config = {"election_ticks": 10, "heartbeat_ticks": 2, **config}
+        self.disks = {i: Disk() for i in self.ids}
+        self.nodes = {i: self._new(i) for i in self.ids}
+        self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        self.snapshots: dict[int, list[Snapshot]] = {i: [] for i in self.ids}
+        self.net: list[Message] = []
+        self.sent: list[Message] = []  # everything ever sent, for inspection
+
+    def _new(self, i: int, **kw) -> Replica:
+        return Replica(Config(i, tuple(self.ids), **self.config), random.Random(i), **kw)
+
+    def drive(self, i: int) -> list[Ready]:
+        """Run node i's driver loop until it has nothing to do."""
+        node, readies = self.nodes[i], []
+        while node.has_ready():
+            rd = node.ready()
+            self.disks[i].persist(rd)
+            self.net.extend(rd.messages)
+            self.sent.extend(rd.messages)
+            if rd.snapshot is not None:
+                self.snapshots[i].append(rd.snapshot)
+            self.applied[i].extend(rd.committed)
+            node.advance(rd)
+            readies.append(rd)
+        return readies
+
+    def drive_all(self) -> None:
+        for i in self.ids:
+            self.drive(i)
+
+    def deliver(self, drop: Callable[[Message], bool] = lambda m: False, rounds: int = 100) -> None:
+        """Deliver everything in flight (and what it provokes) until the network is quiet."""
+        self.drive_all()
+        for _ in range(rounds):
+            if not self.net:
+                return
+            batch, self.net = self.net, []
+            for m in batch:
+                if not drop(m):
+                    self.nodes[m.dst].step(m)
+                    self.drive(m.dst)
+        raise AssertionError("network did not quiesce")
+
+    def tick(self, i: int, n: int = 1) -> None:
+        for _ in range(n):
+            self.nodes[i].tick()
+        self.drive(i)
+
+    def campaign(self, i: int) -> None:
+        """Tick node i until it starts phase 1 (its randomised timeout, in [E, 2E))."""
+        node = self.nodes[i]
+        for _ in range(2 * self.config["election_ticks"]):
+            node.tick()
+            if node.role is Role.CANDIDATE:
+                break
+        assert node.role is Role.CANDIDATE
+        self.drive(i)
+
+    def elect(self, i: int, attempts: int = 3) -> None:
+        """Campaign until elected (a Nack teaches the candidate a higher round)."""
+        for _ in range(attempts):
+            self.campaign(i)
+            self.deliver()
+            if self.nodes[i].is_leader:
+                return
+        raise AssertionError(f"node {i} was not elected")
+
+    def restart(self, i: int, applied: int | None = None) -> None:
+        self.nodes[i] = self._new(i, recovered=self.disks[i].recovered(), applied=applied)
+        self.applied[i] = []
+        self.net = [m for m in self.net if m.dst != i and m.src != i]
+
+    def values(self, i: int) -> list[Proposal]:
+        return [e.proposal for e in self.applied[i]]
+
+    def sent_of(self, kind: type, src: int | None = None, dst: int | None = None) -> list:
+        return [m for m in self.sent if type(m) is kind
+                and (src is None or m.src == src) and (dst is None or m.dst == dst)]
+
+
+# --------------------------------------------------------------------------- elections
+
+
+def test_single_node_cluster_elects_itself_and_commits() -> None:
+    # Reference: PMS §2.2 — with one acceptor, a majority is that acceptor.
+    c = Cluster(1)
+    c.elect(1)
+    c.nodes[1].propose(prop(1))
+    c.drive(1)
+    assert c.values(1) == [prop(1)]
+
+
+def test_election_timeout_is_randomised_in_e_to_2e() -> None:
+    # Reference: PMS §3 — progress needs one distinguished proposer; "randomness or
+    # real time" (the FLP remark) picks it: a timeout drawn from the caller's RNG.
+    for seed in range(20):
+        node = Replica(Config(1, (1, 2, 3), election_ticks=10), random.Random(seed))
+        expected = random.Random(seed).randrange(10, 20)
+        ticks = 0
+        while node.role is Role.FOLLOWER:
+            node.tick()
+            ticks += 1
+        assert ticks == expected
+
+
+def test_phase1_runs_once_and_a_quorum_of_promises_elects() -> None:
+    # Reference: PMS §3 — a new leader runs phase 1 for all instances at once;
+    # PMS §2.2 — it needs promises from a majority.
+    c = Cluster(5)
+    c.campaign(1)
+    prepares = c.sent_of(Prepare, src=1)
+    assert sorted(m.dst for m in prepares) == [2, 3, 4, 5]
+    assert {m.from_slot for m in prepares} == {1}
+    ballot = prepares[0].ballot
+    assert ballot.node == 1 and ballot.round >= 1
+    # Two promises plus its own make three of five.
+    c.deliver(drop=lambda m: m.dst in (4, 5) or m.src in (4, 5))
+    assert c.nodes[1].is_leader and c.nodes[1].promised == ballot
+    for i in range(5):
+        c.nodes[1].propose(prop(i))
+    c.deliver()
+    assert len(c.sent_of(Prepare, src=1)) == 4  # no further phase 1 for later slots
+
+
+def test_candidate_needs_a_majority() -> None:
+    # Reference: PMS §2.2 — phase 2 only after responses from a majority.
+    c = Cluster(5)
+    c.campaign(1)
+    c.deliver(drop=lambda m: m.dst in (3, 4, 5) or m.src in (3, 4, 5))
+    assert c.nodes[1].role is Role.CANDIDATE  # only itself and node 2
+
+
+def test_candidate_counts_its_own_promise_only_once_durable() -> None:
+    # Reference: PMS §2.5 — an acceptor (the candidate too) records its promise in
+    # stable storage before acting on it.
+    c = Cluster(3)
+    node = c.nodes[1]
+    while node.role is not Role.CANDIDATE:
+        node.tick()
+    rd = node.ready()
+    assert rd.must_sync and rd.hard_state is not None
+    assert rd.hard_state.promised == node.promised
+    # A promise from node 2 arrives before the candidate's Ready is advanced.
+    prepare = next(m for m in rd.messages if m.dst == 2)
+    c.nodes[2].step(prepare)
+    promise = c.nodes[2].ready().messages[0]
+    node.step(promise)
+    assert node.role is Role.CANDIDATE  # its own promise is not durable yet
+    node.advance(rd)
+    assert node.is_leader
+
+
+def test_new_ballot_is_above_every_ballot_seen() -> None:
+    # Reference: PMS §2.5 — a proposer picks a number larger than any it has seen.
+    c = Cluster(3)
+    c.elect(1)
+    nack_ballot = Ballot(41, 3)
+    c.nodes[2].step(Nack(3, 2, nack_ballot, ZERO_BALLOT))
+    c.campaign(2)
+    assert c.nodes[2].promised.round > c.nodes[1].promised.round
+    c.nodes[1].step(Nack(3, 1, nack_ballot, c.nodes[1].promised))
+    assert not c.nodes[1].is_leader  # preempted
+    c.campaign(1)
+    assert c.nodes[1].promised > nack_ballot
+
+
+# --------------------------------------------------------------------------- acceptor
+
+
+def test_acceptor_nacks_a_prepare_below_its_promise() -> None:
+    # Reference: PMS §2.2 (P1a) — an acceptor promises not to accept lower ballots.
+    c = Cluster(3)
+    node = c.nodes[2]
+    node.step(Prepare(3, 2, Ballot(5, 3), 1))
+    c.drive(2)
+    node.step(Prepare(1, 2, Ballot(4, 1), 1))
+    (rd,) = c.drive(2)
+    assert rd.messages == [Nack(2, 1, Ballot(5, 3), Ballot(4, 1))]
+    assert rd.hard_state is None  # nothing changed
+
+
+def test_acceptor_nacks_an_accept_below_its_promise_and_keeps_its_log() -> None:
+    # Reference: PMS §2.2 (P1a) — accept a proposal unless a higher prepare was promised.
+    c = Cluster(3)
+    node = c.nodes[2]
+    node.step(Prepare(3, 2, Ballot(5, 3), 1))
+    c.drive(2)
+    node.step(Accept(1, 2, Ballot(4, 1), 1, (prop(1),), 0))
+    (rd,) = c.drive(2)
+    assert rd.entries == []
+    assert rd.messages == [Nack(2, 1, Ballot(5, 3), Ballot(4, 1))]
+
+
+def test_accept_at_a_higher_ballot_implies_the_promise() -> None:
+    # Reference: PMS §2.2 — accepting proposal n means no lower proposal may be
+    # accepted later; the promise rises with it and is persisted.
+    c = Cluster(3)
+    c.nodes[2].step(Accept(1, 2, Ballot(3, 1), 1, (prop(1),), 0))
+    (rd,) = c.drive(2)
+    assert rd.hard_state == HardState(Ballot(3, 1), 0)
+    assert rd.entries == [Entry(1, Ballot(3, 1), prop(1))]
+    assert rd.must_sync
+    assert rd.messages == [Accepted(2, 1, Ballot(3, 1), 1, 1)]
+    assert c.nodes[2].leader_hint == 1
+
+
+def test_promise_reports_accepted_entries_from_the_requested_slot() -> None:
+    # Reference: PMS §2.2 (phase 1b) — the promise carries the highest-numbered
+    # proposal accepted; PMS §3 — for every instance from the first unknown one.
+    c = Cluster(3)
+    node = c.nodes[2]
+    node.step(Accept(1, 2, Ballot(1, 1), 1, (prop(1), prop(2), prop(3)), 1))
+    c.drive(2)
+    node.step(Prepare(3, 2, Ballot(2, 3), 2))
+    (rd,) = c.drive(2)
+    assert rd.must_sync and rd.hard_state.promised == Ballot(2, 3)
+    (promise,) = rd.messages
+    assert promise == Promise(2, 3, Ballot(2, 3), 1,
+                              (Entry(2, Ballot(1, 1), prop(2)), Entry(3, Ballot(1, 1), prop(3))),
+                              None)
+
+
+def test_duplicate_and_reordered_accepts_are_idempotent() -> None:
+    # Reference: PMS §2.1 — messages can be duplicated, lost and reordered.
+    c = Cluster(3)
+    node = c.nodes[2]
+    b = Ballot(1, 1)
+    second = Accept(1, 2, b, 3, (prop(3), prop(4)), 0)
+    first = Accept(1, 2, b, 1, (prop(1), prop(2)), 0)
+    node.step(second)
+    (rd,) = c.drive(2)
+    assert rd.messages == [Accepted(2, 1, b, 0, 4)]  # a hole at 1..2: match stays 0
+    node.step(first)
+    node.step(first)
+    node.step(second)
+    (rd,) = c.drive(2)
+    assert [e.slot for e in rd.entries] == [1, 2]  # nothing persisted twice
+    assert [m.match for m in rd.messages] == [4, 4, 4]
+
+
+# --------------------------------------------------------------------------- phase 1 adoption
+
+
+def win_with(c: Cluster, promises: dict[int, tuple[int, tuple[Entry, ...]]]) -> Replica:
+    """Node 1 campaigns; the given peers answer with forged promises."""
+    c.campaign(1)
+    node = c.nodes[1]
+    c.net.clear()
+    for src, (commit, entries) in promises.items():
+        node.step(Promise(src, 1, node.promised, commit, entries, None))
+    c.drive(1)
+    return node
+
+
+def test_leader_adopts_the_highest_ballot_value_of_each_slot() -> None:
+    # Reference: PMS §2.2 (P2c) — propose the value of the highest-numbered
+    # proposal among the majority's responses; PMMC §3 (pmax).
+    c = Cluster(5)
+    v_old, v_new, v_mid = prop(1, "old"), prop(1, "new"), prop(2, "mid")
+    node = win_with(c, {
+        2: (0, (Entry(1, Ballot(1, 2), v_old), Entry(2, Ballot(3, 4), v_mid))),
+        3: (0, (Entry(1, Ballot(2, 5), v_new),)),
+    })
+    assert node.is_leader
+    accepts = [m for m in c.net if isinstance(m, Accept) and m.proposals]
+    assert accepts
+    for m in accepts:
+        assert m.ballot == node.promised  # re-proposed at the new ballot
+        assert m.first_slot == 1 and m.proposals[:2] == (v_new, v_mid)
+
+
+def test_a_value_chosen_without_anyone_knowing_survives_the_leader() -> None:
+    # Reference: PMS §2.2 (P2) — once a value is chosen, every higher-numbered
+    # proposal that is chosen has that value, even if nobody learned it yet.
+    c = Cluster(3)
+    c.elect(1)
+    c.nodes[1].propose(prop(1, "chosen"))
+    # Node 2 accepts: with the leader's own acceptance that is a majority, but the
+    # Accepted is lost, so nobody knows slot 1 is chosen. Then node 1 dies.
+    c.deliver(drop=lambda m: isinstance(m, Accepted) or m.dst == 3)
+    assert all(c.nodes[i].commit_index == 0 for i in c.ids)
+    c.net.clear()
+    isolated = lambda m: 1 in (m.src, m.dst)  # noqa: E731
+    c.campaign(3)
+    c.deliver(drop=isolated)
+    if not c.nodes[3].is_leader:  # a Nack taught it a higher round
+        c.campaign(3)
+        c.deliver(drop=isolated)
+    assert c.nodes[3].is_leader
+    c.tick(3, 2)
+    c.deliver(drop=isolated)
+    assert c.values(3) == c.values(2) == [prop(1, "chosen")]
+
+
+def test_leader_fills_gaps_with_noops() -> None:
+    # Reference: PMS §3 — a new leader fills instances with no value known with
+    # "no-op" commands, so later commands can be executed.
+    c = Cluster(3)
+    node = win_with(c, {2: (0, (Entry(3, Ballot(1, 2), prop(3)),))})
+    c.deliver()
+    assert c.values(1) == [NOOP, NOOP, prop(3)]
+    node.propose(prop(4))
+    c.deliver()
+    assert c.values(1)[-1] == prop(4)
+    assert c.nodes[1].status().last_slot == 4  # new proposals go after the adopted slots
+
+
+def test_leader_learns_chosen_values_from_a_promise_that_knows_more() -> None:
+    # Reference: PMS §3 — a leader that does not know some chosen commands
+    # learns them in phase 1 before proposing.
+    c = Cluster(3)
+    entries = tuple(Entry(s, Ballot(1, 3), prop(s)) for s in range(1, 6))
+    node = win_with(c, {2: (5, entries)})
+    assert node.is_leader and node.commit_index == 5
+    assert c.values(1) == [prop(s) for s in range(1, 6)]
+    assert not [m for m in c.net if isinstance(m, Accept) and m.dst == 2 and m.first_slot <= 5
+                and m.proposals]  # node 2 holds them already: only later slots go to it
+
+
+def test_promise_carries_the_snapshot_when_the_slots_are_compacted() -> None:
+    # Reference: PMMC §3 (state transfer to a lagging leader) — values compacted
+    # into a snapshot are only available from it.
+    c = Cluster(3)
+    c.elect(2)
+    for i in range(1, 7):
+        c.nodes[2].propose(prop(i))
+    c.deliver(drop=lambda m: m.dst == 1 or m.src == 1)
+    c.tick(2, 2)  # the heartbeat tells node 3 the commit index
+    c.deliver(drop=lambda m: m.dst == 1 or m.src == 1)
+    snap = Snapshot(6, b"state@6")
+    for i in (2, 3):
+        c.nodes[i].compact(snap)
+    c.nodes[2].step(Prepare(3, 2, Ballot(9, 3), 7))  # depose node 2 quietly
+    c.drive(2)
+    c.net.clear()
+    c.elect(1)
+    assert c.snapshots[1] == [snap]
+    assert c.nodes[1].commit_index >= 6
+    assert c.applied[1] == []  # the application loads the snapshot instead
+    c.nodes[1].propose(prop(7))
+    c.deliver()
+    c.tick(1, 2)
+    c.deliver()
+    assert c.values(1) == [prop(7)] and c.values(2)[-1] == prop(7)
+
+
+# --------------------------------------------------------------------------- phase 2
+
+
+def test_commit_needs_a_majority_at_one_ballot() -> None:
+    # Reference: PMS §2.3 — a value is chosen when a majority of acceptors accepted it.
+    c = Cluster(5)
+    c.elect(1)
+    node = c.nodes[1]
+    node.propose(prop(1))
+    c.drive(1)
+    c.deliver(drop=lambda m: m.dst in (3, 4, 5))  # only node 2 accepts: 2 of 5
+    assert node.commit_index == 0
+    accept = next(m for m in reversed(c.sent) if isinstance(m, Accept) and m.dst == 3
+                  and m.proposals)
+    c.nodes[3].step(accept)
+    c.drive(3)
+    c.deliver(drop=lambda m: m.dst in (4, 5))
+    assert node.commit_index == 1 and c.values(1) == [prop(1)]
+
+
+def test_leader_counts_its_own_acceptance_only_once_persisted() -> None:
+    # Reference: PMS §2.5 — the leader's acceptor persists before its vote counts.
+    c = Cluster(3)
+    c.elect(1)
+    node = c.nodes[1]
+    node.propose(prop(1))
+    rd = node.ready()
+    assert rd.entries == [Entry(1, node.promised, prop(1))] and rd.must_sync
+    # Node 2 accepts (it got the Accept; the leader's own entry is not yet durable).
+    for m in rd.messages:
+        if m.dst == 2:
+            c.nodes[2].step(m)
+    (reply,) = [m for m in c.drive(2)[0].messages]
+    node.step(reply)
+    assert node.commit_index == 0  # 1 of 3: itself not counted yet
+    node.advance(rd)
+    assert node.commit_index == 1
+
+
+def test_commit_index_reaches_followers_on_the_heartbeat() -> None:
+    # Reference: PMS §2.3 — the leader informs the learners of a chosen value.
+    c = Cluster(3)
+    c.elect(1)
+    c.nodes[1].propose(prop(1))
+    c.deliver()
+    assert c.nodes[1].commit_index == 1
+    assert c.nodes[2].commit_index == 0  # the Accept went out before the commit
+    c.tick(1, 2)  # heartbeat_ticks
+    heartbeats = [m for m in c.net if isinstance(m, Accept) and not m.proposals]
+    assert {m.dst for m in heartbeats} == {2, 3} and {m.commit for m in heartbeats} == {1}
+    c.deliver()
+    assert c.values(2) == c.values(3) == [prop(1)]
+
+
+def test_commit_index_rides_on_the_next_accept() -> None:
+    # Reference: PMMC §3 — decisions are piggybacked on later phase 2 messages.
+    c = Cluster(3)
+    c.elect(1)
+    c.nodes[1].propose(prop(1))
+    c.deliver()
+    c.nodes[1].propose(prop(2))
+    c.drive(1)
+    accepts = [m for m in c.net if isinstance(m, Accept)]
+    assert accepts and all(m.commit == 1 for m in accepts)
+    c.deliver()
+    assert c.values(2)[:1] == [prop(1)]
+
+
+def test_follower_does_not_learn_a_value_accepted_at_an_older_ballot() -> None:
+    # Reference: PMS §2.3 — a learner must find out a value *has been chosen*; a
+    # value accepted at an older ballot may have lost to another.
+    c = Cluster(3)
+    node = c.nodes[3]
+    node.step(Accept(1, 3, Ballot(1, 1), 1, (prop(1, "stale"),), 0))
+    c.drive(3)
+    # Leader 2 (ballot 2) chose another value in slot 1 and says so in a heartbeat.
+    node.step(Accept(2, 3, Ballot(2, 2), 0, (), 1))
+    (rd,) = c.drive(3)
+    assert rd.committed == [] and node.commit_index == 0
+    assert rd.messages == [Accepted(3, 2, Ballot(2, 2), 0, 0)]  # "send me slot 1"
+    node.step(Accept(2, 3, Ballot(2, 2), 1, (prop(1, "chosen"),), 1))
+    c.drive(3)
+    assert c.values(3) == [prop(1, "chosen")]
+
+
+def test_burst_of_proposals_costs_one_accept_per_follower() -> None:
+    # Reference: PMMC §3 — many slots in flight; batching amortises the messages.
+    c = Cluster(5, max_entries_per_message=64)
+    c.elect(1)
+    before = len(c.sent)
+    for i in range(1, 41):
+        c.nodes[1].propose(prop(i))
+    (rd,) = c.drive(1)
+    assert len(rd.messages) == 4
+    assert all(isinstance(m, Accept) and len(m.proposals) == 40 for m in rd.messages)
+    assert len(rd.entries) == 40
+    c.deliver()
+    assert c.values(1) == [prop(i) for i in range(1, 41)]
+    assert len(c.sent) - before == 8  # 4 Accepts and 4 Accepteds
+
+
+def test_pipelining_window_bounds_slots_in_flight() -> None:
+    # Reference: PMMC §3 — the leader proposes at most WINDOW slots past the
+    # first undecided one.
+    c = Cluster(3, max_inflight_slots=4)
+    c.elect(1)
+    for i in range(1, 11):
+        c.nodes[1].propose(prop(i))
+    (rd,) = c.drive(1)
+    assert [e.slot for e in rd.entries] == [1, 2, 3, 4]
+    c.deliver()
+    assert c.values(1) == [prop(i) for i in range(1, 11)]
+    with pytest.raises(Overloaded):
+        small = Cluster(3, max_inflight_slots=1, max_queued_proposals=2)
+        small.elect(1)
+        for i in range(4):
+            small.nodes[1].propose(prop(i + 1))
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_propose_on_a_follower_raises_not_leader_with_a_hint() -> None:
+    # Reference: PMMC §3 — clients send requests to the leader; others redirect.
+    c = Cluster(3)
+    with pytest.raises(NotLeader) as excinfo:
+        c.nodes[2].propose(prop(1))
+    assert excinfo.value.leader_hint is None
+    c.elect(1)
+    with pytest.raises(NotLeader) as excinfo:
+        c.nodes[2].propose(prop(1))
+    assert excinfo.value.leader_hint == 1
+    with pytest.raises(ValueError):
+        c.nodes[1].propose(NOOP)
+
+
+def test_preempted_leader_steps_down_and_drops_unassigned_proposals() -> None:
+    # Reference: PMMC §3 — a leader receiving a higher ballot is preempted.
+    c = Cluster(3, max_inflight_slots=1)
+    c.elect(1)
+    for i in range(1, 4):
+        c.nodes[1].propose(prop(i))
+    c.drive(1)
+    c.net.clear()
+    c.nodes[1].step(Nack(2, 1, Ballot(7, 2), c.nodes[1].promised))
+    assert c.nodes[1].role is Role.FOLLOWER
+    assert not c.nodes[1].status().progress
+    with pytest.raises(NotLeader):
+        c.nodes[1].propose(prop(9))
+
+
+def test_isolated_leader_steps_down_after_an_election_timeout() -> None:
+    # Reference: PMS §2.4 — progress needs a leader that can reach a majority
+    # (etcd-io/raft's CheckQuorum).
+    c = Cluster(3)
+    c.elect(1)
+    c.net.clear()
+    for _ in range(20):  # within two election timeouts of the last answers
+        c.tick(1)
+        c.net.clear()  # nobody answers
+    assert c.nodes[1].role is Role.FOLLOWER
+
+
+def test_follower_campaigns_when_the_leader_is_silent() -> None:
+    # Reference: PMS §3 — a new leader is selected when the old one fails.
+    c = Cluster(3)
+    c.elect(1)
+    old = c.nodes[1].promised
+    for _ in range(20):
+        c.nodes[2].tick()
+    assert c.nodes[2].role is Role.CANDIDATE
+    c.drive(2)
+    c.deliver(drop=lambda m: 1 in (m.src, m.dst))
+    assert c.nodes[2].is_leader and c.nodes[2].promised > old
+
+
+def test_heartbeats_keep_followers_from_campaigning() -> None:
+    # Reference: PMS §3 — a stable leader is not disturbed.
+    c = Cluster(3)
+    c.elect(1)
+    for _ in range(100):
+        for i in c.ids:
+            c.nodes[i].tick()
+        c.deliver()
+    assert c.nodes[1].is_leader
+    assert len(c.sent_of(Prepare)) == 2
+
+
+# --------------------------------------------------------------------------- catch-up
+
+
+def test_follower_that_missed_slots_catches_up_in_throttled_batches() -> None:
+    # Reference: PMMC §3 — a replica that missed decisions learns them later.
+    c = Cluster(3, max_entries_per_message=3, max_inflight_slots=100)
+    c.elect(1)
+    for i in range(1, 11):
+        c.nodes[1].propose(prop(i))
+    c.deliver(drop=lambda m: m.dst == 3)
+    assert c.values(1) == [prop(i) for i in range(1, 11)] and c.values(3) == []
+    before = len(c.sent)
+    for _ in range(12):
+        c.tick(1)
+        c.deliver()
+    assert c.values(3) == [prop(i) for i in range(1, 11)]
+    catch_up = [m for m in c.sent[before:] if isinstance(m, Accept) and m.dst == 3
+                and m.proposals]
+    assert catch_up and max(len(m.proposals) for m in catch_up) <= 3
+
+
+def test_hole_reported_by_a_follower_is_resent() -> None:
+    # Reference: PMS §2.1 — messages can be lost; the leader re-sends what was lost.
+    c = Cluster(3, max_entries_per_message=2)
+    c.elect(1)
+    for i in range(1, 7):
+        c.nodes[1].propose(prop(i))
+    c.drive(1)
+    lost = [m for m in c.net if isinstance(m, Accept) and m.dst == 3 and m.first_slot == 1]
+    assert len(lost) == 1
+    mark = len(c.sent)
+    c.deliver(drop=lambda m: m in lost)
+    # Node 3 accepted 3..6 but reported match 0: the leader resent from slot 1 at once.
+    later = c.sent[mark:]
+    holes = [m for m in later if isinstance(m, Accepted) and m.src == 3 and m.last > m.match]
+    assert holes and holes[0].match == 0
+    resent = [m for m in later if isinstance(m, Accept) and m.dst == 3 and m.first_slot == 1]
+    assert resent and resent[0].proposals == (prop(1), prop(2))
+    c.tick(1, 2)  # the heartbeat brings the commit index
+    c.deliver()
+    assert c.values(3) == [prop(i) for i in range(1, 7)]
+
+
+def test_follower_behind_the_compaction_point_gets_the_snapshot_then_the_log() -> None:
+    # Reference: PMMC §3 ("state transfer") / PMS §3 — a far-behind replica is
+    # brought up to date from a snapshot of the state machine.
+    c = Cluster(3)
+    c.elect(1)
+    for i in range(1, 9):
+        c.nodes[1].propose(prop(i))
+    c.deliver(drop=lambda m: m.dst == 3)
+    snap = Snapshot(5, b"state@5")
+    c.nodes[1].compact(snap)
+    assert c.nodes[1].status().first_slot == 6
+    for _ in range(6):
+        c.tick(1)
+        c.deliver()
+    assert c.snapshots[3] == [snap]
+    assert [e.slot for e in c.applied[3]] == [6, 7, 8]
+    assert c.disks[3].snapshot == snap
+    assert len(c.sent_of(InstallSnapshot, dst=3)) == 1
+
+
+def test_compact_refuses_a_snapshot_past_what_was_applied() -> None:
+    # Reference: PMMC §3 — only decided and executed slots may be garbage-collected.
+    c = Cluster(1)
+    c.elect(1)
+    c.nodes[1].propose(prop(1))
+    c.drive(1)
+    with pytest.raises(ValueError):
+        c.nodes[1].compact(Snapshot(2, b""))
+    c.nodes[1].compact(Snapshot(1, b"s"))
+    assert c.nodes[1].status().first_slot == 2
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def test_restart_restores_promise_log_and_commit() -> None:
+    # Reference: PMS §2.5 — an acceptor that restarts remembers its promise and
+    # accepted values from stable storage.
+    c = Cluster(3)
+    c.elect(1)
+    for i in range(1, 4):
+        c.nodes[1].propose(prop(i))
+    c.deliver()
+    c.tick(1, 2)
+    c.deliver()
+    promised = c.nodes[2].promised
+    c.restart(2)
+    node = c.nodes[2]
+    assert node.promised == promised
+    assert node.status().last_slot == 3
+    c.drive(2)
+    assert c.values(2) == [prop(1), prop(2), prop(3)]  # re-delivered: applied defaulted to 0
+    node.step(Prepare(3, 2, Ballot(promised.round - 1, 3), 1))
+    (rd,) = c.drive(2)
+    assert isinstance(rd.messages[0], Nack)  # the promise survived
+
+
+def test_restart_with_applied_skips_what_the_application_has() -> None:
+    # Reference: PMMC §3 — a replica executes each slot once (its slot_out).
+    c = Cluster(1)
+    c.elect(1)
+    for i in range(1, 5):
+        c.nodes[1].propose(prop(i))
+    c.drive(1)
+    c.nodes[1].tick()
+    c.drive(1)
+    c.restart(1, applied=3)
+    c.drive(1)
+    assert c.values(1) == [prop(4)]
+
+
+def test_restart_with_a_snapshot_resumes_after_it() -> None:
+    # Reference: PMMC §3 — state is rebuilt from the snapshot plus later slots.
+    c = Cluster(1)
+    c.elect(1)
+    for i in range(1, 6):
+        c.nodes[1].propose(prop(i))
+    c.drive(1)
+    c.nodes[1].tick()
+    c.drive(1)
+    c.nodes[1].compact(Snapshot(3, b"s3"))
+    c.disks[1].snapshot = Snapshot(3, b"s3")
+    c.restart(1)
+    assert c.nodes[1].status().first_slot == 4
+    c.drive(1)
+    assert [e.slot for e in c.applied[1]] == [4, 5]
+    with pytest.raises(ValueError):
+        c.restart(1, applied=2)  # before the snapshot: load it first
+
+
+def test_restore_refuses_a_log_that_lost_durable_entries() -> None:
+    # Reference: PMS §2.5 — stable storage must not lose what was acknowledged.
+    config = Config(1, (1, 2, 3))
+    broken = Recovered(HardState(Ballot(1, 1), 3), [Entry(1, Ballot(1, 1), prop(1))], None)
+    with pytest.raises(ValueError, match="lost"):
+        Replica(config, random.Random(0), recovered=broken)
+
+
+def test_restarted_candidate_never_reuses_a_ballot() -> None:
+    # Reference: PMS §2.5 — a proposer must remember the highest number it tried.
+    c = Cluster(3)
+    c.campaign(1)
+    first = c.nodes[1].promised
+    c.restart(1)
+    c.campaign(1)
+    assert c.nodes[1].promised > first
+
+
+def test_hard_state_commit_only_names_slots_persisted_before() -> None:
+    # Reference: PMS §2.5 — what is persisted must be consistent after any crash:
+    # the commit hint never runs ahead of entries written in earlier Readys.
+    c = Cluster(3)
+    node = c.nodes[2]
+    node.step(Accept(1, 2, Ballot(1, 1), 1, (prop(1),), 1))
+    first, second = c.drive(2)
+    assert first.committed == [Entry(1, Ballot(1, 1), prop(1))]
+    assert first.hard_state == HardState(Ballot(1, 1), 0)  # slot 1 is in this very Ready
+    # Once that Ready is durable the hint catches up, without an fsync.
+    assert second.hard_state == HardState(Ballot(1, 1), 1) and not second.must_sync
+    assert not second.entries and not second.messages
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_ready_and_advance_enforce_one_outstanding_ready() -> None:
+    # Reference: etcd-io/raft's RawNode contract (Ready / Advance), PMS §2.5.
+    c = Cluster(3)
+    node = c.nodes[1]
+    c.campaign(1)
+    node.tick()
+    rd = node.ready()
+    with pytest.raises(RuntimeError):
+        node.ready()
+    with pytest.raises(RuntimeError):
+        node.advance(Ready())
+    node.advance(rd)
+    assert isinstance(node.ready(), Ready)
+
+
+def test_messages_for_others_and_from_strangers_are_ignored() -> None:
+    # Reference: PMS §2.1 — an agent acts only on messages meant for it.
+    c = Cluster(3)
+    c.nodes[2].step(Prepare(1, 3, Ballot(5, 1), 1))
+    c.nodes[2].step(Prepare(9, 2, Ballot(5, 9), 1))
+    assert not c.nodes[2].has_ready()
+    with pytest.raises(TypeError):
+        c.nodes[2].step(Ballot(1, 1))  # type: ignore[arg-type]
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Config(4, (1, 2, 3))
+    with pytest.raises(ValueError):
+        Config(1, (1, 1, 2))
+    with pytest.raises(ValueError):
+        Config(1, (1, 2, 3), election_ticks=2, heartbeat_ticks=2)
+    assert Config(2, (3, 2, 1)).peers == (1, 2, 3)
