@@ -16,6 +16,11 @@ def _target(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     from dpq import commands
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options: see dpq/bench/e2e.py
+        from dpq.bench import e2e
+
+        return e2e.main(argv[1:], prog="dpq bench")
     parser = argparse.ArgumentParser(
         prog="dpq", description="dpq: a distributed priority job queue. "
         "`dpq up` starts a local cluster; the other commands talk to one.")
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--queue", default="", help="one queue (default: all)")
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
+    commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
 
     args = parser.parse_args(argv)
     try:

@@ -6,6 +6,7 @@ failure the user can act on is one line on stderr (``CommandError``).
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from collections.abc import Iterable
@@ -28,7 +29,8 @@ def duration(text: str) -> float:
     """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or plain seconds → seconds."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"{text!r} is not a duration like 250ms, 5s, 2m or 1h")
+        # argparse shows this message as it is (a ValueError it would replace)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 250ms, 5s, 2m or 1h")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 

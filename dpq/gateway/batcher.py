@@ -27,6 +27,7 @@ import grpc
 from dpq import balancer
 from dpq._wrr import SmoothWRR
 from dpq.gateway.monitor import HealthMonitor
+from dpq.node.proposer import SeqWindow
 from dpq.errors import ResourceExhausted, Unavailable
 from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, queue_pb2, replication_pb2
@@ -49,6 +50,7 @@ class EnqueueBatcher:
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
         self._seq = 0
+        self._window = SeqWindow()
         self._pending: list[tuple[Sequence[queue_pb2.NewJob], asyncio.Future]] = []
         self._pending_jobs = 0
         self._inflight = 0
@@ -95,6 +97,7 @@ class EnqueueBatcher:
                     except TimeoutError:
                         pass
                 await self._slots.acquire()
+                await self._window.admit(self._seq + 1)
                 self._full.clear()
                 batch = self._take()
                 self._inflight += 1
@@ -146,6 +149,7 @@ class EnqueueBatcher:
                     future.set_result(ids[start:start + len(request_jobs)])
                 start += len(request_jobs)
         finally:
+            self._window.done(seq)
             self._inflight -= 1
             self._slots.release()
             self._wake.set()

@@ -110,8 +110,14 @@ class Dispatcher:
             return []
         command = log_pb2.Command(lease=log_pb2.LeaseCommand(
             node=self.node_id, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer_id))
+        leasing = asyncio.ensure_future(self.proposer.submit(command))
         try:
-            grants: list[Grant] = await self.proposer.submit(command) or []
+            grants: list[Grant] = await asyncio.shield(leasing) or []
+        except asyncio.CancelledError:
+            # The consumer went away; the lease may still commit. Whatever it
+            # grants goes straight back, without costing the jobs an attempt.
+            leasing.add_done_callback(lambda done: self._give_back(ids, done))
+            raise
         except BaseException:
             self.owned.release(ids)
             raise
@@ -119,6 +125,17 @@ class Dispatcher:
         self.owned.release(i for i in ids if i not in granted)
         jobs = self.state.jobs
         return [_to_pb(jobs[g.job_id], g) for g in grants if g.job_id in jobs]
+
+    def _give_back(self, ids: list[int], leasing: asyncio.Future) -> None:
+        grants = [] if leasing.cancelled() or leasing.exception() else (leasing.result() or [])
+        granted = {g.job_id for g in grants}
+        self.owned.release(i for i in ids if i not in granted)
+        if grants:
+            command = log_pb2.Command(nack=log_pb2.NackCommand(
+                jobs=[queue_pb2.JobRef(job_id=g.job_id, attempt=g.attempt) for g in grants],
+                max_attempts=self.max_attempts, undelivered=True))
+            task = asyncio.ensure_future(self.proposer.submit(command))
+            task.add_done_callback(_log_failure)
 
     async def run_expiry(self) -> None:
         """Propose an Expire for this node's leases that ran out, forever."""
@@ -134,9 +151,10 @@ class Dispatcher:
             task.add_done_callback(_log_failure)
 
 
-def _log_failure(task: asyncio.Task) -> None:
+def _log_failure(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.warning("expiring leases failed (retried later): %s", task.exception())
+        log.warning("a lease housekeeping proposal failed (the leases expire instead): %s",
+                    task.exception())
 
 
 def _to_pb(job: Job, grant: Grant) -> queue_pb2.Job:

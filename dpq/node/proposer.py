@@ -28,6 +28,7 @@ from dpq.errors import Unavailable
 from dpq.node.applier import Applier, results_from_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
+from dpq.paxos.sessions import DEFAULT_WINDOW
 from dpq.paxos.types import Proposal
 from dpq.queue.commands import stamp
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
@@ -40,6 +41,31 @@ READ_YOUR_WRITES_S = 1.0
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+class SeqWindow:
+    """Keeps a proposer inside the state machine's session window.
+
+    The sessions table remembers a client's seqs only ``window`` back
+    (``dpq.paxos.sessions``): seq ``s`` may be issued once every seq up to
+    ``s - window`` is done. A batch stuck in retries therefore holds new ones
+    back instead of being forgotten and, when it finally lands, dropped.
+    """
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        self._window = window
+        self._open: set[int] = set()
+        self._changed = asyncio.Event()
+
+    async def admit(self, seq: int) -> None:
+        while self._open and seq - min(self._open) >= self._window:
+            self._changed.clear()
+            await self._changed.wait()
+        self._open.add(seq)
+
+    def done(self, seq: int) -> None:
+        self._open.discard(seq)
+        self._changed.set()
 
 
 class LeaderRouter:
@@ -109,6 +135,7 @@ class Proposer:
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
         self._seq = 0
+        self._window = SeqWindow()
         self._pending: list[tuple[log_pb2.Command, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -142,6 +169,7 @@ class Proposer:
             self._wake.clear()
             while self._pending:
                 await self._slots.acquire()
+                await self._window.admit(self._seq + 1)
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 self._seq += 1
                 task = asyncio.create_task(self._run_batch(self._seq, batch))
@@ -166,6 +194,7 @@ class Proposer:
                 if not future.done():
                     future.set_result(results[i] if results is not None else None)
         finally:
+            self._window.done(seq)
             self._slots.release()
 
     async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> list | None:

@@ -42,6 +42,9 @@ __all__ = ["Sessions"]
 
 _MAGIC = b"DPQS"
 _VERSION = 1
+#: Seqs a client may have between its oldest unfinished one and its newest.
+DEFAULT_WINDOW = 1024
+
 _HEADER = struct.Struct("<4sBIII")  # magic, version, max_clients, window, n_clients
 _CLIENT = struct.Struct("<HqI")  # len(client_id), floor, n_seqs
 _SEQ = struct.Struct("<q")
@@ -86,7 +89,7 @@ class Sessions:
 
     first_seq = 1
 
-    def __init__(self, max_clients: int = 100_000, window: int = 1024) -> None:
+    def __init__(self, max_clients: int = 100_000, window: int = DEFAULT_WINDOW) -> None:
         if max_clients < 1 or window < 1:
             raise ValueError("max_clients and window must be >= 1")
         self.max_clients = max_clients

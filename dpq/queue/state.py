@@ -313,13 +313,15 @@ class QueueState:
         return results
 
     def _nack(self, cmd: log_pb2.NackCommand) -> list[str]:
-        return self._release(cmd.jobs, cmd.max_attempts, cmd.delay_ms * 1000, must_be_expired=False)
+        return self._release(cmd.jobs, cmd.max_attempts, cmd.delay_ms * 1000, must_be_expired=False,
+                             undelivered=cmd.undelivered)
 
     def _expire(self, cmd: log_pb2.ExpireCommand) -> list[str]:
         return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
 
     def _release(
-        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int, must_be_expired: bool
+        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int, must_be_expired: bool,
+        undelivered: bool = False,
     ) -> list[str]:
         now = self.clock_us
         results = []
@@ -329,7 +331,9 @@ class QueueState:
                 job, error = None, LEASE_LOST  # extended meanwhile: still held
             if job is not None:
                 self._set_unleased(job)
-                if max_attempts and job.attempt >= max_attempts:
+                if undelivered:
+                    job.attempt -= 1  # nobody saw this delivery
+                if max_attempts and job.attempt >= max_attempts and not undelivered:
                     job.state = JobState.DEAD
                     self.counts[job.queue].dead += 1
                 else:

@@ -243,3 +243,14 @@ def test_snapshot_refuses_foreign_bytes():
         snapshot.load(b"NOPE" + bytes(20))
     with pytest.raises(snapshot.SnapshotError, match="too short"):
         snapshot.load(b"DP")
+
+
+def test_an_undelivered_lease_is_given_back_without_costing_an_attempt():
+    log = Log()
+    log.run(0, enqueue((1, b"a")))
+    log.run(0, lease(1))
+    assert log.run(1, nack((1, 1), max_attempts=1, undelivered=True)) == [[OK]]
+    job = log.state.jobs[1]
+    assert (job.state, job.attempt) == (JobState.READY, 0)  # not dead, attempt restored
+    [[again]] = log.run(2, lease(1))
+    assert again.attempt == 1

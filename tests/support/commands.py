@@ -66,9 +66,10 @@ def ack(*pairs):
     return log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs(*pairs)))
 
 
-def nack(*pairs, delay_ms=0, max_attempts=3):
+def nack(*pairs, delay_ms=0, max_attempts=3, undelivered=False):
     return log_pb2.Command(
-        nack=log_pb2.NackCommand(jobs=refs(*pairs), delay_ms=delay_ms, max_attempts=max_attempts)
+        nack=log_pb2.NackCommand(jobs=refs(*pairs), delay_ms=delay_ms, max_attempts=max_attempts,
+                                 undelivered=undelivered)
     )
 
 

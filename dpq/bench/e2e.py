@@ -1,0 +1,589 @@
+"""The end-to-end benchmark: how fast dpq moves jobs, beside the ceilings of the same machine.
+
+    dpq bench                         # 200,000 jobs: the full run (a few minutes)
+    dpq bench --quick                 # 20,000 jobs, 5 s of steady state
+    python bench/e2e.py --jobs 50000 --json out.json
+    dpq bench --dsn postgresql://...  # an existing server (databases are created, then dropped)
+
+It starts what it measures, as ``dpq up`` does: PostgreSQL (the embedded
+server in a temporary folder, or ``--dsn``), a 3-node cluster and its gateway
+(durable defaults: the nodes fsync their log, PostgreSQL runs with fsync and
+``synchronous_commit`` as configured, printed), then P producer and C consumer
+processes on the project's client library (see ``dpq.bench._workers``). The
+workload: ``--jobs`` jobs of ``--payload-bytes`` (100 B), priorities uniform
+in 1..5, one fixed seed.
+
+Phases, each measured on its own:
+
+1. enqueue only: the producers fill the queue as fast as they can with
+   ``enqueue_many`` calls of ``--batch`` jobs, ``--inflight`` calls in flight
+   each. Rate = jobs / (last call answered − start). Then the driver waits
+   until PostgreSQL holds it all (the leader's writer catches up), and reports
+   that too.
+2. consume+ack only: the consumers drain the full queue, polling every node,
+   acking each job. Rate = jobs / (last ack answered − start).
+3. steady state: producers at a fixed offered rate (``--rate``; default half
+   the enqueue rate of phase 1) for ``--steady-seconds``, consumers running.
+   Enqueue latency is per job (one ``submit`` each on a batching producer)
+   from its scheduled time; end-to-end latency from the moment its enqueue
+   returned in the producer to the moment the consumer's handler got it
+   (both CLOCK_MONOTONIC, one clock on one machine), and from its scheduled
+   send time.
+
+Beside each phase: CPU seconds per 1,000 jobs by process kind (psutil on
+the pids; PostgreSQL with all its children; workers report their own), and
+batch sizes at every hop from the counters of nodes and gateway (differences
+over the phase, catch-up included).
+
+Ceilings, in the same run: raw binary COPY of the same rows into the same
+PostgreSQL (``dpq.bench._ceiling``), and a single-node dpq (1 node + gateway,
+phases 1 and 2) for what replication costs. dpq's figures are printed as
+fractions of them, and beside issue 6's targets (for reading; nothing here
+asserts a time).
+
+Bounded: every wait has a deadline, a phase with no progress for
+``--stall-seconds`` stops the run, and every process started is stopped at
+the end, also on an error or Ctrl-C. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Self
+
+import psycopg
+
+from dpq.bench import _ceiling, _probe
+from dpq.bench._phase import BenchError, run_phase
+from dpq.bench._report import Progress, table
+from dpq.bench._stats import ratio, summarize_ns
+from dpq.bench._workers import HEAD, Drain, Fill, Paced, WorkerSpec
+
+#: Issue 6's targets (2-core machine), printed beside the figures.
+TARGETS = {
+    "enqueue_jobs_per_s": 30_000,
+    "consume_jobs_per_s": 15_000,
+    "steady_jobs_per_s": 10_000,
+    "enqueue_p99_ms": 20,
+    "e2e_p99_ms": 50,
+    "replication_cost": 0.35,
+}
+QUEUE = "bench"
+
+
+# -------------------------------------------------------------------- options
+
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0],
+        epilog="Benchmarks are not tests: the table is for reading. See dpq/bench/e2e.py.")
+    w = p.add_argument_group("workload")
+    w.add_argument("--jobs", type=int, help="jobs in phases 1 and 2 (200,000; --quick: 20,000)")
+    w.add_argument("--payload-bytes", type=int, default=100, help="payload size (100; at least 16)")
+    w.add_argument("--seed", type=int, default=42, help="priorities and payloads (42)")
+    w.add_argument("--producers", "-P", type=int, default=2, help="producer processes (2)")
+    w.add_argument("--consumers", "-C", type=int, default=2, help="consumer processes (2)")
+    w.add_argument("--quick", action="store_true",
+                   help="a short try: --jobs 20000 --steady-seconds 5 unless given")
+    c = p.add_argument_group("clients")
+    c.add_argument("--batch", type=int, default=1000, help="jobs per enqueue_many call (1000)")
+    c.add_argument("--inflight", type=int, default=4,
+                   help="enqueue_many calls in flight per producer, phase 1 (4)")
+    c.add_argument("--rate", type=float,
+                   help="steady offered rate, jobs/s, all producers (default: half of phase 1)")
+    c.add_argument("--steady-seconds", type=float, default=None, help="steady window (20)")
+    c.add_argument("--steady-batch-size", type=int, default=500,
+                   help="the batching producer's largest batch in phase 3 (500)")
+    c.add_argument("--consumer-max-jobs", type=int, default=500, help="jobs per long-poll (500)")
+    c.add_argument("--consumer-concurrency", type=int, default=1000,
+                   help="handlers per consumer = jobs held at once (1000)")
+    c.add_argument("--consumer-wait", type=float, default=1.0, help="long-poll wait, s (1)")
+    r = p.add_argument_group("what runs")
+    r.add_argument("--dsn", help="an existing PostgreSQL server (default: embedded, in a temp dir)")
+    r.add_argument("--skip-single-node", action="store_true", help="no 1-node ceiling")
+    r.add_argument("--single-node-steady", action="store_true",
+                   help="run phase 3 on the single node too (at the same offered rate)")
+    r.add_argument("--skip-copy", action="store_true", help="no raw-COPY ceiling")
+    r.add_argument("--copy-batches", default="1000,10000", help="COPY rows per transaction")
+    r.add_argument("--copy-rounds", type=int, default=3, help="COPY rounds, median kept (3)")
+    r.add_argument("--node-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to every dpq-node (repeat; e.g. --node-arg=--tick-ms=5)")
+    r.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to the gateway (repeat)")
+    r.add_argument("--data-dir", help="keep data and logs here (default: a temp dir, removed)")
+    o = p.add_argument_group("output and limits")
+    o.add_argument("--json", metavar="FILE", help="write every number, the machine and the options")
+    o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="the progress line (default: when stderr is a terminal)")
+    o.add_argument("--phase-timeout", type=float,
+                   help="seconds a phase may take (default: 180, or 2 ms a job if more)")
+    o.add_argument("--stall-seconds", type=float, default=60.0,
+                   help="stop when a phase makes no progress this long (60)")
+    return p
+
+
+def parse(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    p = parser(prog)
+    args = p.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = 20_000 if args.quick else 200_000
+    if args.steady_seconds is None:
+        args.steady_seconds = 5.0 if args.quick else 20.0
+    if args.payload_bytes < HEAD.size:
+        p.error(f"--payload-bytes must be at least {HEAD.size} (send time and sequence)")
+    for name in ("jobs", "producers", "consumers", "batch", "inflight", "steady_batch_size",
+                 "consumer_max_jobs", "consumer_concurrency"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steady_seconds < 0 or (args.rate is not None and args.rate <= 0):
+        p.error("--steady-seconds must not be negative and --rate must be positive")
+    args.copy_batch_sizes = [int(s) for s in args.copy_batches.split(",") if s.strip()]
+    return args
+
+
+# --------------------------------------------------------------------- helpers
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def machine() -> dict[str, Any]:
+    import grpc
+    import psutil
+
+    from dpq.localcluster import PACKAGE_ROOT
+
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "-C", PACKAGE_ROOT, "rev-parse", "--short", "HEAD"],
+                             check=False, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or None
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "grpc": grpc.__version__,
+        "psycopg": psycopg.__version__,
+        "dpq_commit": commit,
+        "load_before": _load(),
+    }
+
+
+@contextlib.contextmanager
+def no_sigint():
+    """Ctrl-C waits until the block is done (stopping processes must not be cut short)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to hold back
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _ids(results: dict[int, dict[str, Any]], kind: str) -> list[int]:
+    out: list[int] = []
+    for r in results.values():
+        if r["kind"] == kind:
+            out.extend(r["ids"])
+    return out
+
+
+def _checks(enqueued: list[int], delivered: list[int], results: dict[int, dict[str, Any]],
+            ) -> dict[str, int]:
+    want, got = set(enqueued), set(delivered)
+    consumers = [r for r in results.values() if r["kind"] == "consumer"]
+    return {
+        "enqueued": len(enqueued),
+        "enqueued_distinct": len(want),
+        "delivered": len(delivered),
+        "delivered_distinct": len(got),
+        "acked": sum(r["acked"] for r in consumers),
+        "missing": len(want - got),
+        "unexpected": len(got - want),
+        "duplicate_deliveries": len(delivered) - len(got),
+        "redeliveries": sum(r["redeliveries"] for r in consumers),
+        "ack_errors": sum(r["errors"] for r in consumers),
+        "enqueue_errors": sum(r["errors"] for r in results.values() if r["kind"] == "producer"),
+    }
+
+
+# ------------------------------------------------------------------------ runs
+
+class Run:
+    """One cluster (3 nodes or 1) on its own database, and its phases."""
+
+    def __init__(self, name: str, nodes: int, dsn: str, root: Path, args: argparse.Namespace,
+                 progress: Progress, postmaster: int | None) -> None:
+        from dpq.localcluster import LocalCluster
+
+        self.name, self.dsn, self.args, self.progress = name, dsn, args, progress
+        self.cluster = LocalCluster(root, nodes=nodes, dsn=dsn, ports=free_ports(nodes + 1),
+                                    node_args=tuple(args.node_arg),
+                                    gateway_args=tuple(args.gateway_arg))
+        self.postmaster = postmaster
+        self.result: dict[str, Any] = {"nodes": nodes}
+
+    def __enter__(self) -> Self:
+        try:
+            self.cluster.start()
+            info = self.cluster.wait_ready(60)
+        except BaseException:
+            self.cluster.stop()
+            raise
+        self.result["leader_at_start"] = info.leader_id
+        kinds = {"nodes": [_probe.ProcessCpu(p.pid) for p in self.cluster.procs.values()],
+                 "gateway": [_probe.ProcessCpu(self.cluster.gateway.pid)]}
+        if self.postmaster is not None:
+            kinds["postgres"] = [_probe.ProcessCpu(self.postmaster, tree=True)]
+        self.meter = _probe.CpuMeter(kinds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with no_sigint():
+            self.cluster.stop()
+
+    def check(self) -> None:
+        dead = self.cluster.exited()
+        if dead:
+            raise BenchError(f"{', '.join(dead)} exited (codes {dead}); see the stderr.log "
+                             f"and logs/ under {self.cluster.root}")
+
+    def _timeout(self, jobs: int, seconds: float = 0.0) -> float:
+        if self.args.phase_timeout is not None:
+            return self.args.phase_timeout
+        return max(180.0, seconds + jobs * 0.002)
+
+    def _spec(self, index: int, seed: int, work: Fill | Paced | Drain,
+              timeout_s: float) -> WorkerSpec:
+        return WorkerSpec(index, self.cluster.gateway_address, QUEUE, seed,
+                          self.args.payload_bytes, work, timeout_s)
+
+    def _consumers(self, first: int, timeout_s: float) -> list[WorkerSpec]:
+        a = self.args
+        work = Drain(a.consumer_max_jobs, a.consumer_concurrency, a.consumer_wait)
+        return [self._spec(first + i, 0, work, timeout_s) for i in range(a.consumers)]
+
+    def _phase(self, label: str, specs: list[WorkerSpec], consume_target: int | None,
+               pg_rows: int) -> tuple[int, dict[int, dict[str, Any]], dict[str, Any]]:
+        """Run one phase; its start, the workers' results, and what was measured around it."""
+        before: dict[str, Any] = {}
+        cluster = self.cluster
+
+        def at_start() -> None:
+            before["counters"] = _probe.snapshot_counters(cluster.gateway_address,
+                                                          cluster.addresses)
+            before["cpu"] = self.meter.read()
+            before["driver"] = _probe.own_cpu()
+            before["load"] = _load()
+
+        def on_progress(enq: int, acked: int, target: int | None) -> None:
+            if consume_target is None and not any(s.kind == "consumer" for s in specs):
+                self.progress.update(enq, self.args.jobs, "enqueued")
+            else:
+                self.progress.update(acked, target, f"acked, {enq:,} enqueued")
+
+        self.progress.begin(f"{self.name} · {label}")
+        t0, results = run_phase(specs, consume_target=consume_target,
+                                timeout_s=specs[0].timeout_s,
+                                stall_s=self.args.stall_seconds, at_start=at_start,
+                                check=self.check, on_progress=on_progress)
+        clients_done = time.monotonic_ns()
+        caught_up_s, rows, slot = _probe.wait_written(self.dsn, pg_rows, self.args.stall_seconds)
+        written_ns = time.monotonic_ns()
+        after_counters = _probe.snapshot_counters(cluster.gateway_address, cluster.addresses)
+        cpu = self.meter.read()
+        measured = {
+            "cpu_s": {k: cpu[k] - before["cpu"][k] for k in cpu},
+            "counters": _probe.counter_deltas(before["counters"], after_counters),
+            "load_before": before["load"],
+            "load_after": _load(),
+            "pg_caught_up_s": caught_up_s,  # after the clients were done (None: timed out)
+            "pg_rows_after": rows,
+            "pg_applied_slot_after": slot,
+            "written_ns": written_ns if caught_up_s is not None else None,
+            "clients_done_ns": clients_done,
+        }
+        measured["cpu_s"]["driver"] = _probe.own_cpu() - before["driver"]
+        for kind in ("producers", "consumers"):
+            measured["cpu_s"][kind] = sum(r["cpu_s"] for r in results.values()
+                                          if r["kind"] + "s" == kind)
+        measured["cpu_s"]["total"] = sum(measured["cpu_s"].values())
+        return t0, results, measured
+
+    @staticmethod
+    def _per_1000(measured: dict[str, Any], jobs: int) -> dict[str, float | None]:
+        return {k: (v / jobs * 1000 if jobs else None) for k, v in measured["cpu_s"].items()}
+
+    # ----------------------------------------------------------------- phases
+
+    def enqueue(self) -> list[int]:
+        a = self.args
+        share = [a.jobs // a.producers + (i < a.jobs % a.producers) for i in range(a.producers)]
+        timeout_s = self._timeout(a.jobs)
+        specs = [self._spec(i, a.seed * 1000 + i, Fill(n, a.batch, a.inflight), timeout_s)
+                 for i, n in enumerate(share) if n]
+        t0, results, m = self._phase("enqueue", specs, None, a.jobs)
+        ids = _ids(results, "producer")
+        end = max(max(r["call_returned_ns"], default=t0) for r in results.values())
+        seconds = (end - t0) / 1e9
+        calls = [x for r in results.values() for x in r["call_latency_ns"]]
+        written_s = (m["written_ns"] - t0) / 1e9 if m["written_ns"] else None
+        self.result["enqueue"] = {
+            "jobs": len(ids), "seconds": seconds, "jobs_per_s": ratio(len(ids), seconds),
+            "jobs_per_s_written": ratio(len(ids), written_s),
+            "call_latency": summarize_ns(calls), "calls": len(calls),
+            "distinct_ids": len(set(ids)),
+            "cpu_per_1000_jobs": self._per_1000(m, len(ids)), **m,
+        }
+        self.progress.end(f"{len(ids):,} jobs in {seconds:.2f}s = {len(ids) / seconds:,.0f}/s; "
+                          f"PostgreSQL caught up {_s(m['pg_caught_up_s'])} later")
+        return ids
+
+    def consume(self, enqueued: list[int]) -> None:
+        specs = self._consumers(0, self._timeout(len(enqueued)))
+        t0, results, m = self._phase("consume+ack", specs, len(enqueued), 0)
+        delivered = _ids(results, "consumer")
+        end = max(r["last_ack_ns"] for r in results.values())
+        seconds = (end - t0) / 1e9
+        acked = sum(r["acked"] for r in results.values())
+        first = min((min(r["delivered_ns"], default=end) for r in results.values()), default=end)
+        self.result["consume"] = {
+            "jobs": acked, "seconds": seconds, "jobs_per_s": ratio(acked, seconds),
+            "first_delivery_s": (first - t0) / 1e9,
+            "per_consumer": [r["acked"] for r in results.values()],
+            "cpu_per_1000_jobs": self._per_1000(m, acked), **m,
+        }
+        self.result["checks"] = _checks(enqueued, delivered, results)
+        self.result["checks"]["pg_rows_after_drain"] = m["pg_rows_after"]
+        self.progress.end(f"{acked:,} jobs in {seconds:.2f}s = {acked / seconds:,.0f}/s")
+
+    def steady(self, rate: float) -> None:
+        a = self.args
+        timeout_s = self._timeout(round(rate * a.steady_seconds), a.steady_seconds)
+        specs = [self._spec(i, a.seed * 1000 + 500 + i,
+                            Paced(rate / a.producers, a.steady_seconds, a.steady_batch_size),
+                            timeout_s)
+                 for i in range(a.producers)]
+        specs += self._consumers(a.producers, timeout_s)
+        t0, results, m = self._phase(f"steady {rate:,.0f}/s", specs, None, 0)
+        window_end = t0 + int(a.steady_seconds * 1e9)
+        prods = [r for r in results.values() if r["kind"] == "producer"]
+        cons = [r for r in results.values() if r["kind"] == "consumer"]
+        returned = {i: t for r in prods for i, t in zip(r["ids"], r["returned_ns"], strict=True)}
+        from_return, from_send, early = [], [], 0
+        delivered_in_window = 0
+        for r in cons:
+            for job_id, t, sent in zip(r["ids"], r["delivered_ns"], r["sent_ns"], strict=True):
+                from_send.append(t - sent)
+                if t <= window_end:
+                    delivered_in_window += 1
+                ret = returned.get(job_id)
+                if ret is not None:
+                    from_return.append(t - ret)
+                    early += t < ret
+        enqueued_in_window = sum(1 for r in prods for t in r["returned_ns"] if t <= window_end)
+        ids = _ids(results, "producer")
+        delivered = _ids(results, "consumer")
+        last_ack = max(r["last_ack_ns"] for r in cons)
+        self.result["steady"] = {
+            "offered_rate": rate, "seconds": a.steady_seconds,
+            "scheduled": sum(r["scheduled"] for r in prods),
+            "offered": sum(r["offered"] for r in prods),
+            "enqueued": len(ids),
+            "enqueued_per_s": enqueued_in_window / a.steady_seconds if a.steady_seconds else None,
+            "delivered_per_s": delivered_in_window / a.steady_seconds if a.steady_seconds else None,
+            "backlog_at_window_end": enqueued_in_window - delivered_in_window,
+            "drained_after_window_s": max(0.0, (last_ack - window_end) / 1e9),
+            "enqueue_latency": summarize_ns(x for r in prods for x in r["latency_ns"]),
+            "enqueue_latency_is": "per job: one submit() on a batching AsyncProducer, "
+                                  "from its scheduled time to its id (open loop)",
+            "e2e_from_return": summarize_ns(from_return),
+            "e2e_from_send": summarize_ns(from_send),
+            "delivered_before_return": early,
+            "checks": _checks(ids, delivered, results),
+            "cpu_per_1000_jobs": self._per_1000(m, len(ids)), **m,
+        }
+        st = self.result["steady"]
+        self.progress.end(
+            f"{st['delivered_per_s'] or 0:,.0f}/s delivered of {rate:,.0f}/s offered; enqueue "
+            f"p99 {_ms(st['enqueue_latency']['p99'])}, end-to-end p99 "
+            f"{_ms(st['e2e_from_return']['p99'])}")
+
+
+def _s(v: float | None) -> str:
+    return "never (timed out)" if v is None else f"{v:.2f}s"
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f} ms"
+
+
+# ------------------------------------------------------------------ databases
+
+class Databases:
+    """Databases of our own on the server (created here, dropped at the end)."""
+
+    def __init__(self, server_dsn: str) -> None:
+        self.server_dsn = server_dsn
+        self.tag = uuid.uuid4().hex[:8]
+        self.made: list[str] = []
+
+    def create(self, suffix: str) -> str:
+        name = f"dpq_bench_{self.tag}_{suffix}"
+        with psycopg.connect(self.server_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.made.append(name)
+        return psycopg.conninfo.make_conninfo(self.server_dsn, dbname=name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.server_dsn, autocommit=True) as conn:
+            for name in self.made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.made.clear()
+
+
+# ----------------------------------------------------------------------- main
+
+def fractions(result: dict[str, Any]) -> dict[str, Any]:
+    runs = result.get("runs", {})
+    enq = {n: (r.get("enqueue") or {}).get("jobs_per_s") for n, r in runs.items()}
+    con = {n: (r.get("consume") or {}).get("jobs_per_s") for n, r in runs.items()}
+    out: dict[str, Any] = {"enqueue_vs_copy": {}}
+    for name in runs:
+        out["enqueue_vs_copy"][name] = {
+            kind: {size: ratio(enq[name], m["rows_per_s"]) for size, m in sizes.items()}
+            for kind, sizes in result.get("ceilings", {}).get("copy", {}).items()}
+    e, c = ratio(enq.get("3-node"), enq.get("1-node")), ratio(con.get("3-node"), con.get("1-node"))
+    out["enqueue_3n_over_1n"] = e
+    out["consume_3n_over_1n"] = c
+    out["replication_cost_enqueue"] = None if e is None else 1 - e
+    out["replication_cost_consume"] = None if c is None else 1 - c
+    return out
+
+
+def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress,
+            root: Path) -> None:
+    from dpq.pg import embedded
+    from dpq.pg.migrate import migrate
+
+    pg = None
+    dbs: Databases | None = None
+    try:
+        if args.dsn:
+            server = args.dsn
+        else:
+            pg = embedded.start(root / "postgres", database="dpq_bench")
+            server = pg.admin_dsn
+        dbs = Databases(server)
+        info = _probe.postgres_info(server)
+        result["postgres"] = info
+        print(f"PostgreSQL {info['version']}: fsync={info['fsync']}, synchronous_commit="
+              f"{info['synchronous_commit']}, wal_sync_method={info['wal_sync_method']}",
+              file=sys.stderr)
+        if not args.skip_copy:
+            dsn = dbs.create("copy")
+            asyncio.run(migrate(dsn))
+            progress.begin("ceiling · raw COPY")
+            result["ceilings"] = {"copy": _ceiling.measure(
+                dsn, args.jobs, args.copy_batch_sizes, args.payload_bytes, args.seed,
+                args.copy_rounds)}
+            progress.end(", ".join(f"{k} {s}/txn {v['rows_per_s']:,.0f} rows/s"
+                                   for k, d in result["ceilings"]["copy"].items()
+                                   for s, v in d.items()))
+        plan = [("3-node", 3)] + ([] if args.skip_single_node else [("1-node", 1)])
+        rate = args.rate
+        for name, nodes in plan:
+            run = Run(name, nodes, dbs.create(f"{nodes}n"), root / name, args, progress,
+                      info["postmaster_pid"])
+            result["runs"][name] = run.result
+            with run:
+                ids = run.enqueue()
+                run.consume(ids)
+                if nodes == 3 or args.single_node_steady:
+                    if rate is None:
+                        rate = run.result["enqueue"]["jobs_per_s"] / 2
+                    if args.steady_seconds > 0:
+                        run.steady(rate)
+    finally:
+        with contextlib.suppress(Exception):
+            if dbs is not None and args.dsn:
+                dbs.drop_all()
+        if pg is not None:
+            with no_sigint():
+                pg.stop()
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse(argv, prog)
+    progress = Progress(args.progress)
+    result: dict[str, Any] = {
+        "benchmark": "dpq e2e", "machine": machine(),
+        "options": {k: v for k, v in vars(args).items() if k != "copy_batch_sizes"},
+        "targets": TARGETS, "runs": {},
+    }
+    if result["options"].get("dsn"):
+        result["options"]["dsn"] = "(given)"  # may hold a password
+    root = Path(args.data_dir or tempfile.mkdtemp(prefix="dpq-bench-")).resolve()
+    code = 0
+    try:
+        execute(args, result, progress, root)
+    except KeyboardInterrupt:
+        result["error"] = "interrupted (Ctrl-C)"
+        code = 130
+    except BenchError as exc:
+        result["error"] = str(exc)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - reported with what was measured
+        traceback.print_exc()
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        code = 1
+    finally:
+        if not args.data_dir:
+            with no_sigint():
+                shutil.rmtree(root, ignore_errors=True)
+    result["machine"]["load_after"] = _load()
+    result["fractions"] = fractions(result)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The command line as a user runs it: `dpq up` in one terminal, commands in another."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dpq.localcluster import PACKAGE_ROOT
+from support.cluster import wait_until
+
+ENV = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+
+
+def dpq(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dpq.cli", *args], input=stdin, text=True,
+                          capture_output=True, env=ENV, timeout=timeout)
+
+
+def free_port_base(n: int = 4) -> int:
+    for _ in range(100):
+        base = random.randrange(20_000, 40_000)
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no free range of ports")
+
+
+class Up:
+    """`dpq up` in the background, its output collected line by line."""
+
+    def __init__(self, data: Path, *args: str) -> None:
+        self.base = free_port_base()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dpq.cli", "up", "--data-dir", str(data),
+             "--port-base", str(self.base), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.base}"
+
+    def wait_up(self) -> None:
+        wait_until(lambda: any(line.startswith("dpq is up") for line in self.lines) or
+                   self.proc.poll() is not None, 90, "dpq up to report the cluster up")
+        assert self.proc.poll() is None, "\n".join(self.lines)
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+
+def node_pids(data: Path) -> dict[int, int]:
+    pids = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "dpq.node" in cmd and any(str(data) in part for part in cmd):
+            pids[int(cmd[cmd.index("--id") + 1])] = proc.info["pid"]
+    return pids
+
+
+def test_dpq_up_serves_the_cli_survives_a_dead_node_and_keeps_jobs_across_restarts(tmp_path):
+    data = tmp_path / "dpq-data"
+    up = Up(data)
+    try:
+        up.wait_up()
+        assert any("gateway" in line and up.target in line for line in up.lines)
+        enq = dpq("enqueue", "--target", up.target, "--priority", "1", "first", "second")
+        assert enq.returncode == 0, enq.stderr
+        ids = [int(x) for x in enq.stdout.split()]
+        more = dpq("enqueue", "--target", up.target, "--queue", "mail", "--priority", "4",
+                   stdin="a@x\nb@x\nc@x\n")
+        assert more.returncode == 0 and len(more.stdout.split()) == 3
+
+        stats = dpq("stats", "--target", up.target)
+        assert stats.returncode == 0, stats.stderr
+        rows = {line.split()[0]: line.split() for line in stats.stdout.splitlines()[1:]}
+        assert rows["default"][1] == "2" and rows["mail"][4] == "3"  # p1 column, p4 column
+
+        status = dpq("status", "--target", up.target)
+        assert status.returncode == 0, status.stderr
+        assert "leader: node" in status.stdout and "weight" in status.stdout
+        assert len([line for line in status.stdout.splitlines() if "127.0.0.1:" in line]) == 3
+
+        got = dpq("consume", "--target", up.target, "--count", "2", "--wait", "2s")
+        assert got.returncode == 0, got.stderr
+        assert sorted(int(line.split("\t")[0]) for line in got.stdout.splitlines()) == sorted(ids)
+
+        # kill a node: the others serve, nothing is lost
+        pids = node_pids(data)
+        assert sorted(pids) == [1, 2, 3]
+        os.kill(pids[2], signal.SIGKILL)
+        wait_until(lambda: any("node 2 exited" in line for line in up.lines), 15,
+                   "dpq up to notice the dead node")
+        mail = dpq("consume", "--target", up.target, "--queue", "mail", "--count", "3",
+                   "--no-ack", "--wait", "5s", timeout=90)
+        assert mail.returncode == 0, mail.stderr
+        assert len(mail.stdout.splitlines()) == 3
+        assert up.interrupt() == 0
+        assert node_pids(data) == {}
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+
+    # the same data folder: the mail jobs given back are still there
+    again = Up(data)
+    try:
+        again.wait_up()
+        stats = dpq("stats", "--target", again.target, "--queue", "mail")
+        assert stats.returncode == 0, stats.stderr
+        assert stats.stdout.splitlines()[1].split()[4] == "3", stats.stdout
+        assert again.interrupt() == 0
+    finally:
+        if again.proc.poll() is None:
+            again.proc.kill()
+
+
+def test_dpq_up_demo_runs_to_the_end(tmp_path):
+    demo = Up(tmp_path / "demo", "--demo")
+    try:
+        assert demo.proc.wait(180) == 0, "\n".join(demo.lines[-30:])
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+    text = "\n".join(demo.lines)
+    assert "dpq is up" in text and "priority   jobs" in text
+    assert "priority-5 jobs were served while priority-1 jobs kept arriving" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("stats", "--target", "127.0.0.1:1"), "127.0.0.1:1 is not answering"),
+        (("enqueue", "--target", "127.0.0.1:1", "--priority", "1", "x"), "dpq enqueue:"),
+        (("enqueue", "--delay", "soon", "x"), "not a duration"),
+    ],
+)
+def test_errors_are_one_clear_line_and_a_non_zero_exit(args, message):
+    result = dpq(*args, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # argparse prints usage + one line
+
+
+def test_every_command_has_help():
+    for command in ("up", "enqueue", "consume", "stats", "status", "demo"):
+        result = dpq(command, "--help")
+        assert result.returncode == 0 and "usage: dpq " + command in result.stdout
+    for program in ("dpq.node", "dpq.gateway"):
+        result = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True,
+                                text=True, env=ENV, timeout=30)
+        assert result.returncode == 0 and "usage:" in result.stdout
