@@ -157,8 +157,9 @@ def test_dpq_up_demo_runs_to_the_end(tmp_path):
 def test_errors_are_one_clear_line_and_a_non_zero_exit(args, message):
     result = dpq(*args, timeout=120)
     assert result.returncode != 0
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 2  # argparse prints usage + one line
+    last = result.stderr.strip().splitlines()[-1]  # (argparse puts its usage above)
+    assert last.startswith("dpq ") and message in last, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_every_command_has_help():
