@@ -163,9 +163,9 @@ def gateway_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on (127.0.0.1:7100)")
     parser.add_argument("--nodes", required=True, help="the nodes' addresses, comma-separated")
-    parser.add_argument("--max-batch", type=int, default=1000, help="jobs per proposal at most (1000)")
-    parser.add_argument("--max-delay-ms", type=float, default=2.0,
-                        help="how long a batch may wait to fill while others are in flight (2)")
+    parser.add_argument("--max-inflight", type=int, default=4,
+                        help="proposals in flight to the leader at once; requests arriving "
+                             "meanwhile ride together in the next one (4)")
     parser.add_argument("--dedup-window-ms", type=int, default=3_600_000,
                         help="how long a dedup key is remembered (1 h)")
     parser.add_argument("--max-payload-bytes", type=int, default=1 << 20, help="largest payload (1 MiB)")
@@ -178,8 +178,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
         print(f"dpq-gateway: --nodes {args.nodes!r} is not a list of HOST:PORT", file=sys.stderr)
         return 2
     logs.setup(args.log_dir, level=args.log_level, request_level=args.request_log_level)
-    config = GatewayConfig(listen=args.listen, nodes=nodes, max_batch=args.max_batch,
-                           max_delay_ms=args.max_delay_ms, dedup_window_ms=args.dedup_window_ms,
+    config = GatewayConfig(listen=args.listen, nodes=nodes, max_inflight=args.max_inflight,
+                           dedup_window_ms=args.dedup_window_ms,
                            max_payload_bytes=args.max_payload_bytes)
     try:
         return asyncio.run(_serve_gateway(config))

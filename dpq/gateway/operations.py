@@ -1,6 +1,7 @@
 """What a gateway does for each public RPC: batch enqueues, route the rest.
 
-* Enqueue: validated here, then buffered into the batcher (owners by health).
+* Enqueue: validated here, owners picked by health, then proposed through the
+  batching proposer (many requests, one Paxos slot).
 * Dequeue: forwarded to the reachable node with the most ready jobs (a node
   serves the jobs it owns; the client library instead keeps a long-poll open
   on every node, and idle nodes steal backlogs, so either way jobs flow).
@@ -14,26 +15,40 @@ from collections.abc import Sequence
 
 import grpc
 
-from dpq.gateway.batcher import EnqueueBatcher
 from dpq.gateway.monitor import HealthMonitor, NodeView
+from dpq.gateway.owners import OwnerPicker
+from dpq.node.proposer import Proposer
 from dpq import balancer
 from dpq.errors import Forwarded, Unavailable
 from dpq.queue import validate
-from dpq.v1 import queue_pb2
+from dpq.v1 import log_pb2, queue_pb2
 
 FORWARD_TIMEOUT_S = 15.0
 
 
 class GatewayOperations:
-    def __init__(self, monitor: HealthMonitor, batcher: EnqueueBatcher,
-                 limits: validate.Limits = validate.DEFAULT_LIMITS) -> None:
+    def __init__(self, monitor: HealthMonitor, proposer: Proposer, owners: OwnerPicker,
+                 limits: validate.Limits = validate.DEFAULT_LIMITS,
+                 dedup_window_ms: int = 3_600_000) -> None:
         self.monitor = monitor
-        self.batcher = batcher
+        self.proposer = proposer
+        self.owners = owners
         self.limits = limits
+        self._dedup_window_us = dedup_window_ms * 1000
+        self.jobs = 0
 
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
         validate.new_jobs(jobs, self.limits)
-        return await self.batcher.enqueue(jobs)
+        command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
+            jobs=jobs, owners=self.owners.pick(len(jobs)), dedup_window_us=self._dedup_window_us))
+        result = await self.proposer.submit(command)
+        if isinstance(result, str):
+            raise validate.InvalidArgument(result)
+        if result is None:
+            raise Unavailable("the batch was committed earlier but its job ids are no longer "
+                              "remembered (its jobs are enqueued)", None)
+        self.jobs += len(jobs)
+        return result
 
     async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]:
         validate.dequeue(request, self.limits)
@@ -81,10 +96,11 @@ class GatewayOperations:
                 if node.node_id != info.leader_id:
                     node.commit_index, node.applied_index = r.commit_index, r.applied_index
             node.balancer_weight = weights.get(node.node_id, 0)
-            node.assigned_jobs = self.batcher.assigned[node.node_id]
+            node.assigned_jobs = self.owners.assigned[node.node_id]
         info.served_by = "gateway"
-        info.counters["gateway.batches"] = self.batcher.batches
-        info.counters["gateway.jobs"] = self.batcher.jobs
+        info.counters["gateway.proposals"] = self.proposer.proposals
+        info.counters["gateway.requests"] = self.proposer.commands
+        info.counters["gateway.jobs"] = self.jobs
         return info
 
     async def _to_leader(self, method: str, request):

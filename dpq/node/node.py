@@ -75,7 +75,7 @@ class Node:
                                     self.applier.install, self._after_apply,
                                     tick_s=config.tick_ms / 1000)
         self.router = LeaderRouter(self.driver, self.applier, config.peers, self._channel_to)
-        self.proposer = Proposer(config.node_id, self.router)
+        self.proposer = Proposer(f"node-{config.node_id}", self.router)
         self.dispatcher = Dispatcher(config.node_id, self.state, self.owned, self.proposer,
                                      max_attempts=config.policy.max_attempts)
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,

@@ -21,10 +21,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
-from dpq.errors import Unavailable
+from dpq.errors import ResourceExhausted, Unavailable
 from dpq.node.applier import Applier, results_from_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
@@ -124,13 +125,25 @@ class LeaderRouter:
         return results_from_pb(response.results, kinds)
 
 
+class Router(Protocol):
+    """Where a proposer's batches go: a leader, by whatever way reaches it."""
+
+    async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
+                      timeout_s: float) -> list | None: ...
+
+    def leader_address(self) -> str | None: ...
+
+
 class Proposer:
-    def __init__(self, node_id: int, router: LeaderRouter, *, max_batch: int = 2048,
-                 max_inflight: int = 4, attempt_timeout_s: float = 2.0,
-                 deadline_s: float = 15.0) -> None:
-        self.client_id = f"node-{node_id}-{uuid.uuid4().hex[:12]}"
+    """``name`` says who proposes (``node-2``, ``gateway``) in the client id."""
+
+    def __init__(self, name: str, router: Router, *, max_batch: int = 2048,
+                 max_batch_bytes: int = 8 << 20, max_inflight: int = 4,
+                 attempt_timeout_s: float = 2.0, deadline_s: float = 15.0) -> None:
+        self.client_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._router = router
         self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
         self._slots = asyncio.Semaphore(max_inflight)
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
@@ -170,11 +183,22 @@ class Proposer:
             while self._pending:
                 await self._slots.acquire()
                 await self._window.admit(self._seq + 1)
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                batch = self._take()
                 self._seq += 1
                 task = asyncio.create_task(self._run_batch(self._seq, batch))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    def _take(self) -> list[tuple[log_pb2.Command, asyncio.Future]]:
+        """The next batch: up to ``max_batch`` commands and about ``max_batch_bytes``."""
+        size, n = 0, 0
+        for command, _ in self._pending[: self._max_batch]:
+            size += command.ByteSize()
+            if n and size > self._max_batch_bytes:
+                break
+            n += 1
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        return batch
 
     async def _run_batch(self, seq: int, batch: list[tuple[log_pb2.Command, asyncio.Future]]) -> None:
         try:
@@ -213,6 +237,8 @@ class Proposer:
             except asyncio.TimeoutError:
                 last_error = f"not committed within {self._attempt_timeout_s}s"
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise ResourceExhausted(exc.details()) from exc
                 last_error = f"leader said {exc.code().name}: {exc.details()}"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)

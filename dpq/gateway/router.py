@@ -1,0 +1,36 @@
+"""How a gateway's proposals reach the leader: its Propose RPC.
+
+The gateway batches with the same :class:`dpq.node.proposer.Proposer` a node
+uses (many client requests, one Paxos slot, one ``(client_id, seq)`` retried
+until some leader commits it); only the way to the leader differs.
+"""
+
+from __future__ import annotations
+
+from dpq.errors import Unavailable
+from dpq.gateway.monitor import HealthMonitor
+from dpq.node.applier import results_from_pb
+from dpq.paxos.core import NotLeader
+from dpq.v1 import replication_pb2
+
+
+class GatewayRouter:
+    def __init__(self, monitor: HealthMonitor) -> None:
+        self._monitor = monitor
+
+    def leader_address(self) -> str | None:
+        leader = self._monitor.leader()
+        return leader.address if leader is not None else None
+
+    async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
+                      timeout_s: float) -> list | None:
+        leader = self._monitor.leader()
+        if leader is None:
+            raise NotLeader(None)
+        response = await leader.replication.Propose(
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
+            timeout=timeout_s)
+        if response.duplicate and not response.results:
+            raise Unavailable("the batch was committed earlier but its results are no longer "
+                              "remembered (its jobs are enqueued)", leader.address)
+        return results_from_pb(response.results, kinds)
