@@ -23,16 +23,16 @@ import asyncio
 import copy
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import psycopg
 
 from dpq._wrr import SmoothWRR
+from dpq.node.proposer import Proposer
+from dpq.paxos.core import Replica
 from dpq.pg import migrate, writer
+from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2
-
-if TYPE_CHECKING:
-    from dpq.node.node import Node
 
 log = logging.getLogger("dpq.node.leader")
 
@@ -40,12 +40,20 @@ REASSIGN_CHECK_S = 1.0
 
 
 class LeaderDuties:
-    def __init__(self, node: Node, dsn: str) -> None:
-        self._node = node
+    def __init__(self, node_id: int, peers: list[int], state: QueueState, replica: Replica,
+                 proposer: Proposer, reachable: Callable[[int], bool], dsn: str, *,
+                 writer_interval_s: float, dead_after_s: float) -> None:
+        self._node_id = node_id
+        self._peers = sorted(peers)
+        self._state = state
+        self._replica = replica
+        self._proposer = proposer
+        self._reachable = reachable
         self._dsn = dsn
+        self._interval_s = writer_interval_s
+        self._dead_after_s = dead_after_s
         self._conn: psycopg.AsyncConnection | None = None
         self._written: int | None = None  # slot PostgreSQL holds, while we lead
-        self._interval_s = node.config.writer_interval_ms / 1000
         self._unreachable_since: dict[int, float] = {}
         # Observed batch sizes (for the benchmark): rows per transaction.
         self.transactions = 0
@@ -58,7 +66,7 @@ class LeaderDuties:
     async def _write_forever(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            if not self._node.replica.is_leader:
+            if not self._replica.is_leader:
                 self._written = None
                 continue
             try:
@@ -70,7 +78,7 @@ class LeaderDuties:
     async def _reassign_forever(self) -> None:
         while True:
             await asyncio.sleep(REASSIGN_CHECK_S)
-            if not self._node.replica.is_leader:
+            if not self._replica.is_leader:
                 self._unreachable_since.clear()
                 continue
             await self._reassign_dead()
@@ -88,7 +96,7 @@ class LeaderDuties:
         self._written = None
 
     async def _write(self) -> None:
-        state = self._node.state
+        state = self._state
         if self._conn is None:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         if self._written is None:
@@ -111,21 +119,20 @@ class LeaderDuties:
         self.transactions += 1
         self.rows += len(upserts) + len(deletes)
         checkpoint = log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
-        task = asyncio.create_task(self._node.proposer.submit(checkpoint))
+        task = asyncio.create_task(self._proposer.submit(checkpoint))
         task.add_done_callback(_log_failure)
 
     async def _reassign_dead(self) -> None:
-        node, now = self._node, time.monotonic()
-        me = node.config.node_id
-        live = [p for p in sorted(node.config.peers) if p == me or node._reachable(p)]
-        for peer in sorted(node.config.peers):
+        now = time.monotonic()
+        live = [p for p in self._peers if p == self._node_id or self._reachable(p)]
+        for peer in self._peers:
             if peer in live:
                 self._unreachable_since.pop(peer, None)
                 continue
             since = self._unreachable_since.setdefault(peer, now)
-            if now - since < node.config.dead_after_s:
+            if now - since < self._dead_after_s:
                 continue
-            ids = [job.job_id for job in node.state.owned_by(peer)]
+            ids = [job.job_id for job in self._state.owned_by(peer)]
             if not ids:
                 continue
             owners = SmoothWRR(live, [1] * len(live)).pick_many(len(ids))
@@ -133,7 +140,7 @@ class LeaderDuties:
                         peer, now - since, len(ids), live)
             command = log_pb2.Command(reassign=log_pb2.ReassignCommand(job_ids=ids, owners=owners))
             try:
-                await node.proposer.submit(command)
+                await self._proposer.submit(command)
             except Exception as exc:  # noqa: BLE001 - tried again on the next check
                 log.warning("moving node %d's jobs failed (retrying): %s", peer, exc)
 

@@ -85,7 +85,10 @@ class Node:
                                    self.proposer)
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
                                      lambda: self.state.applied_slot, self.counters)
-        self.leader_duties = LeaderDuties(self, dsn)
+        self.leader_duties = LeaderDuties(
+            config.node_id, list(config.peers), self.state, self.replica, self.proposer,
+            self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
+            dead_after_s=config.dead_after_s)
         self._last_snapshot_slot = applied
         self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
