@@ -27,8 +27,8 @@ from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_g
 
 # ------------------------------------------------------------------- counters
 
-def node_counters(address: str, timeout_s: float = 10) -> dict[str, float]:
-    """The running totals of the node at ``address`` (its first health report)."""
+def node_report(address: str, timeout_s: float = 10) -> replication_pb2.NodeHealthReport:
+    """The first health report of the node at ``address``."""
     with grpc.insecure_channel(address) as channel:
         stub = replication_pb2_grpc.ReplicationStub(channel)
         call = stub.WatchHealth(replication_pb2.HealthRequest(interval_ms=1000), timeout=timeout_s)
@@ -36,7 +36,7 @@ def node_counters(address: str, timeout_s: float = 10) -> dict[str, float]:
             report = next(call)
         finally:
             call.cancel()
-    return dict(report.counters)
+    return report
 
 
 def gateway_info(address: str, timeout_s: float = 10) -> queue_pb2.ClusterInfoResponse:
@@ -47,17 +47,18 @@ def gateway_info(address: str, timeout_s: float = 10) -> queue_pb2.ClusterInfoRe
 
 @dataclass(frozen=True, slots=True)
 class Counters:
-    """One snapshot: per node id, and the gateway's; ``leader`` as the gateway sees it."""
+    """One snapshot: per node id, and the gateway's; each node's view of the leadership."""
 
     nodes: dict[int, dict[str, float]]
     gateway: dict[str, float]
-    leader: int
+    views: dict[int, tuple[str, int, str]]  # node id -> (role, leader id, ballot)
 
 
 def snapshot_counters(gateway: str, nodes: dict[int, str]) -> Counters:
     info = gateway_info(gateway)
-    return Counters({i: node_counters(a) for i, a in sorted(nodes.items())},
-                    dict(info.counters), info.leader_id)
+    reports = {i: node_report(a) for i, a in sorted(nodes.items())}
+    return Counters({i: dict(r.counters) for i, r in reports.items()}, dict(info.counters),
+                    {i: (r.role, r.leader_id, r.ballot) for i, r in reports.items()})
 
 
 def counter_deltas(before: Counters, after: Counters) -> dict[str, object]:
@@ -76,9 +77,15 @@ def counter_deltas(before: Counters, after: Counters) -> dict[str, object]:
     def per(a: float, b: float) -> float | None:
         return a / b if b else None
 
+    leaders = {"before": {str(i): list(v) for i, v in before.views.items()},
+               "after": {str(i): list(v) for i, v in after.views.items()}}
     return {
         "total": total,
         "per_node": per_node,
+        "leadership": leaders,
+        # A new ballot means an election happened during the phase: its figures include it.
+        "ballot_changed": any(before.views.get(i, (None, None, None))[2] != v[2]
+                              for i, v in after.views.items()),
         "gateway": gw,
         "batch_sizes": {
             "paxos_entries_per_sync": per(total.get("paxos.synced_entries", 0),
@@ -87,7 +94,11 @@ def counter_deltas(before: Counters, after: Counters) -> dict[str, object]:
                                          total.get("proposer.proposals", 0)),
             "writer_rows_per_transaction": per(total.get("writer.rows", 0),
                                                total.get("writer.transactions", 0)),
-            "gateway_jobs_per_batch": per(gw.get("gateway.jobs", 0), gw.get("gateway.batches", 0)),
+            # The gateway's proposals to the leader ("gateway.batches" before it used the Proposer).
+            "gateway_jobs_per_proposal": per(gw.get("gateway.jobs", 0),
+                                             gw.get("gateway.proposals", gw.get("gateway.batches", 0))),
+            "gateway_requests_per_proposal": per(gw.get("gateway.requests", 0),
+                                                 gw.get("gateway.proposals", 0)),
         },
     }
 

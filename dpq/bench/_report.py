@@ -108,6 +108,8 @@ def table(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{'ceiling: raw COPY into the same PostgreSQL':<44}{'rows/s':>10}"
                  f"{'3n enq':>10}{'1n enq':>8}")
+    if not ceil:
+        lines.append("  (not measured: --skip-copy)")
     for kind in ceil:
         for size, m in ceil[kind].items():
             rate = m["rows_per_s"]
@@ -151,14 +153,25 @@ def table(result: dict[str, Any]) -> str:
     for kind in kinds:
         lines.append(f"  {kind:<28}" + "".join(
             f"{_num(_get(r, ph, 'cpu_per_1000_jobs', kind), '.3f'):>11}" for r, ph in cols))
+    idle = [_get(r, "idle_cpu_per_s") or {} for r in (r3, r1)]
+    if any(idle):
+        lines.append("  idle cluster, CPU s per s: " + "; ".join(
+            f"{name} " + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
+            for name, d in zip(("3 nodes", "1 node"), idle, strict=True) if d))
+        lines.append("  (each phase's window runs from its start until PostgreSQL caught up)")
     lines += ["", f"{'batch sizes (counters, per phase)':<30}" + "".join(
         f"{h:>11}" for h in ["3n enq", "3n cons", "3n steady", "1n enq", "1n cons"])]
     for label, key in [("Paxos entries per fsync", "paxos_entries_per_sync"),
                        ("commands per proposal", "commands_per_proposal"),
                        ("writer rows per transaction", "writer_rows_per_transaction"),
-                       ("gateway jobs per batch", "gateway_jobs_per_batch")]:
+                       ("gateway jobs per proposal", "gateway_jobs_per_proposal"),
+                       ("gateway requests per proposal", "gateway_requests_per_proposal")]:
         lines.append(f"  {label:<28}" + "".join(
             f"{_num(_get(r, ph, 'counters', 'batch_sizes', key), ',.1f'):>11}" for r, ph in cols))
+    lines.append(f"  {'load average (1 min), start':<28}" + "".join(
+        f"{(_get(r, ph, 'load_before') or '–').split()[0]:>11}" for r, ph in cols))
+    lines.append(f"  {'leader elected during phase':<28}" + "".join(
+        f"{_yn(_get(r, ph, 'counters', 'ballot_changed')):>11}" for r, ph in cols))
     lines.append("")
     for name, r in (("3 nodes", r3), ("1 node", r1)):
         chk = r.get("checks")
@@ -174,6 +187,10 @@ def _lat(v: float | None) -> str:
     if v is None:
         return "–"
     return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _yn(v: bool | None) -> str:
+    return "–" if v is None else ("YES" if v else "no")
 
 
 def _pct(v: float | None) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import struct
 import time
 import traceback
@@ -87,6 +88,9 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec, start, stop, progress, results) -> None:
     """The process's entry point: runs the work and puts ``(DONE|ERROR, index, ...)`` on ``results``."""
+    # Ctrl-C reaches the whole process group: the driver alone handles it, and
+    # tells the workers through the stop event, so they finish cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         out = asyncio.run(_main(spec, start, stop, progress, results))
         results.put((DONE, spec.index, out))

@@ -33,7 +33,10 @@ Phases, each measured on its own:
 Beside each phase: CPU seconds per 1,000 jobs by process kind (psutil on
 the pids; PostgreSQL with all its children; workers report their own), and
 batch sizes at every hop from the counters of nodes and gateway (differences
-over the phase, catch-up included).
+over the phase, catch-up included), and whether a leader was elected during
+the phase (a new ballot: its figures then include the election). With
+``--dsn``, PostgreSQL's CPU is that of the whole server (when it runs on this
+machine), other users' work included.
 
 Ceilings, in the same run: raw binary COPY of the same rows into the same
 PostgreSQL (``dpq.bench._ceiling``), and a single-node dpq (1 node + gateway,
@@ -84,6 +87,7 @@ TARGETS = {
     "replication_cost": 0.35,
 }
 QUEUE = "bench"
+IDLE_S = 2.0
 
 
 # -------------------------------------------------------------------- options
@@ -271,6 +275,12 @@ class Run:
         if self.postmaster is not None:
             kinds["postgres"] = [_probe.ProcessCpu(self.postmaster, tree=True)]
         self.meter = _probe.CpuMeter(kinds)
+        # What the cluster burns doing nothing (ticks, heartbeats, health reports): each
+        # phase's CPU window is a little longer than its work, and this is the cost of that.
+        before, t0 = self.meter.read(), time.monotonic()
+        time.sleep(IDLE_S)
+        after, dt = self.meter.read(), time.monotonic() - t0
+        self.result["idle_cpu_per_s"] = {k: (after[k] - before[k]) / dt for k in after}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -310,6 +320,7 @@ class Run:
             before["cpu"] = self.meter.read()
             before["driver"] = _probe.own_cpu()
             before["load"] = _load()
+            self.progress.begin(f"{self.name} · {label}")  # the clock starts now
 
         def on_progress(enq: int, acked: int, target: int | None) -> None:
             if consume_target is None and not any(s.kind == "consumer" for s in specs):
@@ -427,7 +438,9 @@ class Run:
             "enqueued": len(ids),
             "enqueued_per_s": enqueued_in_window / a.steady_seconds if a.steady_seconds else None,
             "delivered_per_s": delivered_in_window / a.steady_seconds if a.steady_seconds else None,
-            "backlog_at_window_end": enqueued_in_window - delivered_in_window,
+            # Offered by the window's end and not delivered by then: queued in the producers
+            # (not yet sent or answered) or in the cluster.
+            "backlog_at_window_end": sum(r["offered"] for r in prods) - delivered_in_window,
             "drained_after_window_s": max(0.0, (last_ack - window_end) / 1e9),
             "enqueue_latency": summarize_ns(x for r in prods for x in r["latency_ns"]),
             "enqueue_latency_is": "per job: one submit() on a batching AsyncProducer, "
@@ -573,9 +586,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         result["error"] = f"{type(exc).__name__}: {exc}"
         code = 1
     finally:
-        if not args.data_dir:
+        if not args.data_dir and code != 1:
             with no_sigint():
                 shutil.rmtree(root, ignore_errors=True)
+        elif not args.data_dir:
+            print(f"kept the data and logs of this failed run in {root}", file=sys.stderr)
     result["machine"]["load_after"] = _load()
     result["fractions"] = fractions(result)
     print(table(result))

@@ -86,6 +86,7 @@ def test_counters_and_cpu_saw_the_jobs(run: tuple[dict, str], name: str) -> None
     enq, con = r["enqueue"], r["consume"]
     assert enq["counters"]["gateway"]["gateway.jobs"] == JOBS
     assert enq["counters"]["total"]["writer.rows"] >= JOBS
+    assert enq["counters"]["batch_sizes"]["gateway_jobs_per_proposal"] > 0
     assert con["counters"]["total"]["dispatcher.delivered"] >= JOBS
     for phase in (enq, con):
         assert phase["counters"]["total"]["paxos.syncs"] > 0
