@@ -89,6 +89,9 @@ class ReplicaDriver:
         try:
             while not self._stopping:
                 await self._wake.wait()
+                # One turn of the loop first: proposals and messages that are
+                # arriving right now join this Ready (and its one fsync).
+                await asyncio.sleep(0)
                 self._wake.clear()
                 await self._process()
         finally:

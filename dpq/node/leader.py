@@ -20,7 +20,6 @@ over the live nodes, so its backlog is served and its leases expire elsewhere.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -113,7 +112,7 @@ class LeaderDuties:
             if job is None:
                 deletes.append(job_id)
             else:
-                upserts.append(copy.copy(job))  # the state moves on while we await
+                upserts.append(job.copy())  # the state moves on while we await
         await writer.write_batch(self._conn, upserts, deletes, slot)
         self._written = slot
         self.transactions += 1

@@ -101,6 +101,12 @@ class Job:
         self.lease_expires_at_us = lease_expires_at_us
         self.consumer_id = consumer_id
 
+    def copy(self) -> Job:
+        """A detached copy (the writer keeps one while the state moves on)."""
+        return Job(self.job_id, self.queue, self.priority, self.payload, self.created_at_us,
+                   self.ready_at_us, self.owner, self.attempt, self.state,
+                   self.lease_expires_at_us, self.consumer_id)
+
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, name) for name in Job.__slots__)
 
