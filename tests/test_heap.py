@@ -35,7 +35,7 @@ def outcome(fn, *args):
     """What a call did, in a form two implementations can be compared on."""
     try:
         result = fn(*args)
-    except OverflowError as exc:  # Cython words these itself; the type is the contract
+    except OverflowError:  # Cython words these itself; the type is the contract
         return ("raised", OverflowError)
     except (ValueError, TypeError) as exc:
         return ("raised", type(exc), str(exc))
@@ -53,7 +53,15 @@ priorities = st.integers(1, 5) | bad_priorities
 offsets = st.integers(-20, 20)
 # rare extreme times: aging-key overflow, strict-mode range limits
 extreme_times = st.sampled_from(
-    [I64_MAX, I64_MAX - 3, STRICT_MIN_US, STRICT_MAX_US, STRICT_MIN_US - 1, STRICT_MAX_US + 1, -(2**63)]
+    [
+        I64_MAX,
+        I64_MAX - 3,
+        STRICT_MIN_US,
+        STRICT_MAX_US,
+        STRICT_MIN_US - 1,
+        STRICT_MAX_US + 1,
+        -(2**63),
+    ]
 )
 due_offsets = st.none() | st.integers(-10, 40)
 
@@ -115,10 +123,16 @@ class HeapMachine(RuleBasedStateMachine):
         # with due=when a negative time is the ready time, not max(when, 0)
         self.both("push", job_id, priority, when, *([when] if due else []))
 
-    @rule(items=batch_items, kind=batch_kinds, with_due=st.booleans(),
-          short=st.sampled_from([None] * 6 + [0, 1, 2, 3]), poison=poisons,
-          where=st.integers(0, 7), bad_priority=bad_priorities,
-          when=extreme_times)
+    @rule(
+        items=batch_items,
+        kind=batch_kinds,
+        with_due=st.booleans(),
+        short=st.sampled_from([None] * 6 + [0, 1, 2, 3]),
+        poison=poisons,
+        where=st.integers(0, 7),
+        bad_priority=bad_priorities,
+        when=extreme_times,
+    )
     def push_many(self, items, kind, with_due, short, poison, where, bad_priority, when):
         items = [list(item) for item in items]
         if items and poison:
@@ -251,7 +265,9 @@ def test_batch_and_per_item_agree(step, jobs):
     for job_id, (prio, enq) in enumerate(jobs):
         one.push(job_id, prio, enq)
     batch.push_many(
-        array("Q", range(len(jobs))), array("b", [p for p, _ in jobs]), array("q", [e for _, e in jobs])
+        array("Q", range(len(jobs))),
+        array("b", [p for p, _ in jobs]),
+        array("q", [e for _, e in jobs]),
     )
     drained = [one.pop(10**7) for _ in jobs]
     assert batch.pop_many(len(jobs) + 5, 10**7).tolist() == drained
@@ -460,6 +476,28 @@ def test_many_removals_match_the_twin():
     assert len(fast) == len(twin) == 0
 
 
+@pytest.mark.parametrize(
+    "make_id",
+    [lambda i: i, lambda i: 8 * i, lambda i: i << 40, lambda i: (i * 0x9E3779B97F4A7C15) % 2**64],
+    ids=["consecutive", "stride-8", "high-bits", "scattered"],
+)
+def test_id_patterns_match_the_twin(make_id):
+    # The id table keeps runs of consecutive ids together; other id shapes
+    # must work just as well (and removals must not lose neighbours).
+    fast, twin = FastHeap(3), PyHeap(3)
+    ids = [make_id(i) for i in range(20_000)]
+    for heap in (fast, twin):
+        heap.push_many(
+            array("Q", ids),
+            array("b", [i % 5 + 1 for i in range(20_000)]),
+            array("q", range(20_000)),
+        )
+    for job_id in ids[::3]:
+        assert fast.remove(job_id) and twin.remove(job_id)
+    assert all((job_id in fast) == (job_id in twin) for job_id in ids)
+    assert fast.pop_many(30_000, 10**6).tolist() == twin.pop_many(30_000, 10**6).tolist()
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_len_contains_and_big_ids(impl):
     heap = impl()
@@ -482,7 +520,11 @@ def test_len_contains_and_big_ids(impl):
         lambda ids, ps, ts: (array("Q", ids), array("b", ps), array("q", ts)),
         lambda ids, ps, ts: (array("Q", ids), array("q", ps), array("q", ts)),
         lambda ids, ps, ts: (array("L", ids), array("B", ps), array("i", ts)),
-        lambda ids, ps, ts: (memoryview(array("Q", ids)), memoryview(array("b", ps)), array("q", ts)),
+        lambda ids, ps, ts: (
+            memoryview(array("Q", ids)),
+            memoryview(array("b", ps)),
+            array("q", ts),
+        ),
         lambda ids, ps, ts: (list(ids), tuple(ps), range(0, 3 * len(ts), 3)),
         lambda ids, ps, ts: (
             memoryview(array("Q", [x for x in ids for _ in (0, 1)]))[::2],
@@ -504,8 +546,9 @@ def test_push_many_accepts_array_likes(impl, make):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_push_many_with_due_times(impl):
     heap = impl(10)
-    heap.push_many(array("Q", [1, 2, 3]), array("b", [1, 1, 1]), array("q", [0, 0, 0]),
-                   array("q", [0, 50, 20]))
+    heap.push_many(
+        array("Q", [1, 2, 3]), array("b", [1, 1, 1]), array("q", [0, 0, 0]), array("q", [0, 50, 20])
+    )
     assert heap.next_due_us() == 20
     assert heap.pop_many(5, 30).tolist() == [1, 3]
     assert heap.pop_many(5, 60).tolist() == [2]
@@ -582,7 +625,9 @@ def test_key_overflow_is_refused(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bad_arguments(impl):
     for step in (-1, MAX_AGING_STEP_US + 1):
-        with pytest.raises(ValueError, match=f"aging_step_us must be 0 to {MAX_AGING_STEP_US}.* got {step}"):
+        with pytest.raises(
+            ValueError, match=f"aging_step_us must be 0 to {MAX_AGING_STEP_US}.* got {step}"
+        ):
             impl(step)
     heap = impl()
     with pytest.raises(ValueError, match="n must be >= 0, got -1"):
@@ -605,7 +650,7 @@ def test_removals_give_memory_back():
     heap = FastHeap()
     heap.push_many(array("Q", range(n)), array("b", [3]) * n, array("q", range(n)))
     full = sys.getsizeof(heap)
-    for job_id in range(0, n):
+    for job_id in range(n):
         if job_id % 10:
             heap.remove(job_id)
     assert len(heap) == n // 10
@@ -615,7 +660,11 @@ def test_removals_give_memory_back():
 
 def test_memory_grows_for_a_million_jobs_and_is_given_back():
     n = 1_000_000
-    ids, prios, times = array("Q", range(n)), array("b", [1, 2, 3, 4, 5]) * (n // 5), array("q", range(n))
+    ids, prios, times = (
+        array("Q", range(n)),
+        array("b", [1, 2, 3, 4, 5]) * (n // 5),
+        array("q", range(n)),
+    )
     gc.collect()
     tracemalloc.start()
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dpq.errors import Unavailable
 from dpq.gateway.monitor import HealthMonitor
-from dpq.node.applier import results_from_pb
+from dpq.node.applier import Applied, results_from_pb
 from dpq.paxos.core import NotLeader
 from dpq.v1 import replication_pb2
 
@@ -23,7 +23,7 @@ class GatewayRouter:
         return leader.address if leader is not None else None
 
     async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
-                      timeout_s: float) -> list | None:
+                      timeout_s: float) -> Applied:
         leader = self._monitor.leader()
         if leader is None:
             raise NotLeader(None)
@@ -33,4 +33,4 @@ class GatewayRouter:
         if response.duplicate and not response.results:
             raise Unavailable("the batch was committed earlier but its results are no longer "
                               "remembered (its jobs are enqueued)", leader.address)
-        return results_from_pb(response.results, kinds)
+        return Applied(response.slot, results_from_pb(response.results, kinds))

@@ -59,11 +59,11 @@ class NodeOperations:
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self._pick_owners(len(jobs)),
             dedup_window_us=self.policy.dedup_window_ms * 1000))
-        result = await self.proposer.submit(command)
+        slot, result = await self.proposer.submit_at(command)
         if isinstance(result, str):
             raise validate.InvalidArgument(result)
         if self.policy.wait_for_postgres:
-            await self._written.wait_for(self.state.applied_slot)
+            await self._written.wait_for(slot)
         return result
 
     def _check_budget(self, incoming: int) -> None:

@@ -26,7 +26,7 @@ from typing import Protocol
 import grpc
 
 from dpq.errors import ResourceExhausted, Unavailable
-from dpq.node.applier import Applier, results_from_pb
+from dpq.node.applier import Applied, Applier, results_from_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
@@ -99,13 +99,12 @@ class LeaderRouter:
             self.applier.forget(client_id, seq, future)
 
     async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
-                      timeout_s: float) -> list | None:
+                      timeout_s: float) -> Applied:
         leader = self.leader_id
         if leader is None:
             raise NotLeader(None)
         if leader == self.driver.replica.node_id:
-            applied = await self.propose_local(client_id, seq, batch, timeout_s)
-            return applied.results
+            return await self.propose_local(client_id, seq, batch, timeout_s)
         stub = self._stubs.get(leader)
         if stub is None:
             stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
@@ -121,15 +120,15 @@ class LeaderRouter:
         except TimeoutError:
             pass
         if response.duplicate and not response.results:
-            return None
-        return results_from_pb(response.results, kinds)
+            return Applied(response.slot, None)
+        return Applied(response.slot, results_from_pb(response.results, kinds))
 
 
 class Router(Protocol):
     """Where a proposer's batches go: a leader, by whatever way reaches it."""
 
     async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
-                      timeout_s: float) -> list | None: ...
+                      timeout_s: float) -> Applied: ...
 
     def leader_address(self) -> str | None: ...
 
@@ -171,6 +170,11 @@ class Proposer:
 
     async def submit(self, command: log_pb2.Command):
         """Propose one command (batched with others); return its result."""
+        _, result = await self.submit_at(command)
+        return result
+
+    async def submit_at(self, command: log_pb2.Command) -> tuple[int, object]:
+        """Like :meth:`submit`, with the slot the command was committed in."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
         self._wake.set()
@@ -208,7 +212,7 @@ class Proposer:
             self.proposals += 1
             self.commands += len(commands)
             try:
-                results = await self._until_committed(seq, data, kinds)
+                slot, results = await self._until_committed(seq, data, kinds)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
                 for _, future in batch:
                     if not future.done():
@@ -216,12 +220,12 @@ class Proposer:
                 return
             for i, (_, future) in enumerate(batch):
                 if not future.done():
-                    future.set_result(results[i] if results is not None else None)
+                    future.set_result((slot, results[i] if results is not None else None))
         finally:
             self._window.done(seq)
             self._slots.release()
 
-    async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> list | None:
+    async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> Applied:
         """Retry the same (client_id, seq) until some leader commits it."""
         deadline = time.monotonic() + self._deadline_s
         backoff = 0.02

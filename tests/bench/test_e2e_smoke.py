@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def run(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, st
            "--dsn", pg_dsn, "--json", str(out), "--no-progress", "--stall-seconds", "30",
            "--phase-timeout", "90"]
     proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=out.parent)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return json.loads(out.read_text()), proc.stdout
 
@@ -138,6 +139,7 @@ def test_ceilings_and_fractions(run: tuple[dict, str]) -> None:
 def test_entry_points(cmd: list[str]) -> None:
     if not Path(cmd[1]).exists() and cmd[1] != "-m":
         pytest.skip("not a checkout: bench/ is not installed")
-    proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir())
     assert proc.returncode == 0, proc.stderr
     assert "--steady-seconds" in proc.stdout and "--json" in proc.stdout

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from dpq.localcluster import PACKAGE_ROOT
 from support.cluster import wait_until
 
 ENV = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+# Not the checkout: `python -m` puts the working directory first on sys.path,
+# and the checkout's dpq/ has no compiled extensions when dpq is installed.
+CWD = tempfile.gettempdir()
 
 
 def dpq(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dpq.cli", *args], input=stdin, text=True,
-                          capture_output=True, env=ENV, timeout=timeout)
+                          capture_output=True, env=ENV, timeout=timeout, cwd=CWD)
 
 
 def free_port_base(n: int = 4) -> int:
@@ -46,7 +50,7 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dpq.cli", "up", "--data-dir", str(data),
              "--port-base", str(self.base), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=CWD)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -168,5 +172,5 @@ def test_every_command_has_help():
         assert result.returncode == 0 and "usage: dpq " + command in result.stdout
     for program in ("dpq.node", "dpq.gateway"):
         result = subprocess.run([sys.executable, "-m", program, "--help"], capture_output=True,
-                                text=True, env=ENV, timeout=30)
+                                text=True, env=ENV, timeout=30, cwd=CWD)
         assert result.returncode == 0 and "usage:" in result.stdout

@@ -114,13 +114,17 @@ def test_a_node_under_cpu_load_gets_a_smaller_share(tmp_path, pg_database):
         [sys.executable, "-c", "import time\nend = time.time() + 90\nwhile time.time() < end: pass"],
         preexec_fn=lambda: __import__("os").sched_setaffinity(0, {1}))
     try:
-        wait_until(lambda: {n.node_id: n.cpu_percent for n in cluster.gateway_info().nodes}[3] > 80,
-                   15, "node 3 to report its CPU busy")
+        def contrast():
+            cpu = {n.node_id: n.cpu_percent for n in cluster.gateway_info().nodes}
+            return cpu[3] > 80 and cpu[1] < 70 and cpu[2] < 70
+
+        # (CPU 0 must have room: this holds on a quiet 2-core machine, not on
+        # one that other work saturates — then there is nothing to tell apart)
+        wait_until(contrast, 20, "node 3 to report its CPU busy and nodes 1 and 2 not")
         before = assigned(cluster)
-        # a gentle load, so that CPU 0 is not saturated too on a 2-core machine
-        enqueue_through_gateway(cluster, "cpu", 400, pace_s=0.05)
+        # a gentle load, so that CPU 0 keeps its room
+        enqueue_through_gateway(cluster, "cpu", 300, pace_s=0.1)
         share = share_of(before, assigned(cluster))
-        print([(n.node_id, round(n.cpu_percent), n.ready_depth, n.balancer_weight) for n in cluster.gateway_info().nodes])
         assert share[3] < 0.5 * min(share[1], share[2]), share
     finally:
         burner.kill()

@@ -189,3 +189,13 @@ def test_a_full_crash_and_restart_loses_no_job(cluster):
     wait_until(drained, 30, "every unacked job to come back after the restart")
     assert set(got) == remaining
     assert all(n == 1 for n in got.values())
+
+
+def test_wait_for_postgres_returns_only_once_the_jobs_are_written(tmp_path, pg_database):
+    with Cluster(tmp_path, pg_database("waitpg"), nodes=1, args=("--wait-for-postgres",)) as c:
+        c.wait_leader()
+        jobs = [queue_pb2.NewJob(queue="w", priority=2, payload=b"x") for _ in range(25)]
+        ids = c.stub(1).Enqueue(queue_pb2.EnqueueRequest(jobs=jobs), timeout=20).job_ids
+        with psycopg.connect(c.dsn) as conn:  # no waiting: the rows are there already
+            rows = conn.execute("SELECT job_id FROM jobs WHERE queue = 'w'").fetchall()
+        assert sorted(r[0] for r in rows) == sorted(ids)
