@@ -11,10 +11,10 @@ The formula, for a reachable node::
     cpu      = max(min_factor, 1 - cpu_percent / 100)
                a busy node has less CPU left to serve the jobs it is given
     backlog  = max(min_factor, 1 / (1 + drain_s / drain_target_s))
-               drain_s = ready_depth / consume_rate: how long the node needs to
-               serve what it already holds (a deep queue relative to its consume
-               rate gets less); ready jobs with no consumption drain "never"
-               and get the floor
+               drain_s = ready_depth / max(consume_rate, min_rate): how long the
+               node needs to serve what it already holds (a deep queue relative
+               to its consume rate gets less); ``min_rate`` keeps a handful of
+               jobs on a node nobody consumes from yet from counting as forever
     waiting  = 1 + waiting_bonus * min(waiting_consumers, waiting_cap)
                long-polls parked on an empty node serve a new job at once
 
@@ -50,6 +50,7 @@ class BalancerPolicy:
     """The knobs of the weight formula (see the module docstring)."""
 
     drain_target_s: float = 1.0
+    min_rate: float = 10.0
     waiting_bonus: float = 0.5
     waiting_cap: int = 8
     min_factor: float = 0.05
@@ -66,14 +67,9 @@ def weight(health: NodeHealth, policy: BalancerPolicy = DEFAULT_POLICY) -> int:
     cpu = max(policy.min_factor, 1.0 - cpu_used)
 
     depth = max(health.ready_depth, 0)
-    rate = max(health.consume_rate, 0.0)
-    if depth == 0:
-        backlog = 1.0
-    elif rate == 0.0:
-        backlog = policy.min_factor
-    else:
-        drain_s = depth / rate
-        backlog = max(policy.min_factor, 1.0 / (1.0 + drain_s / policy.drain_target_s))
+    rate = max(health.consume_rate, policy.min_rate)
+    drain_s = depth / rate
+    backlog = max(policy.min_factor, 1.0 / (1.0 + drain_s / policy.drain_target_s))
 
     waiting = 1.0 + policy.waiting_bonus * min(max(health.waiting_consumers, 0), policy.waiting_cap)
     return max(1, round(SCALE * cpu * backlog * waiting))
