@@ -6,7 +6,7 @@ is this class's pure-Python twin.
 
 from array import array
 from collections.abc import Iterable
-from typing import final
+from typing import TypeAlias, final
 
 from typing_extensions import Buffer
 
@@ -17,16 +17,14 @@ MAX_AGING_STEP_US: int
 STRICT_MIN_US: int
 STRICT_MAX_US: int
 
-_Ints = Buffer | Iterable[int]
+_Ints: TypeAlias = Buffer | Iterable[int]
 
 @final
 class FastHeap:
     def __init__(self, aging_step_us: int = 5_000_000) -> None: ...
     @property
     def aging_step_us(self) -> int: ...
-    def push(
-        self, job_id: int, priority: int, enqueued_at_us: int, due_at_us: int = 0
-    ) -> None: ...
+    def push(self, job_id: int, priority: int, enqueued_at_us: int, due_at_us: int = 0) -> None: ...
     def push_many(
         self,
         job_ids: _Ints,

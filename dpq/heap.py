@@ -28,8 +28,8 @@ clock starts at 0) and a job is *ready* once that clock has reached its
 ``due_at_us``; before that it is *delayed* and waits in a second heap ordered
 by ``(due_at_us, push order)``.  Every call taking ``now_us`` first promotes the
 jobs that fell due.  Promotion is monotonic: a ``now_us`` earlier than one seen
-before does not make a ready job delayed again.  ``due_at_us <= 0`` (the
-default) means no delay.
+before does not make a ready job delayed again.  Times are microseconds since
+the epoch; the default ``due_at_us=0`` means no delay.
 
 Membership
 ----------
@@ -37,6 +37,16 @@ A job id is in the heap from its push until it is popped or removed, whether
 ready or delayed; pushing it again in that time is refused.  Removal is lazy:
 the heap entry stays behind as a tombstone and is skipped when it reaches the
 top, so it never shows in counts, ``peek`` or ``pop``.
+
+Refusals
+--------
+ValueError, naming the value and the limit, for a priority outside 1..5, an id
+already in the heap, an aging key that does not fit in int64 (or a ready time
+outside the strict-mode range) and a negative ``pop_many`` count.  A refused
+call changes nothing; ``push_many`` checks the whole batch first, item by
+item (priority, key, id), and reports the first bad one.  Ids and times must
+be ints (``__index__``): TypeError otherwise, OverflowError if they do not
+fit in uint64 / int64.
 """
 
 from __future__ import annotations
@@ -150,9 +160,7 @@ class PyHeap:
         return entry is not None and entry[0] == seq
 
     def _advance(self, now_us: Any) -> None:
-        now = _i64(now_us, "now_us")
-        if now > self._clock:
-            self._clock = now
+        self._clock = max(self._clock, _i64(now_us, "now_us"))
         while self._delayed and self._delayed[0][0] <= self._clock:
             _due, seq, job_id, key, prio = heapq.heappop(self._delayed)
             if self._is_live(job_id, seq):
@@ -187,9 +195,7 @@ class PyHeap:
 
     # -- adding ----------------------------------------------------------
 
-    def push(
-        self, job_id: int, priority: int, enqueued_at_us: int, due_at_us: int = 0
-    ) -> None:
+    def push(self, job_id: int, priority: int, enqueued_at_us: int, due_at_us: int = 0) -> None:
         """Add one job.  ValueError for a bad priority or an id already here."""
         job_id = _u64(job_id, "job_id")
         enqueued_at_us = _i64(enqueued_at_us, "enqueued_at_us")
@@ -234,9 +240,7 @@ class PyHeap:
             if job_id in self._live:
                 raise ValueError(f"job_ids[{i}]: job id {job_id} is already in the heap")
             if job_id in seen:
-                raise ValueError(
-                    f"job_ids[{i}]: job id {job_id} repeats job_ids[{seen[job_id]}]"
-                )
+                raise ValueError(f"job_ids[{i}]: job id {job_id} repeats job_ids[{seen[job_id]}]")
             seen[job_id] = i
         for i, job_id in enumerate(ids):
             self._insert(job_id, prios[i], keys[i], due[i] if due is not None else 0)
@@ -304,10 +308,10 @@ class PyHeap:
 
     def __contains__(self, job_id: object) -> bool:
         try:
-            job_id = operator.index(job_id)
+            key = operator.index(job_id)  # type: ignore[arg-type]
         except TypeError:
             return False
-        return job_id in self._live
+        return key in self._live
 
     def ready_count(self, now_us: int) -> int:
         self._advance(now_us)
