@@ -153,18 +153,18 @@ def own_cpu() -> float:
 
 def postgres_info(dsn: str) -> dict[str, object]:
     """Version and durability settings; ``postmaster_pid`` when the server runs on this machine."""
+    postmaster = None
     with psycopg.connect(dsn, autocommit=True) as conn:
         version, fsync, sync_commit, wal_sync, backend = conn.execute(
             "SELECT current_setting('server_version'), current_setting('fsync'), "
             "current_setting('synchronous_commit'), current_setting('wal_sync_method'), "
             "pg_backend_pid()").fetchone()
-    postmaster = None
-    try:
-        parent = psutil.Process(backend).parent()
-        if parent is not None and "postgres" in " ".join(parent.cmdline()).lower():
-            postmaster = parent.pid
-    except psutil.Error:
-        pass  # not on this machine (or not ours to read): no PostgreSQL CPU figure
+        try:  # while the connection is open: its backend exits with it
+            parent = psutil.Process(backend).parent()
+            if parent is not None and "postgres" in " ".join(parent.cmdline()).lower():
+                postmaster = parent.pid
+        except psutil.Error:
+            pass  # not on this machine (or not ours to read): no PostgreSQL CPU figure
     return {"version": version, "fsync": fsync, "synchronous_commit": sync_commit,
             "wal_sync_method": wal_sync, "postmaster_pid": postmaster}
 

@@ -17,6 +17,7 @@ from support.cluster import wait_until
 
 JOBS = 90
 CONCURRENCY = 4
+MAX_JOBS = 10
 
 
 @pytest.fixture
@@ -36,7 +37,8 @@ def test_a_consumer_survives_a_node_killed_mid_consume(cluster, targets, queue, 
     lock = threading.Lock()
     ten_done = threading.Event()
     all_done = threading.Event()
-    consumer = Consumer(targets[0], queue=queue, wait=1, lease=5, refresh_interval=0.5)
+    consumer = Consumer(targets[0], queue=queue, wait=1, lease=5, refresh_interval=0.5,
+                        max_jobs=MAX_JOBS)
 
     def handler(job):
         time.sleep(0.03)
@@ -69,8 +71,8 @@ def test_a_consumer_survives_a_node_killed_mid_consume(cluster, targets, queue, 
     after = [address for _, address, at in handled if at > killed_at]
     assert set(after) - {victim_address}  # the others kept serving
     # From the dead node, only the jobs already held when it died (a consumer
-    # holds at most concurrency + nodes - 1).
-    assert after.count(victim_address) <= CONCURRENCY + len(cluster.ids) - 1
+    # holds at most concurrency + prefetch + nodes - 1; run() prefetches max_jobs).
+    assert after.count(victim_address) <= CONCURRENCY + MAX_JOBS + len(cluster.ids) - 1
     assert result["summary"].refused == 0
     survivor = next(i for i in cluster.ids if i != victim)
     wait_until(lambda: counts(queue, node=survivor) == {"ready": 0, "delayed": 0, "leased": 0,
