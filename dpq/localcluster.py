@@ -119,14 +119,16 @@ class LocalCluster:
             self._postgres.stop()
             self._postgres = None
 
-    def exited(self) -> dict[str, int]:
-        """Processes that ended by themselves, with their exit codes."""
-        out = {f"node {i}": p.returncode for i, p in self.procs.items() if p.poll() is not None}
+    def exited(self) -> dict[str, tuple[int, Path]]:
+        """Processes that ended by themselves: their exit codes and logs, by name."""
+        out = {f"node {i}": (p.returncode, self.log_path(i))
+               for i, p in self.procs.items() if p.poll() is not None}
         if self.gateway is not None and self.gateway.poll() is not None:
-            out["gateway"] = self.gateway.returncode
+            out["gateway"] = (self.gateway.returncode, self.log_path("gateway"))
         return out
 
     def log_path(self, which: int | str) -> Path:
+        """The stderr log of node ``which`` (an id) or of the ``"gateway"``."""
         return self.root / (f"n{which}" if isinstance(which, int) else which) / "stderr.log"
 
     # ---------------------------------------------------------------- waiting
@@ -140,8 +142,8 @@ class LocalCluster:
             while time.monotonic() < deadline:
                 dead = self.exited()
                 if dead:
-                    raise ClusterError(f"{', '.join(dead)} exited early (codes {dead}); "
-                                       f"see the stderr.log files under {self.root}")
+                    raise ClusterError("exited early: " + "; ".join(
+                        f"{name} (code {code}, log {log})" for name, (code, log) in dead.items()))
                 try:
                     info = stub.ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=2)
                     if info.leader_id and all(n.reachable for n in info.nodes):

@@ -40,11 +40,10 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
               file=out, flush=True)
         reported: set[str] = set()
         while not stop.wait(0.5):
-            for name, code in cluster.exited().items():
+            for name, (code, log) in cluster.exited().items():
                 if name not in reported:
                     reported.add(name)
-                    print(f"{name} exited (code {code}); the others go on. "
-                          f"Its log: {cluster.log_path(name.replace('node ', 'n') if name != 'gateway' else 'gateway')}",
+                    print(f"{name} exited (code {code}); the others go on. Its log: {log}",
                           file=out, flush=True)
         return 0
     except ClusterError as exc:
