@@ -290,8 +290,8 @@ class Run:
     def check(self) -> None:
         dead = self.cluster.exited()
         if dead:
-            raise BenchError(f"{', '.join(dead)} exited (codes {dead}); see the stderr.log "
-                             f"and logs/ under {self.cluster.root}")
+            raise BenchError("exited during the run: " + "; ".join(
+                f"{name} (code {code}, log {log})" for name, (code, log) in dead.items()))
 
     def _timeout(self, jobs: int, seconds: float = 0.0) -> float:
         if self.args.phase_timeout is not None:
