@@ -803,6 +803,11 @@ class Replica:
         if commit > self._commit:
             self._commit = commit
             self._fill_window()
+            # Tell the followers now rather than at the next heartbeat: a
+            # follower applies (and serves) a slot only once it knows it is
+            # chosen. Under load the next batch carries the news for free.
+            for progress in self._progress.values():
+                progress.heartbeat_due = True
 
     def _heartbeat(self) -> None:
         for progress in self._progress.values():

@@ -459,12 +459,27 @@ def test_leader_counts_its_own_acceptance_only_once_persisted() -> None:
     assert node.commit_index == 1
 
 
-def test_commit_index_reaches_followers_on_the_heartbeat() -> None:
+def test_commit_index_reaches_followers_as_soon_as_it_advances() -> None:
     # Reference: PMS §2.3 — the leader informs the learners of a chosen value.
+    # It does so at once (an empty Accept), not at the next heartbeat: a
+    # follower serves a slot only once it knows the slot is chosen.
+    c = Cluster(3)
+    c.elect(1)
+    c.sent.clear()
+    c.nodes[1].propose(prop(1))
+    c.deliver()  # no tick: no heartbeat is due
+    assert c.nodes[1].commit_index == 1
+    assert c.nodes[2].commit_index == c.nodes[3].commit_index == 1
+    notices = [m for m in c.sent_of(Accept, src=1) if not m.proposals]
+    assert {m.dst for m in notices} == {2, 3} and {m.commit for m in notices} == {1}
+    assert c.values(2) == c.values(3) == [prop(1)]
+
+
+def test_commit_index_reaches_a_follower_that_missed_the_notice_on_the_heartbeat() -> None:
     c = Cluster(3)
     c.elect(1)
     c.nodes[1].propose(prop(1))
-    c.deliver()
+    c.deliver(drop=lambda m: isinstance(m, Accept) and not m.proposals)
     assert c.nodes[1].commit_index == 1
     assert c.nodes[2].commit_index == 0  # the Accept went out before the commit
     c.tick(1, 2)  # heartbeat_ticks
@@ -518,7 +533,12 @@ def test_burst_of_proposals_costs_one_accept_per_follower() -> None:
     assert len(rd.entries) == 40
     c.deliver()
     assert c.values(1) == [prop(i) for i in range(1, 41)]
-    assert len(c.sent) - before == 8  # 4 Accepts and 4 Accepteds
+    sent = c.sent[before:]
+    assert sum(1 for m in sent if isinstance(m, Accept) and m.proposals) == 4
+    # Then one commit notice per follower (an empty Accept), each answered.
+    notices = [m for m in sent if isinstance(m, Accept) and not m.proposals]
+    assert sorted(m.dst for m in notices) == [2, 3, 4, 5] and {m.commit for m in notices} == {40}
+    assert len(sent) == 16  # 4 Accepts, 4 notices, and an Accepted for each
 
 
 def test_pipelining_window_bounds_slots_in_flight() -> None:
