@@ -103,12 +103,13 @@ class Endpoints:
         """The address to call now."""
         return self._addresses[self._current]
 
-    def replace(self, addresses: Iterable[str]) -> None:
-        """Use these addresses from now on, keeping the current one if it stays."""
+    def replace(self, addresses: Iterable[str], current: str | None = None) -> None:
+        """Use these addresses from now on, from ``current`` if given, else keeping
+        the current one if it stays."""
         new = list(dict.fromkeys(addresses))
         if not new:
             return
-        keep = self.current()
+        keep = current if current in new else self.current()
         self._addresses = new
         self._current = new.index(keep) if keep in new else 0
 

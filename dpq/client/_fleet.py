@@ -60,7 +60,10 @@ class PollerFleet:
             _, task = self._pollers.pop(address)
             task.cancel()
         live = [a for a, ok in nodes.items() if ok]
-        self._settle_endpoints.replace([*live, *(a for a in nodes if a not in live), *self._seeds])
+        # Settle at the first live node (the leader, when known): an ack it takes
+        # is proposed there, with no forwarding hop through a gateway or follower.
+        self._settle_endpoints.replace([*live, *(a for a in nodes if a not in live), *self._seeds],
+                                       current=live[0] if live else None)
 
     async def close(self) -> None:
         """Stop every long-poll."""

@@ -24,7 +24,7 @@ log = logging.getLogger("dpq.client")
 
 CLUSTER_INFO_TIMEOUT_S = 5.0
 
-#: address -> reachable, in the cluster's order
+#: address -> reachable, the leader first, then in the cluster's order
 Nodes = dict[str, bool]
 
 
@@ -71,7 +71,9 @@ class Membership:
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     return {seed: True for seed in self._seeds}
                 continue
-            nodes = {n.address: n.reachable for n in response.nodes if n.address}
+            # The leader first: acks go there, where they are proposed without a hop.
+            ordered = sorted(response.nodes, key=lambda n: n.role != "leader")
+            nodes = {n.address: n.reachable for n in ordered if n.address}
             if not nodes:
                 return {address: True}
             # Ask the one that answered first next time, then the nodes.
