@@ -1,10 +1,14 @@
-"""Batching without a timer: items that arrive while batches are in flight leave together.
+"""Batching with a short wait only under load: items that arrive while batches are
+in flight leave together.
 
-The same rule as the node's proposer: a batch goes out as soon as one of
-``max_inflight`` slots is free, with everything that gathered meanwhile (up to
-``max_items`` items / ``max_bytes`` bytes). A lone item under light load goes
-at once and is never held back for a timer; under load the batches grow by
-themselves to whatever the round trip lets gather.
+The same rule as the node's proposer: when nothing is in flight, a batch goes
+out at once (a lone item under light load is never held back). While batches
+are in flight, the next one waits for a free slot among ``max_inflight`` and
+for up to ``linger`` seconds of company, unless it is full first (``max_items``
+items / ``max_bytes`` bytes). The wait bounds the calls a busy stream makes to
+about one per ``linger``: without it, a steady trickle of items would leave
+one by one as fast as the round trip allows, and the per-call cost (~0.3 ms
+of CPU on each side in Python gRPC) would fill the machine at any rate.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ class Coalescer(Generic[T, R]):
     """Submit items one by one; they are sent in batches by ``send``."""
 
     def __init__(self, send: Send[T, R], *, max_items: int, max_inflight: int,
-                 max_bytes: int | None = None, size: Callable[[T], int] | None = None) -> None:
+                 max_bytes: int | None = None, size: Callable[[T], int] | None = None,
+                 linger: float = 0.002) -> None:
         self._send = send
         self._max_items = max_items
+        self._linger = linger
+        self._timer: asyncio.TimerHandle | None = None
         self._max_bytes = max_bytes
         self._size = size
         self._max_inflight = max_inflight
@@ -57,6 +64,18 @@ class Coalescer(Generic[T, R]):
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
     def _pump(self) -> None:
+        if self._inflight and self._linger > 0 and len(self._pending) < self._max_items:
+            # Busy: let the next batch gather for a moment (see the module's doc).
+            if self._timer is None and self._pending:
+                self._timer = asyncio.get_running_loop().call_later(self._linger, self._lingered)
+            return
+        self._send_ready()
+
+    def _lingered(self) -> None:
+        self._timer = None
+        self._send_ready()
+
+    def _send_ready(self) -> None:
         while self._pending and len(self._inflight) < self._max_inflight:
             batch = self._take()
             if not batch:

@@ -5,7 +5,11 @@ long-poll dispatcher, lease expiry, the leader's writer) calls
 :meth:`Proposer.submit` with one command and awaits its result. The proposer
 packs everything submitted while the previous proposals were in flight into
 one ``CommandBatch`` (one Paxos slot, one fsync on every node), up to
-``max_inflight`` batches at once.
+``max_inflight`` batches at once. When nothing is in flight a command leaves at
+once; while batches are in flight the next one waits up to ``linger_s`` for
+company (unless it is full), so a steady trickle makes one slot per
+``linger_s`` rather than one per command as fast as the round trip allows
+(each slot costs every node an fsync and messages, whatever its size).
 
 Each batch carries ``(client_id, seq)``. It is retried with the same pair —
 at the new leader after a leader change, or after a timeout — and the state
@@ -138,12 +142,14 @@ class Proposer:
 
     def __init__(self, name: str, router: Router, *, max_batch: int = 2048,
                  max_batch_bytes: int = 8 << 20, max_inflight: int = 4,
-                 attempt_timeout_s: float = 2.0, deadline_s: float = 15.0) -> None:
+                 linger_s: float = 0.002, attempt_timeout_s: float = 2.0,
+                 deadline_s: float = 15.0) -> None:
         self.client_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._router = router
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._slots = asyncio.Semaphore(max_inflight)
+        self._linger_s = linger_s
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
         self._seq = 0
@@ -186,6 +192,8 @@ class Proposer:
             self._wake.clear()
             while self._pending:
                 await self._slots.acquire()
+                if self._inflight and self._linger_s > 0 and len(self._pending) < self._max_batch:
+                    await asyncio.sleep(self._linger_s)
                 await self._window.admit(self._seq + 1)
                 batch = self._take()
                 self._seq += 1
