@@ -26,7 +26,7 @@ class NodeConfig:
     election_ticks: int = 30
     aging_step_ms: int = 5_000
     snapshot_every_slots: int = 20_000
-    writer_interval_ms: int = 20
+    writer_interval_ms: int = 100
     dead_after_s: float = 5.0
     log_level: str = "WARNING"
     request_log_level: str = "INFO"
