@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from dpq import runtime
+
 
 def _target(args: argparse.Namespace) -> str:
     return args.target or os.environ.get("DPQ_ADDR") or "127.0.0.1:7100"
@@ -113,7 +115,7 @@ def node_main(argv: list[str] | None = None) -> int:
     logs.setup(os.path.join(cfg.data_dir, "logs"), level=cfg.log_level,
                request_level=cfg.request_log_level)
     try:
-        return asyncio.run(_serve_node(cfg))
+        return runtime.run(_serve_node(cfg))
     except KeyboardInterrupt:
         return 0
 
@@ -135,6 +137,7 @@ async def _serve_node(cfg) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await node.start()
+        runtime.tune_for_server()
         print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port})", flush=True)
         signalled = asyncio.create_task(stop.wait())
         died = asyncio.create_task(node.stopped.wait())
@@ -182,14 +185,14 @@ def gateway_main(argv: list[str] | None = None) -> int:
                            dedup_window_ms=args.dedup_window_ms,
                            max_payload_bytes=args.max_payload_bytes)
     try:
-        return asyncio.run(_serve_gateway(config))
+        return runtime.run(_serve_gateway(config))
     except KeyboardInterrupt:
         return 0
 
 
 async def _serve_gateway(config) -> int:
     from dpq.gateway.app import Gateway
-
+    
     try:
         gateway = Gateway(config)
     except OSError as exc:
@@ -200,6 +203,7 @@ async def _serve_gateway(config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await gateway.start()
+    runtime.tune_for_server()
     print(f"dpq-gateway serving on {config.listen} (port {gateway.port})", flush=True)
     try:
         await stop.wait()

@@ -45,6 +45,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+from dpq import runtime
+
 HEAD = struct.Struct(">qq")  # send (or scheduled) time in ns, sequence number
 READY, DONE, ERROR = "ready", "done", "error"
 PUBLISH_S = 0.05
@@ -92,7 +94,7 @@ def worker_main(spec: WorkerSpec, start, stop, progress, results) -> None:
     # tells the workers through the stop event, so they finish cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        out = asyncio.run(_main(spec, start, stop, progress, results))
+        out = runtime.run(_main(spec, start, stop, progress, results))
         results.put((DONE, spec.index, out))
     except KeyboardInterrupt:
         results.put((ERROR, spec.index, "interrupted"))
@@ -241,7 +243,9 @@ async def _paced(producer, work: Paced, shared: _Shared, priorities: bytes, fill
             future.add_done_callback(lambda f, due=due: answered(due, f))
             k += 1
         if k < total:
-            await asyncio.sleep(max(0.0, (t0 + k * interval - time.monotonic_ns()) / 1e9))
+            # At least a millisecond: uvloop's timers have that resolution, and a
+            # shorter sleep would return at once and spin.
+            await asyncio.sleep(max(0.001, (t0 + k * interval - time.monotonic_ns()) / 1e9))
     offered_ns = time.monotonic_ns()
     await asyncio.wait_for(producer.flush(), max(1.0, timeout_s - (offered_ns - t0) / 1e9))
     return {"ids": ids, "latency_ns": latency_ns, "returned_ns": returned_ns, "offered": k,
