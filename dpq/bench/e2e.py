@@ -22,13 +22,23 @@ Phases, each measured on its own:
    that too.
 2. consume+ack only: the consumers drain the full queue, polling every node,
    acking each job. Rate = jobs / (last ack answered − start).
-3. steady state: producers at a fixed offered rate (``--rate``; default half
-   the enqueue rate of phase 1) for ``--steady-seconds``, consumers running.
-   Enqueue latency is per job (one ``submit`` each on a batching producer)
-   from its scheduled time; end-to-end latency from the moment its enqueue
-   returned in the producer to the moment the consumer's handler got it
-   (both CLOCK_MONOTONIC, one clock on one machine), and from its scheduled
-   send time.
+3. steady state, in two parts, producers and consumers together:
+
+   a. peak: the producers offer more than the cluster can take (``--peak-rate``;
+      default half the enqueue rate of phase 1, which is above what consumers
+      and producers together get through) for ``--steady-seconds``; the peak is
+      the rate jobs were delivered in that window.
+   b. latency: the producers offer half of that peak (``--rate`` overrides it)
+      for ``--steady-seconds``. Enqueue latency is per job (one ``submit`` each
+      on a batching producer) from its scheduled time; end-to-end latency from
+      the moment its enqueue returned in the producer to the moment the
+      consumer's handler got it (both CLOCK_MONOTONIC, one clock on one
+      machine), and from its scheduled send time.
+
+   "Half of the measured peak" is half of (a), not of phase 1: phase 1 has no
+   consumers, and half of its rate is more than the cluster can deliver, so
+   the queue would grow all through the window and the latencies would be
+   those of the growing backlog.
 
 Beside each phase: CPU seconds per 1,000 jobs by process kind (psutil on
 the pids; PostgreSQL with all its children; workers report their own), and
@@ -108,8 +118,12 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=1000, help="jobs per enqueue_many call (1000)")
     c.add_argument("--inflight", type=int, default=4,
                    help="enqueue_many calls in flight per producer, phase 1 (4)")
+    c.add_argument("--peak-rate", type=float,
+                   help="offered rate of the steady peak, jobs/s, all producers (default: "
+                        "half of phase 1); 0 skips the peak (then give --rate)")
     c.add_argument("--rate", type=float,
-                   help="steady offered rate, jobs/s, all producers (default: half of phase 1)")
+                   help="offered rate of the steady latency run, jobs/s, all producers "
+                        "(default: half of the steady peak)")
     c.add_argument("--steady-seconds", type=float, default=None, help="steady window (20)")
     c.add_argument("--steady-batch-size", type=int, default=500,
                    help="the batching producer's largest batch in phase 3 (500)")
@@ -156,6 +170,10 @@ def parse(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.steady_seconds < 0 or (args.rate is not None and args.rate <= 0):
         p.error("--steady-seconds must not be negative and --rate must be positive")
+    if args.peak_rate is not None and args.peak_rate < 0:
+        p.error("--peak-rate must not be negative")
+    if args.peak_rate == 0 and args.rate is None:
+        p.error("--peak-rate 0 skips the peak, whose half is the default --rate: give --rate")
     args.copy_batch_sizes = [int(s) for s in args.copy_batches.split(",") if s.strip()]
     return args
 
@@ -403,7 +421,9 @@ class Run:
         self.result["checks"]["pg_rows_after_drain"] = m["pg_rows_after"]
         self.progress.end(f"{acked:,} jobs in {seconds:.2f}s = {acked / seconds:,.0f}/s")
 
-    def steady(self, rate: float) -> None:
+    def steady(self, rate: float, key: str = "steady") -> None:
+        """Phase 3 at ``rate`` offered; its figures go under ``key``
+        (``steady_peak`` for part a, ``steady`` for part b)."""
         a = self.args
         timeout_s = self._timeout(round(rate * a.steady_seconds), a.steady_seconds)
         specs = [self._spec(i, a.seed * 1000 + 500 + i,
@@ -411,7 +431,8 @@ class Run:
                             timeout_s)
                  for i in range(a.producers)]
         specs += self._consumers(a.producers, timeout_s)
-        t0, results, m = self._phase(f"steady {rate:,.0f}/s", specs, None, 0)
+        label = "steady peak" if key == "steady_peak" else "steady"
+        t0, results, m = self._phase(f"{label} {rate:,.0f}/s", specs, None, 0)
         window_end = t0 + int(a.steady_seconds * 1e9)
         prods = [r for r in results.values() if r["kind"] == "producer"]
         cons = [r for r in results.values() if r["kind"] == "consumer"]
@@ -431,7 +452,7 @@ class Run:
         ids = _ids(results, "producer")
         delivered = _ids(results, "consumer")
         last_ack = max(r["last_ack_ns"] for r in cons)
-        self.result["steady"] = {
+        self.result[key] = {
             "offered_rate": rate, "seconds": a.steady_seconds,
             "scheduled": sum(r["scheduled"] for r in prods),
             "offered": sum(r["offered"] for r in prods),
@@ -451,7 +472,7 @@ class Run:
             "checks": _checks(ids, delivered, results),
             "cpu_per_1000_jobs": self._per_1000(m, len(ids)), **m,
         }
-        st = self.result["steady"]
+        st = self.result[key]
         self.progress.end(
             f"{st['delivered_per_s'] or 0:,.0f}/s delivered of {rate:,.0f}/s offered; enqueue "
             f"p99 {_ms(st['enqueue_latency']['p99'])}, end-to-end p99 "
@@ -539,7 +560,7 @@ def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress
                                    for k, d in result["ceilings"]["copy"].items()
                                    for s, v in d.items()))
         plan = [("3-node", 3)] + ([] if args.skip_single_node else [("1-node", 1)])
-        rate = args.rate
+        rate, peak_rate = args.rate, args.peak_rate
         for name, nodes in plan:
             run = Run(name, nodes, dbs.create(f"{nodes}n"), root / name, args, progress,
                       info["postmaster_pid"])
@@ -547,11 +568,14 @@ def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress
             with run:
                 ids = run.enqueue()
                 run.consume(ids)
-                if nodes == 3 or args.single_node_steady:
+                if (nodes == 3 or args.single_node_steady) and args.steady_seconds > 0:
+                    if peak_rate is None:
+                        peak_rate = run.result["enqueue"]["jobs_per_s"] / 2
+                    if peak_rate:
+                        run.steady(peak_rate, "steady_peak")
                     if rate is None:
-                        rate = run.result["enqueue"]["jobs_per_s"] / 2
-                    if args.steady_seconds > 0:
-                        run.steady(rate)
+                        rate = max(1.0, (run.result["steady_peak"]["delivered_per_s"] or 0) / 2)
+                    run.steady(rate)
     finally:
         with contextlib.suppress(Exception):
             if dbs is not None and args.dsn:

@@ -23,6 +23,7 @@ from dpq.localcluster import PACKAGE_ROOT
 
 JOBS = 2000
 RATE = 1000
+PEAK_RATE = 3000
 STEADY_S = 2
 
 
@@ -35,6 +36,7 @@ def _env() -> dict[str, str]:
 def run(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("e2e") / "e2e.json"
     cmd = [sys.executable, "-m", "dpq.bench.e2e", "--jobs", str(JOBS), "--rate", str(RATE),
+           "--peak-rate", str(PEAK_RATE),
            "--steady-seconds", str(STEADY_S), "--copy-batches", "100,1000", "--copy-rounds", "1",
            "--dsn", pg_dsn, "--json", str(out), "--no-progress", "--stall-seconds", "30",
            "--phase-timeout", "90"]
@@ -115,6 +117,15 @@ def test_steady_state_latencies_cover_every_job(run: tuple[dict, str]) -> None:
     assert st["enqueue_latency"]["min"] >= 0  # counted from the scheduled time, never before it
     assert st["delivered_per_s"] > 0 and st["cpu_per_1000_jobs"]["producers"] > 0
     assert "steady" not in run[0]["runs"]["1-node"]  # only with --single-node-steady
+
+
+def test_the_steady_peak_runs_before_the_latency_run(run: tuple[dict, str]) -> None:
+    result, stdout = run
+    peak = result["runs"]["3-node"]["steady_peak"]
+    assert peak["offered_rate"] == PEAK_RATE and peak["seconds"] == STEADY_S
+    assert peak["checks"]["missing"] == 0 and peak["checks"]["duplicate_deliveries"] == 0
+    assert 0 < peak["delivered_per_s"] <= peak["offered"] / STEADY_S
+    assert "steady peak: delivered in the window" in stdout
 
 
 def test_ceilings_and_fractions(run: tuple[dict, str]) -> None:
