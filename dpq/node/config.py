@@ -21,9 +21,12 @@ class NodeConfig:
     peers: dict[int, str]
     data_dir: str
     dsn: str | None = None
-    tick_ms: int = 10
-    heartbeat_ticks: int = 2
-    election_ticks: int = 30
+    # A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
+    # defaults): commits reach followers at once without heartbeats, and a
+    # two-core machine starved by load must not depose a leader that is only slow.
+    tick_ms: int = 20
+    heartbeat_ticks: int = 5
+    election_ticks: int = 50
     aging_step_ms: int = 5_000
     snapshot_every_slots: int = 20_000
     writer_interval_ms: int = 100
@@ -85,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget-mb", type=int, help="payload bytes held before RESOURCE_EXHAUSTED (1024)")
     parser.add_argument("--wait-for-postgres", action="store_true", default=None,
                         help="Enqueue returns only once PostgreSQL has the jobs")
-    parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (10)")
-    parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (30)")
-    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (2)")
+    parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
+    parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (50)")
+    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
     parser.add_argument("--dead-after-ms", type=int,
                         help="a node unreachable this long has its jobs moved to others (5000)")
     parser.add_argument("--log-level", help="error log level (WARNING)")

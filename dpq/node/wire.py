@@ -69,6 +69,8 @@ def encode(message: m.Message) -> pb.PaxosMessage:
                 commit=message.commit,
             )
         )
+    elif isinstance(message, m.Commit):
+        out.commit.CopyFrom(pb.Commit(ballot=_ballot(message.ballot), commit=message.commit))
     elif isinstance(message, m.Nack):
         out.nack.CopyFrom(pb.Nack(ballot=_ballot(message.ballot), rejected=_ballot(message.rejected)))
     else:
@@ -100,6 +102,9 @@ def decode(message: pb.PaxosMessage) -> m.Message:
         s = message.install_snapshot
         return m.InstallSnapshot(src, dst, _from_ballot(s.ballot),
                                  Snapshot(s.snapshot.slot, s.snapshot.data), s.commit)
+    if kind == "commit":
+        c = message.commit
+        return m.Commit(src, dst, _from_ballot(c.ballot), c.commit)
     if kind == "nack":
         n = message.nack
         return m.Nack(src, dst, _from_ballot(n.ballot), _from_ballot(n.rejected))

@@ -24,6 +24,8 @@ vouches for is durable)::
       L ── Accept(b, -, [], commit) ──────────▶ F   heartbeat every heartbeat_ticks; commit
                                                     also rides on every Accept; F learns a
                                                     slot only if it holds it at b
+      L ── Commit(b, commit) ─────────────────▶ F   as soon as commit advances, to each F no
+                                                    Accept goes to then; not answered
       F hears no leader >= its promise for a random [E, 2E) ticks: it campaigns
 
     catch-up (throttled: max_entries_per_message; probing after a hole or a silence):
@@ -58,6 +60,7 @@ from dpq.paxos.core import (
 from dpq.paxos.messages import (
     Accept,
     Accepted,
+    Commit,
     InstallSnapshot,
     Message,
     Nack,
@@ -73,6 +76,7 @@ __all__ = [
     "Accept",
     "Accepted",
     "Ballot",
+    "Commit",
     "Config",
     "Entry",
     "HardState",

@@ -68,6 +68,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Protocol
 from dpq.paxos.messages import (
     Accept,
     Accepted,
+    Commit,
     InstallSnapshot,
     Message,
     Nack,
@@ -225,8 +226,8 @@ class _Progress:
     it sends one batch and waits for a reply or the next heartbeat.
     """
 
-    __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "match_at_heartbeat",
-                 "snapshot_due")
+    __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "commit_due",
+                 "match_at_heartbeat", "snapshot_due")
 
     def __init__(self, match: int, next_slot: int, probe: bool) -> None:
         self.match = match
@@ -234,6 +235,7 @@ class _Progress:
         self.probe = probe
         self.probe_sent = False
         self.heartbeat_due = True
+        self.commit_due = False
         self.match_at_heartbeat = match
         self.snapshot_due = 0
 
@@ -336,6 +338,7 @@ class Replica:
             Accepted: self._on_accepted,
             InstallSnapshot: self._on_install_snapshot,
             Nack: self._on_nack,
+            Commit: self._on_commit,
         }
 
     # ------------------------------------------------------------------ public API
@@ -527,7 +530,7 @@ class Replica:
         self._send(Promise(self._id, m.src, m.ballot, self._commit, entries, include))
 
     def _accept_from(self, src: int, ballot: Ballot) -> bool:
-        """Common admission of a leader's Accept / InstallSnapshot at ``ballot``."""
+        """Common admission of a leader's Accept / Commit / InstallSnapshot at ``ballot``."""
         if ballot < self._promised:
             self._send(Nack(self._id, src, self._promised, ballot))
             return False
@@ -558,6 +561,10 @@ class Replica:
             self._last = slot - 1
         self._learn(m.commit)
         self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot))
+
+    def _on_commit(self, m: Commit) -> None:
+        if self._accept_from(m.src, m.ballot):
+            self._learn(m.commit)
 
     def _on_install_snapshot(self, m: InstallSnapshot) -> None:
         if not self._accept_from(m.src, m.ballot):
@@ -803,11 +810,10 @@ class Replica:
         if commit > self._commit:
             self._commit = commit
             self._fill_window()
-            # Tell the followers now rather than at the next heartbeat: a
-            # follower applies (and serves) a slot only once it knows it is
-            # chosen. Under load the next batch carries the news for free.
+            # Tell the followers now rather than at the next heartbeat (see
+            # Commit); under load the next Accept carries the news for free.
             for progress in self._progress.values():
-                progress.heartbeat_due = True
+                progress.commit_due = True
 
     def _heartbeat(self) -> None:
         for progress in self._progress.values():
@@ -847,6 +853,11 @@ class Replica:
                 progress.heartbeat_due = False
                 if not sent:
                     self._send(Accept(self._id, peer, self._ballot, 0, (), self._commit))
+                    sent = True
+            if progress.commit_due:
+                progress.commit_due = False
+                if not sent:
+                    self._send(Commit(self._id, peer, self._ballot, self._commit))
 
     def _send_batch(self, peer: int, progress: _Progress, limit: int) -> bool:
         """Send the batch starting at ``progress.next`` (at most up to ``limit``)."""

@@ -25,6 +25,7 @@ message_strategy = st.one_of(
     st.builds(m.Accepted, ids, ids, ballots, slots, slots),
     st.builds(m.InstallSnapshot, ids, ids, ballots, snapshots, slots),
     st.builds(m.Nack, ids, ids, ballots, ballots),
+    st.builds(m.Commit, ids, ids, ballots, slots),
 )
 
 

@@ -34,7 +34,7 @@ from dpq.paxos import (
     Role,
     Snapshot,
 )
-from dpq.paxos.messages import Message
+from dpq.paxos.messages import Commit, Message
 
 
 def prop(n: int, client: str = "c") -> Proposal:
@@ -461,8 +461,8 @@ def test_leader_counts_its_own_acceptance_only_once_persisted() -> None:
 
 def test_commit_index_reaches_followers_as_soon_as_it_advances() -> None:
     # Reference: PMS §2.3 — the leader informs the learners of a chosen value.
-    # It does so at once (an empty Accept), not at the next heartbeat: a
-    # follower serves a slot only once it knows the slot is chosen.
+    # It does so at once (a Commit), not at the next heartbeat: a follower
+    # serves a slot only once it knows the slot is chosen.
     c = Cluster(3)
     c.elect(1)
     c.sent.clear()
@@ -470,16 +470,33 @@ def test_commit_index_reaches_followers_as_soon_as_it_advances() -> None:
     c.deliver()  # no tick: no heartbeat is due
     assert c.nodes[1].commit_index == 1
     assert c.nodes[2].commit_index == c.nodes[3].commit_index == 1
-    notices = [m for m in c.sent_of(Accept, src=1) if not m.proposals]
+    notices = c.sent_of(Commit, src=1)
     assert {m.dst for m in notices} == {2, 3} and {m.commit for m in notices} == {1}
     assert c.values(2) == c.values(3) == [prop(1)]
+    # Not answered: one Accepted per follower, for the Accept.
+    assert len(c.sent_of(Accepted, dst=1)) == 2
+
+
+def test_a_commit_notice_from_a_deposed_leader_is_refused() -> None:
+    c = Cluster(3)
+    c.elect(1)
+    c.nodes[1].propose(prop(1))
+    c.deliver(drop=lambda m: isinstance(m, Commit))
+    stale = Commit(1, 2, c.nodes[1].promised, 1)
+    c.elect(3)
+    c.sent.clear()
+    c.nodes[2].step(stale)
+    c.drive(2)
+    assert c.nodes[2].leader_hint == 3
+    nacks = c.sent_of(Nack, src=2, dst=1)
+    assert nacks and nacks[0].rejected == stale.ballot
 
 
 def test_commit_index_reaches_a_follower_that_missed_the_notice_on_the_heartbeat() -> None:
     c = Cluster(3)
     c.elect(1)
     c.nodes[1].propose(prop(1))
-    c.deliver(drop=lambda m: isinstance(m, Accept) and not m.proposals)
+    c.deliver(drop=lambda m: isinstance(m, Commit))
     assert c.nodes[1].commit_index == 1
     assert c.nodes[2].commit_index == 0  # the Accept went out before the commit
     c.tick(1, 2)  # heartbeat_ticks
@@ -535,10 +552,10 @@ def test_burst_of_proposals_costs_one_accept_per_follower() -> None:
     assert c.values(1) == [prop(i) for i in range(1, 41)]
     sent = c.sent[before:]
     assert sum(1 for m in sent if isinstance(m, Accept) and m.proposals) == 4
-    # Then one commit notice per follower (an empty Accept), each answered.
-    notices = [m for m in sent if isinstance(m, Accept) and not m.proposals]
+    # Then one commit notice per follower, not answered.
+    notices = [m for m in sent if isinstance(m, Commit)]
     assert sorted(m.dst for m in notices) == [2, 3, 4, 5] and {m.commit for m in notices} == {40}
-    assert len(sent) == 16  # 4 Accepts, 4 notices, and an Accepted for each
+    assert len(sent) == 12  # 4 Accepts, 4 Accepteds, 4 Commits
 
 
 def test_pipelining_window_bounds_slots_in_flight() -> None:
