@@ -40,6 +40,9 @@ Phases, each measured on its own:
    the queue would grow all through the window and the latencies would be
    those of the growing backlog.
 
+``--repeat 3`` runs it all three times and reports the median of each figure
+(the targets are medians of three; see ``dpq/bench/_medians.py``).
+
 Beside each phase: CPU seconds per 1,000 jobs by process kind (psutil on
 the pids; PostgreSQL with all its children; workers report their own), and
 batch sizes at every hop from the counters of nodes and gateway (differences
@@ -81,7 +84,7 @@ from typing import Any, Self
 
 import psycopg
 
-from dpq.bench import _ceiling, _probe
+from dpq.bench import _ceiling, _medians, _probe
 from dpq.bench._phase import BenchError, run_phase
 from dpq.bench._report import Progress, table
 from dpq.bench._stats import ratio, summarize_ns
@@ -146,6 +149,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="keep data and logs here (default: a temp dir, removed)")
     o = p.add_argument_group("output and limits")
     o.add_argument("--json", metavar="FILE", help="write every number, the machine and the options")
+    o.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run everything N times and report the median of each figure (1; "
+                        "the targets are medians of 3)")
     o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="the progress line (default: when stderr is a terminal)")
     o.add_argument("--phase-timeout", type=float,
@@ -587,6 +593,33 @@ def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse(argv, prog)
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat must be at least 1, not {args.repeat}")
+    results: list[dict[str, Any]] = []
+    code = 0
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"run {i + 1} of {args.repeat}", file=sys.stderr)
+        code, result = _run_once(args, Path(args.data_dir) / f"run-{i + 1}"
+                                 if args.data_dir and args.repeat > 1 else None)
+        results.append(result)
+        if code:
+            break
+    if len(results) > 1 and not code:
+        result = _medians.merge(results)
+        result["repeat"] = {"runs": len(results), "each": results}
+    out = table(result)
+    if len(results) > 1 and not code:
+        out += (f"\nmedians of {len(results)} runs, each figure on its own (every run is in "
+                f"--json under repeat.each); checks: the worst run's")
+    print(out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return code
+
+
+def _run_once(args: argparse.Namespace, data_dir: Path | None) -> tuple[int, dict[str, Any]]:
     progress = Progress(args.progress)
     result: dict[str, Any] = {
         "benchmark": "dpq e2e", "machine": machine(),
@@ -595,7 +628,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     }
     if result["options"].get("dsn"):
         result["options"]["dsn"] = "(given)"  # may hold a password
-    root = Path(args.data_dir or tempfile.mkdtemp(prefix="dpq-bench-")).resolve()
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(data_dir or args.data_dir or tempfile.mkdtemp(prefix="dpq-bench-")).resolve()
     code = 0
     try:
         execute(args, result, progress, root)
@@ -617,11 +652,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             print(f"kept the data and logs of this failed run in {root}", file=sys.stderr)
     result["machine"]["load_after"] = _load()
     result["fractions"] = fractions(result)
-    print(table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}", file=sys.stderr)
-    return code
+    return code, result
 
 
 if __name__ == "__main__":

@@ -152,3 +152,20 @@ def test_entry_points(cmd: list[str]) -> None:
                           cwd=tempfile.gettempdir())
     assert proc.returncode == 0, proc.stderr
     assert "--steady-seconds" in proc.stdout and "--json" in proc.stdout
+
+
+def test_repeat_reports_the_medians_of_its_runs(pg_dsn: str, tmp_path) -> None:
+    out = tmp_path / "e2e.json"
+    cmd = [sys.executable, "-m", "dpq.bench.e2e", "--jobs", "400", "--repeat", "2",
+           "--steady-seconds", "0", "--skip-copy", "--skip-single-node", "--dsn", pg_dsn,
+           "--json", str(out), "--no-progress", "--stall-seconds", "30", "--phase-timeout", "60"]
+    proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    result = json.loads(out.read_text())
+    each = result["repeat"]["each"]
+    assert result["repeat"]["runs"] == len(each) == 2
+    rates = sorted(r["runs"]["3-node"]["enqueue"]["jobs_per_s"] for r in each)
+    assert result["runs"]["3-node"]["enqueue"]["jobs_per_s"] == sum(rates) / 2
+    assert result["runs"]["3-node"]["checks"]["missing"] == 0
+    assert "medians of 2 runs" in proc.stdout
