@@ -64,6 +64,7 @@ async def _measure(kind: str, rounds: int) -> tuple[float, float]:
                     await call.read()
                 t1, c1 = time.perf_counter(), time.process_time()
                 await call.done_writing()
+                await call.code()  # the stream ends cleanly before the server stops
             else:
                 unary = channel.unary_unary("/bench.Echo/Unary")
                 await unary(PAYLOAD)

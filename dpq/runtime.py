@@ -1,13 +1,12 @@
 """How dpq's processes run their asyncio loop: uvloop, and a quieter collector.
 
 **uvloop.** grpc.aio hands every completed operation from its own threads to
-the loop through a wake-up socket. With the standard selector loop one
-message round trip on loopback costs ~0.43 ms of CPU and the loop cannot
-turn faster than ~830 round trips/s; with uvloop it is ~0.31 ms and ~3,200/s
-(``bench/bench_loop.py``). Every hop of dpq (client → gateway → leader →
-followers) is such a round trip, so the servers, the CLI and the benchmark's
-workers run on uvloop. The client library does not choose a loop for its
-users.
+the loop through a wake-up socket, and every hop of dpq (client → gateway →
+leader → followers) is such a round trip. On uvloop one stream round trip on
+loopback costs 12 % less CPU and goes 11 % faster (unary calls: 6 % less CPU),
+medians of ``python bench/bench_loop.py`` on the 2-core CI machine kind. So
+the servers, the CLI and the benchmark's workers run on it. The client
+library does not choose a loop for its users.
 
 **The collector.** A node holds every job of its queue state as long-lived
 Python objects, and makes and drops many small ones per request (protobuf
