@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         if name not in ("up", "demo"):
             p.add_argument("--target", help="HOST:PORT of a gateway or node "
                                             "(default: $DPQ_ADDR, else 127.0.0.1:7100)")
+            p.add_argument("--tls-dir", help="the cluster's TLS folder (ca.pem, token) "
+                                             "(default: $DPQ_TLS_DIR, else ./dpq-data/tls "
+                                             "if it exists, else plaintext)")
         return p
 
     up = sub("up", "start a local cluster (nodes + gateway) until Ctrl-C")
@@ -64,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
     commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
+    certs = commands_.add_parser("certs", help="TLS material for a cluster (dpq certs init)")
+    init = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION").add_parser(
+        "init", help="write a CA, node/gateway/client certificates and the client token to DIR")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument("--nodes", type=int, default=3, help="node certificates 1..N (3)")
+    init.add_argument("--hosts", default="127.0.0.1,localhost,::1",
+                      help="names and IPs every certificate is valid for, comma-separated "
+                           "(127.0.0.1,localhost,::1)")
+    init.add_argument("--days", type=int, default=825, help="certificate validity (825 days)")
+    init.add_argument("--force", action="store_true", help="replace an existing CA in DIR")
 
     args = parser.parse_args(argv)
     try:
@@ -76,17 +89,23 @@ def main(argv: list[str] | None = None) -> int:
 
             demo.main()
             return 0
+        if args.command == "certs":
+            return commands.certs_init(args.dir, nodes=args.nodes, hosts=args.hosts,
+                                       force=args.force, days=args.days, out=sys.stdout)
         target = _target(args)
+        tls = commands.tls_dir_for(args.tls_dir)
         if args.command == "enqueue":
             payloads = args.payloads or ([] if sys.stdin.isatty() else commands.stdin_lines())
             return commands.enqueue(target, payloads, queue=args.queue, priority=args.priority,
-                                    delay_s=args.delay, dedup_key=args.dedup_key, out=sys.stdout)
+                                    delay_s=args.delay, dedup_key=args.dedup_key, out=sys.stdout,
+                                    tls_dir=tls)
         if args.command == "consume":
             return commands.consume(target, queue=args.queue, count=args.count, ack=args.ack,
-                                    wait_s=args.wait, lease_s=args.lease, out=sys.stdout)
+                                    wait_s=args.wait, lease_s=args.lease, out=sys.stdout,
+                                    tls_dir=tls)
         if args.command == "stats":
-            return commands.stats(target, queue=args.queue, out=sys.stdout)
-        return commands.status(target, out=sys.stdout)
+            return commands.stats(target, queue=args.queue, out=sys.stdout, tls_dir=tls)
+        return commands.status(target, out=sys.stdout, tls_dir=tls)
     except commands.CommandError as exc:
         print(f"dpq {args.command}: {exc}", file=sys.stderr)
         return 1
