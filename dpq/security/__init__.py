@@ -1,7 +1,7 @@
 """The trust boundary of a dpq cluster: its TLS material and who may call what.
 
 - ``certs``: make a cluster CA, node / gateway / client certificates and the
-  client token (``dpq certs init``).
+  client token (``dpq certs init``; ``certs.ensure`` for ``dpq up --tls``).
 - ``tls``: load that material (:class:`~dpq.security.tls.TlsMaterial`) and turn it
   into gRPC server and channel credentials.
 - ``auth``: the server side checks: the clients' bearer token
@@ -11,4 +11,5 @@
 - ``flags``: the ``--tls-dir`` / ``--tls-cert`` / … options ``dpq-node`` and
   ``dpq-gateway`` share.
 - ``identity``: what a certificate says its holder is (role and node id).
+- ``errors``: :class:`~dpq.security.errors.TlsError`, the one-line error of bad material.
 """

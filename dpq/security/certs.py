@@ -245,6 +245,36 @@ def _write_file(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+def ensure(directory: str | os.PathLike[str], nodes: int,
+           hosts: str | Sequence[str] = DEFAULT_HOSTS) -> list[str]:
+    """Material for ``nodes`` nodes in ``directory``, made only where missing (``dpq up
+    --tls`` on every start): a new folder gets everything; a folder with a CA keeps
+    it, and what is missing (a node added, a deleted file) is signed by it. The
+    paths written (none when all was there)."""
+    directory = os.fspath(directory)
+    ca_path, ca_key_path = (os.path.join(directory, n) for n in (CA_FILE, CA_KEY_FILE))
+    if not os.path.exists(ca_path) and not os.path.exists(ca_key_path):
+        return write(directory, cluster_files(nodes, parse_hosts(hosts)))
+    try:
+        with open(ca_path, "rb") as cert, open(ca_key_path, "rb") as key:
+            ca = KeyPair(cert.read(), key.read())
+    except OSError as exc:
+        raise CertsError(f"cannot read {exc.filename}: {exc.strerror} (replace the folder's "
+                         "material with `dpq certs init --force`)") from None
+    if not 1 <= nodes <= MAX_NODES:
+        raise CertsError(f"--nodes {nodes} is out of range: give 1 to {MAX_NODES}")
+    missing: dict[str, bytes] = {}
+    holders = [Identity("node", i) for i in range(1, nodes + 1)]
+    for holder in (*holders, Identity("gateway"), Identity("client")):
+        names = (cert_file(holder), key_file(holder))
+        if not all(os.path.exists(os.path.join(directory, n)) for n in names):
+            pair = new_leaf(ca, holder, parse_hosts(hosts))
+            missing.update({names[0]: pair.cert, names[1]: pair.key})
+    if not os.path.exists(os.path.join(directory, TOKEN_FILE)):
+        missing[TOKEN_FILE] = (new_token() + "\n").encode()
+    return write(directory, missing, force=True) if missing else []
+
+
 def init(directory: str | os.PathLike[str], nodes: int,
          hosts: str | Sequence[str] = DEFAULT_HOSTS, *, force: bool = False,
          days: int = LEAF_DAYS) -> list[str]:

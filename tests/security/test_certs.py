@@ -130,3 +130,21 @@ def test_cli_certs_init(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("dpq certs: ") and "--force" in err and err.count("\n") == 1
     assert cli.main(["certs", "init", directory, "--nodes", "2", "--force"]) == 0
+
+
+def test_ensure_makes_only_what_is_missing(tmp_path):
+    directory = tmp_path / "dpq-data" / "tls"
+    assert len(certs.ensure(directory, 3)) == len(NAMES)
+    before = {name: (directory / name).read_bytes() for name in NAMES}
+    assert certs.ensure(directory, 3) == []  # a restart changes nothing
+
+    (directory / "client-key.pem").unlink()
+    written = certs.ensure(directory, 5)  # two nodes more, and the lost client key
+    assert sorted(os.path.basename(p) for p in written) == sorted(
+        ["client.pem", "client-key.pem", "node-4.pem", "node-4-key.pem", "node-5.pem",
+         "node-5-key.pem"])
+    ca = _cert(directory, "ca.pem")
+    _cert(directory, "node-5.pem").verify_directly_issued_by(ca)  # the same CA signed them
+    for name in NAMES - {"client.pem", "client-key.pem"}:
+        assert (directory / name).read_bytes() == before[name], name
+    assert _mode(directory / "node-5-key.pem") == 0o600

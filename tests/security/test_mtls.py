@@ -168,3 +168,24 @@ def test_the_server_name_is_verified(serve, tmp_path, tls_dir):
     node2 = peer_channel_credentials(TlsMaterial.from_dir(tls_dir, "node", 2))
     assert _rpc_error(_call, address, node2).code() == grpc.StatusCode.UNAVAILABLE
     assert service.ran == []
+
+
+def test_without_mutual_tls_no_node_is_proven(serve, tls_dir):
+    """Plaintext (and TLS without a client certificate) carries no identity: require_node
+    refuses, so it is only called where mutual TLS is on."""
+    service = PeerService()
+    plain = serve(service.register)
+    with grpc.insecure_channel(plain) as channel:
+        error = _rpc_error(channel.unary_unary(f"/{SERVICE}/Call"), b"1", 20)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == "message from node 1 without a verified dpq certificate"
+    assert service.auth == {"transport_security_type": [b"insecure"],
+                            "security_level": [b"TSI_SECURITY_NONE"]}
+
+    server_only = serve(service.register, server_credentials(
+        TlsMaterial.from_dir(tls_dir, "node", 1), require_client_cert=False))
+    node2 = peer_channel_credentials(TlsMaterial.from_dir(tls_dir, "node", 2))
+    error = _rpc_error(_call, server_only, node2, 2)  # presents it, but it is not asked for
+    assert error.details() == "message from node 2 without a verified dpq certificate"
+    assert service.auth["transport_security_type"] == [b"ssl"]
+    assert "x509_common_name" not in service.auth and "peer_uri" not in service.auth
