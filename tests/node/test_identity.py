@@ -17,11 +17,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support.cluster import Cluster, free_ports, wait_until
 
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.node import identity
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, free_ports, wait_until
 
 ENV = {"PYTHONPATH": PACKAGE_ROOT}
 
@@ -92,7 +92,7 @@ def test_without_postgresql_only_a_known_identity_starts(tmp_path, pg_database):
 
 def run_node(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dpq.node", *args], capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+                          text=True, env=ENV, timeout=timeout, check=False)
 
 
 def single_node(node_id: int, folder: Path, dsn: str, port: int) -> list[str]:

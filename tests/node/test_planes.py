@@ -15,10 +15,10 @@ import sys
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.cluster import Cluster, free_ports, wait_until
 
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.v1 import log_pb2, queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
-from support.cluster import Cluster, free_ports, wait_until
 
 ENV = {"PYTHONPATH": PACKAGE_ROOT}
 
@@ -43,9 +43,9 @@ def cluster_id(cluster: Cluster, node_id: int) -> str:
         return json.load(f)["cluster_id"]
 
 
-def code_of(call) -> grpc.StatusCode:
+def code_of(call, *args, **kwargs) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
-        call()
+        call(*args, **kwargs)
     return info.value.code()
 
 
@@ -72,10 +72,10 @@ def test_the_client_port_serves_no_replication_and_the_peer_port_nothing_else(cl
         try:
             replication = replication_pb2_grpc.ReplicationStub(client)
             request = replication_pb2.ProposeRequest(client_id="x", seq=1, batch=b"")
-            assert code_of(lambda: replication.Propose(request, timeout=5)) \
+            assert code_of(replication.Propose, request, timeout=5) \
                 == grpc.StatusCode.UNIMPLEMENTED
             watch = replication.WatchHealth(replication_pb2.HealthRequest(), timeout=5)
-            assert code_of(lambda: next(watch)) == grpc.StatusCode.UNIMPLEMENTED
+            assert code_of(next, watch) == grpc.StatusCode.UNIMPLEMENTED
             # ... while the client port serves Queue and health
             queue_pb2_grpc.QueueStub(client).ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=5)
             health = health_pb2_grpc.HealthStub(client).Check(health_pb2.HealthCheckRequest(),
@@ -83,12 +83,13 @@ def test_the_client_port_serves_no_replication_and_the_peer_port_nothing_else(cl
             assert health.status == health_pb2.HealthCheckResponse.SERVING
 
             on_peer = queue_pb2_grpc.QueueStub(peer)
-            for method, request in (("ClusterInfo", queue_pb2.ClusterInfoRequest()),
-                                    ("Enqueue", queue_pb2.EnqueueRequest())):
-                assert code_of(lambda: getattr(on_peer, method)(request, timeout=5)) \
+            for method, queue_request in (("ClusterInfo", queue_pb2.ClusterInfoRequest()),
+                                          ("Enqueue", queue_pb2.EnqueueRequest())):
+                assert code_of(getattr(on_peer, method), queue_request, timeout=5) \
                     == grpc.StatusCode.UNIMPLEMENTED
-            assert code_of(lambda: health_pb2_grpc.HealthStub(peer).Check(
-                health_pb2.HealthCheckRequest(), timeout=5)) == grpc.StatusCode.UNIMPLEMENTED
+            assert code_of(health_pb2_grpc.HealthStub(peer).Check,
+                           health_pb2.HealthCheckRequest(), timeout=5) \
+                == grpc.StatusCode.UNIMPLEMENTED
             assert cluster.report(i).node_id == i  # the peer port serves Replication
         finally:
             client.close()
@@ -99,9 +100,12 @@ def test_every_node_lists_every_client_address_and_never_the_cluster_id(cluster)
     secret = cluster_id(cluster, 1)
     assert all(cluster_id(cluster, i) == secret for i in cluster.ids)
     fingerprints = set()
+    def knows_everyone(i: int):
+        info = cluster.info(i)
+        return info if all(n.address for n in info.nodes) else None
+
     for i in cluster.ids:
-        info = wait_until(lambda i=i: (lambda r: r if all(n.address for n in r.nodes) else None)(
-            cluster.info(i)), 20, f"node {i} to know every client address")
+        info = wait_until(lambda i=i: knows_everyone(i), 20, f"node {i} to know every client address")
         assert info.node_id == i
         assert {n.node_id: n.address for n in info.nodes} == cluster.addresses
         assert {n.node_id: n.peer_address for n in info.nodes} == cluster.peer_addresses
@@ -206,7 +210,7 @@ def test_messages_not_from_the_sender_or_not_to_this_node_are_dropped(cluster):
 
 def node_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dpq.node", *args], capture_output=True,
-                          text=True, env=ENV, timeout=60)
+                          text=True, env=ENV, timeout=60, check=False)
 
 
 def test_a_multi_node_cluster_without_tls_refuses_to_start_unless_insecure(tmp_path):
