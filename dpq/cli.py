@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dsn", help="PostgreSQL URL (default: an embedded server in the data dir)")
     up.add_argument("--data-dir", default="dpq-data", help="where everything is kept (./dpq-data)")
     up.add_argument("--port-base", type=int, default=7100,
-                    help="gateway on this port, node i on port-base + i (7100)")
+                    help="gateway on this port, node i on port-base + i for clients and "
+                         "port-base + 10 + i for its peers (7100)")
     up.add_argument("--demo", action="store_true",
                     help="run a producer/consumer demo of priorities and aging, then stop")
 
@@ -119,9 +120,10 @@ def node_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dpq-node",
         description="Run one dpq node. Three nodes on one machine, for example:\n"
-        "  dpq-node --id 1 --listen 127.0.0.1:7101 "
-        "--peers 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 "
-        "--data-dir data/n1 --dsn postgresql://...",
+        "  dpq-node --id 1 --listen 127.0.0.1:7101 --peer-listen 127.0.0.1:7111 "
+        "--peers 1=127.0.0.1:7111,2=127.0.0.1:7112,3=127.0.0.1:7113 "
+        "--data-dir data/n1 --dsn postgresql://... --tls-dir certs\n"
+        "Clients use --listen; the nodes talk to each other on --peer-listen.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_arguments(parser)
@@ -140,8 +142,15 @@ def node_main(argv: list[str] | None = None) -> int:
 
 
 async def _serve_node(cfg) -> int:
+    from dpq.node import identity, planes
+    from dpq.node.config import ConfigError
     from dpq.node.node import Node
 
+    try:
+        credentials = planes.credentials(cfg)
+    except ConfigError as exc:
+        print(f"dpq-node: {exc}", file=sys.stderr)
+        return 2
     embedded = None
     dsn = cfg.dsn
     if not dsn:
@@ -149,7 +158,14 @@ async def _serve_node(cfg) -> int:
 
         embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
-    node = Node(cfg, dsn)
+    try:
+        who = await identity.establish(cfg.data_dir, cfg.node_id, dsn)
+    except identity.IdentityError as exc:
+        print(f"dpq-node {cfg.node_id}: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 2
+    node = Node(cfg, dsn, who, credentials)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,7 +173,9 @@ async def _serve_node(cfg) -> int:
     try:
         await node.start()
         runtime.tune_for_server()
-        print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port})", flush=True)
+        peers = f", peers on {cfg.peer_listen} (port {node.peer_port})" if cfg.peer_listen else ""
+        print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port}){peers}, "
+              f"cluster {who.fingerprint}", flush=True)
         signalled = asyncio.create_task(stop.wait())
         died = asyncio.create_task(node.stopped.wait())
         await asyncio.wait([signalled, died], return_when=asyncio.FIRST_COMPLETED)
@@ -184,7 +202,9 @@ def gateway_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on (127.0.0.1:7100)")
-    parser.add_argument("--nodes", required=True, help="the nodes' addresses, comma-separated")
+    parser.add_argument("--nodes", required=True,
+                        help="the nodes' client addresses (their --listen), comma-separated; "
+                             "each node's peer port is learnt from its ClusterInfo")
     parser.add_argument("--max-inflight", type=int, default=4,
                         help="proposals in flight to the leader at once; requests arriving "
                              "meanwhile ride together in the next one (4)")

@@ -58,8 +58,15 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
 
 def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     roles = {n.node_id: n.role for n in info.nodes}
-    print(f"\ndpq is up ({time.strftime('%H:%M:%S')}):", file=out)
+    print(f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
+          file=out)
     print(f"  gateway   {cluster.gateway_address}", file=out)
     for i, address in cluster.addresses.items():
-        print(f"  node {i}    {address}   {roles.get(i, '?')}", file=out)
-    print(f"  postgres  {cluster.dsn}", file=out, flush=True)
+        print(f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
+              f"{roles.get(i, '?')}", file=out)
+    print(f"  postgres  {cluster.dsn}", file=out)
+    if cluster.insecure:
+        print("  plaintext: no TLS, no client token (loopback only; for a network, see "
+              "`dpq certs init`)", file=out)
+    print("  ports: clients use the gateway or a node's port; the nodes talk to each other "
+          "on the peer ports (port-base + 10 + i)", file=out, flush=True)

@@ -17,10 +17,18 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
-    listen: str
-    peers: dict[int, str]
+    listen: str  # the client port: dpq.v1.Queue, health, reflection
+    peers: dict[int, str]  # every node's peer port (this one's = peer_listen)
     data_dir: str
     dsn: str | None = None
+    peer_listen: str | None = None  # the peer port: dpq.v1.Replication only
+    # TLS material (dpq certs init); wired in dpq.node.planes.
+    tls_dir: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    token_file: str | None = None
+    insecure: bool = False  # plaintext, unauthenticated planes for a multi-node cluster
     # A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
     # defaults): commits reach followers at once without heartbeats, and a
     # two-core machine starved by load must not depose a leader that is only slow.
@@ -39,10 +47,19 @@ class NodeConfig:
         if self.node_id not in self.peers:
             raise ConfigError(
                 f"--peers must name this node: {self.node_id} is not in {sorted(self.peers)}")
-        if self.peers[self.node_id] != self.listen and not _same_port(self.peers[self.node_id], self.listen):
+        own = self.peers[self.node_id]
+        if len(self.peers) > 1 and not self.peer_listen:
             raise ConfigError(
-                f"--peers gives node {self.node_id} the address {self.peers[self.node_id]}, "
-                f"but it listens on {self.listen}")
+                f"a cluster of {len(self.peers)} nodes needs --peer-listen HOST:PORT: peers talk "
+                f"on a port of their own, apart from the clients' --listen")
+        if self.peer_listen and own and not _same_port(own, self.peer_listen):
+            raise ConfigError(
+                f"--peers gives node {self.node_id} the peer address {own}, "
+                f"but its --peer-listen is {self.peer_listen}")
+        if self.peer_listen and _clash(self.listen, self.peer_listen):
+            raise ConfigError(
+                f"--listen {self.listen} and --peer-listen {self.peer_listen} must be two ports: "
+                "clients and peers never share one")
         if len(self.peers) > 1 and not self.dsn:
             raise ConfigError(
                 f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one shared "
@@ -51,10 +68,35 @@ class NodeConfig:
             raise ConfigError(
                 f"{len(self.peers)} nodes tolerate no more failures than {len(self.peers) - 1}: "
                 "use an odd number (1, 3 or 5)")
+        explicit = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(explicit) and not all(explicit) and not self.tls_dir:
+            raise ConfigError("--tls-cert, --tls-key and --tls-ca go together (or give --tls-dir)")
+        if self.tls and self.insecure:
+            raise ConfigError("--insecure turns TLS off: give it or the TLS flags, not both")
+        if len(self.peers) > 1 and not self.tls and not self.insecure:
+            raise ConfigError(
+                f"a cluster of {len(self.peers)} nodes needs TLS: create the material with "
+                f"`dpq certs init DIR --nodes {len(self.peers)}` and pass --tls-dir DIR, or run "
+                "plaintext on a trusted network with --insecure")
+
+    @property
+    def tls(self) -> bool:
+        """TLS material was given (a folder or explicit files)."""
+        return bool(self.tls_dir or self.tls_cert or self.tls_key or self.tls_ca or self.token_file)
 
 
 def _same_port(a: str, b: str) -> bool:
     return a.rpartition(":")[2] == b.rpartition(":")[2]
+
+
+_ANY_HOST = {"", "0.0.0.0", "[::]", "::", "*"}
+
+
+def _clash(a: str, b: str) -> bool:
+    """Two listen addresses that would be one socket."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    return port_a == port_b and (host_a == host_b or {host_a, host_b} & _ANY_HOST != set())
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -75,8 +117,12 @@ def parse_peers(text: str) -> dict[int, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a TOML file with the same keys as the flags (flags win)")
     parser.add_argument("--id", type=int, dest="node_id", help="this node's id (as in --peers)")
-    parser.add_argument("--listen", help="HOST:PORT for clients and peers, e.g. 127.0.0.1:7101")
-    parser.add_argument("--peers", help="every node: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT")
+    parser.add_argument("--listen", help="HOST:PORT for clients (dpq.v1.Queue), e.g. 127.0.0.1:7101")
+    parser.add_argument("--peer-listen",
+                        help="HOST:PORT for the other nodes (dpq.v1.Replication only), "
+                             "e.g. 127.0.0.1:7111; not needed by a single node")
+    parser.add_argument("--peers", help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
+                                        "(default: this node alone)")
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
     parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node "
                                       "(default for a single node: an embedded server in the data dir)")
@@ -93,6 +139,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
     parser.add_argument("--dead-after-ms", type=int,
                         help="a node unreachable this long has its jobs moved to others (5000)")
+    parser.add_argument("--tls-dir", help="TLS material from `dpq certs init DIR` (ca.pem, "
+                                          "node-<id>.pem, node-<id>-key.pem, token)")
+    parser.add_argument("--tls-cert", help="this node's certificate (PEM), instead of --tls-dir")
+    parser.add_argument("--tls-key", help="its private key (PEM)")
+    parser.add_argument("--tls-ca", help="the cluster CA certificate (PEM)")
+    parser.add_argument("--token-file", help="the clients' bearer token")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="plaintext and unauthenticated peer and client ports, for a trusted "
+                             "network (a multi-node cluster needs this or TLS)")
     parser.add_argument("--log-level", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
 
@@ -107,9 +162,11 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         values["peers"] = parse_peers(values["peers"])
     elif isinstance(values.get("peers"), dict):
         values["peers"] = {int(k): v for k, v in values["peers"].items()}
-    for required in ("node_id", "listen", "peers", "data_dir"):
+    for required in ("node_id", "listen", "data_dir"):
         if required not in values:
             raise ConfigError(f"--{required.replace('_', '-').replace('node-id', 'id')} is required")
+    if "peers" not in values:  # a single node
+        values["peers"] = {values["node_id"]: values.get("peer_listen") or ""}
     default = QueuePolicy()
     limits = Limits(max_payload_bytes=values.pop("max_payload_bytes", default.limits.max_payload_bytes))
     policy = QueuePolicy(

@@ -78,10 +78,13 @@ class LeaderRouter:
     Propose RPC. Also serves the leader side of that RPC."""
 
     def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
-                 channel_for: Callable[[int], grpc.aio.Channel]) -> None:
+                 channel_for: Callable[[int], grpc.aio.Channel], cluster_id: str = "") -> None:
+        """``addresses``: every node's client address (for "the leader is at …");
+        ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
         self.driver = driver
         self.applier = applier
         self.addresses = addresses
+        self.cluster_id = cluster_id
         self._channel_for = channel_for
         self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
 
@@ -113,7 +116,8 @@ class LeaderRouter:
         if stub is None:
             stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
         response = await stub.Propose(
-            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
+                                           cluster_id=self.cluster_id),
             timeout=timeout_s,
         )
         # Read your writes: answer once this node has applied the slot too, so a
