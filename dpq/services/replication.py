@@ -7,16 +7,15 @@ from collections.abc import Callable
 
 import grpc
 
+from dpq.errors import ResourceExhausted, Unavailable
 from dpq.node import wire
 from dpq.node.applier import results_to_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
-from dpq.errors import ResourceExhausted
 from dpq.node.proposer import LeaderRouter
 from dpq.node.transport import Transport
 from dpq.paxos.core import ProposalRefused
 from dpq.v1 import replication_pb2, replication_pb2_grpc
-
 
 DEFAULT_HEALTH_INTERVAL_MS = 250
 
@@ -45,6 +44,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             self._admit(request.batch)
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Unavailable as exc:  # PostgreSQL too far behind for new jobs
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)
