@@ -20,8 +20,8 @@ because ``seq`` starts again from 1.
 A node cut off from its quorum cannot commit anything, and a client waiting
 the proposer's whole deadline (15 s) to learn it would rather try another
 node. So when the router says no leader or quorum is reachable from here
-(:meth:`LeaderRouter.unavailable_reason`: no leader known for two election
-timeouts, and too few peers heard from meanwhile), batches holding public
+(:meth:`LeaderRouter.unavailable_reason`: no leader known for an election
+timeout, and too few peers heard from in the last two), batches holding public
 commands (:data:`PUBLIC_KINDS`) fail at once with :class:`Unavailable`;
 internal ones (checkpoints, expiries, reassignments) keep retrying.
 """
@@ -99,12 +99,16 @@ class LeaderRouter:
         self.addresses = addresses
         self._channel_for = channel_for
         self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
-        # An election timeout is random in [E, 2E): after 2E without a leader
-        # at least one campaign has run and failed.
-        self._grace_s = 2 * election_timeout_s
+        # Elections take milliseconds once one starts; an election timeout E
+        # without a leader means a campaign failed or none could start. Peers
+        # count as heard for 2E, the longest a follower waits to campaign.
+        self._grace_s = election_timeout_s
+        self._heard_s = 2 * election_timeout_s
         self._last_heard = last_heard or (lambda node_id: 0.0)
         self._clock = clock
-        self._leaderless_since: float | None = clock()  # a node starts knowing no leader
+        # A node starts knowing no leader and having heard nobody: the first
+        # campaign may start only after 2E.
+        self._leaderless_since: float | None = clock() + election_timeout_s
 
     @property
     def leader_id(self) -> int | None:
@@ -120,8 +124,8 @@ class LeaderRouter:
     def unavailable_reason(self) -> str | None:
         """Why a client's write cannot commit from here, or None while it may.
 
-        Set when this node has known no leader for two election timeouts and
-        heard from fewer peers than a quorum needs in that time: an isolated
+        Set when this node has known no leader for an election timeout and
+        heard from fewer peers than a quorum needs in the last two: an isolated
         node (an old leader that stepped down by check-quorum, or a follower
         whose leader is gone with the rest). A node that hears its peers but
         knows no leader is in an election that may succeed, and waits.
@@ -137,13 +141,13 @@ class LeaderRouter:
             return None
         me = self.driver.replica.node_id
         others = [n for n in self.addresses if n != me]
-        heard = sum(1 for n in others if now - self._last_heard(n) <= self._grace_s)
+        heard = sum(1 for n in others if now - self._last_heard(n) <= self._heard_s)
         needed = len(self.addresses) // 2  # peers besides this node in a quorum
         if heard >= needed:
             return None
         return (f"no leader or quorum is reachable from node {me}: it has known no leader for "
                 f"{leaderless:.1f}s and heard from {heard} of the other {len(others)} nodes in "
-                f"the last {self._grace_s:g}s (a quorum needs {needed}); try another node")
+                f"the last {self._heard_s:g}s (a quorum needs {needed}); try another node")
 
     def leader_address(self) -> str | None:
         leader = self.leader_id
