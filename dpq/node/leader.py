@@ -40,7 +40,7 @@ import psycopg
 from dpq._wrr import SmoothWRR
 from dpq.node.proposer import Proposer
 from dpq.paxos.core import Replica
-from dpq.pg import connect, migrate, writer
+from dpq.pg import connect, writer
 from dpq.pg.outage import Outage
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2
@@ -152,7 +152,8 @@ class LeaderDuties:
             self._written = None
         conn = self._conn
         if not self._migrated:
-            await self._bounded(migrate.migrate_on(conn), MIGRATE_TIMEOUT_S, "the migrations")
+            await self._bounded(connect.migrate_without_statement_timeout(conn),
+                                MIGRATE_TIMEOUT_S, "the migrations")
             self._migrated = True
         if self._written is None:
             self._written = await self._bounded(writer.applied_slot(conn), self._timeout_s,

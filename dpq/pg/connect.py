@@ -27,7 +27,9 @@ import math
 import re
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, sql
+
+from dpq.pg import migrate
 
 #: Fragments of a server's ``FATAL`` refusal that mean "try again later".
 TRANSIENT_FATAL = (
@@ -158,8 +160,6 @@ async def prepare(dsn: str, timeout_s: float, migrate_timeout_s: float = 120.0) 
     not be reached: the node starts anyway, and the leader's writer migrates
     and writes once the server answers.
     """
-    from dpq.pg import migrate
-
     check_syntax(dsn)
     try:
         conn = await connect(dsn, timeout_s)
@@ -170,7 +170,7 @@ async def prepare(dsn: str, timeout_s: float, migrate_timeout_s: float = 120.0) 
             return f"no answer within {timeout_s:g}s"
         return one_line(exc)
     try:
-        await asyncio.wait_for(_migrate_unlimited(conn, migrate), migrate_timeout_s)
+        await asyncio.wait_for(migrate_without_statement_timeout(conn), migrate_timeout_s)
     except migrate.MigrationError as exc:
         raise DsnError(f"the database at {where(dsn)} cannot be used: {exc}") from None
     except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -180,7 +180,13 @@ async def prepare(dsn: str, timeout_s: float, migrate_timeout_s: float = 120.0) 
     return None
 
 
-async def _migrate_unlimited(conn: psycopg.AsyncConnection, migrate) -> list[str]:
-    # A released migration may rewrite a big table: no per-statement limit here.
+async def migrate_without_statement_timeout(conn: psycopg.AsyncConnection) -> list[str]:
+    """:func:`dpq.pg.migrate.migrate_on`, with the session's ``statement_timeout`` lifted
+    meanwhile: a released migration may rewrite a big table. The caller bounds the whole."""
+    cur = await conn.execute("SHOW statement_timeout")
+    (previous,) = await cur.fetchone()  # type: ignore[misc]
     await conn.execute("SET statement_timeout = 0")
-    return await migrate.migrate_on(conn)
+    try:
+        return await migrate.migrate_on(conn)
+    finally:
+        await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(previous)))

@@ -180,6 +180,17 @@ def test_enqueue_refused_past_the_lag_bound_while_acks_pass(tmp_path, pg):
         assert again.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "PostgreSQL" in again.value.details()
 
+        # Through a gateway (which proposes through the leader) too, at once.
+        cluster.start_gateway()
+        cluster.wait_ready(timeout_s=60)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as via_gateway:
+            cluster.gateway_stub().Enqueue(queue_pb2.EnqueueRequest(jobs=jobs(1, "g")),
+                                           timeout=20)
+        assert via_gateway.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "PostgreSQL" in via_gateway.value.details(), via_gateway.value.details()
+        assert time.monotonic() - started < 10  # refused, not retried until a deadline
+
         # What drains the queue still works: dequeue (a lease) and ack.
         [job] = take(cluster, 1)
         [result] = stub.Ack(queue_pb2.AckRequest(jobs=[ref(job)]), timeout=20).results

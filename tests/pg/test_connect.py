@@ -79,16 +79,20 @@ def test_prepare_migrates_a_fresh_database(pg_database):
         assert conn.execute("SELECT count(*) FROM dpq_migrations").fetchone()[0] >= 1
 
 
-def test_connect_sets_server_side_timeouts(pg_dsn):
+def test_connect_sets_server_side_timeouts(pg_db):
     async def settings():
-        conn = await connect.connect(pg_dsn, 3.5)
+        conn = await connect.connect(pg_db, 3.5)
         try:
-            return [(await (await conn.execute(f"SHOW {name}")).fetchone())[0]
-                    for name in ("statement_timeout", "idle_in_transaction_session_timeout")]
+            names = ("statement_timeout", "idle_in_transaction_session_timeout")
+            before = [(await (await conn.execute(f"SHOW {name}")).fetchone())[0] for name in names]
+            await connect.migrate_without_statement_timeout(conn)  # lifts it meanwhile only
+            after = [(await (await conn.execute(f"SHOW {name}")).fetchone())[0] for name in names]
+            return before, after
         finally:
             await connect.close_quietly(conn)
 
-    assert asyncio.run(settings()) == ["3500ms", "3500ms"]
+    before, after = asyncio.run(settings())
+    assert before == after == ["3500ms", "3500ms"]
 
 
 class Clock:
