@@ -138,10 +138,10 @@ class LeaderDuties:
         if task in done:
             return task.result()
         await self._reset()
+        # Its own error, whenever it comes, is retrieved: the timeout is what counts.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         task.cancel()
         await asyncio.wait({task}, timeout=ABANDON_S)
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: it is the timeout below that counts
         raise TimeoutError(f"PostgreSQL did not finish {what} within {timeout_s:.1f}s")
 
     async def _write(self) -> int:
