@@ -158,6 +158,10 @@ async def _serve_node(cfg) -> int:
 
         embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
+    if not await _postgres_at_start(cfg, dsn):
+        if embedded is not None:
+            embedded.stop()
+        return 2
     try:
         who = await identity.establish(cfg.data_dir, cfg.node_id, dsn)
     except identity.IdentityError as exc:
@@ -187,6 +191,25 @@ async def _serve_node(cfg) -> int:
         print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)", file=sys.stderr)
         return 1
     return 0
+
+
+async def _postgres_at_start(cfg, dsn: str) -> bool:
+    """Refuse a DSN that cannot work (False); a server that is only down is a warning."""
+    import logging
+
+    from dpq.pg import connect
+
+    try:
+        down = await connect.prepare(dsn, cfg.postgres_timeout_ms / 1000)
+    except connect.DsnError as exc:
+        print(f"dpq-node: {exc}", file=sys.stderr)
+        return False
+    if down is not None:
+        logging.getLogger("dpq.node").warning(
+            "PostgreSQL at %s is not reachable (%s): starting anyway; the queue serves from the "
+            "log and the leader migrates and writes once PostgreSQL is back",
+            connect.where(dsn), down)
+    return True
 
 
 def gateway_main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import argparse
 import tomllib
 from dataclasses import dataclass, field
 
+from dpq.node import pglag
 from dpq.node.operations import QueuePolicy
 from dpq.queue.validate import Limits
 
@@ -39,6 +40,9 @@ class NodeConfig:
     snapshot_every_slots: int = 20_000
     writer_interval_ms: int = 100
     dead_after_s: float = 5.0
+    # A PostgreSQL connect or write that takes longer fails and is retried with
+    # back-off (a frozen server must not hang the writer).
+    postgres_timeout_ms: int = 10_000
     log_level: str = "WARNING"
     request_log_level: str = "INFO"
     policy: QueuePolicy = field(default_factory=QueuePolicy)
@@ -64,6 +68,12 @@ class NodeConfig:
             raise ConfigError(
                 f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one shared "
                 "PostgreSQL database (only a single-node cluster may run on the embedded server)")
+        if self.postgres_timeout_ms < 100:
+            raise ConfigError(
+                f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
+        if self.policy.max_postgres_lag_slots < 0:
+            raise ConfigError(f"--max-postgres-lag-slots {self.policy.max_postgres_lag_slots} "
+                              "is negative: give a number of slots, or 0 for no limit")
         if len(self.peers) % 2 == 0:
             raise ConfigError(
                 f"{len(self.peers)} nodes tolerate no more failures than {len(self.peers) - 1}: "
@@ -134,6 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget-mb", type=int, help="payload bytes held before RESOURCE_EXHAUSTED (1024)")
     parser.add_argument("--wait-for-postgres", action="store_true", default=None,
                         help="Enqueue returns only once PostgreSQL has the jobs")
+    parser.add_argument("--postgres-timeout-ms", type=int,
+                        help="a PostgreSQL connect, statement or write batch that takes longer "
+                             "fails and is retried with back-off; big batches get 1 s more per "
+                             "20,000 rows (10000)")
+    parser.add_argument("--max-postgres-lag-slots", type=int,
+                        help="how many log slots PostgreSQL may fall behind (while it is down or "
+                             "slow) before Enqueue answers UNAVAILABLE; acks and leases still "
+                             f"work; 0 = no limit ({pglag.DEFAULT_MAX_LAG_SLOTS})")
     parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
     parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (50)")
     parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
@@ -174,6 +192,8 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         dedup_window_ms=values.pop("dedup_window_ms", default.dedup_window_ms),
         memory_budget_bytes=values.pop("memory_budget_mb", default.memory_budget_bytes >> 20) << 20,
         wait_for_postgres=bool(values.pop("wait_for_postgres", False)),
+        max_postgres_lag_slots=values.pop("max_postgres_lag_slots",
+                                          default.max_postgres_lag_slots),
         limits=limits,
     )
     if "dead_after_ms" in values:

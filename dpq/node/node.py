@@ -90,8 +90,11 @@ class Node:
         self.driver = ReplicaDriver(self.replica, self.wal, self.transport.send, self.applier.apply,
                                     self.applier.install, self._after_apply,
                                     tick_s=config.tick_ms / 1000)
-        self.router = LeaderRouter(self.driver, self.applier, self.transport.client_addresses,
-                                   self._channel_to, cluster_id=identity.cluster_id)
+        self.router = LeaderRouter(
+            self.driver, self.applier, self.transport.client_addresses, self._channel_to,
+            cluster_id=identity.cluster_id,
+            election_timeout_s=config.election_ticks * config.tick_ms / 1000,
+            last_heard=lambda n: self.transport.links[n].last_heard)
         self.proposer = Proposer(f"node-{config.node_id}", self.router)
         self.dispatcher = Dispatcher(config.node_id, self.state, self.owned, self.proposer,
                                      max_attempts=config.policy.max_attempts)
@@ -105,7 +108,8 @@ class Node:
         self.leader_duties = LeaderDuties(
             config.node_id, list(config.peers), self.state, self.replica, self.proposer,
             self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
-            dead_after_s=config.dead_after_s)
+            dead_after_s=config.dead_after_s,
+            postgres_timeout_s=config.postgres_timeout_ms / 1000)
         self._last_snapshot_slot = applied
         self._server: Server | None = None
         self._peer_server: Server | None = None
@@ -227,6 +231,7 @@ class Node:
         async with self.driver.leader_changed:
             while True:
                 await self.driver.leader_changed.wait()
+                self.router.note_leader(self.replica.leader_hint)
                 self.applier.fail_all(NotLeader(self.replica.leader_hint))
 
     # ----------------------------------------------------------------- views

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dpq._wrr import SmoothWRR
 from dpq.errors import ResourceExhausted
+from dpq.node import pglag
 from dpq.node.applier import SlotWatch
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.proposer import Proposer, now_us
@@ -30,6 +31,7 @@ class QueuePolicy:
     dedup_window_ms: int = 3_600_000
     memory_budget_bytes: int = 1 << 30
     wait_for_postgres: bool = False
+    max_postgres_lag_slots: int = pglag.DEFAULT_MAX_LAG_SLOTS
     limits: validate.Limits = validate.DEFAULT_LIMITS
 
 
@@ -55,6 +57,7 @@ class NodeOperations:
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
         limits = self.policy.limits
         validate.new_jobs(jobs, limits)
+        pglag.check(self.state, self.policy.max_postgres_lag_slots)
         self._check_budget(sum(len(j.payload) for j in jobs))
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self._pick_owners(len(jobs)),
@@ -80,6 +83,7 @@ class NodeOperations:
         Batches are only parsed when the budget is nearly spent: acks and
         leases must always get through, since they are what frees memory.
         """
+        pglag.check_batch(self.state, self.policy.max_postgres_lag_slots, batch)
         if self.state.payload_bytes + len(batch) <= self.policy.memory_budget_bytes:
             return
         commands = log_pb2.CommandBatch.FromString(batch).commands

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from dpq import logs
-from dpq.errors import ResourceExhausted
+from dpq.errors import ResourceExhausted, Unavailable
 from dpq.node.applier import results_to_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
@@ -110,6 +110,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             self._admit(request.batch)
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Unavailable as exc:  # PostgreSQL too far behind for new jobs
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)
