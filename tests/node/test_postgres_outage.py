@@ -96,8 +96,17 @@ def pg():
 # ------------------------------------------------------------------ outages
 
 
+def born(root, pg, args, nodes=3) -> None:
+    """Start and stop a cluster once while PostgreSQL is up: a cluster's identity is
+    created in its database, so only a cluster that exists can restart without it
+    (a maintenance window)."""
+    with Cluster(root, pg.dsn, nodes=nodes, args=args) as cluster:
+        cluster.wait_leader(timeout_s=60)
+
+
 def test_cluster_started_while_postgres_is_down_serves_and_catches_up(tmp_path, pg):
-    pg.stop()  # the database exists (made by start), the server is down
+    born(tmp_path / "c", pg, ARGS)
+    pg.stop()
     with Cluster(tmp_path / "c", pg.dsn, args=ARGS) as cluster:
         leader = cluster.wait_leader(timeout_s=60)
         ids = enqueue(cluster, leader, jobs(20, "a"))
@@ -155,8 +164,9 @@ def test_frozen_postgres_times_out_backs_off_and_resumes(tmp_path, pg):
 
 
 def test_enqueue_refused_past_the_lag_bound_while_acks_pass(tmp_path, pg):
-    pg.stop()
     args = (*ARGS, "--max-postgres-lag-slots", "8")
+    born(tmp_path / "c", pg, args)
+    pg.stop()
     with Cluster(tmp_path / "c", pg.dsn, args=args) as cluster:
         leader = cluster.wait_leader(timeout_s=60)
         stub = cluster.stub(leader)
@@ -293,6 +303,7 @@ def test_right_password_starts(tmp_path, password_pg):
 
 def test_server_down_at_start_is_a_warning_not_an_exit(tmp_path, pg):
     """A single node whose server is down starts, serves Enqueue, and says why it waits."""
+    born(tmp_path / "c", pg, ARGS, nodes=1)
     pg.stop()
     with Cluster(tmp_path / "c", pg.dsn, nodes=1, args=ARGS) as cluster:
         cluster.wait_leader(timeout_s=60)
