@@ -56,7 +56,7 @@ class Node:
 
         self.wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"))
         recovered = self.wal.recovered
-        self.state = QueueState()
+        self.state = QueueState(members=frozenset(config.peers))
         applied = 0
         if recovered.snapshot is not None:
             snapshots.load(recovered.snapshot.data, self.state)
@@ -196,6 +196,7 @@ class Node:
             "state.applied_slot": self.state.applied_slot,
             "state.jobs": len(self.state.jobs),
             "state.payload_bytes": self.state.payload_bytes,
+            "state.held_bytes": self.state.held_bytes,
         }
 
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:

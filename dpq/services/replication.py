@@ -15,6 +15,7 @@ from dpq.errors import ResourceExhausted
 from dpq.node.proposer import LeaderRouter
 from dpq.node.transport import Transport
 from dpq.paxos.core import ProposalRefused
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
 
@@ -23,7 +24,7 @@ DEFAULT_HEALTH_INTERVAL_MS = 250
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[bytes], None],
+                 health: HealthReporter, admit: Callable[[bytes], object],
                  timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
@@ -42,7 +43,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
 
     async def Propose(self, request, context):
         try:
+            # decoded and checked like public requests (dpq.queue.validate.proposal)
             self._admit(request.batch)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Propose: {exc}")
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         try:
