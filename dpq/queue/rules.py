@@ -27,7 +27,7 @@ MAX_CLOCK_US = 7_258_118_400 * 1_000_000
 MAX_PAYLOAD_BYTES = 64 << 20
 #: Queue names, dedup keys and consumer ids.
 MAX_NAME_CHARS = 1024
-MAX_DELAY_MS = 366 * DAY_MS
+MAX_DELAY_MS = 31 * DAY_MS  # the public limit is 30 days
 MAX_LEASE_MS = 7 * DAY_MS
 MAX_DEDUP_WINDOW_US = 366 * DAY_MS * 1000
 #: A proposal's ``(client_id, seq)`` must fit the sessions table's encoding.
