@@ -11,14 +11,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from dpq.paxos.types import Proposal
-from dpq.queue import rules, snapshot
-from dpq.queue.commands import batch_of, stamp
-from dpq.queue.owned import OwnedJobs
-from dpq.queue.rules import Refusal
-from dpq.queue.state import LEASE_LOST, OK, JobState, QueueState
-from dpq.v1 import log_pb2, queue_pb2
 from support.commands import (
     MEMBERS,
     MS,
@@ -32,8 +24,15 @@ from support.commands import (
     lease,
     nack,
     reassign,
-    receipt,
 )
+
+from dpq.paxos.types import Proposal
+from dpq.queue import rules, snapshot
+from dpq.queue.commands import batch_of, stamp
+from dpq.queue.owned import OwnedJobs
+from dpq.queue.rules import Refusal
+from dpq.queue.state import LEASE_LOST, OK, JobState, QueueState
+from dpq.v1 import log_pb2, queue_pb2
 
 U32, U64, I32 = 2**32 - 1, 2**64 - 1, 2**31 - 1
 
@@ -177,7 +176,7 @@ def test_no_slot_raises_and_replicas_agree(slots):
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.binary(max_size=200), min_size=1, max_size=10))
 def test_random_bytes_are_a_no_op_that_says_why(blobs):
-    a, b = replay([Proposal("c1", i + 1, blob) for i, blob in enumerate(blobs)])
+    a, _ = replay([Proposal("c1", i + 1, blob) for i, blob in enumerate(blobs)])
     assert a.state.jobs == {} and a.state.next_job_id == 1
 
 
@@ -232,7 +231,7 @@ def test_owners_must_match_the_jobs_and_be_members():
     log = Log()
     assert refused(log, enqueue((1, b"a"), (1, b"b"), owners=[1])) == (
         "enqueue", "invalid: 2 jobs but 1 owners")
-    kind, why = refused(log, enqueue((1, b"a"), owners=[9]))
+    _, why = refused(log, enqueue((1, b"a"), owners=[9]))
     assert why == "not_member: owners [9] not among the members [1, 2, 3]"
     assert log.state.jobs == {} and log.state.next_job_id == 1 and log.state.held_bytes == 0
 

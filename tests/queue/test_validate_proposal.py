@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.commands import MEMBERS, checkpoint, enqueue, lease, nack, reassign, refs
 
 from dpq.paxos.types import Proposal
 from dpq.queue import validate
@@ -18,7 +19,6 @@ from dpq.queue.commands import batch_of, stamp
 from dpq.queue.state import QueueState
 from dpq.queue.validate import DEFAULT_LIMITS, InvalidArgument
 from dpq.v1 import log_pb2, queue_pb2
-from support.commands import MEMBERS, checkpoint, enqueue, lease, nack, reassign, refs
 
 
 def check(*commands):
@@ -70,17 +70,18 @@ def test_a_job_the_public_api_refuses_is_refused_here_too():
      "commands[0].lease.receipts[0]: 0 is not a receipt (draw 64 random bits)"),
     (lease(1, lease_ms=0),
      "commands[0].lease.lease_ms: 0 is below the minimum of 1 ms (at most 43200000 ms)"),
-    (lease(*range(1, 1002)), "commands[0].lease.job_ids: 1001 job ids is over the limit of 1000 "
-                             "job ids"),
-    (nack((1, 0)), "commands[0].nack.jobs[0].attempt: 0 is not a lease; quote the attempt the "
-                   "job was delivered with"),
+    (lease(*range(1, 1002)),
+     "commands[0].lease.job_ids: 1001 job ids is over the limit of 1000 job ids"),
+    (nack((1, 0)),
+     ("commands[0].nack.jobs[0].attempt: 0 is not a lease; quote the attempt the job was "
+      "delivered with")),
     (nack((1, 1), max_attempts=2**32 - 1),
      "commands[0].nack.max_attempts: 4294967295 attempts is over the limit of 1000000 attempts"),
     (log_pb2.Command(ack=log_pb2.AckCommand()),
      "commands[0].ack.jobs: no job references; send at least one"),
     (reassign([1, 0], [1, 1]), "commands[0].reassign.job_ids[1]: 0 is not a job id (ids start at 1)"),
-    (reassign([1], [5]), "commands[0].reassign.owners[0]: node 5 is not a member of the cluster "
-                         "[1, 2, 3]"),
+    (reassign([1], [5]),
+     "commands[0].reassign.owners[0]: node 5 is not a member of the cluster [1, 2, 3]"),
 ])
 def test_each_field_is_named_with_its_value_and_limit(command, message):
     assert refused(command) == message
