@@ -92,7 +92,7 @@ class JobState(IntEnum):
 class Job:
     """One job as every replica holds it."""
 
-    __slots__ = (
+    __slots__ = (  # noqa: RUF023 - in constructor order, which as_tuple follows
         "job_id",
         "queue",
         "priority",
@@ -168,8 +168,8 @@ class _Silent:
 class QueueCounts:
     """Per-queue counters kept in step with the jobs, so Stats is O(queues)."""
 
-    __slots__ = ("ready_by_priority", "delayed_by_priority", "ready_by_owner", "leased", "dead",
-                 "delayed_heap")
+    __slots__ = ("dead", "delayed_by_priority", "delayed_heap", "leased", "ready_by_owner",
+                 "ready_by_priority")
 
     def __init__(self) -> None:
         self.ready_by_priority = [0] * PRIORITY_MAX  # READY jobs, delayed ones included
@@ -537,7 +537,7 @@ class QueueState:
     def _prune_dedup(self) -> None:
         expiry, now = self._dedup_expiry, self.clock_us
         while expiry and expiry[0][0] <= now:
-            expires, queue, key = heapq.heappop(expiry)
+            _, queue, key = heapq.heappop(expiry)
             seen = self.dedup.get((queue, key))
             if seen is not None and seen[1] <= now:
                 del self.dedup[(queue, key)]
