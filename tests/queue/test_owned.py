@@ -50,7 +50,7 @@ def test_reserved_jobs_return_when_the_lease_is_not_granted():
 def test_delayed_and_nacked_jobs_wait_for_their_time():
     log, owned = make(node=1)
     log.run(0, enqueue((1, b"a")))
-    [[job]] = log.run(0, lease(*owned.reserve("q", 1, 0)))
+    [[_]] = log.run(0, lease(*owned.reserve("q", 1, 0)))
     log.run(10, nack((1, 1), delay_ms=100))
     assert owned.reserve("q", 1, 50 * MS) == [] and owned.next_due_us("q") == 110 * MS
     assert owned.reserve("q", 1, 110 * MS) == [1]
