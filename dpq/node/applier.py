@@ -115,9 +115,9 @@ class Applier:
     def apply(self, entry: Entry) -> None:
         results = self.state.apply(entry.slot, entry.proposal)
         for refused in self.state.refusals:
-            log.error("slot %d: %s refused, nothing changed (%s, proposed by %r seq %d)",
-                      entry.slot, _command(refused.index, refused.kind), refused.reason,
-                      entry.proposal.client_id[:64], entry.proposal.seq)
+            log.error("slot %d: %s of proposal %r seq %d refused, nothing changed: %s",
+                      entry.slot, _command(refused.index, refused.kind),
+                      entry.proposal.client_id[:64], entry.proposal.seq, refused.reason)
         if not self._expected:
             return
         futures = self._expected.pop((entry.proposal.client_id, entry.proposal.seq), None)
