@@ -91,6 +91,9 @@ class Applier:
         self.written = SlotWatch(state.written_slot)
         #: The last slot applied here.
         self.applied = SlotWatch(state.applied_slot)
+        #: Bytes of the entries applied since the last snapshot: the Paxos log
+        #: keeps them in memory until a snapshot lets it drop them.
+        self.log_bytes = 0
 
     def expect(self, client_id: str, seq: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -114,6 +117,7 @@ class Applier:
 
     def apply(self, entry: Entry) -> None:
         results = self.state.apply(entry.slot, entry.proposal)
+        self.log_bytes += len(entry.proposal.data)
         for refused in self.state.refusals:
             log.error("slot %d: %s of proposal %r seq %d refused, nothing changed: %s",
                       entry.slot, _command(refused.index, refused.kind),
@@ -137,6 +141,7 @@ class Applier:
         self.state.reset()
         snapshots.load(snapshot.data, self.state)
         self.owned.rebuild()
+        self.log_bytes = 0
 
 
 def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:

@@ -80,7 +80,8 @@ class Node:
                                      max_attempts=config.policy.max_attempts)
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,
                                   self.dispatcher, config.policy, self._reachable,
-                                  self.applier.written, self.cluster_info)
+                                  self.applier.written, self.cluster_info,
+                                  log_bytes=lambda: self.applier.log_bytes)
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
@@ -158,7 +159,8 @@ class Node:
     def _after_apply(self) -> None:
         self.applier.after_batch()
         self.dispatcher.wake(self.owned.take_woken())
-        if self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots:
+        if (self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots
+                or self.applier.log_bytes >= self.ops.log_bytes_limit):
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
@@ -166,6 +168,7 @@ class Node:
         slot = self.state.applied_slot
         self.driver.compact(Snapshot(slot, snapshots.dump(self.state)))
         self._last_snapshot_slot = slot
+        self.applier.log_bytes = 0
 
     async def _sample_health(self) -> None:
         while True:

@@ -22,6 +22,11 @@ from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
 
+#: The Paxos log kept in memory between snapshots may take this share of the budget
+#: (1/LOG_SHARE); past it the node takes a snapshot early.
+LOG_SHARE = 4
+
+
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
     """The node flags that shape the queue's behaviour."""
@@ -37,7 +42,8 @@ class NodeOperations:
     def __init__(self, node_id: int, peer_ids: Sequence[int], state: QueueState,
                  proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
                  reachable: Callable[[int], bool], written: SlotWatch,
-                 cluster_info: Callable[[], queue_pb2.ClusterInfoResponse]) -> None:
+                 cluster_info: Callable[[], queue_pb2.ClusterInfoResponse],
+                 log_bytes: Callable[[], int] = lambda: 0) -> None:
         self.node_id = node_id
         self.peer_ids = sorted(peer_ids)
         self.members = frozenset(peer_ids)
@@ -48,6 +54,10 @@ class NodeOperations:
         self._reachable = reachable
         self._written = written
         self._cluster_info = cluster_info
+        # the Paxos log kept in memory since the last snapshot
+        self._log_bytes = log_bytes
+        #: The node snapshots (and drops its in-memory log) when the log holds this much.
+        self.log_bytes_limit = policy.memory_budget_bytes // LOG_SHARE
         self._owners = SmoothWRR()
         self._owner_set: tuple[int, ...] = ()
 
@@ -69,10 +79,10 @@ class NodeOperations:
 
     def _check_budget(self, incoming: int) -> None:
         """``incoming``: what the new jobs cost (``QueueState.cost_of``), not just payloads."""
-        held = self.state.held_bytes
+        held = self.state.held_bytes + self._log_bytes()
         if held + incoming > self.policy.memory_budget_bytes:
             raise ResourceExhausted(
-                f"the queue holds jobs costing {held} bytes of memory; {incoming} more would "
+                f"the jobs and the log since the last snapshot take {held} bytes of memory; {incoming} more would "
                 f"pass the memory budget of {self.policy.memory_budget_bytes} bytes: consume "
                 "or retry later"
             )
