@@ -21,7 +21,6 @@ from dpq.queue import validate
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
-
 #: The Paxos log kept in memory between snapshots may take this share of the budget
 #: (1/LOG_SHARE); past it the node takes a snapshot early.
 LOG_SHARE = 4
