@@ -36,6 +36,7 @@ from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
 from dpq.paxos.types import Proposal
 from dpq.queue.commands import stamp
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.proposer")
@@ -251,6 +252,9 @@ class Proposer:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise ResourceExhausted(exc.details()) from exc
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    # the leader checked the batch (validate.proposal): retrying cannot help
+                    raise InvalidArgument(exc.details()) from exc
                 last_error = f"leader said {exc.code().name}: {exc.details()}"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)
