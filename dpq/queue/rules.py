@@ -30,9 +30,10 @@ MAX_NAME_CHARS = 1024
 MAX_DELAY_MS = 31 * DAY_MS  # the public limit is 30 days
 MAX_LEASE_MS = 7 * DAY_MS
 MAX_DEDUP_WINDOW_US = 366 * DAY_MS * 1000
-#: A proposal's ``(client_id, seq)`` must fit the sessions table's encoding.
+#: A proposal's ``(client_id, seq)`` must fit the sessions table's encoding
+#: (a signed 64-bit floor that may move one past the seq).
 MAX_CLIENT_ID_BYTES = 1024
-MAX_SEQ = 2**63 - 1
+MAX_SEQ = 2**62
 
 #: Letters, digits and ``_ . : -`` (the public API's rule, shared with validate).
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")

@@ -295,7 +295,16 @@ def test_a_slot_that_does_not_decode_is_a_no_op_that_says_why(data, start):
     assert state.apply(2, Proposal("c1", 1, data)) == [why]
 
 
-@pytest.mark.parametrize("client, seq", [("c1", 2**63), ("c1", 2**64 - 1), ("x" * 1025, 1)])
+def test_the_largest_seq_and_client_id_taken_still_fit_a_snapshot():
+    state = QueueState(members=MEMBERS)
+    for slot, (client, seq) in enumerate([("c1", rules.MAX_SEQ), ("é" * 512, 1)], start=1):
+        assert state.apply(slot, Proposal(client, seq, stamp(0, batch_of()))) == []
+    again = snapshot.load(snapshot.dump(state), members=MEMBERS)
+    assert again.sessions == state.sessions
+
+
+@pytest.mark.parametrize("client, seq", [("c1", rules.MAX_SEQ + 1), ("c1", 2**63),
+                                         ("c1", 2**64 - 1), ("x" * 1025, 1)])
 def test_a_proposal_whose_identity_cannot_be_kept_is_refused(client, seq):
     state = QueueState(members=MEMBERS)
     [why] = state.apply(1, Proposal(client, seq, stamp(0, batch_of(enqueue((1, b"a"))))))
