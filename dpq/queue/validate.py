@@ -75,17 +75,25 @@ def new_jobs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs
     if not jobs:
         raise InvalidArgument(f"{field}: the batch is empty; send at least one job")
     _at_most(field, len(jobs), limits.max_batch_jobs, " jobs")
+    max_payload, max_delay, max_key = limits.max_payload_bytes, limits.max_delay_ms, limits.max_dedup_key
+    names: set[str] = set()  # checked already (a batch mostly names one queue)
     for i, job in enumerate(jobs):
-        where = f"{field}[{i}]"
+        # the message is built only for a job that breaks a limit (this runs per job)
         if not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
             raise InvalidArgument(
-                f"{where}.priority: {job.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX} "
+                f"{field}[{i}].priority: {job.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX} "
                 f"(1 is the most urgent)"
             )
-        queue_name(job.queue, f"{where}.queue", limits)
-        _at_most(f"{where}.payload", len(job.payload), limits.max_payload_bytes, " bytes")
-        _at_most(f"{where}.delay_ms", job.delay_ms, limits.max_delay_ms, " ms")
-        _at_most(f"{where}.dedup_key", len(job.dedup_key), limits.max_dedup_key, " characters")
+        name = job.queue
+        if name not in names:
+            queue_name(name, f"{field}[{i}].queue", limits)
+            names.add(name)
+        if len(job.payload) > max_payload:
+            _at_most(f"{field}[{i}].payload", len(job.payload), max_payload, " bytes")
+        if job.delay_ms > max_delay:
+            _at_most(f"{field}[{i}].delay_ms", job.delay_ms, max_delay, " ms")
+        if len(job.dedup_key) > max_key:
+            _at_most(f"{field}[{i}].dedup_key", len(job.dedup_key), max_key, " characters")
 
 
 def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
