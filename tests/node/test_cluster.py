@@ -155,7 +155,7 @@ def test_lease_expiry_redelivers_with_the_next_attempt_and_refuses_the_stale_ack
 
 
 def test_a_lease_is_settled_only_with_its_receipt(cluster, queue):
-    [job_id] = enqueue(cluster, queue, dict(priority=1, payload=b"mine"))
+    [job_id] = enqueue(cluster, queue, {"priority": 1, "payload": b"mine"})
     [job] = [j for js in drain(cluster, queue, 1).values() for j in js]
     assert job.receipt != 0
     guessed = [queue_pb2.JobRef(job_id=job_id, attempt=job.attempt, receipt=r)
