@@ -141,7 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aging-step-ms", type=int,
                         help="waiting time worth one priority level (5000; 0 = strict priority)")
     parser.add_argument("--max-payload-bytes", type=int, help="largest payload accepted (1 MiB)")
-    parser.add_argument("--memory-budget-mb", type=int, help="payload bytes held before RESOURCE_EXHAUSTED (1024)")
+    parser.add_argument("--memory-budget-mb", type=int,
+                        help="memory the held jobs may cost (payloads, names, keys, per-job "
+                             "structures) before RESOURCE_EXHAUSTED (1024)")
     parser.add_argument("--wait-for-postgres", action="store_true", default=None,
                         help="Enqueue returns only once PostgreSQL has the jobs")
     parser.add_argument("--postgres-timeout-ms", type=int,

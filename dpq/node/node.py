@@ -69,7 +69,7 @@ class Node:
 
         self.wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"))
         recovered = self.wal.recovered
-        self.state = QueueState()
+        self.state = QueueState(members=frozenset(config.peers))
         applied = 0
         if recovered.snapshot is not None:
             snapshots.load(recovered.snapshot.data, self.state)
@@ -100,7 +100,8 @@ class Node:
                                      max_attempts=config.policy.max_attempts)
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,
                                   self.dispatcher, config.policy, self._reachable,
-                                  self.applier.written, self.cluster_info)
+                                  self.applier.written, self.cluster_info,
+                                  log_bytes=lambda: self.applier.log_bytes)
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
@@ -194,7 +195,8 @@ class Node:
     def _after_apply(self) -> None:
         self.applier.after_batch()
         self.dispatcher.wake(self.owned.take_woken())
-        if self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots:
+        if (self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots
+                or self.applier.log_bytes >= self.ops.log_bytes_limit):
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
@@ -202,6 +204,7 @@ class Node:
         slot = self.state.applied_slot
         self.driver.compact(Snapshot(slot, snapshots.dump(self.state)))
         self._last_snapshot_slot = slot
+        self.applier.log_bytes = 0
 
     async def _verify_identity(self) -> None:
         """PostgreSQL was down at start: check the database's cluster id once it answers."""
@@ -254,6 +257,7 @@ class Node:
             "peers.dropped_messages": self.transport.dropped_messages,
             "peers.refused_proposals": (self.replication.refused_proposals
                                         if self.replication is not None else 0),
+            "state.held_bytes": self.state.held_bytes,
         }
 
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:

@@ -45,6 +45,7 @@ from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
 from dpq.paxos.types import Proposal
 from dpq.queue.commands import stamp
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.proposer")
@@ -337,6 +338,9 @@ class Proposer:
                 if (exc.code() == grpc.StatusCode.UNAVAILABLE
                         and (exc.details() or "").startswith(pglag.REFUSAL_PREFIX)):
                     raise Unavailable(exc.details(), self._router.leader_address()) from exc
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    # the leader checked the batch (validate.proposal): retrying cannot help
+                    raise InvalidArgument(exc.details()) from exc
                 last_error = f"leader said {exc.code().name}: {exc.details()}"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)

@@ -28,6 +28,7 @@ from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.node.proposer import LeaderRouter
 from dpq.node.transport import PeerRefused, Transport
 from dpq.paxos.core import ProposalRefused
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.services.replication")
@@ -67,7 +68,7 @@ def authorize(request: replication_pb2.ProposeRequest, cluster_id: str) -> log_p
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[bytes], None], *, cluster_id: str,
+                 health: HealthReporter, admit: Callable[[bytes], object], *, cluster_id: str,
                  timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
@@ -92,8 +93,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def check(self, request: replication_pb2.ProposeRequest) -> log_pb2.CommandBatch:
         """Who may propose what, then whether what they propose is valid; :class:`Refused`."""
         batch = authorize(request, self._cluster_id)
-        # Per-field validation of every command (limits, known job ids) goes here,
-        # for nodes and gateways alike: dpq.queue.validate.proposal(batch, ...).
+        # Every field of every command is checked next, for nodes and gateways
+        # alike, by the node's admit (dpq.queue.validate.proposal).
         return batch
 
     async def Propose(self, request, context):
@@ -107,7 +108,10 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
                                 "source)", logs.client_ip(context.peer()), presented, exc)
             await context.abort(exc.code, str(exc))
         try:
+            # decoded and checked like public requests (dpq.queue.validate.proposal)
             self._admit(request.batch)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Propose: {exc}")
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Unavailable as exc:  # PostgreSQL too far behind for new jobs
