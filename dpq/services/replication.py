@@ -111,7 +111,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             # decoded and checked like public requests (dpq.queue.validate.proposal)
             self._admit(request.batch)
         except InvalidArgument as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Propose: {exc}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Unavailable as exc:  # PostgreSQL too far behind for new jobs

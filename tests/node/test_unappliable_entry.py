@@ -90,10 +90,9 @@ def test_a_node_with_unappliable_entries_in_its_log_serves_and_restarts(node):
 
 def test_a_junk_propose_is_refused_and_never_reaches_the_log(node):
     serves(node, "before")  # the bad slots are applied (and logged) by now
-    # NOTE: Replication is served on the node's peer address once the planes are split.
-    with grpc.insecure_channel(node.addresses[1]) as channel:
+    with grpc.insecure_channel(node.peer_addresses[1]) as channel:
         stub = replication_pb2_grpc.ReplicationStub(channel)
-        for batch, field in ((b"\x01\x02\x03\x04", "batch:"),
+        for batch, field in ((b"\x01\x02\x03\x04", "ProposeRequest.batch"),
                              (batch_of(log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
                                  jobs=[queue_pb2.NewJob(queue="a\nb", priority=1)], owners=[1]))),
                               "commands[0].enqueue.jobs[0].queue")):
@@ -101,7 +100,7 @@ def test_a_junk_propose_is_refused_and_never_reaches_the_log(node):
                 stub.Propose(replication_pb2.ProposeRequest(client_id="intruder", seq=9,
                                                             batch=batch), timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert err.value.details().startswith(f"Propose: {field}")
+            assert err.value.details().startswith(f"Replication/Propose: {field}")
     serves(node, "after")  # anything proposed before is applied by now
     assert not [line for line in error_lines(node) if "'intruder' seq 9" in line]
     assert node.stub(1).Stats(queue_pb2.StatsRequest(), timeout=10).queues == []
