@@ -67,6 +67,18 @@ def dump(state: QueueState) -> bytes:
     return b"".join(parts)
 
 
+def validate(data: bytes) -> None:
+    """Raise :class:`SnapshotError` (a ValueError) unless ``data`` loads.
+
+    Loads it into a scratch state, so it costs what installing it costs; used on a
+    snapshot from a peer before anything saves it.
+    """
+    try:
+        load(data, QueueState())
+    except Exception as exc:  # noqa: BLE001 - struct, JSON, UTF-8, keys...: not loadable
+        raise SnapshotError(f"not a loadable snapshot ({len(data)} bytes): {exc}") from None
+
+
 def load(data: bytes, state: QueueState | None = None) -> QueueState:
     """A state machine holding what ``dump`` wrote (observers are not told)."""
     view = memoryview(data)
