@@ -14,9 +14,12 @@ from dpq.paxos.types import (
     MAX_ENTRIES_PER_MESSAGE,
     MAX_ITEMS_PER_BATCH,
     MAX_MESSAGES_PER_BATCH,
+    MAX_CLIENT_ID_BYTES,
     MAX_NODE_ID,
+    MAX_PROPOSAL_BYTES,
     MAX_PROPOSALS_PER_MESSAGE,
     MAX_ROUND,
+    MAX_SEQ,
     MAX_SLOT,
     Ballot,
     Entry,
@@ -128,12 +131,21 @@ def _check_count(field: str, count: int, limit: int) -> None:
         raise _Bad(f"{field}: {count} items is over the limit of {limit}")
 
 
-def _check_proposal(field: str, p: pb.PaxosProposal) -> Proposal:
-    client_id, seq, data = p.client_id, p.seq, p.data
-    problem = proposal_problem(client_id, seq, len(data), field)
-    if problem is not None:
-        raise _Bad(problem)
-    return Proposal(client_id, seq, data)
+def _proposals(field: str, items, indexed: bool = True) -> tuple[Proposal, ...]:
+    """The proposals of ``items``; the field path is built only for a bad one (hot path)."""
+    out = []
+    for p in items:
+        client_id, seq, data = p.client_id, p.seq, p.data
+        # Fast path: a short id (UTF-8: <= 4 bytes a character; protobuf strings are
+        # valid UTF-8) needs no encoding to measure.
+        if (seq > MAX_SEQ or len(data) > MAX_PROPOSAL_BYTES
+                or len(client_id) * 4 > MAX_CLIENT_ID_BYTES):
+            where = f"{field}[{len(out)}]." if indexed else f"{field}."
+            problem = proposal_problem(client_id, seq, len(data), where)
+            if problem is not None:
+                raise _Bad(problem)
+        out.append(Proposal(client_id, seq, data))
+    return tuple(out)
 
 
 def _check_snapshot(field: str, s: pb.PaxosSnapshot) -> Snapshot:
@@ -152,8 +164,7 @@ def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Messag
             raise _Bad(f"accept.first_slot: {first} with {count} proposals is outside slots "
                        f"1..{MAX_SLOT}")
         _limit("accept.commit", a.commit, MAX_SLOT)
-        proposals = tuple(_check_proposal(f"accept.proposals[{i}].", p)
-                          for i, p in enumerate(a.proposals))
+        proposals = _proposals("accept.proposals", a.proposals)
         return m.Accept(src, dst, _check_ballot("accept.ballot", a.ballot), first, proposals,
                         a.commit)
     if kind == "accepted":
@@ -173,8 +184,8 @@ def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Messag
         for i, e in enumerate(p.entries):
             field = f"promise.entries[{i}]"
             _limit(f"{field}.slot", e.slot, MAX_SLOT)
-            entries.append(Entry(e.slot, _check_ballot(f"{field}.ballot", e.ballot),
-                                 _check_proposal(f"{field}.proposal.", e.proposal)))
+            (proposal,) = _proposals(f"{field}.proposal", (e.proposal,), indexed=False)
+            entries.append(Entry(e.slot, _check_ballot(f"{field}.ballot", e.ballot), proposal))
         snap = _check_snapshot("promise.snapshot", p.snapshot) if p.HasField("snapshot") else None
         return m.Promise(src, dst, _check_ballot("promise.ballot", p.ballot), p.commit,
                          tuple(entries), snap)

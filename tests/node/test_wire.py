@@ -3,6 +3,8 @@ of bounds gets past ``wire.decode`` (issue 10: a round or a seq of 2**63 killed 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -170,3 +172,90 @@ def test_misaddressed_messages_are_refusable():
     batch = pb.PeerBatch(messages=[heartbeat(2, 1), heartbeat(2, 3)])
     with pytest.raises(wire.MalformedMessage):
         wire.decode_batch(batch, **here)
+
+
+# --------------------------------------------------------------------------- the servicer edge
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """Just enough of grpc.aio.ServicerContext for the servicer's own logic."""
+
+    def __init__(self) -> None:
+        self.code = self.details = None
+
+    async def abort(self, code, details):
+        self.code, self.details = code, details
+        raise _Aborted(details)
+
+
+class _Transport:
+    node_id = 1
+    links: ClassVar[dict[int, None]] = {2: None, 3: None}
+
+    def __init__(self) -> None:
+        self.heard: list[int] = []
+
+    def heard_from(self, node_id: int) -> None:
+        self.heard.append(node_id)
+
+
+class _Driver:
+    def __init__(self) -> None:
+        self.delivered: list = []
+
+    def deliver(self, messages) -> None:
+        self.delivered.extend(messages)
+
+
+def _servicer():
+    from dpq.services.replication import ReplicationServicer
+
+    driver, transport = _Driver(), _Transport()
+    return ReplicationServicer(driver, transport, router=None, health=None,
+                               admit=lambda batch: None), driver
+
+
+def test_the_stream_drops_a_malformed_batch_logs_it_once_and_stays_open(caplog):
+    import asyncio
+    import logging
+
+    servicer, driver = _servicer()
+    good = pb.PeerBatch(messages=[pb.PaxosMessage(src=2, dst=1, accept=pb.Accept())])
+    bad = pb.PeerBatch(messages=[pb.PaxosMessage(
+        src=2, dst=1, prepare=pb.Prepare(ballot=pb.Ballot(round=2**63, node=2)))])
+    stray = pb.PeerBatch(messages=[pb.PaxosMessage(src=2, dst=3, accept=pb.Accept())])
+
+    async def batches():
+        for batch in (bad, good, bad, stray, bad, good):
+            yield batch
+
+    with caplog.at_level(logging.ERROR, logger="dpq.services.replication"):
+        asyncio.run(servicer.Stream(batches(), None))
+    assert len(driver.delivered) == 2  # both good batches, after the bad ones
+    assert servicer.malformed_batches == 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # (node 2, prepare) once, (node 2, accept) once
+    assert "prepare.ballot.round: 9223372036854775808 is over the limit" in lines[0]
+    assert "accept.dst: 3 is not this node (1)" in lines[1]
+
+
+def test_propose_refuses_a_seq_or_client_id_out_of_range_with_invalid_argument():
+    import asyncio
+
+    import grpc
+
+    servicer, _ = _servicer()
+    for request, text in [
+        (pb.ProposeRequest(client_id="c", seq=2**63),
+         "Propose: seq: 9223372036854775808 is over the limit of 4611686018427387904"),
+        (pb.ProposeRequest(client_id="c" * 300, seq=1),
+         "Propose: client_id: 300 characters is over the limit of 256 bytes"),
+    ]:
+        context = _Context()
+        with pytest.raises(_Aborted):
+            asyncio.run(servicer.Propose(request, context))
+        assert context.code is grpc.StatusCode.INVALID_ARGUMENT and context.details == text
