@@ -11,10 +11,10 @@ from collections.abc import Collection, Iterable
 
 from dpq.paxos import messages as m
 from dpq.paxos.types import (
+    MAX_CLIENT_ID_BYTES,
     MAX_ENTRIES_PER_MESSAGE,
     MAX_ITEMS_PER_BATCH,
     MAX_MESSAGES_PER_BATCH,
-    MAX_CLIENT_ID_BYTES,
     MAX_NODE_ID,
     MAX_PROPOSAL_BYTES,
     MAX_PROPOSALS_PER_MESSAGE,
