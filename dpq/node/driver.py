@@ -9,6 +9,11 @@ ticks, inbound messages and proposals, and for each ``Ready`` it
 3. hands the committed entries to the application, in slot order,
 4. calls ``advance``.
 
+Snapshots from peers (in a Promise or an InstallSnapshot) are checked with
+``check_snapshot`` before the replica sees them: one that does not load is
+dropped, so it is never saved (a saved junk snapshot would stop the node at
+every restart).
+
 Group commit falls out of the loop: while one fsync runs, messages and
 proposals pile up in the inbox, and the next Ready carries all of them to the
 disk in one fsync.
@@ -28,11 +33,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from dpq.paxos.core import Replica
-from dpq.paxos.messages import Message
+from dpq.paxos.messages import InstallSnapshot, Message, Promise
 from dpq.paxos.types import Entry, Proposal, Snapshot
 from dpq.paxos.wal import WriteAheadLog
 
 log = logging.getLogger("dpq.paxos.driver")
+
+#: (sender, slot) pairs of refused snapshots remembered so each is logged once.
+_MAX_REMEMBERED = 1024
 
 
 class ReplicaDriver:
@@ -47,6 +55,7 @@ class ReplicaDriver:
         install: Callable[[Snapshot], None],
         after_apply: Callable[[], None],
         tick_s: float,
+        check_snapshot: Callable[[bytes], None] | None = None,
     ) -> None:
         self.replica = replica
         self.wal = wal
@@ -55,6 +64,10 @@ class ReplicaDriver:
         self._install = install
         self._after_apply = after_apply
         self._tick_s = tick_s
+        #: Raises (ValueError) unless the bytes load as the application's snapshot.
+        self._check_snapshot = check_snapshot
+        self._refused: set[tuple[int, int]] = set()
+        self.refused_snapshots = 0
         self._inbox: deque[Message] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpq-fsync")
@@ -115,7 +128,9 @@ class ReplicaDriver:
         replica, inbox = self.replica, self._inbox
         while True:
             while inbox:
-                replica.step(inbox.popleft())
+                message = inbox.popleft()
+                if self._check_snapshot is None or self._snapshot_loads(message):
+                    replica.step(message)
             if not replica.has_ready():
                 break
             rd = replica.ready()
@@ -139,6 +154,27 @@ class ReplicaDriver:
             if rd.committed or rd.snapshot is not None:
                 self._after_apply()
         await self._note_leader()
+
+    def _snapshot_loads(self, message: Message) -> bool:
+        """False (and one error line) for a message whose snapshot does not load."""
+        if not isinstance(message, (Promise, InstallSnapshot)) or message.snapshot is None:
+            return True
+        snap = message.snapshot
+        if snap.slot <= self.replica.commit_index:
+            return True  # the replica will not install it: no need to load it
+        try:
+            self._check_snapshot(snap.data)
+        except Exception as exc:  # noqa: BLE001 - whatever the check raises, it is unusable
+            self.refused_snapshots += 1
+            key = (message.src, snap.slot)
+            if key not in self._refused:
+                if len(self._refused) < _MAX_REMEMBERED:
+                    self._refused.add(key)
+                log.error("dropped a %s from node %d: its snapshot at slot %d does not load "
+                          "(%d bytes): %s", type(message).__name__, message.src, snap.slot,
+                          len(snap.data), exc)
+            return False
+        return True
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -37,7 +37,7 @@ from dpq.node.stealer import WorkStealer
 from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.types import Snapshot
-from dpq.paxos.wal import WriteAheadLog
+from dpq.paxos.wal import WalError, WriteAheadLog
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
@@ -67,12 +67,25 @@ class Node:
         self.credentials = credentials or Credentials()
         os.makedirs(config.data_dir, exist_ok=True)
 
-        self.wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"))
+        wal_dir = os.path.join(config.data_dir, "wal")
+        try:
+            self.wal = WriteAheadLog.open(wal_dir)
+        except WalError as exc:
+            raise SystemExit(f"dpq-node {config.node_id}: cannot open {wal_dir}: {exc}") from None
         recovered = self.wal.recovered
         self.state = QueueState(members=frozenset(config.peers))
         applied = 0
         if recovered.snapshot is not None:
-            snapshots.load(recovered.snapshot.data, self.state)
+            try:
+                snapshots.load(recovered.snapshot.data, self.state)
+            except Exception as exc:  # noqa: BLE001 - no traceback, no crash loop: say what to do
+                self.wal.close()
+                raise SystemExit(
+                    f"dpq-node {config.node_id}: the saved snapshot "
+                    f"{os.path.join(wal_dir, 'snapshot')} (slot {recovered.snapshot.slot}) "
+                    f"cannot be loaded: {exc}. Move {wal_dir} aside (or wipe the data folder) "
+                    "and start the node again to catch up from its peers (a --rejoin "
+                    "recovery comes later)") from None
             applied = recovered.snapshot.slot
         self.owned = OwnedJobs(config.node_id, self.state, config.aging_step_ms * 1000)
         self.state.observer = self.owned
@@ -89,7 +102,8 @@ class Node:
         self.applier = Applier(self.state, self.owned)
         self.driver = ReplicaDriver(self.replica, self.wal, self.transport.send, self.applier.apply,
                                     self.applier.install, self._after_apply,
-                                    tick_s=config.tick_ms / 1000)
+                                    tick_s=config.tick_ms / 1000,
+                                    check_snapshot=snapshots.validate)
         self.router = LeaderRouter(
             self.driver, self.applier, self.transport.client_addresses, self._channel_to,
             cluster_id=identity.cluster_id,

@@ -31,6 +31,7 @@ import grpc
 from dpq.node import wire
 from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.paxos.messages import Message
+from dpq.paxos.types import MAX_MESSAGES_PER_BATCH
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.transport")
@@ -185,6 +186,12 @@ class Transport:
         address = batch.client_address
         if address and len(address) <= MAX_ADDRESS_CHARS and ":" in address:
             self.client_addresses[sender] = address
+        if len(batch.messages) > MAX_MESSAGES_PER_BATCH:
+            self.dropped_messages += len(batch.messages)
+            self._refusals.warn(("count", sender), "dropped a batch of %d messages from node %d: "
+                                "over the limit of %d (logged once)", len(batch.messages),
+                                sender, MAX_MESSAGES_PER_BATCH)
+            return []
         messages = []
         for message in batch.messages:
             if message.src != sender or message.dst != self.node_id:

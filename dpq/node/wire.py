@@ -7,11 +7,47 @@ CommandBatch) is carried as bytes and never parsed here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from dpq.paxos import messages as m
-from dpq.paxos.types import Ballot, Entry, Proposal, Snapshot
+from dpq.paxos.types import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_ENTRIES_PER_MESSAGE,
+    MAX_ITEMS_PER_BATCH,
+    MAX_MESSAGES_PER_BATCH,
+    MAX_NODE_ID,
+    MAX_PROPOSAL_BYTES,
+    MAX_PROPOSALS_PER_MESSAGE,
+    MAX_ROUND,
+    MAX_SEQ,
+    MAX_SLOT,
+    Ballot,
+    Entry,
+    Proposal,
+    Snapshot,
+    over_limit,
+    proposal_problem,
+)
 from dpq.v1 import replication_pb2 as pb
+
+
+class MalformedMessage(ValueError):
+    """A peer message refused at the edge, before the core sees it.
+
+    The text names the field, the value and the limit, e.g. ``prepare.ballot.round:
+    9223372036854775808 is over the limit of 4611686018427387904``. ``src`` is the
+    node id the message claims to come from (unauthenticated), ``kind`` its kind
+    (``prepare``, ``accept``, …; ``batch`` for the batch itself).
+    """
+
+    def __init__(self, problem: str, *, src: int | None = None, kind: str = "batch") -> None:
+        super().__init__(problem)
+        self.src = src
+        self.kind = kind
+
+
+class _Bad(ValueError):
+    """A problem found while decoding one message; decode() adds who and what."""
 
 
 def _ballot(b: Ballot) -> pb.Ballot:
@@ -78,42 +114,155 @@ def encode(message: m.Message) -> pb.PaxosMessage:
     return out
 
 
-def decode(message: pb.PaxosMessage) -> m.Message:
-    src, dst = message.src, message.dst
-    kind = message.WhichOneof("kind")
+def _limit(field: str, value: int, limit: int) -> None:
+    problem = over_limit(field, value, limit)
+    if problem is not None:
+        raise _Bad(problem)
+
+
+def _check_ballot(field: str, b: pb.Ballot) -> Ballot:
+    _limit(f"{field}.round", b.round, MAX_ROUND)
+    _limit(f"{field}.node", b.node, MAX_NODE_ID)
+    return Ballot(b.round, b.node)
+
+
+def _check_count(field: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise _Bad(f"{field}: {count} items is over the limit of {limit}")
+
+
+def _proposals(field: str, items, indexed: bool = True) -> tuple[Proposal, ...]:
+    """The proposals of ``items``; the field path is built only for a bad one (hot path)."""
+    out = []
+    for p in items:
+        client_id, seq, data = p.client_id, p.seq, p.data
+        # Fast path: a short id (UTF-8: <= 4 bytes a character; protobuf strings are
+        # valid UTF-8) needs no encoding to measure.
+        if (seq > MAX_SEQ or len(data) > MAX_PROPOSAL_BYTES
+                or len(client_id) * 4 > MAX_CLIENT_ID_BYTES):
+            where = f"{field}[{len(out)}]." if indexed else f"{field}."
+            problem = proposal_problem(client_id, seq, len(data), where)
+            if problem is not None:
+                raise _Bad(problem)
+        out.append(Proposal(client_id, seq, data))
+    return tuple(out)
+
+
+def _check_snapshot(field: str, s: pb.PaxosSnapshot) -> Snapshot:
+    _limit(f"{field}.slot", s.slot, MAX_SLOT)
+    return Snapshot(s.slot, s.data)
+
+
+def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Message:
     if kind == "accept":
         a = message.accept
-        return m.Accept(src, dst, _from_ballot(a.ballot), a.first_slot,
-                        tuple(_from_proposal(p) for p in a.proposals), a.commit)
+        count = len(a.proposals)
+        _check_count("accept.proposals", count, MAX_PROPOSALS_PER_MESSAGE)
+        first = a.first_slot
+        _limit("accept.first_slot", first, MAX_SLOT)
+        if count and (first == 0 or first + count - 1 > MAX_SLOT):
+            raise _Bad(f"accept.first_slot: {first} with {count} proposals is outside slots "
+                       f"1..{MAX_SLOT}")
+        _limit("accept.commit", a.commit, MAX_SLOT)
+        proposals = _proposals("accept.proposals", a.proposals)
+        return m.Accept(src, dst, _check_ballot("accept.ballot", a.ballot), first, proposals,
+                        a.commit)
     if kind == "accepted":
         a = message.accepted
-        return m.Accepted(src, dst, _from_ballot(a.ballot), a.match, a.last)
+        _limit("accepted.match", a.match, MAX_SLOT)
+        _limit("accepted.last", a.last, MAX_SLOT)
+        return m.Accepted(src, dst, _check_ballot("accepted.ballot", a.ballot), a.match, a.last)
     if kind == "prepare":
         p = message.prepare
-        return m.Prepare(src, dst, _from_ballot(p.ballot), p.from_slot)
+        _limit("prepare.from_slot", p.from_slot, MAX_SLOT)
+        return m.Prepare(src, dst, _check_ballot("prepare.ballot", p.ballot), p.from_slot)
     if kind == "promise":
         p = message.promise
-        entries = tuple(
-            Entry(e.slot, _from_ballot(e.ballot), _from_proposal(e.proposal)) for e in p.entries
-        )
-        snap = Snapshot(p.snapshot.slot, p.snapshot.data) if p.HasField("snapshot") else None
-        return m.Promise(src, dst, _from_ballot(p.ballot), p.commit, entries, snap)
+        _check_count("promise.entries", len(p.entries), MAX_ENTRIES_PER_MESSAGE)
+        _limit("promise.commit", p.commit, MAX_SLOT)
+        entries = []
+        for i, e in enumerate(p.entries):
+            field = f"promise.entries[{i}]"
+            _limit(f"{field}.slot", e.slot, MAX_SLOT)
+            (proposal,) = _proposals(f"{field}.proposal", (e.proposal,), indexed=False)
+            entries.append(Entry(e.slot, _check_ballot(f"{field}.ballot", e.ballot), proposal))
+        snap = _check_snapshot("promise.snapshot", p.snapshot) if p.HasField("snapshot") else None
+        return m.Promise(src, dst, _check_ballot("promise.ballot", p.ballot), p.commit,
+                         tuple(entries), snap)
     if kind == "install_snapshot":
         s = message.install_snapshot
-        return m.InstallSnapshot(src, dst, _from_ballot(s.ballot),
-                                 Snapshot(s.snapshot.slot, s.snapshot.data), s.commit)
+        _limit("install_snapshot.commit", s.commit, MAX_SLOT)
+        return m.InstallSnapshot(src, dst, _check_ballot("install_snapshot.ballot", s.ballot),
+                                 _check_snapshot("install_snapshot.snapshot", s.snapshot),
+                                 s.commit)
     if kind == "commit":
         c = message.commit
-        return m.Commit(src, dst, _from_ballot(c.ballot), c.commit)
+        _limit("commit.commit", c.commit, MAX_SLOT)
+        return m.Commit(src, dst, _check_ballot("commit.ballot", c.ballot), c.commit)
     if kind == "nack":
         n = message.nack
-        return m.Nack(src, dst, _from_ballot(n.ballot), _from_ballot(n.rejected))
-    raise ValueError(f"Paxos message with no kind from node {src}")
+        return m.Nack(src, dst, _check_ballot("nack.ballot", n.ballot),
+                      _check_ballot("nack.rejected", n.rejected))
+    raise _Bad(f"unknown kind {kind!r}")
+
+
+def decode(message: pb.PaxosMessage, *, node_id: int | None = None,
+           peers: Collection[int] | None = None) -> m.Message:
+    """The core's message for ``message``, every number and count checked.
+
+    Raises :class:`MalformedMessage` for anything out of range. With ``node_id``,
+    also refuses a message not addressed to that node or claiming to come from
+    it; with ``peers``, one whose ``src`` is not among them.
+    """
+    src, dst = message.src, message.dst
+    kind = message.WhichOneof("kind")
+    if kind is None:
+        raise MalformedMessage(f"Paxos message with no kind from node {src}", src=src,
+                               kind="unknown")
+    if node_id is not None:
+        if dst != node_id:
+            raise MalformedMessage(f"{kind}.dst: {dst} is not this node ({node_id})", src=src,
+                                   kind=kind)
+        if src == node_id:
+            raise MalformedMessage(f"{kind}.src: {src} is this node itself", src=src, kind=kind)
+    if peers is not None and src not in peers:
+        raise MalformedMessage(
+            f"{kind}.src: {src} is not a member of this cluster {tuple(sorted(peers))}",
+            src=src, kind=kind)
+    try:
+        return _decode(kind, src, dst, message)
+    except _Bad as exc:
+        raise MalformedMessage(str(exc), src=src, kind=kind) from None
+
+
+def _items(message: pb.PaxosMessage) -> int:
+    kind = message.WhichOneof("kind")
+    if kind == "accept":
+        return len(message.accept.proposals)
+    if kind == "promise":
+        return len(message.promise.entries)
+    return 0
 
 
 def encode_batch(messages: Iterable[m.Message]) -> pb.PeerBatch:
     return pb.PeerBatch(messages=[encode(msg) for msg in messages])
 
 
-def decode_batch(batch: pb.PeerBatch) -> list[m.Message]:
-    return [decode(msg) for msg in batch.messages]
+def decode_batch(batch: pb.PeerBatch, *, node_id: int | None = None,
+                 peers: Collection[int] | None = None) -> list[m.Message]:
+    """Every message of ``batch``, or :class:`MalformedMessage` for the first bad one
+    (the whole batch is refused). ``node_id`` and ``peers`` as in :func:`decode`."""
+    count = len(batch.messages)
+    if count > MAX_MESSAGES_PER_BATCH:
+        raise MalformedMessage(
+            f"batch.messages: {count} items is over the limit of {MAX_MESSAGES_PER_BATCH}",
+            src=batch.messages[0].src)
+    items = 0
+    out = []
+    for message in batch.messages:
+        items += _items(message)
+        if items > MAX_ITEMS_PER_BATCH:
+            raise MalformedMessage(
+                f"batch: over {MAX_ITEMS_PER_BATCH} proposals and entries in all", src=message.src)
+        out.append(decode(message, node_id=node_id, peers=peers))
+    return out

@@ -27,6 +27,8 @@ vouches for is durable)::
       L ── Commit(b, commit) ─────────────────▶ F   as soon as commit advances, to each F no
                                                     Accept goes to then; not answered
       F hears no leader >= its promise for a random [E, 2E) ticks: it campaigns
+      leader stickiness: a leader, and a follower that heard its leader within E
+      ticks, ignore a higher Prepare (no promise), so one rogue cannot depose it
 
     catch-up (throttled: max_entries_per_message; probing after a hole or a silence):
       F replies match < last (a hole) ──▶ L resends from match + 1
@@ -48,6 +50,7 @@ application already reflects)``.
 
 from dpq.paxos.core import (
     Config,
+    InvalidProposal,
     NotLeader,
     Overloaded,
     ProposalRefused,
@@ -81,6 +84,7 @@ __all__ = [
     "Entry",
     "HardState",
     "InstallSnapshot",
+    "InvalidProposal",
     "Message",
     "Nack",
     "NotLeader",

@@ -75,10 +75,27 @@ from dpq.paxos.messages import (
     Prepare,
     Promise,
 )
-from dpq.paxos.types import NOOP, ZERO_BALLOT, Ballot, Entry, HardState, Proposal, Snapshot
+from dpq.paxos.types import (
+    MAX_CLIENT_ID_BYTES,
+    MAX_NODE_ID,
+    MAX_PROPOSAL_BYTES,
+    MAX_PROPOSALS_PER_MESSAGE,
+    MAX_ROUND,
+    MAX_SEQ,
+    MAX_SLOT,
+    NOOP,
+    ZERO_BALLOT,
+    Ballot,
+    Entry,
+    HardState,
+    Proposal,
+    Snapshot,
+    proposal_problem,
+)
 
 __all__ = [
     "Config",
+    "InvalidProposal",
     "NotLeader",
     "Overloaded",
     "ProposalRefused",
@@ -137,6 +154,11 @@ class Overloaded(ProposalRefused):
     """The leader's queue of proposals waiting for a slot is full; retry later."""
 
 
+class InvalidProposal(ProposalRefused, ValueError):
+    """The proposal itself is out of bounds (seq, client_id or data size): a retry
+    cannot help. The text names the field, the value and the limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Static configuration of one replica. Times are in ticks of the driver's clock."""
@@ -156,18 +178,31 @@ class Config:
     max_queued_proposals: int = 4096
     #: A snapshot (large) is re-sent to an unresponsive follower at most this often.
     snapshot_retry_ticks: int = 0  # 0: election_ticks
+    #: An acceptor keeps no value for a slot more than this far past its commit
+    #: index, and a new leader adopts none from a promise: a leader never proposes
+    #: past its commit index + max_inflight_slots, so only a broken or hostile peer
+    #: goes further, and this bounds the no-ops a new leader must fill in below such
+    #: a slot (and the memory it costs). Must be >= max_inflight_slots +
+    #: max_entries_per_message.
+    max_slots_ahead: int = 1 << 16
 
     def __post_init__(self) -> None:
         peers = tuple(self.peers)
         if len(set(peers)) != len(peers) or self.node_id not in peers:
             raise ValueError(f"peers {peers!r} must be distinct and include node {self.node_id}")
-        if any(p < 0 for p in peers):
-            raise ValueError("node ids must be >= 0")
+        if any(p < 0 or p > MAX_NODE_ID for p in peers):
+            raise ValueError(f"node ids must be in 0..{MAX_NODE_ID}")
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
         sizes = (self.max_inflight_slots, self.max_entries_per_message, self.max_queued_proposals)
         if min(sizes) < 1:
             raise ValueError("window, batch and queue sizes must be >= 1")
+        if self.max_entries_per_message > MAX_PROPOSALS_PER_MESSAGE:
+            raise ValueError(f"max_entries_per_message must be <= {MAX_PROPOSALS_PER_MESSAGE}, "
+                             "what a peer accepts in one Accept")
+        if self.max_slots_ahead < self.max_inflight_slots + self.max_entries_per_message:
+            raise ValueError("max_slots_ahead must be >= max_inflight_slots + "
+                             "max_entries_per_message")
         object.__setattr__(self, "peers", tuple(sorted(peers)))
         if self.snapshot_retry_ticks <= 0:
             object.__setattr__(self, "snapshot_retry_ticks", self.election_ticks)
@@ -408,23 +443,32 @@ class Replica:
             self._campaign()
 
     def step(self, message: Message) -> None:
-        """Handle one inbound message. Messages not addressed to this replica, or
-        from a node outside the configuration, are ignored."""
+        """Handle one inbound message. Never raises for a well-typed message, whatever
+        its numbers: messages not addressed to this replica, from a node outside the
+        configuration, with a number out of bounds (:mod:`dpq.paxos.types`) or a
+        ballot that is not the sender's own where it must be are ignored, as a lost
+        message would be (Paxos Made Simple §2.1: messages may be lost), and so is
+        a promise that does not hold together (:meth:`_usable_promise`)."""
         handler = self._dispatch.get(type(message))
         if handler is None:
             raise TypeError(f"not a Paxos message: {message!r}")
-        if message.dst == self._id and message.src in self._others:
+        if message.dst == self._id and message.src in self._others and _plausible(message):
             handler(message)
 
     def propose(self, proposal: Proposal) -> None:
         """Queue a client proposal for the next free slot.
 
-        Raises :class:`NotLeader` unless this replica leads (a candidate is not
-        yet a leader), and :class:`Overloaded` when ``max_queued_proposals`` wait
-        already. Returning means the proposal is queued, not that it will commit.
+        Raises :class:`InvalidProposal` when its seq, client_id or data is out of
+        bounds (:mod:`dpq.paxos.types`), :class:`NotLeader` unless this replica
+        leads (a candidate is not yet a leader), and :class:`Overloaded` when
+        ``max_queued_proposals`` wait already. Returning means the proposal is
+        queued, not that it will commit.
         """
         if not isinstance(proposal, Proposal) or proposal.is_noop:
             raise ValueError(f"a client proposal needs a client_id: {proposal!r}")
+        problem = proposal_problem(proposal.client_id, proposal.seq, len(proposal.data))
+        if problem is not None:  # the WAL could not store it: refuse, never crash on it
+            raise InvalidProposal(problem)
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader_hint)
         if len(self._queue) >= self.config.max_queued_proposals:
@@ -512,7 +556,29 @@ class Replica:
 
     # ------------------------------------------------------------------ acceptor
 
+    def _in_lease(self) -> bool:
+        """Whether a live leader is known: this replica leads (and so heard from a
+        quorum within the last election timeout, or _check_quorum would have made it
+        step down), or it follows a leader it heard from within the (minimum)
+        election timeout."""
+        if self._role is Role.LEADER:
+            return True
+        return (self._role is Role.FOLLOWER and self._leader_hint is not None
+                and self._elapsed < self.config.election_ticks)
+
     def _on_prepare(self, m: Prepare) -> None:
+        if m.ballot > self._promised and self._in_lease():
+            # Leader stickiness: while a live leader is known, a higher ballot from
+            # anyone is ignored (no promise, nothing persisted, no answer), so one
+            # node that cannot hear the leader, or a rogue sending ever higher
+            # ballots, cannot depose a leader that a quorum still hears. Ignoring is
+            # always safe (a lost message). When the leader dies, followers stop
+            # being in lease after one election timeout, before the first of them
+            # campaigns (its timeout is drawn from [E, 2E)), so failover is as fast
+            # as before. Reference: Raft thesis §4.2.3 ("Disruptive servers");
+            # etcd-io/raft raft.go, Step: `inLease := r.checkQuorum && r.lead !=
+            # None && r.electionElapsed < r.electionTimeout` drops MsgVote.
+            return
         # Paxos Made Simple §2.2 (P1a): promise unless a higher ballot was promised.
         if m.ballot < self._promised:
             self._send(Nack(self._id, m.src, self._promised, m.ballot))
@@ -522,12 +588,17 @@ class Replica:
             self._leader_hint = None
             self._reset_election_timer()
         # (m.ballot == promised: a retransmission; answer again, nothing changes.)
-        start = max(m.from_slot, self._first)
-        log = self._log
-        entries = tuple(log[s] for s in range(start, self._last + 1) if s in log)
+        entries = self._entries_from(max(m.from_slot, self._first))
         snap = self._snapshot
         include = snap if snap is not None and m.from_slot <= snap.slot else None
         self._send(Promise(self._id, m.src, m.ballot, self._commit, entries, include))
+
+    def _entries_from(self, start: int) -> tuple[Entry, ...]:
+        """The log's entries at slots >= ``start``, in slot order (the log may have holes)."""
+        log, last = self._log, self._last
+        if last - start <= 2 * len(log):
+            return tuple(log[s] for s in range(start, last + 1) if s in log)
+        return tuple(log[s] for s in sorted(log) if s >= start)  # sparse: never walk the gap
 
     def _accept_from(self, src: int, ballot: Ballot) -> bool:
         """Common admission of a leader's Accept / Commit / InstallSnapshot at ``ballot``."""
@@ -547,9 +618,15 @@ class Replica:
         # Paxos Made Simple §2.2 (P1a/P2): accept unless a higher ballot was promised.
         if not self._accept_from(m.src, m.ballot):
             return
-        slot = m.first_slot
+        slot = first = m.first_slot
         commit, log, unstable = self._commit, self._log, self._unstable
+        # Nothing far past the commit index (see Config.max_slots_ahead): not
+        # holding a value is always safe; the reply's match < last makes the leader
+        # resend from the first slot missing.
+        limit = commit + self.config.max_slots_ahead
         for proposal in m.proposals:
+            if slot > limit:
+                break
             if slot > commit:  # at or below commit we hold the chosen value already
                 old = log.get(slot)
                 if old is None or old.ballot != m.ballot:
@@ -557,7 +634,7 @@ class Replica:
                     log[slot] = entry
                     unstable[slot] = entry
             slot += 1
-        if slot - 1 > self._last:
+        if slot > first and slot - 1 > self._last:
             self._last = slot - 1
         self._learn(m.commit)
         self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot))
@@ -655,14 +732,43 @@ class Replica:
         if m.ballot != self._ballot:
             return  # an answer to an older campaign
         if self._role is Role.CANDIDATE:
-            self._promises[m.src] = m
-            self._maybe_win()
+            if self._usable_promise(m):
+                self._promises[m.src] = m
+                self._maybe_win()
         elif self._role is Role.LEADER:  # a late promise: it still tells us its commit
             self._active.add(m.src)
             progress = self._progress[m.src]
             if m.commit > progress.match:
                 progress.match = min(m.commit, self._last)
                 self._maybe_commit()
+
+    def _usable_promise(self, m: Promise) -> bool:
+        """Whether a leadership can be built on ``m``; an honest acceptor's always can.
+
+        Its entries come in increasing slot order, at ballots not above the promise,
+        with proposals the WAL can store, none more than ``max_slots_ahead`` past
+        the commit index (which bounds the no-ops the new leader fills in); its
+        snapshot is not past its commit index, and it holds (in entries or the
+        snapshot) every slot up to that index that this replica lacks. A promise
+        that fails is ignored like a lost one: the candidate waits for others.
+        """
+        commit, snap, ballot = m.commit, m.snapshot, m.ballot
+        if snap is not None and not 0 <= snap.slot <= commit:
+            return False
+        limit = max(commit, self._commit) + self.config.max_slots_ahead
+        lo = max(self._commit, snap.slot if snap is not None else 0)
+        prev, covered = 0, 0
+        for entry in m.entries:
+            slot, b, p = entry.slot, entry.ballot, entry.proposal
+            if not prev < slot <= limit or b > ballot or b.round < 0 or b.node < 0:
+                return False
+            if not 0 <= p.seq <= MAX_SEQ or len(p.data) > MAX_PROPOSAL_BYTES \
+                    or len(p.client_id) > MAX_CLIENT_ID_BYTES:
+                return False
+            if lo < slot <= commit:
+                covered += 1
+            prev = slot
+        return commit <= lo or covered == commit - lo
 
     def _maybe_win(self) -> None:
         if len(self._promises) + self._own_promise >= self._quorum:
@@ -701,6 +807,7 @@ class Replica:
                     if entry.slot > self._last:
                         self._last = entry.slot
             if any(s not in log for s in range(self._commit + 1, best.commit + 1)):
+                # Unreachable: _usable_promise admitted only promises that cover it.
                 raise AssertionError(f"promise from {best.src} misses committed slots")
             self._commit = best.commit
         commit = self._commit
@@ -749,7 +856,10 @@ class Replica:
     def _on_nack(self, m: Nack) -> None:
         if m.ballot.round > self._max_round:
             self._max_round = m.ballot.round
-        if self._role is not Role.FOLLOWER and m.ballot > self._ballot:
+        # Only a refusal of our current ballot preempts us (a late one for an older
+        # campaign says nothing about this one).
+        preempted = m.rejected == self._ballot and m.ballot > self._ballot
+        if self._role is not Role.FOLLOWER and preempted:
             # Preempted (Paxos Made Moderately Complex §3): step down; campaign
             # above m.ballot if no leader shows up within an election timeout.
             self._step_down()
@@ -913,3 +1023,49 @@ class Replica:
                              f"below the commit index {commit}: the WAL lost durable entries")
         self._commit = commit
         self._delivered = applied
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def _slot_ok(slot: int) -> bool:
+    return 0 <= slot <= MAX_SLOT
+
+
+def _ballot_ok(ballot: Ballot) -> bool:
+    return 0 <= ballot.round <= MAX_ROUND and 0 <= ballot.node <= MAX_NODE_ID
+
+
+def _plausible(m: Message) -> bool:
+    """Whether every number of ``m`` is in bounds (:mod:`dpq.paxos.types`) and its
+    ballot fits its kind: a proposer sends Prepare, Accept, Commit and
+    InstallSnapshot at its own ballot (the node id in a ballot names its proposer,
+    Paxos Made Simple §2.5), so another's ballot there is a forgery or a bug.
+    Cheap: the edge (dpq.node.wire) has checked counts and proposals already;
+    the proposals of an Accept are checked here again because the WAL stores them.
+    A Promise's entries are checked by Replica._usable_promise."""
+    ballot = m.ballot
+    if not _ballot_ok(ballot):
+        return False
+    kind = type(m)
+    if kind is Accept:
+        first, count = m.first_slot, len(m.proposals)
+        if ballot.node != m.src or not _slot_ok(m.commit) or not _slot_ok(first):
+            return False
+        if not count:
+            return True
+        return first >= 1 and first + count - 1 <= MAX_SLOT and all(
+            0 <= p.seq <= MAX_SEQ and len(p.data) <= MAX_PROPOSAL_BYTES
+            and len(p.client_id) <= MAX_CLIENT_ID_BYTES for p in m.proposals)
+    if kind is Accepted:
+        return _slot_ok(m.match) and _slot_ok(m.last)
+    if kind is Commit:
+        return ballot.node == m.src and _slot_ok(m.commit)
+    if kind is Prepare:
+        return ballot.node == m.src and _slot_ok(m.from_slot)
+    if kind is Promise:
+        return _slot_ok(m.commit)
+    if kind is InstallSnapshot:
+        slot = m.snapshot.slot
+        return ballot.node == m.src and _slot_ok(m.commit) and 0 <= slot <= m.commit
+    return _ballot_ok(m.rejected)  # Nack

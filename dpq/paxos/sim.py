@@ -19,6 +19,10 @@ What it does to N replicas (3 or 5), for ``fault_ticks`` ticks:
   crashes are likelier around elections; sometimes every node crashes at once
   and restarts from its disk. Each Ready's records are written in a random
   order (the contract allows any);
+* a rogue (only with ``rogue_every``): every few ticks, a Prepare to every node
+  at a ballot above every ballot any node has seen, claiming to come from a
+  random member, never followed by anything (the "Prepare storm" of issue 10;
+  leader stickiness must keep the leader in place while it runs);
 * clients: a steady stream of proposals ``(client_id, seq)``, a few in flight
   per client, retried on a timeout at whoever seems to lead;
 * the application on each node: a small state machine (count and hash chain of
@@ -64,7 +68,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from dpq.paxos.core import Config, NotLeader, ProposalRefused, Ready, Replica
-from dpq.paxos.messages import Accepted, Message, Promise, describe
+from dpq.paxos.messages import Accepted, Message, Prepare, Promise, describe
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import ZERO_BALLOT, Ballot, Entry, HardState, Proposal, Snapshot
 
@@ -75,15 +79,17 @@ __all__ = ["SimConfig", "SimResult", "Simulation", "SimulationFailure", "nodes_f
 class SimulationFailure(AssertionError):
     """An invariant broke (or liveness failed) in a simulated run."""
 
-    def __init__(self, seed: int, nodes: int, tick: int, problem: str, trace: list[str]) -> None:
+    def __init__(self, seed: int, nodes: int, tick: int, problem: str, trace: list[str],
+                 rogue_every: int = 0) -> None:
         self.seed, self.nodes, self.tick = seed, nodes, tick
         self.problem, self.trace = problem, trace
         super().__init__(f"seed {seed} ({nodes} nodes) at tick {tick}: {problem}\n"
-                         f"replay: {replay_command(seed, nodes)}")
+                         f"replay: {replay_command(seed, nodes, rogue_every)}")
 
 
-def replay_command(seed: int, nodes: int) -> str:
-    return f"python -m dpq.paxos.sim --seed {seed} --nodes {nodes} --verbose"
+def replay_command(seed: int, nodes: int, rogue_every: int = 0) -> str:
+    rogue = f" --rogue-every {rogue_every}" if rogue_every else ""
+    return f"python -m dpq.paxos.sim --seed {seed} --nodes {nodes}{rogue} --verbose"
 
 
 def nodes_for_seed(seed: int) -> int:
@@ -101,6 +107,10 @@ class SimConfig:
     heartbeat_ticks: int = 2
     max_inflight_slots: int = 8  # small, so the window and catch-up throttling matter
     max_entries_per_message: int = 4
+    max_slots_ahead: int = 1 << 16
+    #: A rogue floods Prepares with rising ballots every this many ticks (0: none),
+    #: through the faults and the healing.
+    rogue_every: int = 0
     snapshot_every: int = 10  # the application snapshots after this many slots
     clients: int = 3
     client_window: int = 3  # proposals in flight per client (and a seq window, Sessions')
@@ -328,7 +338,7 @@ class Simulation:
             self._log(f"EXCEPTION {type(exc).__name__}: {exc}")
             raise SimulationFailure(self.seed, self.cfg.nodes, self.now,
                                     f"EXCEPTION {type(exc).__name__}: {exc}",
-                                    list(self.trace or ())) from exc
+                                    list(self.trace or ()), self.cfg.rogue_every) from exc
 
     def _run(self) -> SimResult:
         cfg = self.cfg
@@ -361,6 +371,8 @@ class Simulation:
         self.now += 1
         if faults:
             self._inject_faults()
+        if self.cfg.rogue_every and self.now % self.cfg.rogue_every == 0:
+            self._rogue_prepares()
         rng = self.rng
         for i in self.ids:
             node = self.nodes[i]
@@ -575,6 +587,19 @@ class Simulation:
         elif f.partition and rng.random() < (0.3 if f.flapping else f.partition):
             self._partition()
 
+    def _rogue_prepares(self) -> None:
+        """A Prepare to every other node at a round above all seen, as if from ``src``."""
+        top = max(node.replica.promised.round for node in self.nodes.values())
+        src = self.rng.choice(self.ids)
+        ballot = Ballot(top + 1, src)
+        self.stats["rogue_prepares"] = self.stats.get("rogue_prepares", 0) + 1
+        self._log(f"rogue prepares at {ballot} as n{src}")
+        for dst in self.ids:
+            if dst != src:
+                self.counter += 1
+                prepare = Prepare(src, dst, ballot, 1)
+                heapq.heappush(self.inflight, (self.now + 1, self.counter, prepare))
+
     def _partition(self) -> None:
         rng, ids = self.rng, self.ids
         kind = rng.randrange(4)
@@ -615,7 +640,8 @@ class Simulation:
         config = Config(node.id, tuple(self.ids), election_ticks=self.cfg.election_ticks,
                         heartbeat_ticks=self.cfg.heartbeat_ticks,
                         max_inflight_slots=self.cfg.max_inflight_slots,
-                        max_entries_per_message=self.cfg.max_entries_per_message)
+                        max_entries_per_message=self.cfg.max_entries_per_message,
+                        max_slots_ahead=self.cfg.max_slots_ahead)
         rng = random.Random(self.rng.getrandbits(64))
         node.replica = self.cfg.replica_class(config, rng, recovered=recovered,
                                               applied=node.app.slot)
@@ -696,7 +722,7 @@ class Simulation:
 
     def _fail(self, problem: str) -> None:
         raise SimulationFailure(self.seed, self.cfg.nodes, self.now, problem,
-                                list(self.trace or ()))
+                                list(self.trace or ()), self.cfg.rogue_every)
 
     def _log(self, line: str) -> None:
         if self.trace is not None:
@@ -723,13 +749,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, choices=(3, 5), default=None,
                         help="cluster size (default: 3 for even seeds, 5 for odd, as in the tests)")
     parser.add_argument("--count", type=int, default=1, help="run seeds seed .. seed+count-1")
+    parser.add_argument("--rogue-every", type=int, default=0,
+                        help="a rogue floods Prepares with rising ballots every N ticks (0: none)")
     parser.add_argument("--verbose", action="store_true",
                         help="print the whole trace, not only a failure's")
     args = parser.parse_args(argv)
     failures = 0
     for seed in range(args.seed, args.seed + args.count):
         nodes = args.nodes or nodes_for_seed(seed)
-        sim = Simulation(seed, SimConfig(nodes=nodes), trace=args.verbose or args.count == 1)
+        config = SimConfig(nodes=nodes, rogue_every=args.rogue_every)
+        sim = Simulation(seed, config, trace=args.verbose or args.count == 1)
         try:
             result = sim.run()
         except SimulationFailure as failure:

@@ -8,6 +8,69 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# --------------------------------------------------------------------------- bounds
+#
+# What a value may be anywhere in Paxos: the wire refuses anything outside
+# (dpq.node.wire), the core ignores it (Replica.step) or refuses it
+# (Replica.propose), so the write-ahead log, which stores rounds, slots, seqs
+# and node ids as signed 64-bit integers (dpq.paxos.walcodec), is never asked to
+# encode a value it cannot. The limits sit at 2**62, far inside int64, so the
+# core's own arithmetic past them (a campaign's round + 1, a slot + a window)
+# still fits: nothing honest ever gets near them (a round grows by one per
+# election, a slot by one per committed batch).
+
+#: The highest ballot round accepted from anyone.
+MAX_ROUND = 1 << 62
+#: The highest slot number (of an entry, a commit index, a snapshot) accepted.
+MAX_SLOT = 1 << 62
+#: The highest proposal sequence number accepted.
+MAX_SEQ = 1 << 62
+#: Node ids travel as uint32.
+MAX_NODE_ID = (1 << 32) - 1
+#: A proposal's client id, in UTF-8 bytes (a node's proposer uses ~30).
+MAX_CLIENT_ID_BYTES = 256
+#: A proposal's data (the leader's stamp + a CommandBatch): with its header and
+#: client id it must fit one write-ahead-log record (walcodec.MAX_PAYLOAD, 256 MiB).
+MAX_PROPOSAL_BYTES = 255 << 20
+#: Proposals in one Accept (the core sends at most Config.max_entries_per_message, 64).
+MAX_PROPOSALS_PER_MESSAGE = 4096
+#: Entries in one Promise: a node's whole uncompacted log (a node snapshots every
+#: 20,000 slots by default), with room to spare.
+MAX_ENTRIES_PER_MESSAGE = 1 << 18
+#: Messages in one PeerBatch (a transport queues at most 10,000 per peer).
+MAX_MESSAGES_PER_BATCH = 1 << 14
+#: Proposals and entries in one PeerBatch, all messages together: bounds the
+#: objects one batch of tiny (2-byte) protobuf items can make a node build.
+MAX_ITEMS_PER_BATCH = 1 << 20
+
+
+def over_limit(field: str, value: int, limit: int) -> str | None:
+    """``None`` if ``0 <= value <= limit``, else the problem, naming field, value and limit."""
+    if value > limit:
+        return f"{field}: {value} is over the limit of {limit}"
+    if value < 0:
+        return f"{field}: {value} is below 0"
+    return None
+
+
+def proposal_problem(client_id: str, seq: int, data_len: int, field: str = "") -> str | None:
+    """What is wrong with a client proposal's fields, or ``None`` (cheap: no copies)."""
+    problem = over_limit(f"{field}seq", seq, MAX_SEQ)
+    if problem is not None:
+        return problem
+    if len(client_id) > MAX_CLIENT_ID_BYTES:  # a character is at least one byte
+        return (f"{field}client_id: {len(client_id)} characters is over the limit of "
+                f"{MAX_CLIENT_ID_BYTES} bytes")
+    try:
+        size = len(client_id.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: the WAL could not write it
+        return f"{field}client_id: {client_id!r} is not encodable as UTF-8"
+    if size > MAX_CLIENT_ID_BYTES:
+        return f"{field}client_id: {size} bytes is over the limit of {MAX_CLIENT_ID_BYTES}"
+    if data_len > MAX_PROPOSAL_BYTES:
+        return f"{field}data: {data_len} bytes is over the limit of {MAX_PROPOSAL_BYTES}"
+    return None
+
 
 class Ballot(NamedTuple):
     """A proposal number: ``(round, node_id)``, ordered as a tuple.

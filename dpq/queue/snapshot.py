@@ -73,6 +73,15 @@ def dump(state: QueueState) -> bytes:
     return b"".join(parts)
 
 
+def validate(data: bytes) -> None:
+    """Raise :class:`SnapshotError` (a ValueError) unless ``data`` loads.
+
+    Loads it into a scratch state, so it costs what installing it costs; used on a
+    snapshot from a peer before anything saves it.
+    """
+    load(data)
+
+
 def load(data: bytes, state: QueueState | None = None, *,
          members: frozenset[int] = frozenset()) -> QueueState:
     """A state machine holding what ``dump`` wrote (observers are not told).

@@ -37,7 +37,7 @@ def mapped(method):
     async def wrapper(self, request, context):
         try:
             return await method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - the edge maps every failure
+        except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             await abort_for(exc, context, f"/dpq.v1.Queue/{method.__name__}")

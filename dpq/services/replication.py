@@ -27,7 +27,8 @@ from dpq.node.health import HealthReporter
 from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.node.proposer import LeaderRouter
 from dpq.node.transport import PeerRefused, Transport
-from dpq.paxos.core import ProposalRefused
+from dpq.paxos.core import InvalidProposal, ProposalRefused
+from dpq.paxos.types import proposal_problem
 from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
@@ -98,6 +99,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         return batch
 
     async def Propose(self, request, context):
+        problem = proposal_problem(request.client_id, request.seq, 0)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {problem}")
         try:
             self.check(request)
         except Refused as exc:
@@ -119,6 +123,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)
+        except InvalidProposal as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
         except ProposalRefused as exc:
             leader = self._router.leader_address()
             await context.abort(grpc.StatusCode.UNAVAILABLE,
