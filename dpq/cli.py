@@ -144,7 +144,7 @@ def node_main(argv: list[str] | None = None) -> int:
 async def _serve_node(cfg) -> int:
     from dpq.node import identity, planes
     from dpq.node.config import ConfigError
-    from dpq.node.node import Node
+    from dpq.node.node import Node, StartError
 
     try:
         credentials = planes.credentials(cfg)
@@ -169,7 +169,13 @@ async def _serve_node(cfg) -> int:
         if embedded is not None:
             embedded.stop()
         return 2
-    node = Node(cfg, dsn, who, credentials)
+    try:
+        node = Node(cfg, dsn, who, credentials)
+    except StartError as exc:
+        print(exc, file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -58,6 +58,10 @@ SERVICE_NAMES = (
 )
 
 
+class StartError(Exception):
+    """The node cannot start from its data folder; the message says what to do."""
+
+
 class Node:
     def __init__(self, config: NodeConfig, dsn: str, identity: Identity,
                  credentials: Credentials | None = None) -> None:
@@ -71,7 +75,7 @@ class Node:
         try:
             self.wal = WriteAheadLog.open(wal_dir)
         except WalError as exc:
-            raise SystemExit(f"dpq-node {config.node_id}: cannot open {wal_dir}: {exc}") from None
+            raise StartError(f"dpq-node {config.node_id}: cannot open {wal_dir}: {exc}") from None
         recovered = self.wal.recovered
         self.state = QueueState(members=frozenset(config.peers))
         applied = 0
@@ -80,7 +84,7 @@ class Node:
                 snapshots.load(recovered.snapshot.data, self.state)
             except Exception as exc:  # noqa: BLE001 - no traceback, no crash loop: say what to do
                 self.wal.close()
-                raise SystemExit(
+                raise StartError(
                     f"dpq-node {config.node_id}: the saved snapshot "
                     f"{os.path.join(wal_dir, 'snapshot')} (slot {recovered.snapshot.slot}) "
                     f"cannot be loaded: {exc}. Move {wal_dir} aside (or wipe the data folder) "

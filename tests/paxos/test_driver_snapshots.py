@@ -40,7 +40,7 @@ class Harness:
 
 
 def good_snapshot(slot: int) -> Snapshot:
-    state = QueueState()
+    state = QueueState(members=frozenset({1, 2, 3}))
     state.applied_slot = slot
     return Snapshot(slot, snapshots.dump(state))
 
@@ -97,7 +97,7 @@ def test_a_snapshot_the_replica_would_not_install_is_not_even_loaded(tmp_path) -
     h.driver.close()
 
 
-def test_a_node_whose_saved_snapshot_does_not_load_stops_with_one_line(tmp_path) -> None:
+def test_a_node_whose_saved_snapshot_does_not_load_stops_with_one_line(tmp_path, pg_db) -> None:
     # The state before this issue: a junk snapshot saved, the node crash-looping.
     data = tmp_path / "n1"
     with WriteAheadLog.open(data / "wal") as wal:
@@ -107,7 +107,7 @@ def test_a_node_whose_saved_snapshot_does_not_load_stops_with_one_line(tmp_path)
     code = "import sys; from dpq.cli import node_main; sys.exit(node_main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, "--id", "1", "--listen", "127.0.0.1:0", "--peers",
-         "1=127.0.0.1:0", "--data-dir", str(data), "--dsn", "postgresql://127.0.0.1:1/none"],
+         "1=127.0.0.1:0", "--data-dir", str(data), "--dsn", pg_db],
         check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
