@@ -285,19 +285,19 @@ def test_bad_tls_material_stops_node_and_gateway_at_start_with_one_line(tmp_path
         [sys.executable, "-m", "dpq.node", "--id", "3", "--listen", f"127.0.0.1:{ports[0]}",
          "--peer-listen", f"127.0.0.1:{ports[3]}", "--peers", peers, "--data-dir",
          str(tmp_path / "n3"), "--dsn", "postgresql://127.0.0.1:1/none", "--tls-dir", str(folder)],
-        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path, check=False)
     assert node.returncode == 2, node.stderr
     assert node.stderr.strip().count("\n") == 0 and "node-3-key.pem" in node.stderr, node.stderr
     gateway = subprocess.run(
         [sys.executable, "-m", "dpq.gateway", "--listen", f"127.0.0.1:{ports[0]}",
          "--nodes", f"127.0.0.1:{ports[1]}", "--tls-dir", str(folder), "--insecure"],
-        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path, check=False)
     assert gateway.returncode == 2 and "not both" in gateway.stderr, gateway.stderr
     os.unlink(folder / "gateway.pem")
     gateway = subprocess.run(
         [sys.executable, "-m", "dpq.gateway", "--listen", f"127.0.0.1:{ports[0]}",
          "--nodes", f"127.0.0.1:{ports[1]}", "--tls-dir", str(folder)],
-        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path, check=False)
     assert gateway.returncode == 2 and "gateway.pem" in gateway.stderr, gateway.stderr
     assert gateway.stderr.strip().count("\n") == 0
 
@@ -377,7 +377,8 @@ def test_dpq_up_tls_serves_the_cli_with_the_material_found_in_its_data_folder(tm
 
     def dpq(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "dpq.cli", *args], capture_output=True,
-                              text=True, env={**env, **extra}, timeout=90, cwd=tmp_path)
+                              text=True, env={**env, **extra}, timeout=90, cwd=tmp_path,
+                              check=False)
 
     folder = tmp_path / "dpq-data" / "tls"
     running = _Up(tmp_path, env, "--tls")
