@@ -153,6 +153,12 @@ def test_no_token_or_a_wrong_token_is_unauthenticated_on_nodes_and_gateway(clust
                 error = rpc_error(health_pb2_grpc.HealthStub(channel).Check,
                                   health_pb2.HealthCheckRequest(), timeout=10)
                 assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    # The refused calls are in the request log (it runs before the token check), and
+    # the refusals in the error log.
+    for folder in (cluster.root / "n1" / "logs", cluster.root / "gateway"):
+        requests = (folder / "requests.log").read_text(errors="replace")
+        assert "Received POST request for /grpc.health.v1.Health/Check" in requests, folder
+        assert MISSING_TOKEN in (folder / "errors.log").read_text(errors="replace"), folder
     # ... and with the token, the same ports answer.
     assert cluster.info(1).node_id == 1 and cluster.gateway_info().served_by == "gateway"
     assert sum(s.ready_by_priority[0] for s in cluster.stub(1).Stats(
