@@ -16,10 +16,12 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -377,7 +379,21 @@ class _Up:
             raise
 
 
-def test_dpq_up_tls_serves_the_cli_with_the_material_found_in_its_data_folder(tmp_path):
+@pytest.fixture
+def up_folder():
+    """A folder of its own under the system temp dir, not under pytest's: the
+    embedded PostgreSQL runs as another user and must traverse the path, and a
+    pytest session starting meanwhile (another one on the machine) makes
+    /tmp/pytest-of-<user> private again, which would fail the restart below."""
+    folder = Path(tempfile.mkdtemp(prefix="dpq-up-tls-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_dpq_up_tls_serves_the_cli_with_the_material_found_in_its_data_folder(up_folder):
+    tmp_path = up_folder
     env = {k: v for k, v in os.environ.items() if k not in ("DPQ_TLS_DIR", "DPQ_ADDR")}
     env["PYTHONPATH"] = PACKAGE_ROOT
 
