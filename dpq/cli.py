@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                          "port-base + 10 + i for its peers (7100)")
     up.add_argument("--demo", action="store_true",
                     help="run a producer/consumer demo of priorities and aging, then stop")
+    up.add_argument("--tls", action="store_true",
+                    help="TLS between the nodes and for clients (with a bearer token); the "
+                         "material is made in DATA_DIR/tls once and kept (default: plaintext "
+                         "on loopback)")
 
     enq = sub("enqueue", "enqueue jobs: each PAYLOAD argument (or stdin line) is one job")
     enq.add_argument("payloads", nargs="*", metavar="PAYLOAD")
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from dpq import up
 
-            return up.run(args.nodes, args.data_dir, args.port_base, args.dsn, args.demo)
+            return up.run(args.nodes, args.data_dir, args.port_base, args.dsn, args.demo,
+                          tls=args.tls)
         if args.command == "demo":
             from dpq import demo
 
@@ -220,8 +225,12 @@ async def _postgres_at_start(cfg, dsn: str) -> bool:
 
 def gateway_main(argv: list[str] | None = None) -> int:
     """``dpq-gateway``: the enqueue manager in front of a cluster."""
+    import logging
+
     from dpq import logs
     from dpq.gateway.app import GatewayConfig
+    from dpq.security import flags
+    from dpq.security.errors import TlsError
 
     parser = argparse.ArgumentParser(
         prog="dpq-gateway",
@@ -243,15 +252,32 @@ def gateway_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", default="WARNING", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", default="INFO", help="request log level (INFO)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext on both sides, on a trusted network (the default "
+                             "without TLS flags, said in a warning)")
+    flags.add_arguments(parser)
     args = parser.parse_args(argv)
     nodes = [a.strip() for a in args.nodes.split(",") if a.strip()]
     if not nodes or any(":" not in a for a in nodes):
         print(f"dpq-gateway: --nodes {args.nodes!r} is not a list of HOST:PORT", file=sys.stderr)
         return 2
+    try:
+        material = flags.from_arguments(args, "gateway")
+    except TlsError as exc:
+        print(f"dpq-gateway: {exc}", file=sys.stderr)
+        return 2
+    if material is not None and args.insecure:
+        print("dpq-gateway: --insecure turns TLS off: give it or the TLS flags, not both",
+              file=sys.stderr)
+        return 2
     logs.setup(args.log_dir, level=args.log_level, request_level=args.request_log_level)
     config = GatewayConfig(listen=args.listen, nodes=nodes, max_inflight=args.max_inflight,
                            dedup_window_ms=args.dedup_window_ms,
-                           max_payload_bytes=args.max_payload_bytes)
+                           max_payload_bytes=args.max_payload_bytes, tls=material)
+    if material is None:
+        logging.getLogger("dpq.gateway").warning(
+            "plaintext: the client port %s and the calls to the nodes carry no TLS and no token; "
+            "use TLS (`dpq certs init`, --tls-dir) on any network you do not trust", args.listen)
     try:
         return runtime.run(_serve_gateway(config))
     except KeyboardInterrupt:

@@ -39,16 +39,21 @@ def duration(text: str) -> float:
 
 #: Where ``dpq up --tls`` keeps the material, relative to where it was started.
 UP_TLS_DIR = os.path.join("dpq-data", "tls")
+#: Written beside that folder by a ``dpq up`` without ``--tls`` (a plaintext
+#: cluster): the folder is then not looked for.
+TLS_OFF_FILE = "tls-off"
 
 
 def tls_dir_for(flag: str | None) -> str | None:
     """The TLS folder a client command uses: ``--tls-dir``, else ``$DPQ_TLS_DIR`` (empty:
-    none), else ``./dpq-data/tls`` if ``dpq up --tls`` made it here; None: plaintext."""
+    none), else ``./dpq-data/tls`` if ``dpq up --tls`` made it here (and no later
+    plaintext ``dpq up`` left ``./dpq-data/tls-off``); None: plaintext."""
     if flag:
         return flag
     if "DPQ_TLS_DIR" in os.environ:
         return os.environ["DPQ_TLS_DIR"] or None
-    return UP_TLS_DIR if os.path.isdir(UP_TLS_DIR) else None
+    off = os.path.join(os.path.dirname(UP_TLS_DIR), TLS_OFF_FILE)
+    return UP_TLS_DIR if os.path.isdir(UP_TLS_DIR) and not os.path.exists(off) else None
 
 
 def _rpc_error(exc: grpc.RpcError, target: str, tls_dir: str | None = None) -> CommandError:

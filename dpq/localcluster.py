@@ -7,8 +7,10 @@ PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
 Ports: the gateway on ``port_base``, node *i*'s client port on ``port_base + i``
 and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``).
 
-The nodes run with ``--insecure`` (plaintext, no TLS) unless ``node_args``
-carries TLS flags: on loopback only.
+The nodes run with ``--insecure`` (plaintext, no TLS) unless ``tls_dir`` is
+given (a ``dpq certs init`` folder: nodes and gateway get ``--tls-dir``, and the
+readiness probe speaks TLS with the clients' token) or ``node_args`` carries
+TLS flags: on loopback only.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ class LocalCluster:
                  host: str = "127.0.0.1", dsn: str | None = None,
                  node_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
                  ports: list[int] | None = None, peer_ports: list[int] | None = None,
-                 cpus: dict[int, set[int]] | None = None) -> None:
+                 cpus: dict[int, set[int]] | None = None,
+                 tls_dir: str | os.PathLike[str] | None = None) -> None:
         """``ports``: the gateway's then each node's client port; ``peer_ports``: each
-        node's peer port (both default to the layout above, from ``port_base``)."""
+        node's peer port (both default to the layout above, from ``port_base``).
+        ``tls_dir``: TLS material for every process (see the module docstring)."""
         self.root = Path(root).resolve()
         self.ids = list(range(1, nodes + 1))
         ports = ports or [port_base + i for i in range(nodes + 1)]
@@ -56,8 +60,10 @@ class LocalCluster:
         self.addresses = {i: f"{host}:{ports[i]}" for i in self.ids}
         self.peer_addresses = {i: f"{host}:{peer_ports[i - 1]}" for i in self.ids}
         self.dsn = dsn
-        self.node_args = tuple(node_args)
-        self.gateway_args = tuple(gateway_args)
+        self.tls_dir = str(Path(tls_dir).resolve()) if tls_dir is not None else None
+        tls_args = ("--tls-dir", self.tls_dir) if self.tls_dir is not None else ()
+        self.node_args = (*tls_args, *node_args)
+        self.gateway_args = (*tls_args, *gateway_args)
         self.cpus = cpus or {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.gateway: subprocess.Popen | None = None
@@ -164,7 +170,7 @@ class LocalCluster:
         """Until the gateway answers with a leader and every node reachable."""
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
-        with grpc.insecure_channel(self.gateway_address) as channel:
+        with self.client_channel(self.gateway_address) as channel:
             stub = queue_pb2_grpc.QueueStub(channel)
             while time.monotonic() < deadline:
                 dead = self.exited()
@@ -181,6 +187,21 @@ class LocalCluster:
                 time.sleep(0.1)
         raise ClusterError(f"the cluster was not ready within {timeout_s}s ({last}); "
                            f"see the stderr.log files under {self.root}")
+
+    def client_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS with the clients' token for a client port, or None (plaintext)."""
+        if self.tls_dir is None:
+            return None
+        from dpq.security.tls import client_credentials
+
+        return client_credentials(self.tls_dir)
+
+    def client_channel(self, address: str) -> grpc.Channel:
+        """A blocking channel to a client port (a node's or the gateway's)."""
+        credentials = self.client_credentials()
+        if credentials is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, credentials)
 
     def __enter__(self) -> LocalCluster:
         self.start()

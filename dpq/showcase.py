@@ -48,8 +48,8 @@ class Tally:
 
 
 async def _flow(gateway: str, nodes: list[str], tally: Tally, out: TextIO,
-                stop: threading.Event) -> None:
-    async with AsyncProducer(gateway) as producer:
+                stop: threading.Event, tls_dir: str | None = None) -> None:
+    async with AsyncProducer(gateway, tls_dir=tls_dir) as producer:
         backlog = [JobSpec(payload=f"{time.time()}", priority=p, queue=QUEUE)
                    for p in range(1, 6) for _ in range(BACKLOG_PER_PRIORITY)]
         await producer.enqueue_many(backlog)
@@ -62,7 +62,8 @@ async def _flow(gateway: str, nodes: list[str], tally: Tally, out: TextIO,
             if time.monotonic() < tally.flood_end:
                 tally.during_flood[job.priority - 1] += 1
 
-        consumer = AsyncConsumer(nodes, queue=QUEUE, wait=1.0, max_jobs=20, lease=30.0)
+        consumer = AsyncConsumer(nodes, queue=QUEUE, wait=1.0, max_jobs=20, lease=30.0,
+                                 tls_dir=tls_dir)
         running = asyncio.create_task(consumer.run(handle, concurrency=CONCURRENCY,
                                                    handle_signals=False))
         flood_end = tally.flood_end = time.monotonic() + FLOOD_SECONDS
@@ -86,13 +87,14 @@ async def _flow(gateway: str, nodes: list[str], tally: Tally, out: TextIO,
 
 
 def run(gateway: str, nodes: list[str], *, out: TextIO = sys.stdout,
-        stop: threading.Event | None = None) -> None:
+        stop: threading.Event | None = None, tls_dir: str | None = None) -> None:
+    """``tls_dir``: the cluster's TLS folder (``dpq up --tls``), None for plaintext."""
     tally = Tally()
     print(f"\nDemo: {BACKLOG_PER_PRIORITY} jobs of each priority, then a flood of priority-1 "
           f"jobs for {FLOOD_SECONDS:.0f}s, faster than {CONCURRENCY} consumers can take them.\n"
           f"Aging step {AGING_STEP_MS} ms: a waiting job gains one priority level every "
           f"{AGING_STEP_MS} ms, so priority 5 is not starved.\n", file=out, flush=True)
-    asyncio.run(_flow(gateway, nodes, tally, out, stop or threading.Event()))
+    asyncio.run(_flow(gateway, nodes, tally, out, stop or threading.Event(), tls_dir))
     print("\npriority   jobs   done during the flood   median wait   max wait", file=out)
     for p in range(5):
         waits = tally.waits[p]

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 
+from dpq.commands import TLS_OFF_FILE, UP_TLS_DIR
 from dpq.localcluster import ClusterError, LocalCluster
+
+TLS_SUBDIR = "tls"
 
 
 def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
-        out=sys.stdout) -> int:
+        out=sys.stdout, tls: bool = False) -> int:
     node_args: tuple[str, ...] = ()
     if demo:
         from dpq import showcase
 
         node_args = ("--aging-step-ms", str(showcase.AGING_STEP_MS))
-    cluster = LocalCluster(data_dir, nodes=nodes, port_base=port_base, dsn=dsn, node_args=node_args)
+    try:
+        tls_dir = _tls_material(data_dir, nodes, tls)
+    except OSError as exc:
+        print(f"dpq up: {exc}", file=sys.stderr)
+        return 1
+    cluster = LocalCluster(data_dir, nodes=nodes, port_base=port_base, dsn=dsn,
+                           node_args=node_args, tls_dir=tls_dir)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -29,7 +39,7 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
         _print_endpoints(cluster, info, out)
         if demo:
             showcase.run(cluster.gateway_address, list(cluster.addresses.values()), out=out,
-                         stop=stop)
+                         stop=stop, tls_dir=tls_dir)
             return 0
         print("\nTry, in another terminal:\n"
               f"  dpq enqueue --priority 1 'hello'          (DPQ_ADDR defaults to {cluster.gateway_address})\n"
@@ -56,6 +66,36 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
             signal.signal(sig, handler)
 
 
+def _tls_material(data_dir: str, nodes: int, tls: bool) -> str | None:
+    """``--tls``: the folder of the cluster's material (``<data>/tls``), made where
+    missing (an existing CA and token are kept, so clients keep working).
+
+    Without ``--tls``, a ``<data>/tls`` left by an earlier ``dpq up --tls`` stays
+    (its CA and token are used again next time) and a ``<data>/tls-off`` marker
+    beside it tells the CLI not to look for TLS there: it would be refused by
+    this plaintext cluster. ``--tls`` removes the marker.
+    """
+    from dpq.security.certs import CertsError
+
+    folder = os.path.join(data_dir, TLS_SUBDIR)
+    marker = os.path.join(data_dir, TLS_OFF_FILE)
+    if not tls:
+        if os.path.isdir(folder):
+            with open(marker, "w") as f:
+                f.write("dpq up runs this cluster in plaintext: the dpq commands ignore the "
+                        "tls folder beside this file until `dpq up --tls` removes it\n")
+        return None
+    from dpq.security import certs
+
+    try:
+        certs.ensure(folder, nodes)
+    except CertsError as exc:
+        raise OSError(str(exc)) from None
+    if os.path.exists(marker):
+        os.unlink(marker)
+    return os.path.abspath(folder)
+
+
 def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     roles = {n.node_id: n.role for n in info.nodes}
     print(f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
@@ -65,8 +105,15 @@ def _print_endpoints(cluster: LocalCluster, info, out) -> None:
         print(f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
               f"{roles.get(i, '?')}", file=out)
     print(f"  postgres  {cluster.dsn}", file=out)
-    if cluster.insecure:
-        print("  plaintext: no TLS, no client token (loopback only; for a network, see "
-              "`dpq certs init`)", file=out)
+    if cluster.tls_dir is not None:
+        found = os.path.realpath(UP_TLS_DIR) == os.path.realpath(cluster.tls_dir)
+        print(f"  TLS: on (mutual TLS between the nodes, TLS + bearer token for clients); "
+              f"CA, certificates and token in {cluster.tls_dir}", file=out)
+        print("       dpq commands run in this folder find it" if found else
+              f"       give dpq commands --tls-dir {cluster.tls_dir} "
+              f"(or export DPQ_TLS_DIR={cluster.tls_dir})", file=out)
+    elif cluster.insecure:
+        print("  plaintext: no TLS, no client token (loopback only; `dpq up --tls` turns "
+              "TLS on; for a network, see `dpq certs init`)", file=out)
     print("  ports: clients use the gateway or a node's port; the nodes talk to each other "
           "on the peer ports (port-base + 10 + i)", file=out, flush=True)

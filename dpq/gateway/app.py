@@ -1,9 +1,18 @@
-"""One ``dpq-gateway``: the health monitor, the batching proposer and the Queue service."""
+"""One ``dpq-gateway``: the health monitor, the batching proposer and the Queue service.
+
+With TLS material (``GatewayConfig.tls``, from ``--tls-dir`` or the explicit
+files; the gateway's own certificate), both sides are protected: its client
+port serves TLS and wants the clients' bearer token, its calls to the nodes'
+peer ports (WatchHealth, Propose) present the gateway certificate (mutual
+TLS), and its calls to the nodes' client ports (forwarded Queue calls,
+ClusterInfo) go over TLS with the token.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
@@ -14,6 +23,9 @@ from dpq.queue.validate import Limits
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
+
+if TYPE_CHECKING:
+    from dpq.security.tls import TlsMaterial
 
 log = logging.getLogger("dpq.gateway")
 
@@ -26,12 +38,25 @@ class GatewayConfig:
     dedup_window_ms: int = 3_600_000
     health_interval_ms: int = 250
     max_payload_bytes: int = 1 << 20
+    #: The gateway certificate, the cluster CA and the clients' token; None: plaintext.
+    tls: TlsMaterial | None = None
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.monitor = HealthMonitor(config.nodes, interval_ms=config.health_interval_ms)
+        server_credentials = peer_credentials = client_credentials = None
+        interceptors: tuple = ()
+        if config.tls is not None:
+            from dpq.security import auth, tls
+
+            server_credentials = tls.server_credentials(config.tls, require_client_cert=False)
+            peer_credentials = tls.peer_channel_credentials(config.tls)
+            client_credentials = tls.client_channel_credentials(config.tls)
+            interceptors = (auth.TokenInterceptor(config.tls.token),)
+        self.monitor = HealthMonitor(config.nodes, interval_ms=config.health_interval_ms,
+                                     peer_credentials=peer_credentials,
+                                     client_credentials=client_credentials)
         self.proposer = Proposer("gateway", GatewayRouter(self.monitor),
                                  max_inflight=config.max_inflight)
         self.ops = GatewayOperations(self.monitor, self.proposer, OwnerPicker(self.monitor),
@@ -40,14 +65,16 @@ class Gateway:
         servicer = QueueServicer(self.ops)
         self.server = Server(config.listen, [(
             queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
-            lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))])
+            lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))],
+            credentials=server_credentials, interceptors=interceptors)
         self.port = self.server.port
 
     async def start(self) -> None:
         self.monitor.start()
         self.proposer.start()
         await self.server.start()
-        log.info("gateway serving on %s for nodes %s", self.config.listen, self.config.nodes)
+        log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
+                 "TLS" if self.config.tls is not None else "plaintext")
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self.server.stop(grace_s)

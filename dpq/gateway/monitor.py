@@ -35,10 +35,15 @@ class NodeView:
     """One node as the gateway sees it: its client port, and its peer port once learnt."""
 
     def __init__(self, address: str,
-                 peer_credentials: grpc.ChannelCredentials | None = None) -> None:
+                 peer_credentials: grpc.ChannelCredentials | None = None,
+                 client_credentials: grpc.ChannelCredentials | None = None) -> None:
+        """``peer_credentials``: for the peer port (mutual TLS with the gateway's
+        certificate); ``client_credentials``: for the client port (TLS + token)."""
         self.address = address
-        # TLS for the client side plugs in here (channel credentials + token).
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = (grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                        if client_credentials is None else
+                        grpc.aio.secure_channel(address, client_credentials,
+                                                options=CHANNEL_OPTIONS))
         self.queue = queue_pb2_grpc.QueueStub(self.channel)
         self.peer_address: str | None = None
         self.peer_channel: grpc.aio.Channel | None = None
@@ -77,8 +82,9 @@ class NodeView:
 
 class HealthMonitor:
     def __init__(self, addresses: list[str], *, interval_ms: int = 250, stale_s: float = 1.5,
-                 peer_credentials: grpc.ChannelCredentials | None = None) -> None:
-        self.nodes = [NodeView(a, peer_credentials) for a in addresses]
+                 peer_credentials: grpc.ChannelCredentials | None = None,
+                 client_credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.nodes = [NodeView(a, peer_credentials, client_credentials) for a in addresses]
         self.interval_ms = interval_ms
         self.stale_s = stale_s
         self.changed = asyncio.Event()

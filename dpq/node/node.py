@@ -145,16 +145,18 @@ class Node:
         queue = QueueServicer(self.ops)
         self.replication = replication = ReplicationServicer(
             self.driver, self.transport, self.router, self.health, self.ops.admit_forwarded,
-            cluster_id=self.identity.cluster_id)
+            cluster_id=self.identity.cluster_id, mutual_tls=self.credentials.mutual_tls)
         self._server = Server(self.config.listen, [
             (SERVICE_NAMES[0], lambda s: queue_pb2_grpc.add_QueueServicer_to_server(queue, s)),
-        ], credentials=self.credentials.client_server)
+        ], credentials=self.credentials.client_server,
+            interceptors=self.credentials.client_interceptors)
         self.port = self._server.port
         if self.config.peer_listen:
             self._peer_server = Server(self.config.peer_listen, [
                 (SERVICE_NAMES[1],
                  lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
-            ], extras=False, credentials=self.credentials.peer_server)
+            ], extras=False, credentials=self.credentials.peer_server,
+                interceptors=self.credentials.peer_interceptors)
             self.peer_port = self._peer_server.port
             await self._peer_server.start()
         await self._server.start()
@@ -172,9 +174,10 @@ class Node:
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
-        log.info("node %d of cluster %s serving clients on %s, peers on %s",
+        log.info("node %d of cluster %s serving clients on %s, peers on %s (%s)",
                  self.config.node_id, self.identity.fingerprint, self.config.listen,
-                 self.config.peer_listen or "(no peer port)")
+                 self.config.peer_listen or "(no peer port)",
+                 "TLS" if self.credentials.client_server is not None else "plaintext")
 
     async def stop(self, grace_s: float = 1.0) -> None:
         if self.stopped.is_set():

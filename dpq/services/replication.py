@@ -8,6 +8,19 @@ Who may say what (in ``--insecure`` mode too):
 * Propose: a caller presenting this cluster's id is a node and may propose any
   command; a caller without one (a gateway) only Enqueue commands; a wrong id
   is PERMISSION_DENIED.
+
+Under mutual TLS (``mutual_tls``), the verified certificate decides as well:
+
+* Stream: every batch's ``sender`` must be the node the caller's certificate
+  names (``dpq.security.auth.node_mismatch``), else PERMISSION_DENIED before
+  anything in it is looked at;
+* Propose: only a node certificate that also presents this cluster's id may
+  propose any command; a gateway certificate may propose only Enqueue, as a
+  caller without the id.
+
+(The peer port's :class:`~dpq.security.auth.PeerRoleInterceptor` already keeps
+certificates other than node and gateway ones off every method, and all but
+node ones off Stream.)
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ from dpq.node.transport import PeerRefused, Transport
 from dpq.paxos.core import InvalidProposal, ProposalRefused
 from dpq.paxos.types import proposal_problem
 from dpq.queue.validate import InvalidArgument
+from dpq.security import auth
+from dpq.security.identity import Role
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.services.replication")
@@ -45,12 +60,19 @@ class Refused(Exception):
         self.code = code
 
 
-def authorize(request: replication_pb2.ProposeRequest, cluster_id: str) -> log_pb2.CommandBatch:
-    """The decoded batch, if this caller may propose it; else :class:`Refused`."""
-    node = bool(request.cluster_id)
-    if node and not same_cluster(request.cluster_id, cluster_id):
+def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
+              role: Role | None = None) -> log_pb2.CommandBatch:
+    """The decoded batch, if this caller may propose it; else :class:`Refused`.
+
+    ``role``: what the caller's verified certificate says it is (mutual TLS);
+    None in plaintext, where the cluster id alone tells a node."""
+    if request.cluster_id and not same_cluster(request.cluster_id, cluster_id):
         raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                       "Replication/Propose: ProposeRequest.cluster_id is not this cluster's")
+    if role not in (None, "node", "gateway"):
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      f"Replication/Propose is for node and gateway certificates, not {role}")
+    node = bool(request.cluster_id) and role in (None, "node")
     try:
         batch = log_pb2.CommandBatch.FromString(request.batch)
     except DecodeError:
@@ -63,26 +85,31 @@ def authorize(request: replication_pb2.ProposeRequest, cluster_id: str) -> log_p
             if kind not in GATEWAY_KINDS:
                 raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                               f"Replication/Propose: command {i} is {kind or 'empty'}; a caller "
-                              "without the cluster id (a gateway) may propose only enqueue")
+                              "without the cluster id or a node certificate (a gateway) may "
+                              "propose only enqueue")
     return batch
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
                  health: HealthReporter, admit: Callable[[bytes], object], *, cluster_id: str,
-                 timeout_s: float = 5.0) -> None:
+                 mutual_tls: bool = False, timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
         self._router = router
         self._health = health
         self._admit = admit
         self._cluster_id = cluster_id
+        self._mutual_tls = mutual_tls
         self._timeout_s = timeout_s
         self._refusals = OnceLog(log)
         self.refused_proposals = 0
 
     async def Stream(self, request_iterator, context):
+        presented = auth.peer_identity(context) if self._mutual_tls else None
         async for batch in request_iterator:
+            if self._mutual_tls:
+                await self._check_sender(presented, batch.sender, context)
             try:
                 messages = self._transport.receive(batch)
             except PeerRefused as exc:
@@ -91,9 +118,22 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
                 self._driver.deliver(messages)
         return replication_pb2.PeerAck()
 
-    def check(self, request: replication_pb2.ProposeRequest) -> log_pb2.CommandBatch:
+    async def _check_sender(self, presented, sender: int, context) -> None:
+        """A batch claiming node ``sender`` ends the stream unless the certificate is its."""
+        reason = auth.node_mismatch(presented, sender)
+        if reason is None:
+            return
+        self._transport.refused_batches += 1
+        self._refusals.warn(("certificate", str(presented), sender),
+                            "refused peer traffic from %s: %s (logged once per source)",
+                            logs.client_ip(context.peer()), reason)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            f"Replication/Stream: PeerBatch.sender {sender}: {reason}")
+
+    def check(self, request: replication_pb2.ProposeRequest,
+              role: Role | None = None) -> log_pb2.CommandBatch:
         """Who may propose what, then whether what they propose is valid; :class:`Refused`."""
-        batch = authorize(request, self._cluster_id)
+        batch = authorize(request, self._cluster_id, role)
         # Every field of every command is checked next, for nodes and gateways
         # alike, by the node's admit (dpq.queue.validate.proposal).
         return batch
@@ -102,8 +142,13 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         problem = proposal_problem(request.client_id, request.seq, 0)
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {problem}")
+        role = None
+        if self._mutual_tls:
+            presented = auth.peer_identity(context)
+            # The role interceptor lets only node and gateway certificates this far.
+            role = presented.role if presented is not None else "client"
         try:
-            self.check(request)
+            self.check(request, role)
         except Refused as exc:
             self.refused_proposals += 1
             presented = fingerprint(request.cluster_id) if request.cluster_id else "none"

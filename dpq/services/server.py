@@ -4,7 +4,7 @@ the request log, gRPC health checking and reflection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,13 +23,15 @@ class Server:
 
     ``extras``: also serve health and reflection (the client port does; a node's
     peer port serves its one service and nothing else). ``credentials``: TLS for
-    this port (None: plaintext)."""
+    this port (None: plaintext). ``interceptors`` run after the request log (so
+    the calls they refuse are logged too), in order."""
 
     def __init__(self, listen: str,
                  services: Iterable[tuple[str, Callable[[grpc.aio.Server], None]]], *,
                  extras: bool = True,
-                 credentials: grpc.ServerCredentials | None = None) -> None:
-        self.server = grpc.aio.server(interceptors=[logs.RequestLogInterceptor()],
+                 credentials: grpc.ServerCredentials | None = None,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+        self.server = grpc.aio.server(interceptors=[logs.RequestLogInterceptor(), *interceptors],
                                       options=CHANNEL_OPTIONS)
         self.names = []
         for name, add in services:

@@ -3,7 +3,10 @@
 A thin layer over :class:`dpq.localcluster.LocalCluster` (what ``dpq up``
 runs): free ports for both planes (client and peer), a given DSN, client stubs,
 and waits that poll with a deadline instead of sleeping blindly. The nodes run
-``--insecure`` unless ``args`` brings TLS flags.
+``--insecure`` unless ``tls=True`` (material for every node, the gateway and
+the clients made in ``root/tls``; nodes and gateway get ``--tls-dir``; the stubs
+speak TLS with the token, and the peer-port stubs present the gateway
+certificate) or ``args`` brings TLS flags.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from dpq.localcluster import LocalCluster
+from dpq.security import certs
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 
@@ -47,12 +51,16 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05)
 
 class Cluster(LocalCluster):
     def __init__(self, root: Path, dsn: str, nodes: int = 3, args: tuple[str, ...] = (),
-                 cpus: dict[int, set[int]] | None = None) -> None:
+                 cpus: dict[int, set[int]] | None = None, tls: bool = False) -> None:
         """``crossed[i]``, when set, is the ``--peers`` node ``i`` starts with (a test that
         points one cluster's node at another cluster's ports)."""
         ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports
+        tls_dir = None
+        if tls:
+            tls_dir = Path(root) / "tls"
+            certs.ensure(tls_dir, nodes)
         super().__init__(root, nodes=nodes, dsn=dsn, node_args=args, ports=ports[:nodes + 1],
-                         peer_ports=ports[nodes + 1:], cpus=cpus)
+                         peer_ports=ports[nodes + 1:], cpus=cpus, tls_dir=tls_dir)
         self._channels: dict[object, grpc.Channel] = {}
         self.crossed: dict[int, str] = {}
 
@@ -80,16 +88,38 @@ class Cluster(LocalCluster):
     def _channel(self, key: object, address: str) -> grpc.Channel:
         channel = self._channels.get(key)
         if channel is None:
-            channel = self._channels[key] = grpc.insecure_channel(address)
+            channel = self._channels[key] = self.client_channel(address)
         return channel
+
+    def peer_credentials(self, holder: str = "gateway") -> grpc.ChannelCredentials | None:
+        """Mutual TLS to a peer port with ``holder``'s certificate (``"gateway"``,
+        ``"client"``, ``"node-2"``, ...) from ``root/tls``; None in plaintext."""
+        if self.tls_dir is None:
+            return None
+        from dpq.security.identity import Identity
+        from dpq.security.tls import TlsMaterial, peer_channel_credentials
+
+        role, _, node = holder.partition("-")
+        who, folder = Identity(role, int(node) if node else None), Path(self.tls_dir)
+        return peer_channel_credentials(TlsMaterial.from_files(
+            folder / certs.cert_file(who), folder / certs.key_file(who), folder / certs.CA_FILE))
+
+    def peer_channel(self, node_id: int, holder: str = "gateway") -> grpc.Channel:
+        """A new blocking channel to node ``node_id``'s peer port (the caller closes it)."""
+        credentials = self.peer_credentials(holder)
+        address = self.peer_addresses[node_id]
+        return (grpc.insecure_channel(address) if credentials is None
+                else grpc.secure_channel(address, credentials))
 
     def stub(self, node_id: int) -> queue_pb2_grpc.QueueStub:
         return queue_pb2_grpc.QueueStub(self._channel(node_id, self.addresses[node_id]))
 
     def replication_stub(self, node_id: int) -> replication_pb2_grpc.ReplicationStub:
-        """Node ``node_id``'s peer port."""
-        return replication_pb2_grpc.ReplicationStub(
-            self._channel(("peer", node_id), self.peer_addresses[node_id]))
+        """Node ``node_id``'s peer port (with TLS: as the gateway)."""
+        key = ("peer", node_id)
+        if key not in self._channels:
+            self._channels[key] = self.peer_channel(node_id)
+        return replication_pb2_grpc.ReplicationStub(self._channels[key])
 
     def report(self, node_id: int) -> replication_pb2.NodeHealthReport:
         """Node ``node_id``'s next health report (its counters), from its peer port."""
