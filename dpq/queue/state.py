@@ -355,7 +355,10 @@ class QueueState:
             self._leave_ready(job)
             self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
             self.observer.job_changed(job, job.owner, JobState.READY)
-            granted.append(job)
+            # A copy: the result must say what was granted, not what a later
+            # command (in this batch, or before a retry reads the remembered
+            # result) makes of the job.
+            granted.append(job.copy())
         return granted
 
     def _ack(self, cmd: log_pb2.AckCommand) -> list[str]:

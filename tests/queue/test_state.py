@@ -93,6 +93,23 @@ def test_stale_ack_after_redelivery_is_refused():
     assert log.run(171, ack((1, 2))) == [[OK]]
 
 
+def test_a_lease_result_says_what_was_granted_whatever_happens_to_the_job_later():
+    # In the same batch (a Lease then an Ack of it), and for a retry of the Lease
+    # answered from the remembered results after the job was leased again: the
+    # grant keeps its own attempt and receipt, never the job's later ones.
+    log = Log()
+    log.run(0, enqueue((1, b"a"), (1, b"b")))
+    [granted, acked] = log.run(1, lease(1, receipts=[11]), ack((1, 1, 11)), seq=7)
+    assert [(j.job_id, j.attempt, j.receipt, j.state) for j in granted] == \
+        [(1, 1, 11, JobState.LEASED)] and acked == [OK]
+    [[first]] = log.run(2, lease(2, lease_ms=100, receipts=[21]), seq=8)
+    assert log.run(150, expire((2, 1, 21))) == [[OK]]
+    log.run(160, lease(2, consumer="second", receipts=[22]), seq=9)
+    [[again]] = log.run(170, lease(2, receipts=[21]), seq=8)  # a retry of seq 8
+    assert (again.attempt, again.receipt) == (first.attempt, first.receipt) == (1, 21)
+    assert (log.state.jobs[2].attempt, log.state.jobs[2].receipt) == (2, 22)
+
+
 def test_expire_refuses_a_lease_that_was_extended():
     log = Log()
     log.run(0, enqueue((1, b"a")))
