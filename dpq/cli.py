@@ -109,6 +109,7 @@ def node_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.from_arguments(args)
+        _probe_ports({"--listen": cfg.listen})
     except (config.ConfigError, OSError) as exc:
         print(f"dpq-node: {exc}", file=sys.stderr)
         return 2
@@ -118,6 +119,14 @@ def node_main(argv: list[str] | None = None) -> int:
         return runtime.run(_serve_node(cfg))
     except KeyboardInterrupt:
         return 0
+
+
+def _probe_ports(addresses: dict[str, str]) -> None:
+    """Fail fast, before anything starts, if a port to listen on is taken (by flag)."""
+    from dpq.services import ports
+
+    for flag, address in addresses.items():
+        ports.probe(address, flag)
 
 
 async def _serve_node(cfg) -> int:
@@ -136,7 +145,11 @@ async def _serve_node(cfg) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.start()
+        try:
+            await node.start()
+        except OSError as exc:  # a port taken since the probe
+            print(f"dpq-node: {exc}", file=sys.stderr)
+            return 2
         runtime.tune_for_server()
         print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port})", flush=True)
         signalled = asyncio.create_task(stop.wait())
@@ -156,6 +169,7 @@ def gateway_main(argv: list[str] | None = None) -> int:
     """``dpq-gateway``: the enqueue manager in front of a cluster."""
     from dpq import logs
     from dpq.gateway.app import GatewayConfig
+    from dpq.services import admission, limits
 
     parser = argparse.ArgumentParser(
         prog="dpq-gateway",
@@ -175,15 +189,26 @@ def gateway_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", default="WARNING", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", default="INFO", help="request log level (INFO)")
+    limits.add_arguments(parser, peer=False)
+    admission.add_arguments(parser)
     args = parser.parse_args(argv)
     nodes = [a.strip() for a in args.nodes.split(",") if a.strip()]
     if not nodes or any(":" not in a for a in nodes):
         print(f"dpq-gateway: --nodes {args.nodes!r} is not a list of HOST:PORT", file=sys.stderr)
         return 2
+    try:
+        values = vars(args)
+        server_limits = limits.from_values(values, args.max_payload_bytes)
+        admission_limits = admission.from_values(values)
+        _probe_ports({"--listen": args.listen})
+    except (ValueError, OSError) as exc:
+        print(f"dpq-gateway: {exc}", file=sys.stderr)
+        return 2
     logs.setup(args.log_dir, level=args.log_level, request_level=args.request_log_level)
     config = GatewayConfig(listen=args.listen, nodes=nodes, max_inflight=args.max_inflight,
                            dedup_window_ms=args.dedup_window_ms,
-                           max_payload_bytes=args.max_payload_bytes)
+                           max_payload_bytes=args.max_payload_bytes,
+                           server_limits=server_limits, admission=admission_limits)
     try:
         return runtime.run(_serve_gateway(config))
     except KeyboardInterrupt:

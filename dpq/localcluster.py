@@ -4,7 +4,12 @@ This is what ``dpq up`` runs, what ``bench/e2e.py`` measures and what the
 integration tests start. Every process is a real one (``python -m dpq.node``
 is the ``dpq-node`` entry point) with its own data folder under ``root``;
 PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
-Ports: the gateway on ``port_base``, node *i* on ``port_base + i``.
+Ports: the gateway on ``port_base``, node *i* on ``port_base + i``
+(:meth:`LocalCluster.listen_addresses` lists them all).
+
+Everything it starts stops with it, however this process ends: see
+``dpq.lifeline`` (a parent-death signal on each child, and a watchdog process
+for them and the embedded PostgreSQL).
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import grpc
 
 import dpq
+from dpq import lifeline
+from dpq.services import ports as port_probe
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 #: Child processes import the dpq this process imported (a checkout or site-packages).
@@ -46,6 +55,7 @@ class LocalCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.gateway: subprocess.Popen | None = None
         self._postgres = None
+        self._lifeline: lifeline.Lifeline | None = None
 
     # --------------------------------------------------------------- processes
 
@@ -53,11 +63,35 @@ class LocalCluster:
     def peers(self) -> str:
         return ",".join(f"{i}={a}" for i, a in self.addresses.items())
 
+    def listen_addresses(self) -> dict[str, str]:
+        """Every address a process of this cluster listens on, by what listens there."""
+        listen = {"gateway": self.gateway_address}
+        listen.update({f"node {i}": address for i, address in self.addresses.items()})
+        return listen
+
+    def taken_ports(self) -> list[str]:
+        """What is in the way: one line per port of this cluster another process listens on."""
+        taken = []
+        for what, address in self.listen_addresses().items():
+            try:
+                port_probe.probe(address, what)
+            except OSError as exc:
+                taken.append(str(exc))
+        return taken
+
+    def lifeline(self) -> lifeline.Lifeline:
+        """The watchdog that stops what this cluster started if this process dies."""
+        if self._lifeline is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lifeline = lifeline.Lifeline(self.root / "lifeline.log")
+        return self._lifeline
+
     def start_postgres(self) -> str:
         """The embedded server in ``root/postgres``, unless a DSN was given."""
         if self.dsn is None:
             from dpq.pg import embedded
 
+            self.lifeline().watch_postgres(self.root / "postgres")
             self._postgres = embedded.start(self.root / "postgres")
             self.dsn = self._postgres.dsn
         return self.dsn
@@ -86,11 +120,13 @@ class LocalCluster:
     def _spawn(self, cmd: list[str], data: Path, cpus: set[int] | None) -> subprocess.Popen:
         data.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+        watchdog = self.lifeline()
         with open(data / "stderr.log", "ab") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 cmd, cwd=data, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, not them
-                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                **lifeline.popen_kwargs(cpus))  # own session; dies with us
+        watchdog.watch(proc.pid)
+        return proc
 
     def stop_node(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
         proc = self.procs.pop(node_id)
@@ -118,6 +154,9 @@ class LocalCluster:
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = None
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     def exited(self) -> dict[str, tuple[int, Path]]:
         """Processes that ended by themselves: their exit codes and logs, by name."""
@@ -133,13 +172,16 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- waiting
 
-    def wait_ready(self, timeout_s: float = 60) -> queue_pb2.ClusterInfoResponse:
-        """Until the gateway answers with a leader and every node reachable."""
+    def wait_ready(self, timeout_s: float = 60,
+                   stop: threading.Event | None = None) -> queue_pb2.ClusterInfoResponse:
+        """Until the gateway answers with a leader and every node reachable (or ``stop``)."""
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
         with grpc.insecure_channel(self.gateway_address) as channel:
             stub = queue_pb2_grpc.QueueStub(channel)
             while time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    raise ClusterError("stopped before the cluster was ready")
                 dead = self.exited()
                 if dead:
                     raise ClusterError("exited early: " + "; ".join(
@@ -155,7 +197,7 @@ class LocalCluster:
         raise ClusterError(f"the cluster was not ready within {timeout_s}s ({last}); "
                            f"see the stderr.log files under {self.root}")
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

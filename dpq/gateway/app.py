@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
@@ -11,6 +11,8 @@ from dpq.gateway.owners import OwnerPicker
 from dpq.gateway.router import GatewayRouter
 from dpq.node.proposer import Proposer
 from dpq.queue.validate import Limits
+from dpq.services.admission import AdmissionGate, AdmissionLimits
+from dpq.services.limits import ServerLimits
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
@@ -26,6 +28,8 @@ class GatewayConfig:
     dedup_window_ms: int = 3_600_000
     health_interval_ms: int = 250
     max_payload_bytes: int = 1 << 20
+    server_limits: ServerLimits = field(default_factory=ServerLimits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 class Gateway:
@@ -37,10 +41,11 @@ class Gateway:
         self.ops = GatewayOperations(self.monitor, self.proposer, OwnerPicker(self.monitor),
                                      Limits(max_payload_bytes=config.max_payload_bytes),
                                      dedup_window_ms=config.dedup_window_ms)
-        servicer = QueueServicer(self.ops)
+        servicer = QueueServicer(self.ops, AdmissionGate(config.admission))
         self.server = Server(config.listen, [(
             queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
-            lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))])
+            lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))],
+            config.server_limits)
         self.port = self.server.port
 
     async def start(self) -> None:

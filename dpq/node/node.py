@@ -33,6 +33,7 @@ from dpq.paxos.wal import WriteAheadLog
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
+from dpq.services.admission import AdmissionGate
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server
@@ -99,14 +100,14 @@ class Node:
     # ------------------------------------------------------------- life cycle
 
     async def start(self) -> None:
-        queue = QueueServicer(self.ops)
+        queue = QueueServicer(self.ops, AdmissionGate(self.config.admission))
         replication = ReplicationServicer(self.driver, self.transport, self.router, self.health,
                                           self.ops.admit_forwarded)
         self._server = Server(self.config.listen, [
             (SERVICE_NAMES[0], lambda s: queue_pb2_grpc.add_QueueServicer_to_server(queue, s)),
             (SERVICE_NAMES[1],
              lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
-        ])
+        ], self.config.server_limits)
         self.port = self._server.port
         await self._server.start()
         self.transport.start()
