@@ -132,11 +132,15 @@ def _probe_ports(addresses: dict[str, str]) -> None:
 async def _serve_node(cfg) -> int:
     from dpq.node.node import Node
 
-    embedded = None
+    embedded = watchdog = None
     dsn = cfg.dsn
     if not dsn:
+        from dpq.lifeline import Lifeline
         from dpq.pg import embedded as embedded_pg
 
+        # Its postmaster is not our child: stop it if this process is killed.
+        watchdog = Lifeline()
+        watchdog.watch_postgres(os.path.join(cfg.data_dir, "postgres"))
         embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
     node = Node(cfg, dsn)
@@ -159,6 +163,8 @@ async def _serve_node(cfg) -> int:
         await node.stop()
         if embedded is not None:
             embedded.stop()
+        if watchdog is not None:
+            watchdog.close()
     if node.failed is not None:
         print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)", file=sys.stderr)
         return 1

@@ -14,6 +14,15 @@ requests from each active connection, interleaved, and a quiet client's
 request enters at once and rides in one of the next slots. A request bigger
 than ``max_jobs`` is admitted alone. Pipelining producers keep their
 throughput: ``max_requests`` is above what the client library keeps in flight.
+
+Per-connection limits alone do not bound the total when many clients flood at
+once, and a quiet client's job waits behind everything admitted before it (the
+proposer, Paxos and ``apply`` are first come first served): its round trip is
+about the jobs in flight divided by the rate the cluster takes them. So
+``max_total_jobs`` caps the jobs in flight over all connections; when it is
+reached, the next place that frees goes to the waiting connection with the
+fewest jobs in flight (then the one waiting longest), so a client with nothing
+in flight goes next, whatever the others have queued.
 """
 
 from __future__ import annotations
@@ -28,14 +37,16 @@ from typing import Any
 
 DEFAULT_MAX_REQUESTS = 4
 DEFAULT_MAX_JOBS = 4_000
+DEFAULT_MAX_TOTAL_JOBS = 4_000
 
 
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
-    """In flight per connection; 0 turns a limit off (both 0: no gate)."""
+    """In flight per connection, and jobs over all; 0 turns a limit off (all 0: no gate)."""
 
     max_requests: int = DEFAULT_MAX_REQUESTS
     max_jobs: int = DEFAULT_MAX_JOBS
+    max_total_jobs: int = DEFAULT_MAX_TOTAL_JOBS
 
 
 DEFAULT_LIMITS = AdmissionLimits()
@@ -47,14 +58,18 @@ class _Connection:
     def __init__(self) -> None:
         self.requests = 0
         self.jobs = 0
-        self.waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # (jobs, arrival number, future), in arrival order
+        self.waiting: deque[tuple[int, int, asyncio.Future[None]]] = deque()
 
 
 class AdmissionGate:
     def __init__(self, limits: AdmissionLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
-        self._on = bool(limits.max_requests or limits.max_jobs)
+        self._on = bool(limits.max_requests or limits.max_jobs or limits.max_total_jobs)
         self._connections: dict[str, _Connection] = {}
+        self._arrivals = 0
+        #: Jobs admitted and not yet finished, over all connections.
+        self.total_jobs = 0
         #: Requests that had to wait their turn (for tests and counters).
         self.waited = 0
 
@@ -72,25 +87,28 @@ class AdmissionGate:
         conn = self._connections.get(client)
         if conn is None:
             conn = self._connections[client] = _Connection()
-        if not conn.waiting and self._fits(conn, jobs):
+        if (not conn.waiting and self._fits(conn, jobs) and self._fits_total(jobs)
+                and not self._others_wait_for_total()):
             self._take(conn, jobs)
         else:
             self.waited += 1
-            entry = (jobs, asyncio.get_running_loop().create_future())
+            self._arrivals += 1
+            entry = (jobs, self._arrivals, asyncio.get_running_loop().create_future())
             conn.waiting.append(entry)
             try:
-                await entry[1]
+                await entry[2]
             except BaseException:
-                if entry[1].done() and not entry[1].cancelled():
-                    self._release(client, conn, jobs)  # admitted just as it was cancelled
+                if entry[2].done() and not entry[2].cancelled():
+                    self._release(conn, jobs)  # admitted just as it was cancelled
                 else:
-                    conn.waiting.remove(entry)
-                    self._wake(client, conn)
+                    if entry in conn.waiting:  # (not if _dispatch dropped it as cancelled)
+                        conn.waiting.remove(entry)
+                    self._dispatch()
                 raise
         try:
             yield
         finally:
-            self._release(client, conn, jobs)
+            self._release(conn, jobs)
 
     def _fits(self, conn: _Connection, jobs: int) -> bool:
         if conn.requests == 0:
@@ -99,23 +117,44 @@ class AdmissionGate:
         return ((not limits.max_requests or conn.requests < limits.max_requests)
                 and (not limits.max_jobs or conn.jobs + jobs <= limits.max_jobs))
 
-    @staticmethod
-    def _take(conn: _Connection, jobs: int) -> None:
+    def _fits_total(self, jobs: int) -> bool:
+        limit = self.limits.max_total_jobs
+        return not limit or self.total_jobs == 0 or self.total_jobs + jobs <= limit
+
+    def _others_wait_for_total(self) -> bool:
+        return any(c.waiting and self._fits(c, c.waiting[0][0])
+                   for c in self._connections.values())
+
+    def _take(self, conn: _Connection, jobs: int) -> None:
         conn.requests += 1
         conn.jobs += jobs
+        self.total_jobs += jobs
 
-    def _release(self, client: str, conn: _Connection, jobs: int) -> None:
+    def _release(self, conn: _Connection, jobs: int) -> None:
         conn.requests -= 1
         conn.jobs -= jobs
-        self._wake(client, conn)
+        self.total_jobs -= jobs
+        self._dispatch()
 
-    def _wake(self, client: str, conn: _Connection) -> None:
-        while conn.waiting and self._fits(conn, conn.waiting[0][0]):
-            jobs, future = conn.waiting.popleft()
-            self._take(conn, jobs)
+    def _dispatch(self) -> None:
+        """Admit waiting heads while they fit: fewest jobs in flight first, then oldest."""
+        while True:
+            best: _Connection | None = None
+            for conn in self._connections.values():
+                if conn.waiting and self._fits(conn, conn.waiting[0][0]) and (
+                        best is None
+                        or (conn.jobs, conn.waiting[0][1]) < (best.jobs, best.waiting[0][1])):
+                    best = conn
+            if best is None or not self._fits_total(best.waiting[0][0]):
+                break
+            jobs, _, future = best.waiting.popleft()
+            if future.cancelled():  # its task has not run its clean-up yet
+                continue
+            self._take(best, jobs)
             future.set_result(None)
-        if conn.requests == 0 and not conn.waiting:
-            self._connections.pop(client, None)
+        for client in [c for c, conn in self._connections.items()
+                       if conn.requests == 0 and not conn.waiting]:
+            del self._connections[client]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,15 +168,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--client-max-inflight-jobs", type=int,
         help="jobs one client connection may have in progress at once (a bigger request "
              f"goes alone; 0 = no limit; {DEFAULT_MAX_JOBS})")
+    parser.add_argument(
+        "--max-inflight-jobs", type=int,
+        help="Enqueue jobs in progress at once over all clients; when reached, the client with "
+             f"the fewest in progress goes next (0 = no limit; {DEFAULT_MAX_TOTAL_JOBS})")
 
 
 def from_values(values: dict[str, Any]) -> AdmissionLimits:
     """Pop this module's keys from ``values`` (flags or TOML)."""
-    requests = values.pop("client_max_inflight_requests", None)
-    jobs = values.pop("client_max_inflight_jobs", None)
-    limits = AdmissionLimits(DEFAULT_MAX_REQUESTS if requests is None else requests,
-                             DEFAULT_MAX_JOBS if jobs is None else jobs)
-    if limits.max_requests < 0 or limits.max_jobs < 0:
-        raise ValueError("--client-max-inflight-requests and --client-max-inflight-jobs "
-                         "cannot be negative (0 = no limit)")
+    def pop(key: str, default: int) -> int:
+        value = values.pop(key, None)
+        if value is not None and value < 0:
+            raise ValueError(f"--{key.replace('_', '-')} {value}: cannot be negative "
+                             "(0 = no limit)")
+        return default if value is None else value
+
+    limits = AdmissionLimits(pop("client_max_inflight_requests", DEFAULT_MAX_REQUESTS),
+                             pop("client_max_inflight_jobs", DEFAULT_MAX_JOBS),
+                             pop("max_inflight_jobs", DEFAULT_MAX_TOTAL_JOBS))
     return limits

@@ -9,11 +9,14 @@ Ownership: SIGHUP, SIGTERM or SIGKILL to `dpq up` leaves no process of it
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import threading
 
 import psutil
 import pytest
 from support.cluster import wait_until
-from support.dpq_up import Up, dpq, free_port_base, port_free, program
+from support.dpq_up import CWD, ENV, Up, dpq, free_port_base, port_free, program
 
 
 def _serves(up: Up) -> None:
@@ -102,3 +105,35 @@ def test_dpq_up_leaves_nothing_behind_however_it_is_stopped(tmp_path, sig):
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_a_single_node_killed_takes_its_embedded_postgres_with_it(tmp_path):
+    port = free_port_base(1)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dpq.node", "--id", "1", "--listen", f"127.0.0.1:{port}",
+         "--peers", f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "n1")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV, cwd=CWD)
+    postmaster = None
+    try:
+        lines: list[str] = []
+
+        def read() -> None:
+            for line in node.stdout:
+                lines.append(line)  # noqa: PERF402 - seen as they come
+
+        threading.Thread(target=read, daemon=True).start()
+        wait_until(lambda: any("serving on" in line for line in lines) or node.poll() is not None,
+                   90, "the node to serve")
+        assert node.poll() is None, lines
+        pidfile = tmp_path / "n1" / "postgres" / "postmaster.pid"
+        postmaster = psutil.Process(int(pidfile.read_text().split()[0]))
+        assert postmaster.name() == "postgres"
+        node.kill()
+        node.wait(30)
+        postmaster.wait(60)  # raises TimeoutExpired if it lives on
+        assert not pidfile.exists()
+    finally:
+        if node.poll() is None:
+            node.kill()
+        if postmaster is not None and postmaster.is_running():
+            postmaster.kill()

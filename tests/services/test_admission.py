@@ -28,7 +28,7 @@ class Holder:
 
 def test_a_connection_waits_in_order_while_another_goes_at_once():
     async def main():
-        gate = AdmissionGate(AdmissionLimits(max_requests=2, max_jobs=100))
+        gate = AdmissionGate(AdmissionLimits(max_requests=2, max_jobs=100, max_total_jobs=0))
         log: list[str] = []
         flood = [Holder(gate, "ipv4:10.0.0.1:1", 10, log, f"f{i}") for i in range(5)]
         await _settle()
@@ -52,7 +52,7 @@ def test_a_connection_waits_in_order_while_another_goes_at_once():
 
 def test_jobs_are_limited_too_and_a_big_request_goes_alone():
     async def main():
-        gate = AdmissionGate(AdmissionLimits(max_requests=10, max_jobs=100))
+        gate = AdmissionGate(AdmissionLimits(max_requests=10, max_jobs=100, max_total_jobs=0))
         log: list[str] = []
         a = Holder(gate, "c", 60, log, "a")
         b = Holder(gate, "c", 60, log, "b")  # 120 jobs would pass 100
@@ -73,7 +73,7 @@ def test_jobs_are_limited_too_and_a_big_request_goes_alone():
 
 def test_a_waiter_cancelled_gives_its_turn_to_the_next():
     async def main():
-        gate = AdmissionGate(AdmissionLimits(max_requests=1, max_jobs=0))
+        gate = AdmissionGate(AdmissionLimits(max_requests=1, max_jobs=0, max_total_jobs=0))
         log: list[str] = []
         first = Holder(gate, "c", 1, log, "first")
         doomed = Holder(gate, "c", 1, log, "doomed")
@@ -91,7 +91,7 @@ def test_a_waiter_cancelled_gives_its_turn_to_the_next():
 
 def test_limits_of_zero_turn_the_gate_off():
     async def main():
-        gate = AdmissionGate(AdmissionLimits(max_requests=0, max_jobs=0))
+        gate = AdmissionGate(AdmissionLimits(max_requests=0, max_jobs=0, max_total_jobs=0))
         log: list[str] = []
         holders = [Holder(gate, "c", 10_000, log, str(i)) for i in range(50)]
         await _settle()
@@ -99,5 +99,31 @@ def test_limits_of_zero_turn_the_gate_off():
         for h in holders:
             h.release.set()
         await asyncio.gather(*(h.task for h in holders))
+
+    asyncio.run(main())
+
+
+def test_over_the_total_the_client_with_the_least_in_flight_goes_next():
+    async def main():
+        gate = AdmissionGate(AdmissionLimits(max_requests=4, max_jobs=0, max_total_jobs=30))
+        log: list[str] = []
+        a = [Holder(gate, "a", 10, log, f"a{i}") for i in range(3)]  # fills the total
+        await _settle()
+        b = [Holder(gate, "b", 10, log, f"b{i}") for i in range(2)]
+        more_a = Holder(gate, "a", 10, log, "a3")
+        quiet = Holder(gate, "q", 1, log, "q")  # arrives last, has nothing in flight
+        await _settle()
+        assert log == ["a0", "a1", "a2"] and gate.total_jobs == 30
+        a[0].release.set()
+        await _settle()
+        assert log[3:] == ["b0"]  # b and q have nothing in flight; b came first
+        a[1].release.set()
+        await _settle()
+        assert log[4:] == ["q"]  # q has nothing in flight, b and a have 10 each
+        for h in [*a, *b, more_a, quiet]:
+            h.release.set()
+        await asyncio.gather(*(h.task for h in [*a, *b, more_a, quiet]))
+        assert sorted(log) == sorted(["a0", "a1", "a2", "a3", "b0", "b1", "q"])
+        assert gate.total_jobs == 0 and gate._connections == {}
 
     asyncio.run(main())
