@@ -21,8 +21,10 @@ proposer, Paxos and ``apply`` are first come first served): its round trip is
 about the jobs in flight divided by the rate the cluster takes them. So
 ``max_total_jobs`` caps the jobs in flight over all connections; when it is
 reached, the next place that frees goes to the waiting connection with the
-fewest jobs in flight (then the one waiting longest), so a client with nothing
-in flight goes next, whatever the others have queued.
+fewest jobs in flight (then the one served longest ago). A connection with
+nothing in flight does not even wait for that: it may take the total up to
+twice ``max_total_jobs`` (a bounded express lane), so a quiet client's job
+enters the proposer at once, behind at most ``max_total_jobs`` of the flood.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 DEFAULT_MAX_REQUESTS = 4
 DEFAULT_MAX_JOBS = 4_000
-DEFAULT_MAX_TOTAL_JOBS = 4_000
+DEFAULT_MAX_TOTAL_JOBS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +55,13 @@ DEFAULT_LIMITS = AdmissionLimits()
 
 
 class _Connection:
-    __slots__ = ("jobs", "requests", "waiting")
+    __slots__ = ("jobs", "requests", "served", "waiting")
 
     def __init__(self) -> None:
         self.requests = 0
         self.jobs = 0
-        # (jobs, arrival number, future), in arrival order
-        self.waiting: deque[tuple[int, int, asyncio.Future[None]]] = deque()
+        self.served = 0  # when it was last admitted (a count); 0: never
+        self.waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # (jobs, future)
 
 
 class AdmissionGate:
@@ -67,7 +69,7 @@ class AdmissionGate:
         self.limits = limits
         self._on = bool(limits.max_requests or limits.max_jobs or limits.max_total_jobs)
         self._connections: dict[str, _Connection] = {}
-        self._arrivals = 0
+        self._admissions = 0
         #: Jobs admitted and not yet finished, over all connections.
         self.total_jobs = 0
         #: Requests that had to wait their turn (for tests and counters).
@@ -87,18 +89,18 @@ class AdmissionGate:
         conn = self._connections.get(client)
         if conn is None:
             conn = self._connections[client] = _Connection()
-        if (not conn.waiting and self._fits(conn, jobs) and self._fits_total(jobs)
-                and not self._others_wait_for_total()):
+        if not conn.waiting and self._fits(conn, jobs) and (
+                self._express(conn, jobs)
+                or (self._fits_total(jobs) and not self._others_wait_for_total())):
             self._take(conn, jobs)
         else:
             self.waited += 1
-            self._arrivals += 1
-            entry = (jobs, self._arrivals, asyncio.get_running_loop().create_future())
+            entry = (jobs, asyncio.get_running_loop().create_future())
             conn.waiting.append(entry)
             try:
-                await entry[2]
+                await entry[1]
             except BaseException:
-                if entry[2].done() and not entry[2].cancelled():
+                if entry[1].done() and not entry[1].cancelled():
                     self._release(conn, jobs)  # admitted just as it was cancelled
                 else:
                     if entry in conn.waiting:  # (not if _dispatch dropped it as cancelled)
@@ -121,6 +123,11 @@ class AdmissionGate:
         limit = self.limits.max_total_jobs
         return not limit or self.total_jobs == 0 or self.total_jobs + jobs <= limit
 
+    def _express(self, conn: _Connection, jobs: int) -> bool:
+        """A connection with nothing in flight goes at once, over the total, up to twice it."""
+        limit = self.limits.max_total_jobs
+        return conn.requests == 0 and (not limit or self.total_jobs + jobs <= 2 * limit)
+
     def _others_wait_for_total(self) -> bool:
         return any(c.waiting and self._fits(c, c.waiting[0][0])
                    for c in self._connections.values())
@@ -129,6 +136,8 @@ class AdmissionGate:
         conn.requests += 1
         conn.jobs += jobs
         self.total_jobs += jobs
+        self._admissions += 1
+        conn.served = self._admissions
 
     def _release(self, conn: _Connection, jobs: int) -> None:
         conn.requests -= 1
@@ -137,17 +146,18 @@ class AdmissionGate:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Admit waiting heads while they fit: fewest jobs in flight first, then oldest."""
+        """Admit waiting heads while they fit: the connection with the fewest jobs in
+        flight first, then the one served longest ago (round-robin, not by arrival:
+        a flood's oldest request must not beat a quiet client's new one)."""
         while True:
             best: _Connection | None = None
             for conn in self._connections.values():
                 if conn.waiting and self._fits(conn, conn.waiting[0][0]) and (
-                        best is None
-                        or (conn.jobs, conn.waiting[0][1]) < (best.jobs, best.waiting[0][1])):
+                        best is None or (conn.jobs, conn.served) < (best.jobs, best.served)):
                     best = conn
             if best is None or not self._fits_total(best.waiting[0][0]):
                 break
-            jobs, _, future = best.waiting.popleft()
+            jobs, future = best.waiting.popleft()
             if future.cancelled():  # its task has not run its clean-up yet
                 continue
             self._take(best, jobs)

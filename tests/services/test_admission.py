@@ -107,23 +107,45 @@ def test_over_the_total_the_client_with_the_least_in_flight_goes_next():
     async def main():
         gate = AdmissionGate(AdmissionLimits(max_requests=4, max_jobs=0, max_total_jobs=30))
         log: list[str] = []
-        a = [Holder(gate, "a", 10, log, f"a{i}") for i in range(3)]  # fills the total
+        a = [Holder(gate, "a", 10, log, f"a{i}") for i in range(4)]
         await _settle()
-        b = [Holder(gate, "b", 10, log, f"b{i}") for i in range(2)]
-        more_a = Holder(gate, "a", 10, log, "a3")
-        quiet = Holder(gate, "q", 1, log, "q")  # arrives last, has nothing in flight
+        b = [Holder(gate, "b", 5, log, f"b{i}") for i in range(2)]
         await _settle()
-        assert log == ["a0", "a1", "a2"] and gate.total_jobs == 30
+        # a3 waits for the total; b0 had nothing in flight (the express lane)
+        assert log == ["a0", "a1", "a2", "b0"] and gate.total_jobs == 35
         a[0].release.set()
         await _settle()
-        assert log[3:] == ["b0"]  # b and q have nothing in flight; b came first
+        assert log[4:] == ["b1"]  # b has 5 in flight, a 20: b goes, though a3 came first
         a[1].release.set()
         await _settle()
-        assert log[4:] == ["q"]  # q has nothing in flight, b and a have 10 each
-        for h in [*a, *b, more_a, quiet]:
+        assert log[5:] == ["a3"]  # 10 each now: a was served longer ago
+        for h in [*a, *b]:
             h.release.set()
-        await asyncio.gather(*(h.task for h in [*a, *b, more_a, quiet]))
-        assert sorted(log) == sorted(["a0", "a1", "a2", "a3", "b0", "b1", "q"])
+        await asyncio.gather(*(h.task for h in [*a, *b]))
         assert gate.total_jobs == 0 and gate._connections == {}
+
+    asyncio.run(main())
+
+
+def test_a_flood_that_just_finished_does_not_go_before_a_quiet_client():
+    async def main():
+        gate = AdmissionGate(AdmissionLimits(max_requests=4, max_jobs=0, max_total_jobs=10))
+        log: list[str] = []
+        flood = [Holder(gate, "flood", 10, log, f"f{i}") for i in range(4)]  # f1.. queued early
+        await _settle()
+        quiet = Holder(gate, "quiet", 1, log, "q")  # nothing in flight: the express lane
+        late = Holder(gate, "late", 10, log, "late")  # nothing in flight, but 21 > 2 * 10
+        await _settle()
+        assert log == ["f0", "q"]
+        flood[0].release.set()
+        quiet.release.set()
+        # flood and late have nothing in flight; the flood was served more recently
+        await _settle()
+        assert log == ["f0", "q", "late"]
+        late.release.set()
+        for h in flood:
+            h.release.set()
+        await asyncio.gather(*(h.task for h in [*flood, quiet, late]))
+        assert log == ["f0", "q", "late", "f1", "f2", "f3"]
 
     asyncio.run(main())
