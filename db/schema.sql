@@ -54,3 +54,14 @@ COMMENT ON TABLE dpq_cluster IS
     'One row: the last log slot whose changes are all in jobs, written in the same transaction as them.';
 
 INSERT INTO dpq_cluster (id, applied_slot) VALUES (1, 0);
+
+-- One row: the cluster that owns this database (dpq/node/identity.py).
+CREATE TABLE dpq_cluster_identity (
+    id         INT PRIMARY KEY DEFAULT 1 CONSTRAINT single_row CHECK (id = 1),
+    cluster_id TEXT NOT NULL CONSTRAINT cluster_id_is_128_bit_hex
+                   CHECK (cluster_id ~ '^[0-9a-f]{32}$'),  -- 128 random bits
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE dpq_cluster_identity IS
+    'One row: the id of the dpq cluster that owns this database, kept in every node''s data folder too.';

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         if name not in ("up", "demo"):
             p.add_argument("--target", help="HOST:PORT of a gateway or node "
                                             "(default: $DPQ_ADDR, else 127.0.0.1:7100)")
+            p.add_argument("--tls-dir", help="the cluster's TLS folder (ca.pem, token) "
+                                             "(default: $DPQ_TLS_DIR, else ./dpq-data/tls "
+                                             "if it exists, else plaintext)")
         return p
 
     up = sub("up", "start a local cluster (nodes + gateway) until Ctrl-C")
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dsn", help="PostgreSQL URL (default: an embedded server in the data dir)")
     up.add_argument("--data-dir", default="dpq-data", help="where everything is kept (./dpq-data)")
     up.add_argument("--port-base", type=int, default=7100,
-                    help="gateway on this port, node i on port-base + i (7100)")
+                    help="gateway on this port, node i on port-base + i for clients and "
+                         "port-base + 10 + i for its peers (7100)")
     up.add_argument("--demo", action="store_true",
                     help="run a producer/consumer demo of priorities and aging, then stop")
 
@@ -64,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
     commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
+    certs = commands_.add_parser("certs", help="TLS material for a cluster (dpq certs init)")
+    init = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION").add_parser(
+        "init", help="write a CA, node/gateway/client certificates and the client token to DIR")
+    init.add_argument("dir", metavar="DIR")
+    init.add_argument("--nodes", type=int, default=3, help="node certificates 1..N (3)")
+    init.add_argument("--hosts", default="127.0.0.1,localhost,::1",
+                      help="names and IPs every certificate is valid for, comma-separated "
+                           "(127.0.0.1,localhost,::1)")
+    init.add_argument("--days", type=int, default=825, help="certificate validity (825 days)")
+    init.add_argument("--force", action="store_true", help="replace an existing CA in DIR")
 
     args = parser.parse_args(argv)
     try:
@@ -76,17 +90,23 @@ def main(argv: list[str] | None = None) -> int:
 
             demo.main()
             return 0
+        if args.command == "certs":
+            return commands.certs_init(args.dir, nodes=args.nodes, hosts=args.hosts,
+                                       force=args.force, days=args.days, out=sys.stdout)
         target = _target(args)
+        tls = commands.tls_dir_for(args.tls_dir)
         if args.command == "enqueue":
             payloads = args.payloads or ([] if sys.stdin.isatty() else commands.stdin_lines())
             return commands.enqueue(target, payloads, queue=args.queue, priority=args.priority,
-                                    delay_s=args.delay, dedup_key=args.dedup_key, out=sys.stdout)
+                                    delay_s=args.delay, dedup_key=args.dedup_key, out=sys.stdout,
+                                    tls_dir=tls)
         if args.command == "consume":
             return commands.consume(target, queue=args.queue, count=args.count, ack=args.ack,
-                                    wait_s=args.wait, lease_s=args.lease, out=sys.stdout)
+                                    wait_s=args.wait, lease_s=args.lease, out=sys.stdout,
+                                    tls_dir=tls)
         if args.command == "stats":
-            return commands.stats(target, queue=args.queue, out=sys.stdout)
-        return commands.status(target, out=sys.stdout)
+            return commands.stats(target, queue=args.queue, out=sys.stdout, tls_dir=tls)
+        return commands.status(target, out=sys.stdout, tls_dir=tls)
     except commands.CommandError as exc:
         print(f"dpq {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -100,16 +120,17 @@ def node_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dpq-node",
         description="Run one dpq node. Three nodes on one machine, for example:\n"
-        "  dpq-node --id 1 --listen 127.0.0.1:7101 "
-        "--peers 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 "
-        "--data-dir data/n1 --dsn postgresql://...",
+        "  dpq-node --id 1 --listen 127.0.0.1:7101 --peer-listen 127.0.0.1:7111 "
+        "--peers 1=127.0.0.1:7111,2=127.0.0.1:7112,3=127.0.0.1:7113 "
+        "--data-dir data/n1 --dsn postgresql://... --tls-dir certs\n"
+        "Clients use --listen; the nodes talk to each other on --peer-listen.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cfg = config.from_arguments(args)
-        _probe_ports({"--listen": cfg.listen})
+        _probe_ports({"--listen": cfg.listen, "--peer-listen": cfg.peer_listen})
     except (config.ConfigError, OSError) as exc:
         print(f"dpq-node: {exc}", file=sys.stderr)
         return 2
@@ -126,12 +147,20 @@ def _probe_ports(addresses: dict[str, str]) -> None:
     from dpq.services import ports
 
     for flag, address in addresses.items():
-        ports.probe(address, flag)
+        if address:
+            ports.probe(address, flag)
 
 
 async def _serve_node(cfg) -> int:
+    from dpq.node import identity, planes
+    from dpq.node.config import ConfigError
     from dpq.node.node import Node
 
+    try:
+        credentials = planes.credentials(cfg)
+    except ConfigError as exc:
+        print(f"dpq-node: {exc}", file=sys.stderr)
+        return 2
     embedded = watchdog = None
     dsn = cfg.dsn
     if not dsn:
@@ -143,7 +172,23 @@ async def _serve_node(cfg) -> int:
         watchdog.watch_postgres(os.path.join(cfg.data_dir, "postgres"))
         embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
-    node = Node(cfg, dsn)
+
+    def let_go() -> None:
+        if embedded is not None:
+            embedded.stop()
+        if watchdog is not None:
+            watchdog.close()
+
+    if not await _postgres_at_start(cfg, dsn):
+        let_go()
+        return 2
+    try:
+        who = await identity.establish(cfg.data_dir, cfg.node_id, dsn)
+    except identity.IdentityError as exc:
+        print(f"dpq-node {cfg.node_id}: {exc}", file=sys.stderr)
+        let_go()
+        return 2
+    node = Node(cfg, dsn, who, credentials)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,20 +200,38 @@ async def _serve_node(cfg) -> int:
             print(f"dpq-node: {exc}", file=sys.stderr)
             return 2
         runtime.tune_for_server()
-        print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port})", flush=True)
+        peers = f", peers on {cfg.peer_listen} (port {node.peer_port})" if cfg.peer_listen else ""
+        print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port}){peers}, "
+              f"cluster {who.fingerprint}", flush=True)
         signalled = asyncio.create_task(stop.wait())
         died = asyncio.create_task(node.stopped.wait())
         await asyncio.wait([signalled, died], return_when=asyncio.FIRST_COMPLETED)
     finally:
         await node.stop()
-        if embedded is not None:
-            embedded.stop()
-        if watchdog is not None:
-            watchdog.close()
+        let_go()
     if node.failed is not None:
         print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)", file=sys.stderr)
         return 1
     return 0
+
+
+async def _postgres_at_start(cfg, dsn: str) -> bool:
+    """Refuse a DSN that cannot work (False); a server that is only down is a warning."""
+    import logging
+
+    from dpq.pg import connect
+
+    try:
+        down = await connect.prepare(dsn, cfg.postgres_timeout_ms / 1000)
+    except connect.DsnError as exc:
+        print(f"dpq-node: {exc}", file=sys.stderr)
+        return False
+    if down is not None:
+        logging.getLogger("dpq.node").warning(
+            "PostgreSQL at %s is not reachable (%s): starting anyway; the queue serves from the "
+            "log and the leader migrates and writes once PostgreSQL is back",
+            connect.where(dsn), down)
+    return True
 
 
 def gateway_main(argv: list[str] | None = None) -> int:
@@ -185,7 +248,9 @@ def gateway_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on (127.0.0.1:7100)")
-    parser.add_argument("--nodes", required=True, help="the nodes' addresses, comma-separated")
+    parser.add_argument("--nodes", required=True,
+                        help="the nodes' client addresses (their --listen), comma-separated; "
+                             "each node's peer port is learnt from its ClusterInfo")
     parser.add_argument("--max-inflight", type=int, default=4,
                         help="proposals in flight to the leader at once; requests arriving "
                              "meanwhile ride together in the next one (4)")

@@ -1,4 +1,5 @@
-"""The bodies of ``dpq enqueue``, ``dpq consume``, ``dpq stats`` and ``dpq status``.
+"""The bodies of ``dpq enqueue``, ``dpq consume``, ``dpq stats``, ``dpq status`` and
+``dpq certs init``.
 
 Each takes parsed arguments and an output stream and returns an exit code; a
 failure the user can act on is one line on stderr (``CommandError``).
@@ -7,6 +8,7 @@ failure the user can act on is one line on stderr (``CommandError``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -14,6 +16,7 @@ from typing import TextIO
 
 import grpc
 
+from dpq.security.errors import TlsError
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 
@@ -34,23 +37,49 @@ def duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-def _rpc_error(exc: grpc.RpcError, target: str) -> CommandError:
+#: Where ``dpq up --tls`` keeps the material, relative to where it was started.
+UP_TLS_DIR = os.path.join("dpq-data", "tls")
+
+
+def tls_dir_for(flag: str | None) -> str | None:
+    """The TLS folder a client command uses: ``--tls-dir``, else ``$DPQ_TLS_DIR`` (empty:
+    none), else ``./dpq-data/tls`` if ``dpq up --tls`` made it here; None: plaintext."""
+    if flag:
+        return flag
+    if "DPQ_TLS_DIR" in os.environ:
+        return os.environ["DPQ_TLS_DIR"] or None
+    return UP_TLS_DIR if os.path.isdir(UP_TLS_DIR) else None
+
+
+def _rpc_error(exc: grpc.RpcError, target: str, tls_dir: str | None = None) -> CommandError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return CommandError(f"{target} is not answering ({exc.details()}); "
-                            "is `dpq up` running, or is --target / DPQ_ADDR right?")
+        how = (f"with TLS from {tls_dir}" if tls_dir else "in plaintext") + \
+            "; is `dpq up` running, is --target / DPQ_ADDR right, does the cluster use TLS?"
+        return CommandError(f"{target} is not answering ({exc.details()}) {how}")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CommandError(f"{target} refused the call ({exc.details()}): give the cluster's "
+                            "TLS folder with --tls-dir or DPQ_TLS_DIR")
     return CommandError(f"{code.name}: {exc.details()}")
 
 
-def _stub(target: str) -> tuple[grpc.Channel, queue_pb2_grpc.QueueStub]:
-    channel = grpc.insecure_channel(target)
+def _stub(target: str, tls_dir: str | None) -> tuple[grpc.Channel, queue_pb2_grpc.QueueStub]:
+    from dpq.client._endpoints import security
+
+    try:
+        credentials = security(tls_dir) if tls_dir else None
+    except TlsError as exc:
+        raise CommandError(str(exc)) from None
+    channel = (grpc.secure_channel(target, credentials) if credentials is not None
+               else grpc.insecure_channel(target))
     return channel, queue_pb2_grpc.QueueStub(channel)
 
 
 # ------------------------------------------------------------------ enqueue
 
 def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
-            delay_s: float | None, dedup_key: str | None, out: TextIO) -> int:
+            delay_s: float | None, dedup_key: str | None, out: TextIO,
+            tls_dir: str | None = None) -> int:
     from dpq.client import DpqError, JobSpec, Producer
 
     specs = [JobSpec(payload=p, priority=priority, queue=queue, delay=delay_s,
@@ -58,9 +87,9 @@ def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
     if not specs:
         raise CommandError("nothing to enqueue: give payloads as arguments or lines on stdin")
     try:
-        with Producer(target) as producer:
+        with Producer(target, tls_dir=tls_dir) as producer:
             ids = producer.enqueue_many(specs)
-    except DpqError as exc:
+    except (DpqError, TlsError) as exc:
         raise CommandError(str(exc)) from exc
     for job_id in ids:
         print(job_id, file=out)
@@ -70,13 +99,13 @@ def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
 # ------------------------------------------------------------------ consume
 
 def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: float,
-            lease_s: float, out: TextIO) -> int:
+            lease_s: float, out: TextIO, tls_dir: str | None = None) -> int:
     from dpq.client import Consumer, DpqError
 
     seen = 0
     try:
         with Consumer(target, queue=queue, wait=min(wait_s, 30.0), lease=lease_s,
-                      max_jobs=min(count or 10, 100)) as consumer:
+                      max_jobs=min(count or 10, 100), tls_dir=tls_dir) as consumer:
             for job in consumer:
                 print(f"{job.id}\tp{job.priority}\tattempt {job.attempt}\t{job.queue}\t"
                       f"{job.payload.decode('utf-8', 'backslashreplace')}", file=out, flush=True)
@@ -89,20 +118,20 @@ def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: fl
                     break
     except KeyboardInterrupt:
         return 130
-    except DpqError as exc:
+    except (DpqError, TlsError) as exc:
         raise CommandError(str(exc)) from exc
     return 0
 
 
 # -------------------------------------------------------------------- stats
 
-def stats(target: str, *, queue: str, out: TextIO) -> int:
-    channel, stub = _stub(target)
+def stats(target: str, *, queue: str, out: TextIO, tls_dir: str | None = None) -> int:
+    channel, stub = _stub(target, tls_dir)
     with channel:
         try:
             queues = stub.Stats(queue_pb2.StatsRequest(queue=queue), timeout=10).queues
         except grpc.RpcError as exc:
-            raise _rpc_error(exc, target) from exc
+            raise _rpc_error(exc, target, tls_dir) from exc
     rows = [["queue", "p1", "p2", "p3", "p4", "p5", "ready", "delayed", "leased", "dead"]]
     for q in queues:
         ready = list(q.ready_by_priority) + [0] * (5 - len(q.ready_by_priority))
@@ -117,13 +146,13 @@ def stats(target: str, *, queue: str, out: TextIO) -> int:
 
 # ------------------------------------------------------------------- status
 
-def status(target: str, *, out: TextIO) -> int:
-    channel, stub = _stub(target)
+def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
+    channel, stub = _stub(target, tls_dir)
     with channel:
         try:
             info = stub.ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=10)
         except grpc.RpcError as exc:
-            raise _rpc_error(exc, target) from exc
+            raise _rpc_error(exc, target, tls_dir) from exc
     leader = next((n for n in info.nodes if n.node_id == info.leader_id), None)
     head = leader.commit_index if leader else 0
     print(f"leader: node {info.leader_id}" if info.leader_id else "leader: none elected",
@@ -142,6 +171,24 @@ def status(target: str, *, out: TextIO) -> int:
                     str(n.waiting_consumers), str(n.balancer_weight), str(n.assigned_jobs)]
         rows.append(row)
     _table(rows, out)
+    return 0
+
+
+# -------------------------------------------------------------- certs init
+
+def certs_init(directory: str, *, nodes: int, hosts: str, force: bool, days: int,
+               out: TextIO) -> int:
+    from dpq.security import certs
+
+    try:
+        paths = certs.init(directory, nodes, hosts, force=force, days=days)
+    except certs.CertsError as exc:
+        raise CommandError(str(exc)) from None
+    for path in paths:
+        print(path, file=out)
+    print(f"TLS material for {nodes} node(s) written to {directory} (keys and token 0600).\n"
+          f"Nodes and gateway: --tls-dir {directory}; clients: --tls-dir {directory} or "
+          f"DPQ_TLS_DIR={directory} (they read ca.pem and token).", file=out)
     return 0
 
 

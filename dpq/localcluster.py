@@ -4,8 +4,12 @@ This is what ``dpq up`` runs, what ``bench/e2e.py`` measures and what the
 integration tests start. Every process is a real one (``python -m dpq.node``
 is the ``dpq-node`` entry point) with its own data folder under ``root``;
 PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
-Ports: the gateway on ``port_base``, node *i* on ``port_base + i``
-(:meth:`LocalCluster.listen_addresses` lists them all).
+Ports: the gateway on ``port_base``, node *i*'s client port on ``port_base + i``
+and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``);
+:meth:`LocalCluster.listen_addresses` lists them all.
+
+The nodes run with ``--insecure`` (plaintext, no TLS) unless ``node_args``
+carries TLS flags: on loopback only.
 
 Everything it starts stops with it, however this process ends: see
 ``dpq.lifeline`` (a parent-death signal on each child, and a watchdog process
@@ -32,6 +36,10 @@ from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 #: Child processes import the dpq this process imported (a checkout or site-packages).
 PACKAGE_ROOT = str(Path(dpq.__file__).resolve().parent.parent)
+#: Node i's peer port is its client port plus this (with the default port layout).
+PEER_PORT_OFFSET = 10
+#: Node flags that bring TLS material; without any, the nodes run --insecure.
+TLS_FLAGS = ("--tls-dir", "--tls-cert", "--tls-key", "--tls-ca", "--token-file")
 
 
 class ClusterError(RuntimeError):
@@ -42,12 +50,20 @@ class LocalCluster:
     def __init__(self, root: str | os.PathLike[str], *, nodes: int = 3, port_base: int = 7100,
                  host: str = "127.0.0.1", dsn: str | None = None,
                  node_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
-                 ports: list[int] | None = None, cpus: dict[int, set[int]] | None = None) -> None:
+                 ports: list[int] | None = None, peer_ports: list[int] | None = None,
+                 cpus: dict[int, set[int]] | None = None) -> None:
+        """``ports``: the gateway's then each node's client port; ``peer_ports``: each
+        node's peer port (both default to the layout above, from ``port_base``)."""
         self.root = Path(root).resolve()
         self.ids = list(range(1, nodes + 1))
         ports = ports or [port_base + i for i in range(nodes + 1)]
+        peer_ports = peer_ports or [port_base + PEER_PORT_OFFSET + i for i in self.ids]
+        if len(ports) != nodes + 1 or len(peer_ports) != nodes:
+            raise ValueError(f"{nodes} nodes need {nodes + 1} ports and {nodes} peer ports")
         self.gateway_address = f"{host}:{ports[0]}"
+        #: Each node's client address (Queue) and peer address (Replication).
         self.addresses = {i: f"{host}:{ports[i]}" for i in self.ids}
+        self.peer_addresses = {i: f"{host}:{peer_ports[i - 1]}" for i in self.ids}
         self.dsn = dsn
         self.node_args = tuple(node_args)
         self.gateway_args = tuple(gateway_args)
@@ -61,12 +77,22 @@ class LocalCluster:
 
     @property
     def peers(self) -> str:
-        return ",".join(f"{i}={a}" for i, a in self.addresses.items())
+        return ",".join(f"{i}={a}" for i, a in self.peer_addresses.items())
+
+    def peers_of(self, node_id: int) -> str:
+        """The ``--peers`` node ``node_id`` is started with (tests may cross them)."""
+        return self.peers
+
+    @property
+    def insecure(self) -> bool:
+        """Plaintext planes: no TLS flag among ``node_args``."""
+        return not any(arg.split("=")[0] in TLS_FLAGS for arg in self.node_args)
 
     def listen_addresses(self) -> dict[str, str]:
         """Every address a process of this cluster listens on, by what listens there."""
         listen = {"gateway": self.gateway_address}
         listen.update({f"node {i}": address for i, address in self.addresses.items()})
+        listen.update({f"node {i} peers": address for i, address in self.peer_addresses.items()})
         return listen
 
     def taken_ports(self) -> list[str]:
@@ -106,8 +132,10 @@ class LocalCluster:
     def start_node(self, node_id: int) -> None:
         data = self.root / f"n{node_id}"
         cmd = [sys.executable, "-m", "dpq.node", "--id", str(node_id),
-               "--listen", self.addresses[node_id], "--peers", self.peers,
-               "--data-dir", str(data), "--dsn", self.dsn, *self.node_args]
+               "--listen", self.addresses[node_id], "--peer-listen", self.peer_addresses[node_id],
+               "--peers", self.peers_of(node_id), "--data-dir", str(data), "--dsn", self.dsn,
+               *(("--insecure",) if self.insecure and "--insecure" not in self.node_args else ()),
+               *self.node_args]
         self.procs[node_id] = self._spawn(cmd, data, self.cpus.get(node_id))
 
     def start_gateway(self) -> None:

@@ -104,9 +104,14 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
 
 def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     roles = {n.node_id: n.role for n in info.nodes}
-    lines = [f"\ndpq is up ({time.strftime('%H:%M:%S')}):",
+    lines = [f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
              f"  gateway   {cluster.gateway_address}"]
-    lines += [f"  node {i}    {address}   {roles.get(i, '?')}"
-              for i, address in cluster.addresses.items()]
+    lines += [f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
+              f"{roles.get(i, '?')}" for i, address in cluster.addresses.items()]
     lines.append(f"  postgres  {cluster.dsn}")
+    if cluster.insecure:
+        lines.append("  plaintext: no TLS, no client token (loopback only; for a network, see "
+                     "`dpq certs init`)")
+    lines.append("  ports: clients use the gateway or a node's port; the nodes talk to each other "
+                 "on the peer ports (port-base + 10 + i)")
     _say(out, "\n".join(lines))

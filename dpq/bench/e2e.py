@@ -280,8 +280,9 @@ class Run:
         from dpq.localcluster import LocalCluster
 
         self.name, self.dsn, self.args, self.progress = name, dsn, args, progress
-        self.cluster = LocalCluster(root, nodes=nodes, dsn=dsn, ports=free_ports(nodes + 1),
-                                    node_args=tuple(args.node_arg),
+        ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports
+        self.cluster = LocalCluster(root, nodes=nodes, dsn=dsn, ports=ports[:nodes + 1],
+                                    peer_ports=ports[nodes + 1:], node_args=tuple(args.node_arg),
                                     gateway_args=tuple(args.gateway_arg))
         self.postmaster = postmaster
         self.result: dict[str, Any] = {"nodes": nodes}
@@ -340,7 +341,7 @@ class Run:
 
         def at_start() -> None:
             before["counters"] = _probe.snapshot_counters(cluster.gateway_address,
-                                                          cluster.addresses)
+                                                          cluster.peer_addresses)
             before["cpu"] = self.meter.read()
             before["driver"] = _probe.own_cpu()
             before["load"] = _load()
@@ -360,7 +361,7 @@ class Run:
         clients_done = time.monotonic_ns()
         caught_up_s, rows, slot = _probe.wait_written(self.dsn, pg_rows, self.args.stall_seconds)
         written_ns = time.monotonic_ns()
-        after_counters = _probe.snapshot_counters(cluster.gateway_address, cluster.addresses)
+        after_counters = _probe.snapshot_counters(cluster.gateway_address, cluster.peer_addresses)
         cpu = self.meter.read()
         measured = {
             "cpu_s": {k: cpu[k] - before["cpu"][k] for k in cpu},

@@ -11,7 +11,9 @@
         consumer.run(handle, concurrency=4)  # acks, nacks, extends; stops on Ctrl-C
 
 Targets are ``HOST:PORT`` of a gateway or of nodes (``None``: ``$DPQ_ADDR``,
-else the local ``dpq up`` gateway at ``127.0.0.1:7100``).
+else the local ``dpq up`` gateway at ``127.0.0.1:7100``). A cluster with TLS on
+wants its CA and bearer token: ``Producer(..., tls_dir="tls")`` (a ``dpq certs
+init`` folder), ``root_certificates=`` and ``token=``, or ``$DPQ_TLS_DIR``.
 
 Modules: ``producer`` and ``consumer`` (the four client classes), ``job``
 (what a consumer hands out), ``spec`` (what a producer sends), ``errors``.
@@ -35,11 +37,13 @@ from dpq.client.errors import (
     PartialEnqueueError,
     ResourceExhaustedError,
     ServerError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from dpq.client.job import AsyncJob, BaseJob, Job
 from dpq.client.producer import AsyncProducer, Producer, ProducerStats
 from dpq.client.spec import Delay, JobLike, JobSpec, Payload
+from dpq.security.errors import TlsError
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -67,6 +71,8 @@ __all__ = [
     "RetryPolicy",
     "RunSummary",
     "ServerError",
+    "TlsError",
+    "UnauthenticatedError",
     "UnavailableError",
     "parse_targets",
 ]

@@ -3,7 +3,8 @@
 A target is ``HOST:PORT`` of a gateway or of any node; both serve the same
 ``dpq.v1.Queue`` API. :class:`Endpoints` sticks to one address until a call to
 it fails, then moves on to the next one (or to the leader a node named in its
-``UNAVAILABLE`` message, when that address is one of ours).
+``UNAVAILABLE`` message, when that address is one of ours). Every channel has
+the same credentials: plaintext, or TLS with the bearer token (:func:`security`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dpq.v1 import queue_pb2_grpc
 DEFAULT_TARGET = "127.0.0.1:7100"
 
 Targets = str | Sequence[str] | None
+PathLike = str | os.PathLike[str]
 
 # gRPC's own reconnect backoff grows to two minutes by default: a node that
 # comes back would be refused that long. Retries are the client's job (no
@@ -52,6 +54,24 @@ def parse_targets(targets: Targets) -> list[str]:
     return out
 
 
+def security(tls_dir: PathLike | None = None,
+             root_certificates: bytes | PathLike | None = None,
+             token: str | None = None) -> grpc.ChannelCredentials | None:
+    """The credentials the client connects with, None for plaintext.
+
+    ``tls_dir``: a ``dpq certs init`` folder (its ``ca.pem`` and ``token``);
+    ``root_certificates``: the CA as PEM bytes or a PEM file's path; ``token``:
+    the bearer token. With none given, ``$DPQ_TLS_DIR`` names the folder.
+    Raises :class:`dpq.security.tls.TlsError` for material that cannot be used.
+    """
+    if tls_dir is None and root_certificates is None and token is None \
+            and not os.environ.get("DPQ_TLS_DIR"):
+        return None  # plaintext, without importing the TLS machinery
+    from dpq.security.tls import client_credentials
+
+    return client_credentials(tls_dir, root_certificates, token)
+
+
 def leader_hint(details: str) -> str | None:
     """The leader's address a node names in an UNAVAILABLE message, if any."""
     match = _LEADER_HINT.search(details or "")
@@ -62,9 +82,12 @@ class Channels:
     """One ``grpc.aio`` channel per address, made on first use, closed together.
 
     Lives on the event loop that uses it (grpc.aio channels are bound to one).
+    ``credentials`` (see :func:`security`): TLS and the bearer token; None:
+    plaintext.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, queue_pb2_grpc.QueueStub] = {}
 
@@ -72,7 +95,11 @@ class Channels:
         """The ``dpq.v1.Queue`` stub for ``address``."""
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials,
+                                                  options=CHANNEL_OPTIONS)
             self._channels[address] = channel
             stub = self._stubs[address] = queue_pb2_grpc.QueueStub(channel)
         return stub

@@ -42,8 +42,9 @@ class JobRecord:
 
     @property
     def ref(self) -> queue_pb2.JobRef:
-        """The lease token: job id and attempt."""
-        return queue_pb2.JobRef(job_id=self.pb.job_id, attempt=self.pb.attempt)
+        """The lease token: job id, attempt and the lease's receipt."""
+        return queue_pb2.JobRef(job_id=self.pb.job_id, attempt=self.pb.attempt,
+                                receipt=self.pb.receipt)
 
 
 class Held:

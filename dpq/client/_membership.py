@@ -18,11 +18,14 @@ import grpc
 
 from dpq.client._endpoints import Channels
 from dpq.client._retry import RetryPolicy
+from dpq.client.errors import server_error
 from dpq.v1 import queue_pb2
 
 log = logging.getLogger("dpq.client")
 
 CLUSTER_INFO_TIMEOUT_S = 5.0
+#: The cluster does not let us in (no or a wrong bearer token).
+REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 #: address -> reachable, the leader first, then in the cluster's order
 Nodes = dict[str, bool]
@@ -70,6 +73,9 @@ class Membership:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     return {seed: True for seed in self._seeds}
+                if exc.code() in REFUSED:  # asking again will not help: the consumer fails
+                    raise server_error(exc.code(), exc.details() or "", "ClusterInfo",
+                                       address) from None
                 continue
             # The leader first: acks go there, where they are proposed without a hop.
             ordered = sorted(response.nodes, key=lambda n: n.role != "leader")

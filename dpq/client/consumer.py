@@ -35,7 +35,14 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from dpq.client._endpoints import Channels, Endpoints, Targets, parse_targets
+from dpq.client._endpoints import (
+    Channels,
+    Endpoints,
+    PathLike,
+    Targets,
+    parse_targets,
+    security,
+)
 from dpq.client._fleet import PollerFleet
 from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._keeper import LeaseKeeper
@@ -74,7 +81,8 @@ class AsyncConsumer:
     ``nack_backoff``: ``attempt -> seconds`` before a job whose handler raised
     comes back (default :class:`ExponentialBackoff`). ``retry``: for acks,
     nacks and extensions (:class:`RetryPolicy`); also paces retries of failed
-    nodes.
+    nodes. ``tls_dir`` / ``root_certificates`` / ``token``: TLS and the bearer
+    token, as for :class:`~dpq.client.AsyncProducer`.
     """
 
     def __init__(self, targets: Targets = None, *, queue: str = DEFAULT_QUEUE,
@@ -83,7 +91,9 @@ class AsyncConsumer:
                  discover: bool = True, refresh_interval: float = 5.0,
                  extend_fraction: float = 0.5, max_hold: float = 3600.0,
                  nack_backoff: Callable[[int], float] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, tls_dir: PathLike | None = None,
+                 root_certificates: bytes | PathLike | None = None,
+                 token: str | None = None) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, not {max_jobs}")
         if lease <= 0 or wait < 0:
@@ -95,7 +105,7 @@ class AsyncConsumer:
         self._prefetch = prefetch
         self._retry = retry or RetryPolicy()
         self._nack_backoff = nack_backoff or ExponentialBackoff()
-        self._channels = Channels()
+        self._channels = Channels(security(tls_dir, root_certificates, token))
         self._held = Held()
         self._settler = Settler(Endpoints(self._channels, self._seeds), self._retry, self._held)
         self._keeper = LeaseKeeper(self._held, self._settler, lease, extend_fraction)
@@ -281,7 +291,9 @@ class Consumer:
                  discover: bool = True, refresh_interval: float = 5.0,
                  extend_fraction: float = 0.5, max_hold: float = 3600.0,
                  nack_backoff: Callable[[int], float] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, tls_dir: PathLike | None = None,
+                 root_certificates: bytes | PathLike | None = None,
+                 token: str | None = None) -> None:
         self._loop = LoopThread("dpq-consumer")
 
         async def make() -> AsyncConsumer:
@@ -289,7 +301,8 @@ class Consumer:
                 targets, queue=queue, wait=wait, max_jobs=max_jobs, lease=lease,
                 prefetch=prefetch, consumer_id=consumer_id, discover=discover,
                 refresh_interval=refresh_interval, extend_fraction=extend_fraction,
-                max_hold=max_hold, nack_backoff=nack_backoff, retry=retry)
+                max_hold=max_hold, nack_backoff=nack_backoff, retry=retry, tls_dir=tls_dir,
+                root_certificates=root_certificates, token=token)
 
         try:
             self._async = self._loop.run(make())

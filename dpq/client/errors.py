@@ -9,6 +9,11 @@ what to do about it:
 - :class:`UnavailableError`: no endpoint answered in time, after every retry.
 - :class:`ResourceExhaustedError`: the cluster is over its memory budget, after
   every retry; consume, or slow down.
+- :class:`UnauthenticatedError`: the server wants TLS and the cluster's bearer
+  token (``tls_dir=``, ``$DPQ_TLS_DIR``); never retried.
+
+TLS material the client cannot use raises :class:`dpq.security.errors.TlsError`
+(also exported as ``dpq.client.TlsError``) when the client is made.
 
 A job whose ack, nack or lease extension the server refused raises a
 :class:`JobRefError` (:class:`LeaseLostError`, :class:`JobNotFoundError`).
@@ -59,6 +64,11 @@ class ResourceExhaustedError(ServerError):
     through every retry; nothing of the request was taken."""
 
 
+class UnauthenticatedError(ServerError):
+    """The server refused the call for want of the right bearer token
+    (``UNAUTHENTICATED``): connect with the cluster's TLS folder or token."""
+
+
 class PartialEnqueueError(DpqError):
     """``enqueue_many`` failed part way: ``job_ids`` holds the ids of the jobs that
     were enqueued (the first ones, in order); the cause is ``__cause__``."""
@@ -98,6 +108,7 @@ def server_error(code: grpc.StatusCode, details: str, method: str,
         grpc.StatusCode.UNAVAILABLE: UnavailableError,
         grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+        grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     }.get(code, ServerError)
     return kind(code, details, method, address)
 

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from dpq.client._coalesce import Coalescer
-from dpq.client._endpoints import Channels, Endpoints, Targets, parse_targets
+from dpq.client._endpoints import (
+    Channels,
+    Endpoints,
+    PathLike,
+    Targets,
+    parse_targets,
+    security,
+)
 from dpq.client._loop import LoopThread
 from dpq.client._retry import RetryCounter, RetryPolicy, with_retries
 from dpq.client._stream import EnqueueStream
@@ -99,16 +106,20 @@ class AsyncProducer:
     with commas); None reads ``$DPQ_ADDR``, else ``127.0.0.1:7100``.
     ``timeout``: seconds one attempt may take. ``retry``: the
     :class:`RetryPolicy`. ``idempotent`` and ``batching``: see the module
-    docstring. Use it as ``async with AsyncProducer(...) as producer:`` or
+    docstring. ``tls_dir`` (a ``dpq certs init`` folder), or ``root_certificates``
+    (the CA: PEM bytes or a file) and ``token``: connect with TLS and the bearer
+    token; none of them: ``$DPQ_TLS_DIR`` if set, else plaintext. Use it as ``async with AsyncProducer(...) as producer:`` or
     call :meth:`close`.
     """
 
     def __init__(self, targets: Targets = None, *, batching: bool = False,
                  batch_size: int = 500, idempotent: bool = False, timeout: float = 20.0,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, tls_dir: PathLike | None = None,
+                 root_certificates: bytes | PathLike | None = None,
+                 token: str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self._channels = Channels()
+        self._channels = Channels(security(tls_dir, root_certificates, token))
         self._endpoints = Endpoints(self._channels, parse_targets(targets))
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -276,12 +287,16 @@ class Producer:
 
     def __init__(self, targets: Targets = None, *, batching: bool = False,
                  batch_size: int = 500, idempotent: bool = False, timeout: float = 20.0,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, tls_dir: PathLike | None = None,
+                 root_certificates: bytes | PathLike | None = None,
+                 token: str | None = None) -> None:
         self._loop = LoopThread("dpq-producer")
 
         async def make() -> AsyncProducer:
             return AsyncProducer(targets, batching=batching, batch_size=batch_size,
-                                 idempotent=idempotent, timeout=timeout, retry=retry)
+                                 idempotent=idempotent, timeout=timeout, retry=retry,
+                                 tls_dir=tls_dir, root_certificates=root_certificates,
+                                 token=token)
 
         try:
             self._async = self._loop.run(make())

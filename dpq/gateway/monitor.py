@@ -1,5 +1,11 @@
 """The gateway's live view of every node, from each node's WatchHealth stream.
 
+The gateway is given the nodes' client addresses (``--nodes``); Queue calls go
+there. Replication (WatchHealth, and Propose to the leader) is served on each
+node's peer port, which the gateway learns from the node's own ClusterInfo
+(``peer_address`` of the entry whose id is the answering node's) before it
+opens the health stream, and again whenever that stream breaks.
+
 A node counts as reachable while its stream is open and its last report is
 younger than ``stale_s``. The reports feed ``dpq.balancer`` (weights for the
 round-robin) and tell the gateway who leads.
@@ -14,20 +20,30 @@ import time
 import grpc
 
 from dpq.balancer import NodeHealth
+from dpq.node.planes import peer_channel
 from dpq.node.transport import CHANNEL_OPTIONS
-from dpq.v1 import queue_pb2_grpc, replication_pb2, replication_pb2_grpc
+from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.gateway.monitor")
 
 
-class NodeView:
-    """One node as the gateway sees it."""
+class PeerAddressUnknown(Exception):
+    """The node's ClusterInfo names no peer port for it."""
 
-    def __init__(self, address: str) -> None:
+
+class NodeView:
+    """One node as the gateway sees it: its client port, and its peer port once learnt."""
+
+    def __init__(self, address: str,
+                 peer_credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
+        # TLS for the client side plugs in here (channel credentials + token).
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.replication = replication_pb2_grpc.ReplicationStub(self.channel)
         self.queue = queue_pb2_grpc.QueueStub(self.channel)
+        self.peer_address: str | None = None
+        self.peer_channel: grpc.aio.Channel | None = None
+        self.replication: replication_pb2_grpc.ReplicationStub | None = None
+        self._peer_credentials = peer_credentials
         self.report: replication_pb2.NodeHealthReport | None = None
         self.received_at = 0.0
         self.task: asyncio.Task | None = None
@@ -36,10 +52,33 @@ class NodeView:
     def node_id(self) -> int | None:
         return self.report.node_id if self.report is not None else None
 
+    async def resolve_peer(self, timeout_s: float = 5.0) -> None:
+        """Ask the node for its peer port; (re)open the channel there if it moved."""
+        info = await self.queue.ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=timeout_s)
+        me = next((n for n in info.nodes if n.node_id == info.node_id), None)
+        if me is None or not me.peer_address:
+            raise PeerAddressUnknown(f"{self.address} names no peer port for itself "
+                                     "(a node started without --peer-listen?)")
+        if me.peer_address != self.peer_address:
+            await self.close_peer()
+            self.peer_address = me.peer_address
+            self.peer_channel = peer_channel(me.peer_address, self._peer_credentials)
+            self.replication = replication_pb2_grpc.ReplicationStub(self.peer_channel)
+
+    async def close_peer(self) -> None:
+        if self.peer_channel is not None:
+            await self.peer_channel.close(grace=None)
+            self.peer_channel = self.replication = None
+
+    async def close(self) -> None:
+        await self.close_peer()
+        await self.channel.close(grace=None)
+
 
 class HealthMonitor:
-    def __init__(self, addresses: list[str], *, interval_ms: int = 250, stale_s: float = 1.5) -> None:
-        self.nodes = [NodeView(a) for a in addresses]
+    def __init__(self, addresses: list[str], *, interval_ms: int = 250, stale_s: float = 1.5,
+                 peer_credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.nodes = [NodeView(a, peer_credentials) for a in addresses]
         self.interval_ms = interval_ms
         self.stale_s = stale_s
         self.changed = asyncio.Event()
@@ -56,12 +95,14 @@ class HealthMonitor:
                 node.task.cancel()
         await asyncio.gather(*(n.task for n in self.nodes if n.task), return_exceptions=True)
         for node in self.nodes:
-            await node.channel.close(grace=None)
+            await node.close()
 
     async def _watch(self, node: NodeView) -> None:
         backoff = 0.1
+        said = ""
         while True:
             try:
+                await node.resolve_peer()
                 stream = node.replication.WatchHealth(
                     replication_pb2.HealthRequest(interval_ms=self.interval_ms))
                 async for report in stream:
@@ -69,8 +110,14 @@ class HealthMonitor:
                     backoff = 0.1
                     self.changed.set()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED) and exc.details() != said:
                     log.warning("health stream of %s failed: %s", node.address, exc.details())
+                    said = exc.details()
+            except PeerAddressUnknown as exc:
+                if str(exc) != said:
+                    log.warning("%s", exc)
+                    said = str(exc)
             node.received_at = 0.0
             self.version += 1
             self.changed.set()

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 import grpc
 
+from dpq import balancer
+from dpq.errors import Forwarded, Unavailable
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
 from dpq.node.proposer import Proposer
-from dpq import balancer
-from dpq.errors import Forwarded, Unavailable
 from dpq.queue import validate
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -98,6 +98,7 @@ class GatewayOperations:
             node.balancer_weight = weights.get(node.node_id, 0)
             node.assigned_jobs = self.owners.assigned[node.node_id]
         info.served_by = "gateway"
+        info.node_id = 0
         info.counters["gateway.proposals"] = self.proposer.proposals
         info.counters["gateway.requests"] = self.proposer.commands
         info.counters["gateway.jobs"] = self.jobs

@@ -1,4 +1,8 @@
-"""How a gateway's proposals reach the leader: its Propose RPC.
+"""How a gateway's proposals reach the leader: its Propose RPC, on the leader's peer port.
+
+A gateway presents no cluster id, so a node takes only Enqueue commands from it
+(``dpq.services.replication``): everything else a gateway does is forwarded to
+a node's client port as the Queue call it is.
 
 The gateway batches with the same :class:`dpq.node.proposer.Proposer` a node
 uses (many client requests, one Paxos slot, one ``(client_id, seq)`` retried
@@ -25,9 +29,10 @@ class GatewayRouter:
     async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
                       timeout_s: float) -> Applied:
         leader = self._monitor.leader()
-        if leader is None:
+        stub = leader.replication if leader is not None else None
+        if stub is None:
             raise NotLeader(None)
-        response = await leader.replication.Propose(
+        response = await stub.Propose(
             replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
             timeout=timeout_s)
         if response.duplicate and not response.results:

@@ -13,11 +13,16 @@ this node's apply or from the leader over gRPC (``results_to_pb`` /
 * Lease → ``list[Grant]``,
 * Ack / Nack / Extend / Expire → ``list[str]`` of per-item errors ("" = ok),
 * a command refused whole → ``str`` (the reason), others → ``None``.
+
+A command the state machine refuses (it broke the fixed rules every replica
+applies, see ``dpq.queue.rules``) changed nothing; each one is logged here as
+one error line naming the slot, the command and the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import NamedTuple
 
 from dpq.paxos.types import Entry, Snapshot
@@ -26,13 +31,16 @@ from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import Job, QueueState
 from dpq.v1 import replication_pb2
 
+log = logging.getLogger("dpq.node.applier")
+
 
 class Grant(NamedTuple):
-    """A lease granted on a job: its token and deadline."""
+    """A lease granted on a job: its token (id, attempt, receipt) and deadline."""
 
     job_id: int
     attempt: int
     lease_expires_at_us: int
+    receipt: int
 
 
 class Applied(NamedTuple):
@@ -42,7 +50,7 @@ class Applied(NamedTuple):
 
 def normalise(result):
     if isinstance(result, list) and result and isinstance(result[0], Job):
-        return [Grant(j.job_id, j.attempt, j.lease_expires_at_us) for j in result]
+        return [Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt) for j in result]
     return result
 
 
@@ -83,6 +91,9 @@ class Applier:
         self.written = SlotWatch(state.written_slot)
         #: The last slot applied here.
         self.applied = SlotWatch(state.applied_slot)
+        #: Bytes of the entries applied since the last snapshot: the Paxos log
+        #: keeps them in memory until a snapshot lets it drop them.
+        self.log_bytes = 0
 
     def expect(self, client_id: str, seq: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -106,6 +117,11 @@ class Applier:
 
     def apply(self, entry: Entry) -> None:
         results = self.state.apply(entry.slot, entry.proposal)
+        self.log_bytes += len(entry.proposal.data)
+        for refused in self.state.refusals:
+            log.error("slot %d: %s of proposal %r seq %d refused, nothing changed: %s",
+                      entry.slot, _command(refused.index, refused.kind),
+                      entry.proposal.client_id[:64], entry.proposal.seq, refused.reason)
         if not self._expected:
             return
         futures = self._expected.pop((entry.proposal.client_id, entry.proposal.seq), None)
@@ -125,6 +141,7 @@ class Applier:
         self.state.reset()
         snapshots.load(snapshot.data, self.state)
         self.owned.rebuild()
+        self.log_bytes = 0
 
 
 def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:
@@ -135,7 +152,8 @@ def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:
             item.error = result
         elif isinstance(result, list) and result and isinstance(result[0], Grant):
             for g in result:
-                item.jobs.add(job_id=g.job_id, attempt=g.attempt, lease_expires_at_us=g.lease_expires_at_us)
+                item.jobs.add(job_id=g.job_id, attempt=g.attempt,
+                              lease_expires_at_us=g.lease_expires_at_us, receipt=g.receipt)
         elif isinstance(result, list) and result and isinstance(result[0], str):
             item.errors.extend(result)
         elif isinstance(result, list):
@@ -153,9 +171,14 @@ def results_from_pb(items, kinds: list[str]) -> list:
         elif kind == "enqueue":
             out.append(list(item.job_ids))
         elif kind == "lease":
-            out.append([Grant(j.job_id, j.attempt, j.lease_expires_at_us) for j in item.jobs])
+            out.append([Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt)
+                        for j in item.jobs])
         elif kind in ("ack", "nack", "extend", "expire"):
             out.append(list(item.errors))
         else:
             out.append(None)
     return out
+
+
+def _command(index: int, kind: str) -> str:
+    return "the whole batch" if index < 0 else f"command {index} ({kind})"

@@ -6,6 +6,7 @@ import argparse
 import tomllib
 from dataclasses import dataclass, field
 
+from dpq.node import pglag
 from dpq.node.operations import QueuePolicy
 from dpq.queue.validate import Limits
 from dpq.services import admission
@@ -19,10 +20,18 @@ class ConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
-    listen: str
-    peers: dict[int, str]
+    listen: str  # the client port: dpq.v1.Queue, health, reflection
+    peers: dict[int, str]  # every node's peer port (this one's = peer_listen)
     data_dir: str
     dsn: str | None = None
+    peer_listen: str | None = None  # the peer port: dpq.v1.Replication only
+    # TLS material (dpq certs init); wired in dpq.node.planes.
+    tls_dir: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    token_file: str | None = None
+    insecure: bool = False  # plaintext, unauthenticated planes for a multi-node cluster
     # A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
     # defaults): commits reach followers at once without heartbeats, and a
     # two-core machine starved by load must not depose a leader that is only slow.
@@ -33,6 +42,9 @@ class NodeConfig:
     snapshot_every_slots: int = 20_000
     writer_interval_ms: int = 100
     dead_after_s: float = 5.0
+    # A PostgreSQL connect or write that takes longer fails and is retried with
+    # back-off (a frozen server must not hang the writer).
+    postgres_timeout_ms: int = 10_000
     log_level: str = "WARNING"
     request_log_level: str = "INFO"
     policy: QueuePolicy = field(default_factory=QueuePolicy)
@@ -43,22 +55,62 @@ class NodeConfig:
         if self.node_id not in self.peers:
             raise ConfigError(
                 f"--peers must name this node: {self.node_id} is not in {sorted(self.peers)}")
-        if self.peers[self.node_id] != self.listen and not _same_port(self.peers[self.node_id], self.listen):
+        own = self.peers[self.node_id]
+        if len(self.peers) > 1 and not self.peer_listen:
             raise ConfigError(
-                f"--peers gives node {self.node_id} the address {self.peers[self.node_id]}, "
-                f"but it listens on {self.listen}")
+                f"a cluster of {len(self.peers)} nodes needs --peer-listen HOST:PORT: peers talk "
+                f"on a port of their own, apart from the clients' --listen")
+        if self.peer_listen and own and not _same_port(own, self.peer_listen):
+            raise ConfigError(
+                f"--peers gives node {self.node_id} the peer address {own}, "
+                f"but its --peer-listen is {self.peer_listen}")
+        if self.peer_listen and _clash(self.listen, self.peer_listen):
+            raise ConfigError(
+                f"--listen {self.listen} and --peer-listen {self.peer_listen} must be two ports: "
+                "clients and peers never share one")
         if len(self.peers) > 1 and not self.dsn:
             raise ConfigError(
                 f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one shared "
                 "PostgreSQL database (only a single-node cluster may run on the embedded server)")
+        if self.postgres_timeout_ms < 100:
+            raise ConfigError(
+                f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
+        if self.policy.max_postgres_lag_slots < 0:
+            raise ConfigError(f"--max-postgres-lag-slots {self.policy.max_postgres_lag_slots} "
+                              "is negative: give a number of slots, or 0 for no limit")
         if len(self.peers) % 2 == 0:
             raise ConfigError(
                 f"{len(self.peers)} nodes tolerate no more failures than {len(self.peers) - 1}: "
                 "use an odd number (1, 3 or 5)")
+        explicit = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(explicit) and not all(explicit) and not self.tls_dir:
+            raise ConfigError("--tls-cert, --tls-key and --tls-ca go together (or give --tls-dir)")
+        if self.tls and self.insecure:
+            raise ConfigError("--insecure turns TLS off: give it or the TLS flags, not both")
+        if len(self.peers) > 1 and not self.tls and not self.insecure:
+            raise ConfigError(
+                f"a cluster of {len(self.peers)} nodes needs TLS: create the material with "
+                f"`dpq certs init DIR --nodes {len(self.peers)}` and pass --tls-dir DIR, or run "
+                "plaintext on a trusted network with --insecure")
+
+    @property
+    def tls(self) -> bool:
+        """TLS material was given (a folder or explicit files)."""
+        return bool(self.tls_dir or self.tls_cert or self.tls_key or self.tls_ca or self.token_file)
 
 
 def _same_port(a: str, b: str) -> bool:
     return a.rpartition(":")[2] == b.rpartition(":")[2]
+
+
+_ANY_HOST = {"", "0.0.0.0", "[::]", "::", "*"}
+
+
+def _clash(a: str, b: str) -> bool:
+    """Two listen addresses that would be one socket."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    return port_a == port_b and (host_a == host_b or {host_a, host_b} & _ANY_HOST != set())
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -79,8 +131,12 @@ def parse_peers(text: str) -> dict[int, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a TOML file with the same keys as the flags (flags win)")
     parser.add_argument("--id", type=int, dest="node_id", help="this node's id (as in --peers)")
-    parser.add_argument("--listen", help="HOST:PORT for clients and peers, e.g. 127.0.0.1:7101")
-    parser.add_argument("--peers", help="every node: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT")
+    parser.add_argument("--listen", help="HOST:PORT for clients (dpq.v1.Queue), e.g. 127.0.0.1:7101")
+    parser.add_argument("--peer-listen",
+                        help="HOST:PORT for the other nodes (dpq.v1.Replication only), "
+                             "e.g. 127.0.0.1:7111; not needed by a single node")
+    parser.add_argument("--peers", help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
+                                        "(default: this node alone)")
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
     parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node "
                                       "(default for a single node: an embedded server in the data dir)")
@@ -89,14 +145,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aging-step-ms", type=int,
                         help="waiting time worth one priority level (5000; 0 = strict priority)")
     parser.add_argument("--max-payload-bytes", type=int, help="largest payload accepted (1 MiB)")
-    parser.add_argument("--memory-budget-mb", type=int, help="payload bytes held before RESOURCE_EXHAUSTED (1024)")
+    parser.add_argument("--memory-budget-mb", type=int,
+                        help="memory the held jobs may cost (payloads, names, keys, per-job "
+                             "structures) before RESOURCE_EXHAUSTED (1024)")
     parser.add_argument("--wait-for-postgres", action="store_true", default=None,
                         help="Enqueue returns only once PostgreSQL has the jobs")
+    parser.add_argument("--postgres-timeout-ms", type=int,
+                        help="a PostgreSQL connect, statement or write batch that takes longer "
+                             "fails and is retried with back-off; big batches get 1 s more per "
+                             "20,000 rows (10000)")
+    parser.add_argument("--max-postgres-lag-slots", type=int,
+                        help="how many log slots PostgreSQL may fall behind (while it is down or "
+                             "slow) before Enqueue answers UNAVAILABLE; acks and leases still "
+                             f"work; 0 = no limit ({pglag.DEFAULT_MAX_LAG_SLOTS})")
     parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
     parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (50)")
     parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
     parser.add_argument("--dead-after-ms", type=int,
                         help="a node unreachable this long has its jobs moved to others (5000)")
+    parser.add_argument("--tls-dir", help="TLS material from `dpq certs init DIR` (ca.pem, "
+                                          "node-<id>.pem, node-<id>-key.pem, token)")
+    parser.add_argument("--tls-cert", help="this node's certificate (PEM), instead of --tls-dir")
+    parser.add_argument("--tls-key", help="its private key (PEM)")
+    parser.add_argument("--tls-ca", help="the cluster CA certificate (PEM)")
+    parser.add_argument("--token-file", help="the clients' bearer token")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="plaintext and unauthenticated peer and client ports, for a trusted "
+                             "network (a multi-node cluster needs this or TLS)")
     parser.add_argument("--log-level", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
     port_limits.add_arguments(parser)
@@ -113,9 +188,11 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         values["peers"] = parse_peers(values["peers"])
     elif isinstance(values.get("peers"), dict):
         values["peers"] = {int(k): v for k, v in values["peers"].items()}
-    for required in ("node_id", "listen", "peers", "data_dir"):
+    for required in ("node_id", "listen", "data_dir"):
         if required not in values:
             raise ConfigError(f"--{required.replace('_', '-').replace('node-id', 'id')} is required")
+    if "peers" not in values:  # a single node
+        values["peers"] = {values["node_id"]: values.get("peer_listen") or ""}
     default = QueuePolicy()
     limits = Limits(max_payload_bytes=values.pop("max_payload_bytes", default.limits.max_payload_bytes))
     policy = QueuePolicy(
@@ -123,6 +200,8 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         dedup_window_ms=values.pop("dedup_window_ms", default.dedup_window_ms),
         memory_budget_bytes=values.pop("memory_budget_mb", default.memory_budget_bytes >> 20) << 20,
         wait_for_postgres=bool(values.pop("wait_for_postgres", False)),
+        max_postgres_lag_slots=values.pop("max_postgres_lag_slots",
+                                          default.max_postgres_lag_slots),
         limits=limits,
     )
     try:

@@ -9,12 +9,17 @@ the next delayed job is due, or until ``wait_ms`` runs out.
 
 Leases that run out are released by an Expire command proposed here, by the
 node that owns the jobs (:meth:`Dispatcher.run_expiry`).
+
+Each lease carries a receipt per job, 64 random bits drawn here when the Lease
+is proposed (so every replica stores the same one); the consumer gets it with
+the job and must quote it to ack, nack or extend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Iterable
 
@@ -22,9 +27,21 @@ from dpq.node.applier import Grant
 from dpq.node.proposer import Proposer, now_us
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import Job, QueueState
+from dpq.queue.validate import DEFAULT_LIMITS
 from dpq.v1 import log_pb2, queue_pb2
 
 log = logging.getLogger("dpq.node.dispatcher")
+
+#: Lease tokens per Expire command (a leader takes no more per command).
+MAX_EXPIRE_REFS = DEFAULT_LIMITS.max_refs
+
+
+def new_receipt() -> int:
+    """64 unguessable bits, never 0 (0 means "no receipt")."""
+    while True:
+        receipt = secrets.randbits(64)
+        if receipt:
+            return receipt
 
 
 class Dispatcher:
@@ -109,10 +126,11 @@ class Dispatcher:
         if not ids:
             return []
         command = log_pb2.Command(lease=log_pb2.LeaseCommand(
-            node=self.node_id, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer_id))
+            node=self.node_id, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer_id,
+            receipts=[new_receipt() for _ in ids]))
         leasing = asyncio.ensure_future(self.proposer.submit(command))
         try:
-            grants: list[Grant] = await asyncio.shield(leasing) or []
+            grants: list[Grant] = _grants(await asyncio.shield(leasing))
         except asyncio.CancelledError:
             # The consumer went away; the lease may still commit. Whatever it
             # grants goes straight back, without costing the jobs an attempt.
@@ -127,12 +145,13 @@ class Dispatcher:
         return [_to_pb(jobs[g.job_id], g) for g in grants if g.job_id in jobs]
 
     def _give_back(self, ids: list[int], leasing: asyncio.Future) -> None:
-        grants = [] if leasing.cancelled() or leasing.exception() else (leasing.result() or [])
+        grants = [] if leasing.cancelled() or leasing.exception() else _grants(leasing.result())
         granted = {g.job_id for g in grants}
         self.owned.release(i for i in ids if i not in granted)
         if grants:
             command = log_pb2.Command(nack=log_pb2.NackCommand(
-                jobs=[queue_pb2.JobRef(job_id=g.job_id, attempt=g.attempt) for g in grants],
+                jobs=[queue_pb2.JobRef(job_id=g.job_id, attempt=g.attempt, receipt=g.receipt)
+                      for g in grants],
                 max_attempts=self.max_attempts, undelivered=True))
             task = asyncio.ensure_future(self.proposer.submit(command))
             task.add_done_callback(_log_failure)
@@ -142,13 +161,13 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self._expiry_check_s)
             expired = self.owned.expired_leases(now_us(), self._expire_retry_us)
-            if not expired:
-                continue
-            command = log_pb2.Command(expire=log_pb2.ExpireCommand(
-                jobs=[queue_pb2.JobRef(job_id=j, attempt=a) for j, a in expired],
-                max_attempts=self.max_attempts))
-            task = asyncio.create_task(self.proposer.submit(command))
-            task.add_done_callback(_log_failure)
+            for start in range(0, len(expired), MAX_EXPIRE_REFS):
+                command = log_pb2.Command(expire=log_pb2.ExpireCommand(
+                    jobs=[queue_pb2.JobRef(job_id=j, attempt=a, receipt=r)
+                          for j, a, r in expired[start:start + MAX_EXPIRE_REFS]],
+                    max_attempts=self.max_attempts))
+                task = asyncio.create_task(self.proposer.submit(command))
+                task.add_done_callback(_log_failure)
 
 
 def _log_failure(task: asyncio.Future) -> None:
@@ -157,7 +176,14 @@ def _log_failure(task: asyncio.Future) -> None:
                     task.exception())
 
 
+def _grants(result) -> list[Grant]:
+    """The grants of a Lease's result; a Lease refused whole (a str, logged by the
+    applier) granted nothing."""
+    return [] if isinstance(result, str) else (result or [])
+
+
 def _to_pb(job: Job, grant: Grant) -> queue_pb2.Job:
     return queue_pb2.Job(job_id=job.job_id, queue=job.queue, priority=job.priority,
                          payload=job.payload, created_at_us=job.created_at_us,
-                         attempt=grant.attempt, lease_expires_at_us=grant.lease_expires_at_us)
+                         attempt=grant.attempt, lease_expires_at_us=grant.lease_expires_at_us,
+                         receipt=grant.receipt)

@@ -10,6 +10,17 @@ slot back from PostgreSQL and resumes from it, so every change reaches
 PostgreSQL, and rewriting a job already written is harmless (the row just
 takes the same state again).
 
+PostgreSQL may be down or frozen: the log, not PostgreSQL, is what the queue
+serves from, so the writer never stops the node. Every connect, migration and
+batch runs under a time limit (``postgres_timeout_s``, plus time for large
+batches); a failure closes the connection and the writer tries again with
+exponential back-off (:class:`dpq.pg.outage.Outage`: one ERROR line when the
+outage starts, one WARNING line when it ends). Migrations run before the
+first write of this process, so a cluster started while PostgreSQL is down
+creates its schema once the server is back; the jobs written then are
+everything the log touched since the last checkpoint. How far PostgreSQL may
+fall behind is bounded where jobs come in (``dpq.node.pglag``).
+
 Reassigning a dead node's jobs
 ------------------------------
 A node the leader has not reached for ``dead_after_s`` is declared dead: its
@@ -29,19 +40,28 @@ import psycopg
 from dpq._wrr import SmoothWRR
 from dpq.node.proposer import Proposer
 from dpq.paxos.core import Replica
-from dpq.pg import migrate, writer
+from dpq.pg import connect, writer
+from dpq.pg.outage import Outage
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2
 
 log = logging.getLogger("dpq.node.leader")
 
 REASSIGN_CHECK_S = 1.0
+#: Migrations get longer than a write: a released one may rewrite a big table.
+MIGRATE_TIMEOUT_S = 120.0
+#: A write gets ``postgres_timeout_s`` plus this much per row (≈ 5x the
+#: measured COPY time), so catching up after an outage is not cut short.
+WRITE_S_PER_ROW = 50e-6
+#: Waiting for a write that was cancelled to let go (its connection is closed first).
+ABANDON_S = 2.0
 
 
 class LeaderDuties:
     def __init__(self, node_id: int, peers: list[int], state: QueueState, replica: Replica,
                  proposer: Proposer, reachable: Callable[[int], bool], dsn: str, *,
-                 writer_interval_s: float, dead_after_s: float) -> None:
+                 writer_interval_s: float, dead_after_s: float,
+                 postgres_timeout_s: float = 10.0) -> None:
         self._node_id = node_id
         self._peers = sorted(peers)
         self._state = state
@@ -51,7 +71,11 @@ class LeaderDuties:
         self._dsn = dsn
         self._interval_s = writer_interval_s
         self._dead_after_s = dead_after_s
+        self._timeout_s = postgres_timeout_s
         self._conn: psycopg.AsyncConnection | None = None
+        self._migrated = False
+        self.outage = Outage(log, "writing to PostgreSQL at " + connect.where(dsn),
+                             first_delay_s=writer_interval_s)
         self._written: int | None = None  # slot PostgreSQL holds, while we lead
         self._unreachable_since: dict[int, float] = {}
         # Observed batch sizes (for the benchmark): rows per transaction.
@@ -59,20 +83,32 @@ class LeaderDuties:
         self.rows = 0
 
     async def run(self) -> None:
-        await self._migrate()
         await asyncio.gather(self._write_forever(), self._reassign_forever())
 
     async def _write_forever(self) -> None:
+        delay = self._interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(delay)
+            delay = self._interval_s
             if not self._replica.is_leader:
                 self._written = None
                 continue
+            lag = self._state.applied_slot - self._state.written_slot
             try:
-                await self._write()
-            except (psycopg.Error, OSError) as exc:
-                log.error("writing to PostgreSQL failed (retrying): %s", exc)
+                rows = await self._write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
                 await self._reset()
+                if not isinstance(exc, psycopg.Error | OSError | TimeoutError) \
+                        and not self.outage.down:
+                    log.error("unexpected failure of the PostgreSQL writer", exc_info=exc)
+                delay = self.outage.failed(
+                    connect.one_line(exc),
+                    f"the log keeps serving; PostgreSQL is {lag} slots behind")
+            else:
+                if self.outage.down:
+                    self.outage.recovered(f"wrote {rows} rows, up to slot {self._written}")
 
     async def _reassign_forever(self) -> None:
         while True:
@@ -85,27 +121,49 @@ class LeaderDuties:
     async def close(self) -> None:
         await self._reset()
 
-    async def _migrate(self) -> None:
-        await migrate.migrate(self._dsn)
-
     async def _reset(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-        self._conn = None
+        conn, self._conn = self._conn, None
+        await connect.close_quietly(conn)
         self._written = None
 
-    async def _write(self) -> None:
+    async def _bounded(self, coro, timeout_s: float, what: str):
+        """Run ``coro`` on the writer's connection; past ``timeout_s`` close the
+        connection first (so nothing waits on a frozen server), then cancel."""
+        task = asyncio.ensure_future(coro)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        await self._reset()
+        # Its own error, whenever it comes, is retrieved: the timeout is what counts.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.cancel()
+        await asyncio.wait({task}, timeout=ABANDON_S)
+        raise TimeoutError(f"PostgreSQL did not finish {what} within {timeout_s:.1f}s")
+
+    async def _write(self) -> int:
+        """Write what the log touched since PostgreSQL's slot; return the rows written."""
         state = self._state
         if self._conn is None:
-            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            self._conn = await connect.connect(self._dsn, self._timeout_s)
+            self._written = None
+        conn = self._conn
+        if not self._migrated:
+            await self._bounded(connect.migrate_without_statement_timeout(conn),
+                                MIGRATE_TIMEOUT_S, "the migrations")
+            self._migrated = True
         if self._written is None:
-            self._written = await writer.applied_slot(self._conn)
+            self._written = await self._bounded(writer.applied_slot(conn), self._timeout_s,
+                                                "reading the applied slot")
         slot = state.applied_slot
         if slot <= self._written:
-            return
+            return 0
         touched = state.unwritten(self._written)
         if not touched:
-            return  # only checkpoints since: nothing to write (and no new checkpoint to cause)
+            return 0  # only checkpoints since: nothing to write (and no new checkpoint to cause)
         upserts, deletes = [], []
         for job_id in touched:
             job = state.jobs.get(job_id)
@@ -113,13 +171,19 @@ class LeaderDuties:
                 deletes.append(job_id)
             else:
                 upserts.append(job.copy())  # the state moves on while we await
-        await writer.write_batch(self._conn, upserts, deletes, slot)
+        rows = len(upserts) + len(deletes)
+        timeout_s = self._timeout_s + rows * WRITE_S_PER_ROW
+        await self._bounded(
+            writer.write_batch(conn, upserts, deletes, slot,
+                               statement_timeout_ms=int(timeout_s * 1000)),
+            timeout_s, f"a batch of {rows} rows")
         self._written = slot
         self.transactions += 1
-        self.rows += len(upserts) + len(deletes)
+        self.rows += rows
         checkpoint = log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
         task = asyncio.create_task(self._proposer.submit(checkpoint))
         task.add_done_callback(_log_failure)
+        return rows
 
     async def _reassign_dead(self) -> None:
         now = time.monotonic()

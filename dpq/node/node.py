@@ -4,10 +4,15 @@ Nothing here decides anything about jobs; it builds the parts, wires their
 callbacks, and watches the background tasks so a task that dies is logged and
 takes the node down instead of leaving it half-alive.
 
-    client ─gRPC─▶ QueueServicer ─▶ NodeOperations ─▶ Proposer ─▶ LeaderRouter ─▶ (leader) driver
+    client port ─▶ QueueServicer ─▶ NodeOperations ─▶ Proposer ─▶ LeaderRouter ─▶ (leader) driver
                                               │                                        │
                                         Dispatcher ◀── OwnedJobs ◀── QueueState ◀── Applier ◀─┘
-    peers ─gRPC─▶ ReplicationServicer ─▶ ReplicaDriver ─▶ Transport ─gRPC─▶ peers
+    peer port ─▶ ReplicationServicer ─▶ ReplicaDriver ─▶ Transport ─gRPC─▶ peers' peer ports
+
+Two servers: the client port (``--listen``) serves Queue, health and
+reflection; the peer port (``--peer-listen``) serves Replication alone
+(``dpq.node.planes``). The node's cluster identity (``dpq.node.identity``) is
+settled before it is built, and carried by everything it sends to peers.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from dpq.node.config import NodeConfig
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
+from dpq.node.identity import Identity, IdentityError
+from dpq.node.identity import verify as verify_identity
 from dpq.node.leader import LeaderDuties
 from dpq.node.operations import NodeOperations
+from dpq.node.planes import Credentials, peer_channel
 from dpq.node.proposer import LeaderRouter, Proposer
 from dpq.node.stealer import WorkStealer
 from dpq.node.transport import Transport
@@ -42,6 +50,8 @@ from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_g
 log = logging.getLogger("dpq.node")
 
 HEALTH_SAMPLE_S = 0.25
+#: Back-off of the identity check of a node that started while PostgreSQL was down.
+VERIFY_BACKOFF_S = (1.0, 30.0)
 
 SERVICE_NAMES = (
     queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
@@ -50,14 +60,17 @@ SERVICE_NAMES = (
 
 
 class Node:
-    def __init__(self, config: NodeConfig, dsn: str) -> None:
+    def __init__(self, config: NodeConfig, dsn: str, identity: Identity,
+                 credentials: Credentials | None = None) -> None:
         self.config = config
         self.dsn = dsn
+        self.identity = identity
+        self.credentials = credentials or Credentials()
         os.makedirs(config.data_dir, exist_ok=True)
 
         self.wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"))
         recovered = self.wal.recovered
-        self.state = QueueState()
+        self.state = QueueState(members=frozenset(config.peers))
         applied = 0
         if recovered.snapshot is not None:
             snapshots.load(recovered.snapshot.data, self.state)
@@ -70,18 +83,26 @@ class Node:
                        election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks)
         # The only randomness in the node: election timeouts, seeded per process.
         self.replica = Replica(paxos, random.Random(), recovered=recovered, applied=applied)
-        self.transport = Transport(config.node_id, config.peers)
+        self.transport = Transport(
+            config.node_id, config.peers, cluster_id=identity.cluster_id,
+            client_address=config.listen,
+            channel=lambda address: peer_channel(address, self.credentials.peer_channel))
         self.applier = Applier(self.state, self.owned)
         self.driver = ReplicaDriver(self.replica, self.wal, self.transport.send, self.applier.apply,
                                     self.applier.install, self._after_apply,
                                     tick_s=config.tick_ms / 1000)
-        self.router = LeaderRouter(self.driver, self.applier, config.peers, self._channel_to)
+        self.router = LeaderRouter(
+            self.driver, self.applier, self.transport.client_addresses, self._channel_to,
+            cluster_id=identity.cluster_id,
+            election_timeout_s=config.election_ticks * config.tick_ms / 1000,
+            last_heard=lambda n: self.transport.links[n].last_heard)
         self.proposer = Proposer(f"node-{config.node_id}", self.router)
         self.dispatcher = Dispatcher(config.node_id, self.state, self.owned, self.proposer,
                                      max_attempts=config.policy.max_attempts)
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,
                                   self.dispatcher, config.policy, self._reachable,
-                                  self.applier.written, self.cluster_info)
+                                  self.applier.written, self.cluster_info,
+                                  log_bytes=lambda: self.applier.log_bytes)
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
@@ -89,11 +110,15 @@ class Node:
         self.leader_duties = LeaderDuties(
             config.node_id, list(config.peers), self.state, self.replica, self.proposer,
             self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
-            dead_after_s=config.dead_after_s)
+            dead_after_s=config.dead_after_s,
+            postgres_timeout_s=config.postgres_timeout_ms / 1000)
         self._last_snapshot_slot = applied
         self._server: Server | None = None
+        self._peer_server: Server | None = None
+        self.replication: ReplicationServicer | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
+        self.peer_port = 0
         self.stopped = asyncio.Event()
         self.failed: BaseException | None = None
 
@@ -101,33 +126,46 @@ class Node:
 
     async def start(self) -> None:
         queue = QueueServicer(self.ops, AdmissionGate(self.config.admission))
-        replication = ReplicationServicer(self.driver, self.transport, self.router, self.health,
-                                          self.ops.admit_forwarded)
+        self.replication = replication = ReplicationServicer(
+            self.driver, self.transport, self.router, self.health, self.ops.admit_forwarded,
+            cluster_id=self.identity.cluster_id)
         self._server = Server(self.config.listen, [
             (SERVICE_NAMES[0], lambda s: queue_pb2_grpc.add_QueueServicer_to_server(queue, s)),
-            (SERVICE_NAMES[1],
-             lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
-        ], self.config.server_limits)
+        ], credentials=self.credentials.client_server, limits=self.config.server_limits)
         self.port = self._server.port
+        if self.config.peer_listen:
+            self._peer_server = Server(self.config.peer_listen, [
+                (SERVICE_NAMES[1],
+                 lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
+            ], extras=False, credentials=self.credentials.peer_server,
+                limits=self.config.server_limits)
+            self.peer_port = self._peer_server.port
+            await self._peer_server.start()
         await self._server.start()
         self.transport.start()
         self.proposer.start()
-        for name, coro in (("paxos-driver", self.driver.run()),
-                           ("lease-expiry", self.dispatcher.run_expiry()),
-                           ("leader-duties", self.leader_duties.run()),
-                           ("work-stealer", self.stealer.run()),
-                           ("health-sampler", self._sample_health()),
-                           ("leader-watch", self._watch_leader())):
+        tasks = [("paxos-driver", self.driver.run()),
+                 ("lease-expiry", self.dispatcher.run_expiry()),
+                 ("leader-duties", self.leader_duties.run()),
+                 ("work-stealer", self.stealer.run()),
+                 ("health-sampler", self._sample_health()),
+                 ("leader-watch", self._watch_leader())]
+        if not self.identity.verified:
+            tasks.append(("identity-check", self._verify_identity()))
+        for name, coro in tasks:
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
-        log.info("node %d serving on %s", self.config.node_id, self.config.listen)
+        log.info("node %d of cluster %s serving clients on %s, peers on %s",
+                 self.config.node_id, self.identity.fingerprint, self.config.listen,
+                 self.config.peer_listen or "(no peer port)")
 
     async def stop(self, grace_s: float = 1.0) -> None:
         if self.stopped.is_set():
             return
-        if self._server is not None:
-            await self._server.stop(grace_s)
+        for server in (self._server, self._peer_server):
+            if server is not None:
+                await server.stop(grace_s)
         self.driver.stop()
         await self.proposer.stop()
         for task in self._tasks:
@@ -159,7 +197,8 @@ class Node:
     def _after_apply(self) -> None:
         self.applier.after_batch()
         self.dispatcher.wake(self.owned.take_woken())
-        if self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots:
+        if (self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots
+                or self.applier.log_bytes >= self.ops.log_bytes_limit):
             self.take_snapshot()
 
     def take_snapshot(self) -> None:
@@ -167,6 +206,24 @@ class Node:
         slot = self.state.applied_slot
         self.driver.compact(Snapshot(slot, snapshots.dump(self.state)))
         self._last_snapshot_slot = slot
+        self.applier.log_bytes = 0
+
+    async def _verify_identity(self) -> None:
+        """PostgreSQL was down at start: check the database's cluster id once it answers."""
+        backoff = VERIFY_BACKOFF_S[0]
+        while True:
+            try:
+                await verify_identity(self.dsn, self.identity)
+            except IdentityError:
+                raise  # another cluster's database: the node stops
+            except Exception as exc:  # noqa: BLE001 - unreachable yet: try again later
+                log.debug("identity check: PostgreSQL still unreachable: %r", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, VERIFY_BACKOFF_S[1])
+                continue
+            log.warning("PostgreSQL answers again: cluster %s confirmed",
+                        self.identity.fingerprint)
+            return
 
     async def _sample_health(self) -> None:
         while True:
@@ -179,6 +236,7 @@ class Node:
         async with self.driver.leader_changed:
             while True:
                 await self.driver.leader_changed.wait()
+                self.router.note_leader(self.replica.leader_hint)
                 self.applier.fail_all(NotLeader(self.replica.leader_hint))
 
     # ----------------------------------------------------------------- views
@@ -197,6 +255,11 @@ class Node:
             "state.applied_slot": self.state.applied_slot,
             "state.jobs": len(self.state.jobs),
             "state.payload_bytes": self.state.payload_bytes,
+            "peers.refused_batches": self.transport.refused_batches,
+            "peers.dropped_messages": self.transport.dropped_messages,
+            "peers.refused_proposals": (self.replication.refused_proposals
+                                        if self.replication is not None else 0),
+            "state.held_bytes": self.state.held_bytes,
         }
 
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
@@ -211,10 +274,13 @@ class Node:
                 role = "leader" if node_id == leader else "follower"
                 match = status.progress.get(node_id, (0, 0, False))[0]
                 commit = applied = match
-            nodes.append(queue_pb2.NodeInfo(node_id=node_id, address=address, role=role,
-                                            commit_index=commit, applied_index=applied,
-                                            reachable=self._reachable(node_id),
-                                            ballot=str(status.promised)))
+            nodes.append(queue_pb2.NodeInfo(
+                node_id=node_id, address=self.transport.client_addresses.get(node_id, ""),
+                peer_address=address, role=role, commit_index=commit, applied_index=applied,
+                reachable=self._reachable(node_id), ballot=str(status.promised)))
+        # Never the cluster id itself: on the client port only its fingerprint.
         return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes,
-                                             served_by=f"node {self.config.node_id}")
+                                             served_by=f"node {self.config.node_id}",
+                                             cluster_fingerprint=self.identity.fingerprint,
+                                             node_id=self.config.node_id)
 

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 
 from dpq._wrr import SmoothWRR
 from dpq.errors import ResourceExhausted
+from dpq.node import pglag
 from dpq.node.applier import SlotWatch
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.proposer import Proposer, now_us
 from dpq.queue import validate
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
+
+#: The Paxos log kept in memory between snapshots may take this share of the budget
+#: (1/LOG_SHARE); past it the node takes a snapshot early.
+LOG_SHARE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class QueuePolicy:
     dedup_window_ms: int = 3_600_000
     memory_budget_bytes: int = 1 << 30
     wait_for_postgres: bool = False
+    max_postgres_lag_slots: int = pglag.DEFAULT_MAX_LAG_SLOTS
     limits: validate.Limits = validate.DEFAULT_LIMITS
 
 
@@ -37,9 +43,11 @@ class NodeOperations:
     def __init__(self, node_id: int, peer_ids: Sequence[int], state: QueueState,
                  proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
                  reachable: Callable[[int], bool], written: SlotWatch,
-                 cluster_info: Callable[[], queue_pb2.ClusterInfoResponse]) -> None:
+                 cluster_info: Callable[[], queue_pb2.ClusterInfoResponse],
+                 log_bytes: Callable[[], int] = lambda: 0) -> None:
         self.node_id = node_id
         self.peer_ids = sorted(peer_ids)
+        self.members = frozenset(peer_ids)
         self.state = state
         self.proposer = proposer
         self.dispatcher = dispatcher
@@ -47,6 +55,10 @@ class NodeOperations:
         self._reachable = reachable
         self._written = written
         self._cluster_info = cluster_info
+        # the Paxos log kept in memory since the last snapshot
+        self._log_bytes = log_bytes
+        #: The node snapshots (and drops its in-memory log) when the log holds this much.
+        self.log_bytes_limit = policy.memory_budget_bytes // LOG_SHARE
         self._owners = SmoothWRR()
         self._owner_set: tuple[int, ...] = ()
 
@@ -55,10 +67,11 @@ class NodeOperations:
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
         limits = self.policy.limits
         validate.new_jobs(jobs, limits)
-        self._check_budget(sum(len(j.payload) for j in jobs))
+        pglag.check(self.state, self.policy.max_postgres_lag_slots)
+        dedup_window_us = self.policy.dedup_window_ms * 1000
+        self._check_budget(self.state.cost_of(jobs, dedup_window_us))
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
-            jobs=jobs, owners=self._pick_owners(len(jobs)),
-            dedup_window_us=self.policy.dedup_window_ms * 1000))
+            jobs=jobs, owners=self._pick_owners(len(jobs)), dedup_window_us=dedup_window_us))
         slot, result = await self.proposer.submit_at(command)
         if isinstance(result, str):
             raise validate.InvalidArgument(result)
@@ -67,25 +80,30 @@ class NodeOperations:
         return result
 
     def _check_budget(self, incoming: int) -> None:
-        held = self.state.payload_bytes
+        """``incoming``: what the new jobs cost (``QueueState.cost_of``), not just payloads."""
+        held = self.state.held_bytes + self._log_bytes()
         if held + incoming > self.policy.memory_budget_bytes:
             raise ResourceExhausted(
-                f"the queue holds {held} payload bytes; {incoming} more would pass the memory "
-                f"budget of {self.policy.memory_budget_bytes} bytes: consume or retry later"
+                f"the jobs and the log since the last snapshot take {held} bytes of memory; {incoming} more would "
+                f"pass the memory budget of {self.policy.memory_budget_bytes} bytes: consume "
+                "or retry later"
             )
 
-    def admit_forwarded(self, batch: bytes) -> None:
-        """The budget check for a batch a gateway proposes through this leader.
+    def admit_forwarded(self, batch: bytes) -> log_pb2.CommandBatch:
+        """Check a batch a gateway or node proposes through this leader; return it decoded.
 
-        Batches are only parsed when the budget is nearly spent: acks and
-        leases must always get through, since they are what frees memory.
+        Raises ``InvalidArgument`` unless every command is valid
+        (:func:`dpq.queue.validate.proposal`, this node's limits, the cluster's
+        members), and ``ResourceExhausted`` if its new jobs would pass the
+        memory budget. Acks and leases always get through: they free memory.
         """
-        if self.state.payload_bytes + len(batch) <= self.policy.memory_budget_bytes:
-            return
-        commands = log_pb2.CommandBatch.FromString(batch).commands
-        incoming = sum(len(j.payload) for c in commands if c.HasField("enqueue") for j in c.enqueue.jobs)
+        decoded = validate.proposal(batch, self.policy.limits, self.members)
+        pglag.check_batch(self.state, self.policy.max_postgres_lag_slots, batch)
+        incoming = sum(self.state.cost_of(c.enqueue.jobs, c.enqueue.dedup_window_us)
+                       for c in decoded.commands if c.HasField("enqueue"))
         if incoming:
             self._check_budget(incoming)
+        return decoded
 
     def _pick_owners(self, n: int) -> list[int]:
         # Without a gateway, spread evenly over the nodes that answer.
@@ -104,19 +122,20 @@ class NodeOperations:
 
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]:
         validate.refs(refs, self.policy.limits)
-        return await self.proposer.submit(log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs)))
+        return _per_ref(await self.proposer.submit(
+            log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs))))
 
     async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
         validate.refs(refs, self.policy.limits)
         validate.nack_delay(delay_ms, self.policy.limits)
-        return await self.proposer.submit(log_pb2.Command(nack=log_pb2.NackCommand(
-            jobs=refs, delay_ms=delay_ms, max_attempts=self.policy.max_attempts)))
+        return _per_ref(await self.proposer.submit(log_pb2.Command(nack=log_pb2.NackCommand(
+            jobs=refs, delay_ms=delay_ms, max_attempts=self.policy.max_attempts))))
 
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
         validate.refs(refs, self.policy.limits)
         validate.lease(lease_ms, self.policy.limits)
-        return await self.proposer.submit(log_pb2.Command(extend=log_pb2.ExtendCommand(
-            jobs=refs, lease_ms=lease_ms)))
+        return _per_ref(await self.proposer.submit(log_pb2.Command(extend=log_pb2.ExtendCommand(
+            jobs=refs, lease_ms=lease_ms))))
 
     # ---------------------------------------------------------------- read-only
 
@@ -132,3 +151,10 @@ class NodeOperations:
 
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
         return self._cluster_info()
+
+
+def _per_ref(result) -> list[str]:
+    """Per-reference errors; a command the state machine refused whole raises."""
+    if isinstance(result, str):
+        raise validate.InvalidArgument(result)
+    return result

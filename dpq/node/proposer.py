@@ -16,6 +16,14 @@ at the new leader after a leader change, or after a timeout — and the state
 machine applies it at most once (``dpq.paxos.sessions``), so a retry never
 enqueues a job twice. The client id is new on every start of the process,
 because ``seq`` starts again from 1.
+
+A node cut off from its quorum cannot commit anything, and a client waiting
+the proposer's whole deadline (15 s) to learn it would rather try another
+node. So when the router says no leader or quorum is reachable from here
+(:meth:`LeaderRouter.unavailable_reason`: no leader known for an election
+timeout, and too few peers heard from in the last two), batches holding public
+commands (:data:`PUBLIC_KINDS`) fail at once with :class:`Unavailable`;
+internal ones (checkpoints, expiries, reassignments) keep retrying.
 """
 
 from __future__ import annotations
@@ -30,18 +38,23 @@ from typing import Protocol
 import grpc
 
 from dpq.errors import ResourceExhausted, Unavailable
+from dpq.node import pglag
 from dpq.node.applier import Applied, Applier, results_from_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
 from dpq.paxos.types import Proposal
 from dpq.queue.commands import stamp
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.proposer")
 
 #: How long a follower waits to apply a slot its proposal got before answering.
 READ_YOUR_WRITES_S = 1.0
+
+#: Commands a client is waiting on: these fail fast when no quorum is reachable.
+PUBLIC_KINDS = frozenset({"enqueue", "ack", "nack", "extend", "lease"})
 
 
 def now_us() -> int:
@@ -78,16 +91,67 @@ class LeaderRouter:
     Propose RPC. Also serves the leader side of that RPC."""
 
     def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
-                 channel_for: Callable[[int], grpc.aio.Channel]) -> None:
+                 channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
+                 election_timeout_s: float = 1.0,
+                 last_heard: Callable[[int], float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``addresses``: every node's client address (for "the leader is at …");
+        ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
         self.driver = driver
         self.applier = applier
         self.addresses = addresses
+        self.cluster_id = cluster_id
         self._channel_for = channel_for
         self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
+        # Elections take milliseconds once one starts; an election timeout E
+        # without a leader means a campaign failed or none could start. Peers
+        # count as heard for 2E, the longest a follower waits to campaign.
+        self._grace_s = election_timeout_s
+        self._heard_s = 2 * election_timeout_s
+        self._last_heard = last_heard or (lambda node_id: 0.0)
+        self._clock = clock
+        # A node starts knowing no leader and having heard nobody: the first
+        # campaign may start only after 2E.
+        self._leaderless_since: float | None = clock() + election_timeout_s
 
     @property
     def leader_id(self) -> int | None:
         return self.driver.replica.leader_hint
+
+    def note_leader(self, leader: int | None) -> None:
+        """The replica's leader changed (``None``: it knows none now)."""
+        if leader is not None:
+            self._leaderless_since = None
+        elif self._leaderless_since is None:
+            self._leaderless_since = self._clock()
+
+    def unavailable_reason(self) -> str | None:
+        """Why a client's write cannot commit from here, or None while it may.
+
+        Set when this node has known no leader for an election timeout and
+        heard from fewer peers than a quorum needs in the last two: an isolated
+        node (an old leader that stepped down by check-quorum, or a follower
+        whose leader is gone with the rest). A node that hears its peers but
+        knows no leader is in an election that may succeed, and waits.
+        """
+        if self.leader_id is not None:
+            self._leaderless_since = None
+            return None
+        now = self._clock()
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        leaderless = now - self._leaderless_since
+        if leaderless < self._grace_s:
+            return None
+        me = self.driver.replica.node_id
+        others = [n for n in self.addresses if n != me]
+        heard = sum(1 for n in others if now - self._last_heard(n) <= self._heard_s)
+        needed = len(self.addresses) // 2  # peers besides this node in a quorum
+        if heard >= needed:
+            return None
+        return (f"no leader or quorum is reachable from node {me}: it has known no leader for "
+                f"{leaderless:.1f}s and heard from {heard} of the other {len(others)} nodes in "
+                f"the last {self._heard_s:g}s (a quorum needs {needed}); try another node")
 
     def leader_address(self) -> str | None:
         leader = self.leader_id
@@ -113,7 +177,8 @@ class LeaderRouter:
         if stub is None:
             stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
         response = await stub.Propose(
-            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
+                                           cluster_id=self.cluster_id),
             timeout=timeout_s,
         )
         # Read your writes: answer once this node has applied the slot too, so a
@@ -135,6 +200,9 @@ class Router(Protocol):
                       timeout_s: float) -> Applied: ...
 
     def leader_address(self) -> str | None: ...
+
+    # Optional: ``unavailable_reason() -> str | None`` (see LeaderRouter): when it
+    # gives a reason, public commands fail at once instead of retrying.
 
 
 class Proposer:
@@ -181,6 +249,10 @@ class Proposer:
 
     async def submit_at(self, command: log_pb2.Command) -> tuple[int, object]:
         """Like :meth:`submit`, with the slot the command was committed in."""
+        if command.WhichOneof("kind") in PUBLIC_KINDS:
+            reason = self._unavailable_reason()
+            if reason is not None:
+                raise Unavailable(reason, None)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((command, future))
         self._wake.set()
@@ -233,12 +305,24 @@ class Proposer:
             self._window.done(seq)
             self._slots.release()
 
+    def _unavailable_reason(self) -> str | None:
+        reason = getattr(self._router, "unavailable_reason", None)
+        return reason() if reason is not None else None
+
     async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> Applied:
         """Retry the same (client_id, seq) until some leader commits it."""
         deadline = time.monotonic() + self._deadline_s
         backoff = 0.02
         last_error = "no leader elected yet"
+        public = not PUBLIC_KINDS.isdisjoint(kinds)
         while time.monotonic() < deadline:
+            if public:
+                # A batch already sent may still commit, as when the deadline
+                # passes: the client cannot tell either way (dedup keys make
+                # its retry harmless).
+                reason = self._unavailable_reason()
+                if reason is not None:
+                    raise Unavailable(reason, None)
             try:
                 return await self._router.propose(self.client_id, seq, data, kinds,
                                                   self._attempt_timeout_s)
@@ -246,11 +330,17 @@ class Proposer:
                 last_error = str(exc)
             except ProposalRefused as exc:
                 last_error = str(exc)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 last_error = f"not committed within {self._attempt_timeout_s}s"
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise ResourceExhausted(exc.details()) from exc
+                if (exc.code() == grpc.StatusCode.UNAVAILABLE
+                        and (exc.details() or "").startswith(pglag.REFUSAL_PREFIX)):
+                    raise Unavailable(exc.details(), self._router.leader_address()) from exc
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    # the leader checked the batch (validate.proposal): retrying cannot help
+                    raise InvalidArgument(exc.details()) from exc
                 last_error = f"leader said {exc.code().name}: {exc.details()}"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 0.5)

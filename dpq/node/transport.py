@@ -8,6 +8,14 @@ message, so a busy leader pays the gRPC cost once per batch, not per slot.
 Paxos tolerates lost messages, so the transport never blocks the driver: a
 peer that is down or slow has its queue capped (oldest messages dropped) and
 its stream reopened with backoff. ``reachable`` tells who answered lately.
+
+Who is speaking: every stream opens with a hello (a ``PeerBatch`` without
+messages) and every batch carries the sender's cluster id and node id. The
+receiver (:meth:`Transport.receive`) refuses a batch from another cluster or
+from a node id it does not know, and drops a message whose ``src`` is not the
+sender or whose ``dst`` is not itself; each kind of refusal is logged once per
+source. The hello also carries the sender's client address, which is how every
+node learns the others' ``--listen`` for ClusterInfo.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 
 from dpq.node import wire
+from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.paxos.messages import Message
-from dpq.v1 import replication_pb2_grpc
+from dpq.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.transport")
 
@@ -37,21 +46,31 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
+#: The longest client address a peer may announce.
+MAX_ADDRESS_CHARS = 256
+
+
+class PeerRefused(Exception):
+    """A whole peer batch refused (another cluster, an unknown sender); the message says why."""
 
 
 class PeerLink:
     """The outbound stream to one peer."""
 
-    def __init__(self, node_id: int, address: str) -> None:
+    def __init__(self, node_id: int, address: str, channel: grpc.aio.Channel,
+                 hello: replication_pb2.PeerBatch) -> None:
         self.node_id = node_id
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = channel
         self.stub = replication_pb2_grpc.ReplicationStub(self.channel)
+        self.hello = hello  # identity fields only; every batch carries them
         self.queue: deque[Message] = deque()
         self.wake = asyncio.Event()
         self.last_heard = 0.0  # monotonic time of the last message received from it
+        self.refused = False  # its last stream was refused (it is of another cluster)
         self.dropped = 0
         self.task: asyncio.Task | None = None
+        self._last_error = ""
 
     def put(self, messages: Iterable[Message]) -> None:
         self.queue.extend(messages)
@@ -63,13 +82,18 @@ class PeerLink:
         self.wake.set()
 
     async def _batches(self):
+        first = replication_pb2.PeerBatch()
+        first.CopyFrom(self.hello)
+        yield first
         while True:
             await self.wake.wait()
             self.wake.clear()
             if self.queue:
                 messages = list(self.queue)
                 self.queue.clear()
-                yield wire.encode_batch(messages)
+                batch = wire.encode_batch(messages)
+                batch.cluster_id, batch.sender = self.hello.cluster_id, self.hello.sender
+                yield batch
 
     async def run(self) -> None:
         backoff = 0.05
@@ -79,21 +103,39 @@ class PeerLink:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                code = exc.code()
+                self.refused = code == grpc.StatusCode.PERMISSION_DENIED
+                error = f"{code.name}: {exc.details()}"
+                # Said once, not on every reconnect.
+                if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) \
+                        and error != self._last_error:
                     log.warning("stream to node %d (%s) failed: %s", self.node_id, self.address,
-                                exc.details())
+                                error)
+                self._last_error = error
             # What was queued while the stream was down is stale by now.
             self.queue.clear()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, 5.0 if self.refused else 1.0)
 
 
 class Transport:
     """All of a node's peer links; the Replication servicer feeds ``received``."""
 
-    def __init__(self, node_id: int, peers: dict[int, str]) -> None:
+    def __init__(self, node_id: int, peers: dict[int, str], *, cluster_id: str,
+                 client_address: str,
+                 channel: Callable[[str], grpc.aio.Channel]) -> None:
+        """``peers``: every node's peer address; ``channel(address)`` opens a link's channel."""
         self.node_id = node_id
-        self.links = {n: PeerLink(n, addr) for n, addr in sorted(peers.items()) if n != node_id}
+        self.cluster_id = cluster_id
+        hello = replication_pb2.PeerBatch(cluster_id=cluster_id, sender=node_id,
+                                          client_address=client_address)
+        self.links = {n: PeerLink(n, addr, channel(addr), hello)
+                      for n, addr in sorted(peers.items()) if n != node_id}
+        #: Every node's client address, as each announced it (this one's from the config).
+        self.client_addresses: dict[int, str] = {node_id: client_address}
+        self.refused_batches = 0
+        self.dropped_messages = 0
+        self._refusals = OnceLog(log)
 
     def start(self) -> None:
         for link in self.links.values():
@@ -120,6 +162,46 @@ class Transport:
             if link is not None:
                 link.put(batch)
 
+    def receive(self, batch: replication_pb2.PeerBatch) -> list[Message]:
+        """The messages of a batch a peer sent, or :class:`PeerRefused` for the whole batch."""
+        sender = batch.sender
+        if not same_cluster(batch.cluster_id, self.cluster_id):
+            self.refused_batches += 1
+            theirs = fingerprint(batch.cluster_id) if batch.cluster_id else "none"
+            self._refusals.warn(("cluster", theirs, sender),
+                                "refused peer traffic from node %d of cluster %s: this is cluster "
+                                "%s (logged once per source)", sender, theirs,
+                                fingerprint(self.cluster_id))
+            raise PeerRefused("PeerBatch.cluster_id is not this cluster's")
+        link = self.links.get(sender)
+        if link is None:
+            self.refused_batches += 1
+            self._refusals.warn(("sender", sender),
+                                "refused peer traffic from node %d: not a peer of node %d "
+                                "(logged once per source)", sender, self.node_id)
+            raise PeerRefused(f"PeerBatch.sender {sender} is not a peer of node {self.node_id}")
+        link.last_heard = time.monotonic()
+        link.refused = False
+        address = batch.client_address
+        if address and len(address) <= MAX_ADDRESS_CHARS and ":" in address:
+            self.client_addresses[sender] = address
+        messages = []
+        for message in batch.messages:
+            if message.src != sender or message.dst != self.node_id:
+                self.dropped_messages += 1
+                self._refusals.warn(("route", sender, message.src, message.dst),
+                                    "dropped a message from node %d with src %d, dst %d: only "
+                                    "its own messages to node %d are taken (logged once)",
+                                    sender, message.src, message.dst, self.node_id)
+                continue
+            try:
+                messages.append(wire.decode(message))
+            except ValueError as exc:
+                self.dropped_messages += 1
+                self._refusals.warn(("decode", sender), "dropped a message from node %d: %s "
+                                    "(logged once)", sender, exc)
+        return messages
+
     def heard_from(self, node_id: int) -> None:
         link = self.links.get(node_id)
         if link is not None:
@@ -129,7 +211,7 @@ class Transport:
         if node_id == self.node_id:
             return True
         link = self.links.get(node_id)
-        if link is None:
+        if link is None or link.refused:
             return False
         # Followers rarely hear each other; an open connection counts too.
         if link.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:

@@ -4,8 +4,11 @@ The migrations are the ``.sql`` files of ``dpq/pg/sql/migrations/``, shipped
 inside the package so an installed wheel finds them; they are applied in name
 order (``0001_init.sql``, ``0002_….sql``, …), each in its own transaction
 together with its row in ``dpq_migrations``. Every node of a cluster runs
-:func:`migrate` when it starts; a session advisory lock makes them take turns,
-so the second one finds everything applied and does nothing.
+:func:`migrate` when it starts and finds PostgreSQL up; the leader's writer
+runs it (:func:`migrate_on`) before its first write too, so a cluster started
+while PostgreSQL is down gets its schema once the server is back. A session
+advisory lock makes them take turns, so the second one finds everything
+applied and does nothing.
 
 ``db/schema.sql`` is the resulting schema, for reading; a test checks that the
 migrations produce exactly it.
@@ -71,11 +74,16 @@ async def migrate(conninfo: str) -> list[str]:
     Safe to run from several processes at once and any number of times.
     """
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        try:
-            return await _migrate_locked(conn)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        return await migrate_on(conn)
+
+
+async def migrate_on(conn: psycopg.AsyncConnection) -> list[str]:
+    """:func:`migrate` on an open autocommit connection (the leader's writer uses its own)."""
+    await conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    try:
+        return await _migrate_locked(conn)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
 async def _migrate_locked(conn: psycopg.AsyncConnection) -> list[str]:

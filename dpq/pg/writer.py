@@ -148,6 +148,8 @@ async def write_batch(
     upserts: Sequence[Job],
     deletes: Sequence[int],
     applied_slot: int,
+    *,
+    statement_timeout_ms: int | None = None,
 ) -> int:
     """Write one batch in one transaction; return ``dpq_cluster.applied_slot`` after it.
 
@@ -156,12 +158,16 @@ async def write_batch(
     there first; when it is not below ``applied_slot`` on entry, nothing of the
     batch is written (see the module's "stale writer"). ``conn`` must not be in
     a transaction: the batch commits before this returns. ``synchronous_commit``
-    is left as the server has it (on by default).
+    is left as the server has it (on by default). ``statement_timeout_ms``, when
+    given, is the server's limit on each statement of this transaction (a big
+    batch may need more than the session's default).
     """
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise ValueError("write_batch commits its own transaction: call it outside one")
     async with conn.transaction():
         async with conn.pipeline():  # one round trip
+            if statement_timeout_ms is not None:
+                await conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
             locked = await conn.execute(QUERIES["lock_cluster"])
             top = await conn.execute(QUERIES["max_job_id"])
             if upserts:

@@ -50,6 +50,8 @@ class OwnedJobs:
             heap = self.heaps.get(job.queue)
             if heap is not None:
                 heap.remove(job.job_id)
+                if not heap:
+                    del self.heaps[job.queue]  # an idle queue costs no heap
         if mine and job.state == JobState.LEASED:
             self.reserved.discard(job.job_id)
             heapq.heappush(self._leases, (job.lease_expires_at_us, job.job_id, job.attempt))
@@ -98,8 +100,8 @@ class OwnedJobs:
 
     # ---------------------------------------------------------------- leases
 
-    def expired_leases(self, now_us: int, retry_after_us: int) -> list[tuple[int, int]]:
-        """``(job_id, attempt)`` of this node's leases that ran out by ``now_us``.
+    def expired_leases(self, now_us: int, retry_after_us: int) -> list[tuple[int, int, int]]:
+        """``(job_id, attempt, receipt)`` of this node's leases that ran out by ``now_us``.
 
         Entries for leases since acked, extended or moved are dropped here. A
         lease reported is looked at again ``retry_after_us`` later, in case the
@@ -114,8 +116,8 @@ class OwnedJobs:
             if (job is None or job.state != JobState.LEASED or job.attempt != attempt
                     or job.owner != self.node_id or job.lease_expires_at_us > now_us):
                 continue  # acked, expired, moved, or extended (its newer entry waits)
-            out.append((job_id, attempt))
-        for job_id, attempt in out:
+            out.append((job_id, attempt, job.receipt))
+        for job_id, attempt, _ in out:
             heapq.heappush(leases, (now_us + retry_after_us, job_id, attempt))
         return out
 

@@ -13,8 +13,23 @@ Job life cycle (DESIGN.md, "The replicated log and the state machine")::
                   └─Nack / Expire──┘──(max attempts)──▶ DEAD
 
 A READY job whose ``ready_at_us`` is in the future is *delayed*. ``attempt``
-counts deliveries: a lease sets ``attempt += 1`` and ``(job_id, attempt)`` is the
-lease token that Ack, Nack, Extend and Expire must quote.
+counts deliveries: a lease sets ``attempt += 1`` and stores the ``receipt`` its
+proposer drew at random; ``(job_id, attempt, receipt)`` is the lease token that
+Ack, Nack, Extend and Expire must quote, so nobody who did not get the lease
+can settle it by guessing the sequential id and the attempt.
+
+Nothing committed can stop a replica: ``apply`` never raises for any proposal
+data. A slot whose stamp or batch does not decode, and a command that breaks
+the fixed rules of ``dpq.queue.rules`` (checked before anything is changed),
+change nothing and answer with the reason; as a last resort a command whose
+application raises is turned into such a refusal too. Every replica does the
+same. The refusals of the last slot are in :attr:`QueueState.refusals`, for
+the applier's error log.
+
+Memory: ``held_bytes`` is what the jobs really cost in this process (the
+per-job structures, payloads, remembered dedup keys and per-queue structures,
+measured: see ``JOB_OVERHEAD``), for the memory budget. Queue names are
+interned: one string per queue, not per job.
 
 Two kinds of derived, non-replicated consumers watch the state:
 
@@ -33,10 +48,12 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Protocol
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
+from dpq.heap import PRIORITY_MAX
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal
+from dpq.queue import rules
 from dpq.queue.commands import unstamp
+from dpq.queue.rules import DEFAULT_QUEUE, Refusal, Refused
 from dpq.v1 import log_pb2
 
 LEASE_LOST = "lease_lost"
@@ -48,6 +65,20 @@ OK = ""
 #: and for how many clients (least recently applied ones are forgotten first).
 RESULTS_PER_CLIENT = 1024
 RESULT_CLIENTS = 4096
+
+# What a job costs beyond its payload, in bytes of RSS, measured with
+# bench/bench_held_bytes.py (1,000,000 jobs through QueueState.apply, every one
+# also in this node's OwnedJobs heap; CPython 3.11, x86_64): 377 B per ready
+# job, 479 B per leased one (receipt, deadline, lease heap entry). That covers
+# the Job object and its ints, the jobs dict, the touched maps and the
+# remembered results; rounded up from the leased figure.
+JOB_OVERHEAD = 500
+#: A remembered dedup key beyond its characters (dict entry, tuples, expiry
+#: heap): 256-character keys measured 562 B per job more than none.
+DEDUP_OVERHEAD = 300
+#: A queue beyond its name (counters, interned name, the owner's FastHeap):
+#: measured 4,186 B with 100,000 queues.
+QUEUE_OVERHEAD = 4500
 
 
 class JobState(IntEnum):
@@ -61,7 +92,7 @@ class JobState(IntEnum):
 class Job:
     """One job as every replica holds it."""
 
-    __slots__ = (
+    __slots__ = (  # noqa: RUF023 - in constructor order, which as_tuple follows
         "job_id",
         "queue",
         "priority",
@@ -73,6 +104,7 @@ class Job:
         "owner",
         "lease_expires_at_us",
         "consumer_id",
+        "receipt",
     )
 
     def __init__(
@@ -88,6 +120,7 @@ class Job:
         state: JobState = JobState.READY,
         lease_expires_at_us: int = 0,
         consumer_id: str = "",
+        receipt: int = 0,
     ) -> None:
         self.job_id = job_id
         self.queue = queue
@@ -100,12 +133,13 @@ class Job:
         self.state = state
         self.lease_expires_at_us = lease_expires_at_us
         self.consumer_id = consumer_id
+        self.receipt = receipt  # of the current lease; 0 when not leased
 
     def copy(self) -> Job:
         """A detached copy (the writer keeps one while the state moves on)."""
         return Job(self.job_id, self.queue, self.priority, self.payload, self.created_at_us,
                    self.ready_at_us, self.owner, self.attempt, self.state,
-                   self.lease_expires_at_us, self.consumer_id)
+                   self.lease_expires_at_us, self.consumer_id, self.receipt)
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, name) for name in Job.__slots__)
@@ -134,8 +168,8 @@ class _Silent:
 class QueueCounts:
     """Per-queue counters kept in step with the jobs, so Stats is O(queues)."""
 
-    __slots__ = ("ready_by_priority", "delayed_by_priority", "ready_by_owner", "leased", "dead",
-                 "delayed_heap")
+    __slots__ = ("dead", "delayed_by_priority", "delayed_heap", "leased", "ready_by_owner",
+                 "ready_by_priority")
 
     def __init__(self) -> None:
         self.ready_by_priority = [0] * PRIORITY_MAX  # READY jobs, delayed ones included
@@ -173,18 +207,26 @@ def _decrement(counts: dict[int, int], key: int) -> None:
 
 
 class QueueState:
-    """The jobs of every queue, and everything needed to apply commands to them."""
+    """The jobs of every queue, and everything needed to apply commands to them.
 
-    def __init__(self, observer: Observer | None = None) -> None:
+    ``members``: the node ids of the cluster (the same on every replica). Jobs
+    can be owned, and leased, only by members.
+    """
+
+    def __init__(self, observer: Observer | None = None, *, members: frozenset[int]) -> None:
+        self.members = frozenset(members)
         self.jobs: dict[int, Job] = {}
         self.next_job_id = 1
         self.clock_us = 0
         self.applied_slot = 0
         self.written_slot = 0
-        self.payload_bytes = 0  # held by all jobs, for the memory budget
+        self.payload_bytes = 0  # held by all jobs
+        self.held_bytes = 0  # what the jobs cost in memory, for the memory budget
         self.sessions = Sessions()
         self.observer: Observer = observer or _Silent()
         self.counts: dict[str, QueueCounts] = {}
+        # name -> the one str every job of that queue shares (in step with counts)
+        self._queue_names: dict[str, str] = {}
         # (queue, dedup_key) -> (job_id, expires_at_us), pruned in expiry order
         self.dedup: dict[tuple[str, str], tuple[int, int]] = {}
         self._dedup_expiry: list[tuple[int, str, str]] = []
@@ -194,10 +236,12 @@ class QueueState:
         self._slot_touches: list[int] = []
         # (client_id, seq) -> results, so a retried proposal gets its answer back
         self._results: OrderedDict[str, OrderedDict[int, list]] = OrderedDict()
+        #: The commands of the last applied slot that were refused.
+        self.refusals: list[Refused] = []
 
     def reset(self) -> None:
-        """Forget everything (before loading a snapshot); observers stay."""
-        self.__init__(self.observer)
+        """Forget everything (before loading a snapshot); observers and members stay."""
+        self.__init__(self.observer, members=self.members)
 
     # ---------------------------------------------------------------- applying
 
@@ -206,76 +250,85 @@ class QueueState:
 
         None means the slot changed nothing: a no-op, or a retry of a proposal
         already applied whose results are no longer remembered. A retry whose
-        results are remembered gets them again, unchanged.
+        results are remembered gets them again, unchanged. A refused command's
+        result is its reason (a str); a slot refused whole answers ``[reason]``.
+        Never raises for any proposal (only for a slot applied out of order).
         """
         if slot <= self.applied_slot:
             raise ValueError(f"slot {slot} applied twice (last applied {self.applied_slot})")
         self.applied_slot = slot
+        self.refusals = []
         if proposal.is_noop:
             return None
-        if not self.sessions.should_apply(proposal.client_id, proposal.seq):
-            remembered = self._results.get(proposal.client_id)
-            return remembered.get(proposal.seq) if remembered is not None else None
-        leader_time_us, batch = unstamp(proposal.data)
-        self.clock_us = max(self.clock_us, leader_time_us)
-        self._prune_dedup()
-        results = [self._apply_command(command) for command in batch.commands]
-        self._end_slot(slot)
-        self._remember(proposal.client_id, proposal.seq, results)
+        client_id, seq = proposal.client_id, proposal.seq
+        why = _proposal_problem(client_id, seq)
+        if why is not None:
+            return self._refuse_slot(why)
+        if not self.sessions.should_apply(client_id, seq):
+            remembered = self._results.get(client_id)
+            return remembered.get(seq) if remembered is not None else None
+        try:
+            leader_time_us, batch = unstamp(proposal.data)
+            commands = batch.commands
+        except Exception as exc:  # noqa: BLE001 - whatever the bytes, a deterministic no-op
+            results = self._refuse_slot(rules.reason(Refusal.UNPARSABLE, _describe(exc)))
+        else:
+            if not 0 <= leader_time_us <= rules.MAX_CLOCK_US:
+                results = self._refuse_slot(rules.reason(
+                    Refusal.UNPARSABLE,
+                    f"leader stamp {leader_time_us} outside 0..{rules.MAX_CLOCK_US} us"))
+            else:
+                self.clock_us = max(self.clock_us, leader_time_us)
+                self._prune_dedup()
+                results = [self._apply_command(slot, i, c) for i, c in enumerate(commands)]
+                self._end_slot(slot)
+        self._remember(client_id, seq, results)
         return results
 
-    def _apply_command(self, command: log_pb2.Command):
-        kind = command.WhichOneof("kind")
-        if kind == "enqueue":
-            return self._enqueue(command.enqueue)
-        if kind == "lease":
-            return self._lease(command.lease)
-        if kind == "ack":
-            return self._ack(command.ack)
-        if kind == "nack":
-            return self._nack(command.nack)
-        if kind == "extend":
-            return self._extend(command.extend)
-        if kind == "expire":
-            return self._expire(command.expire)
-        if kind == "reassign":
-            return self._reassign(command.reassign)
-        if kind == "checkpoint":
-            return self._checkpoint(command.checkpoint.written_slot)
-        return None  # an unknown command from a newer version: skipped everywhere alike
+    def _refuse_slot(self, why: str) -> list[str]:
+        self.refusals.append(Refused(-1, "batch", why))
+        return [why]
 
-    def _enqueue(self, cmd: log_pb2.EnqueueCommand) -> list[int] | str:
-        jobs, owners = cmd.jobs, cmd.owners
-        # Proposers validate; a batch that is malformed anyway is refused whole,
-        # the same way on every replica, instead of crashing them all.
-        if len(owners) != len(jobs):
-            return f"invalid: {len(jobs)} jobs but {len(owners)} owners"
-        for new in jobs:
-            if not PRIORITY_MIN <= new.priority <= PRIORITY_MAX:
-                return f"invalid: priority {new.priority} outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+    def _apply_command(self, slot: int, index: int, command: log_pb2.Command):
+        kind = command.WhichOneof("kind")
+        try:
+            why = rules.problem(command, kind, self.members, slot, self._queue_names)
+            if why is None:
+                return _APPLY[kind](self, getattr(command, kind))
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop every replica
+            why = rules.reason(Refusal.FAILED, _describe(exc))
+        self.refusals.append(Refused(index, kind or "none", why))
+        return why
+
+    def _enqueue(self, cmd: log_pb2.EnqueueCommand) -> list[int]:
         now = self.clock_us
-        dedup_expires = now + cmd.dedup_window_us
+        window = cmd.dedup_window_us
+        dedup_expires = now + window
+        names = self._queue_names
         ids: list[int] = []
-        for new, owner in zip(jobs, owners):
-            queue = new.queue or "default"
-            if new.dedup_key:
-                key = (queue, new.dedup_key)
+        for new, owner in zip(cmd.jobs, cmd.owners):
+            name = new.queue
+            queue = names.get(name) or self._queue(name)
+            dedup_key = new.dedup_key
+            if dedup_key:
+                key = (queue, dedup_key)
                 seen = self.dedup.get(key)
                 if seen is not None:
                     ids.append(seen[0])
                     continue
             job_id = self.next_job_id
             self.next_job_id = job_id + 1
-            job = Job(
-                job_id, queue, new.priority, new.payload, now, now + new.delay_ms * 1000, owner
-            )
+            payload = new.payload
+            job = Job(job_id, queue, new.priority, payload, now, now + new.delay_ms * 1000, owner)
             self.jobs[job_id] = job
-            self.payload_bytes += len(job.payload)
+            self.payload_bytes += len(payload)
+            self.held_bytes += JOB_OVERHEAD + len(payload)
             self._enter_ready(job)
             self._touch(job_id)
-            if new.dedup_key and cmd.dedup_window_us:
+            if dedup_key and window:
                 self.dedup[key] = (job_id, dedup_expires)
-                heapq.heappush(self._dedup_expiry, (dedup_expires, queue, new.dedup_key))
+                heapq.heappush(self._dedup_expiry, (dedup_expires, queue, dedup_key))
+                self.held_bytes += DEDUP_OVERHEAD + len(dedup_key)
             self.observer.job_changed(job, owner, JobState.GONE)
             ids.append(job_id)
         return ids
@@ -291,15 +344,16 @@ class QueueState:
         """
         now = self.clock_us
         expires = now + cmd.lease_ms * 1000
+        node, consumer = cmd.node, cmd.consumer_id  # one str for every job of the lease
         granted: list[Job] = []
-        for job_id in cmd.job_ids:
+        for job_id, receipt in zip(cmd.job_ids, cmd.receipts):
             job = self.jobs.get(job_id)
-            if job is None or job.owner != cmd.node:
+            if job is None or job.owner != node:
                 continue
             if job.state != JobState.READY or job.ready_at_us > now:
                 continue
             self._leave_ready(job)
-            self._set_leased(job, job.attempt + 1, expires, cmd.consumer_id)
+            self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
             self.observer.job_changed(job, job.owner, JobState.READY)
             granted.append(job)
         return granted
@@ -312,9 +366,12 @@ class QueueState:
                 self._set_unleased(job)
                 del self.jobs[job.job_id]
                 self.payload_bytes -= len(job.payload)
+                self.held_bytes -= JOB_OVERHEAD + len(job.payload)
                 job.state = JobState.GONE
                 self._touch(job.job_id)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
+                if self.counts[job.queue].empty:
+                    self._forget_queue(job.queue)
             results.append(error)
         return results
 
@@ -378,7 +435,8 @@ class QueueState:
             moved += 1
         return moved
 
-    def _checkpoint(self, written_slot: int) -> None:
+    def _checkpoint(self, cmd: log_pb2.CheckpointCommand) -> None:
+        written_slot = cmd.written_slot
         if written_slot <= self.written_slot:
             return
         self.written_slot = written_slot
@@ -388,6 +446,20 @@ class QueueState:
             for job_id in ids:
                 if touched.get(job_id, written_slot + 1) <= written_slot:
                     del touched[job_id]
+
+    # ------------------------------------------------------------ memory cost
+
+    def cost_of(self, jobs: Iterable, dedup_window_us: int) -> int:
+        """What enqueueing ``jobs`` (``NewJob`` messages) would add to ``held_bytes``, at most."""
+        total, names = 0, self._queue_names
+        new_queues: set[str] = set()
+        for job in jobs:
+            total += JOB_OVERHEAD + len(job.payload)
+            if dedup_window_us and job.dedup_key:
+                total += DEDUP_OVERHEAD + len(job.dedup_key)
+            if (job.queue or DEFAULT_QUEUE) not in names:
+                new_queues.add(job.queue or DEFAULT_QUEUE)
+        return total + sum(QUEUE_OVERHEAD + len(q) for q in new_queues)
 
     # ----------------------------------------------------------------- helpers
 
@@ -402,19 +474,29 @@ class QueueState:
             return None, NOT_FOUND
         if job.state != JobState.LEASED:
             return None, LEASE_LOST if ref.attempt and ref.attempt <= job.attempt else NOT_LEASED
-        if job.attempt != ref.attempt:
-            return None, LEASE_LOST
+        if job.attempt != ref.attempt or job.receipt != ref.receipt:
+            return None, LEASE_LOST  # a later lease, or someone who never had this one
         return job, OK
 
-    def _counts(self, queue: str) -> QueueCounts:
-        counts = self.counts.get(queue)
-        if counts is None:
-            counts = self.counts[queue] = QueueCounts()
-        return counts
+    def _queue(self, name: str) -> str:
+        """The interned name of a queue, which gets its counters when new."""
+        name = name or DEFAULT_QUEUE
+        interned = self._queue_names.get(name)
+        if interned is None:
+            interned = self._queue_names[name] = name
+            self.counts[name] = QueueCounts()
+            self.held_bytes += QUEUE_OVERHEAD + len(name)
+        return interned
+
+    def _forget_queue(self, name: str) -> None:
+        """A queue that holds nothing any more costs nothing (until it is used again)."""
+        del self.counts[name]
+        del self._queue_names[name]
+        self.held_bytes -= QUEUE_OVERHEAD + len(name)
 
     def _enter_ready(self, job: Job) -> None:
         job.state = JobState.READY
-        counts = self._counts(job.queue)
+        counts = self.counts[job.queue]
         counts.ready_by_priority[job.priority - 1] += 1
         counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
         if job.ready_at_us > self.clock_us:
@@ -426,19 +508,22 @@ class QueueState:
         counts.ready_by_priority[job.priority - 1] -= 1
         _decrement(counts.ready_by_owner, job.owner)
 
-    def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str) -> None:
+    def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str,
+                    receipt: int) -> None:
         if job.state != JobState.LEASED:
             self.counts[job.queue].leased += 1
         job.state = JobState.LEASED
         job.attempt = attempt
         job.lease_expires_at_us = expires
         job.consumer_id = consumer_id
+        job.receipt = receipt
         self._touch(job.job_id)
 
     def _set_unleased(self, job: Job) -> None:
         self.counts[job.queue].leased -= 1
         job.lease_expires_at_us = 0
         job.consumer_id = ""
+        job.receipt = 0
 
     def _touch(self, job_id: int) -> None:
         self._touched[job_id] = self.applied_slot
@@ -452,10 +537,11 @@ class QueueState:
     def _prune_dedup(self) -> None:
         expiry, now = self._dedup_expiry, self.clock_us
         while expiry and expiry[0][0] <= now:
-            expires, queue, key = heapq.heappop(expiry)
+            _, queue, key = heapq.heappop(expiry)
             seen = self.dedup.get((queue, key))
             if seen is not None and seen[1] <= now:
                 del self.dedup[(queue, key)]
+                self.held_bytes -= DEDUP_OVERHEAD + len(key)
 
     def _remember(self, client_id: str, seq: int, results: list) -> None:
         remembered = self._results.get(client_id)
@@ -521,12 +607,15 @@ class QueueState:
     def restore_dedup(self, queue: str, key: str, job_id: int, expires_at_us: int) -> None:
         self.dedup[(queue, key)] = (job_id, expires_at_us)
         heapq.heappush(self._dedup_expiry, (expires_at_us, queue, key))
+        self.held_bytes += DEDUP_OVERHEAD + len(key)
 
     def restore_job(self, job: Job) -> None:
         """Put a job back while loading a snapshot (bypasses commands and observers)."""
+        job.queue = self._queue(job.queue)
         self.jobs[job.job_id] = job
         self.payload_bytes += len(job.payload)
-        counts = self._counts(job.queue)
+        self.held_bytes += JOB_OVERHEAD + len(job.payload)
+        counts = self.counts[job.queue]
         if job.state == JobState.READY:
             counts.ready_by_priority[job.priority - 1] += 1
             counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
@@ -536,3 +625,33 @@ class QueueState:
             counts.leased += 1
         elif job.state == JobState.DEAD:
             counts.dead += 1
+
+
+_APPLY = {
+    "enqueue": QueueState._enqueue,
+    "lease": QueueState._lease,
+    "ack": QueueState._ack,
+    "nack": QueueState._nack,
+    "extend": QueueState._extend,
+    "expire": QueueState._expire,
+    "reassign": QueueState._reassign,
+    "checkpoint": QueueState._checkpoint,
+}
+
+
+def _proposal_problem(client_id: str, seq: int) -> str | None:
+    """Why a proposal's identity cannot be recorded (the sessions table must encode it)."""
+    if seq > rules.MAX_SEQ:
+        return rules.reason(Refusal.BAD_PROPOSAL, f"seq {seq} over {rules.MAX_SEQ}")
+    try:
+        size = len(client_id.encode())
+    except UnicodeEncodeError:
+        return rules.reason(Refusal.BAD_PROPOSAL, "client id is not UTF-8")
+    if size > rules.MAX_CLIENT_ID_BYTES:
+        return rules.reason(Refusal.BAD_PROPOSAL,
+                            f"client id of {size} bytes over {rules.MAX_CLIENT_ID_BYTES}")
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]

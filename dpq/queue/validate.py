@@ -4,19 +4,24 @@ Each check raises :class:`InvalidArgument` with a message that names the
 field, the value and the limit, so a person can fix the call. A batch is
 checked whole before anything of it is used: one bad job refuses the batch.
 The servicers turn the exception into gRPC ``INVALID_ARGUMENT``.
+
+:func:`proposal` checks a whole ``CommandBatch`` that a gateway or a node
+sends the leader through ``Replication/Propose``, with the same limits, before
+it is proposed: only valid commands reach the log.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
+from dpq.queue import rules
+from dpq.v1 import log_pb2
 
 QUEUE_NAME_CHARS = "letters, digits and _ . : -"
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
-DEFAULT_QUEUE = "default"
+_QUEUE_NAME = rules.QUEUE_NAME
+DEFAULT_QUEUE = rules.DEFAULT_QUEUE
 
 
 class InvalidArgument(ValueError):
@@ -37,6 +42,11 @@ class Limits:
     max_wait_ms: int = 60_000
     max_lease_ms: int = 12 * 3600 * 1000  # 12 hours, as SQS's visibility timeout
     max_refs: int = 10_000
+    # Proposals between nodes (Replication/Propose):
+    max_commands: int = 100_000  # per batch
+    max_reassign: int = 1_000_000  # job ids per Reassign
+    max_attempts: int = 1_000_000  # a Nack's or Expire's max_attempts
+    max_dedup_window_ms: int = rules.MAX_DEDUP_WINDOW_US // 1000
 
 
 DEFAULT_LIMITS = Limits()
@@ -60,22 +70,30 @@ def _at_most(field: str, value: int, limit: int, unit: str = "") -> None:
         raise InvalidArgument(f"{field}: {value}{unit} is over the limit of {limit}{unit}")
 
 
-def new_jobs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS) -> None:
+def new_jobs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs") -> None:
     """Check an Enqueue batch (``dpq.v1.NewJob`` messages)."""
     if not jobs:
-        raise InvalidArgument("jobs: the batch is empty; send at least one job")
-    _at_most("jobs", len(jobs), limits.max_batch_jobs, " jobs")
+        raise InvalidArgument(f"{field}: the batch is empty; send at least one job")
+    _at_most(field, len(jobs), limits.max_batch_jobs, " jobs")
+    max_payload, max_delay, max_key = limits.max_payload_bytes, limits.max_delay_ms, limits.max_dedup_key
+    names: set[str] = set()  # checked already (a batch mostly names one queue)
     for i, job in enumerate(jobs):
-        where = f"jobs[{i}]"
+        # the message is built only for a job that breaks a limit (this runs per job)
         if not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
             raise InvalidArgument(
-                f"{where}.priority: {job.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX} "
+                f"{field}[{i}].priority: {job.priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX} "
                 f"(1 is the most urgent)"
             )
-        queue_name(job.queue, f"{where}.queue", limits)
-        _at_most(f"{where}.payload", len(job.payload), limits.max_payload_bytes, " bytes")
-        _at_most(f"{where}.delay_ms", job.delay_ms, limits.max_delay_ms, " ms")
-        _at_most(f"{where}.dedup_key", len(job.dedup_key), limits.max_dedup_key, " characters")
+        name = job.queue
+        if name not in names:
+            queue_name(name, f"{field}[{i}].queue", limits)
+            names.add(name)
+        if len(job.payload) > max_payload:
+            _at_most(f"{field}[{i}].payload", len(job.payload), max_payload, " bytes")
+        if job.delay_ms > max_delay:
+            _at_most(f"{field}[{i}].delay_ms", job.delay_ms, max_delay, " ms")
+        if len(job.dedup_key) > max_key:
+            _at_most(f"{field}[{i}].dedup_key", len(job.dedup_key), max_key, " characters")
 
 
 def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -92,25 +110,148 @@ def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
     return queue
 
 
-def refs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS) -> None:
+def refs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs") -> None:
     """Check the lease tokens of an Ack, Nack or ExtendLease."""
     if not jobs:
-        raise InvalidArgument("jobs: no job references; send at least one")
-    _at_most("jobs", len(jobs), limits.max_refs, " references")
+        raise InvalidArgument(f"{field}: no job references; send at least one")
+    _at_most(field, len(jobs), limits.max_refs, " references")
     for i, ref in enumerate(jobs):
         if ref.job_id == 0:
-            raise InvalidArgument(f"jobs[{i}].job_id: 0 is not a job id (ids start at 1)")
+            raise InvalidArgument(f"{field}[{i}].job_id: 0 is not a job id (ids start at 1)")
         if ref.attempt == 0:
             raise InvalidArgument(
-                f"jobs[{i}].attempt: 0 is not a lease; quote the attempt the job was delivered with"
+                f"{field}[{i}].attempt: 0 is not a lease; quote the attempt the job was delivered with"
             )
 
 
-def nack_delay(delay_ms: int, limits: Limits = DEFAULT_LIMITS) -> None:
-    _at_most("delay_ms", delay_ms, limits.max_delay_ms, " ms")
+def nack_delay(delay_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "delay_ms") -> None:
+    _at_most(field, delay_ms, limits.max_delay_ms, " ms")
 
 
-def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS) -> None:
+def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "lease_ms") -> None:
     if lease_ms == 0:
-        raise InvalidArgument(f"lease_ms: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
-    _at_most("lease_ms", lease_ms, limits.max_lease_ms, " ms")
+        raise InvalidArgument(f"{field}: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
+    _at_most(field, lease_ms, limits.max_lease_ms, " ms")
+
+
+# ------------------------------------------------------------------ proposals
+
+def proposal(data: bytes, limits: Limits, members: frozenset[int]) -> log_pb2.CommandBatch:
+    """Decode and check a ``CommandBatch`` sent through ``Replication/Propose``.
+
+    Every command is checked with the public API's limits, and node ids
+    (owners, a lease's node) must be among ``members``. A Checkpoint is never
+    taken from outside: only the leader's own writer proposes it, locally.
+    Who may propose which kind is not decided here; :func:`kinds` lists them.
+    """
+    try:
+        batch = log_pb2.CommandBatch.FromString(data)
+    except Exception:  # noqa: BLE001 - any undecodable body is the same mistake
+        raise InvalidArgument(
+            f"batch: {len(data)} bytes that do not decode as a dpq.v1.CommandBatch") from None
+    commands = batch.commands
+    if not commands:
+        raise InvalidArgument("batch: no commands; send at least one")
+    _at_most("batch.commands", len(commands), limits.max_commands, " commands")
+    for i, command in enumerate(commands):
+        kind = command.WhichOneof("kind")
+        check = _PROPOSAL_CHECKS.get(kind)  # type: ignore[arg-type]
+        where = f"commands[{i}].{kind}"
+        if check is None:
+            what = "no command" if kind is None else f"a {kind} command"
+            raise InvalidArgument(f"commands[{i}]: {what} is not accepted from another process")
+        check(getattr(command, kind), where, limits, members)
+    return batch
+
+
+def kinds(batch: log_pb2.CommandBatch) -> list[str]:
+    """The kind of each command of a decoded batch ("enqueue", "lease", …), in order."""
+    return [command.WhichOneof("kind") for command in batch.commands]
+
+
+def _members(field: str, ids: Sequence[int], members: frozenset[int]) -> None:
+    for i, node in enumerate(ids):
+        if node not in members:
+            raise InvalidArgument(
+                f"{field}[{i}]: node {node} is not a member of the cluster {sorted(members)}")
+
+
+def _same_count(field: str, values: Sequence, other: str, expected: Sequence) -> None:
+    if len(values) != len(expected):
+        raise InvalidArgument(
+            f"{field}: {len(values)} given for {len(expected)} {other}; give one per item")
+
+
+def _job_ids(field: str, ids: Sequence[int], limit: int) -> None:
+    if not ids:
+        raise InvalidArgument(f"{field}: no job ids; give at least one")
+    _at_most(field, len(ids), limit, " job ids")
+    for i, job_id in enumerate(ids):
+        if job_id == 0:
+            raise InvalidArgument(f"{field}[{i}]: 0 is not a job id (ids start at 1)")
+
+
+def _max_attempts(field: str, value: int, limits: Limits) -> None:
+    _at_most(field, value, limits.max_attempts, " attempts")
+
+
+def _check_enqueue(cmd: log_pb2.EnqueueCommand, where: str, limits: Limits,
+                   members: frozenset[int]) -> None:
+    new_jobs(cmd.jobs, limits, f"{where}.jobs")
+    _same_count(f"{where}.owners", cmd.owners, "jobs", cmd.jobs)
+    _members(f"{where}.owners", cmd.owners, members)
+    _at_most(f"{where}.dedup_window_us", cmd.dedup_window_us, limits.max_dedup_window_ms * 1000,
+             " us")
+
+
+def _check_lease(cmd: log_pb2.LeaseCommand, where: str, limits: Limits,
+                 members: frozenset[int]) -> None:
+    if cmd.node not in members:
+        raise InvalidArgument(
+            f"{where}.node: node {cmd.node} is not a member of the cluster {sorted(members)}")
+    _job_ids(f"{where}.job_ids", cmd.job_ids, limits.max_dequeue_jobs)
+    _same_count(f"{where}.receipts", cmd.receipts, "job ids", cmd.job_ids)
+    for i, receipt in enumerate(cmd.receipts):
+        if receipt == 0:
+            raise InvalidArgument(f"{where}.receipts[{i}]: 0 is not a receipt (draw 64 random bits)")
+    lease(cmd.lease_ms, limits, f"{where}.lease_ms")
+    _at_most(f"{where}.consumer_id", len(cmd.consumer_id), limits.max_consumer_id, " characters")
+
+
+def _check_ack(cmd: log_pb2.AckCommand, where: str, limits: Limits, members) -> None:
+    refs(cmd.jobs, limits, f"{where}.jobs")
+
+
+def _check_nack(cmd: log_pb2.NackCommand, where: str, limits: Limits, members) -> None:
+    refs(cmd.jobs, limits, f"{where}.jobs")
+    nack_delay(cmd.delay_ms, limits, f"{where}.delay_ms")
+    _max_attempts(f"{where}.max_attempts", cmd.max_attempts, limits)
+
+
+def _check_extend(cmd: log_pb2.ExtendCommand, where: str, limits: Limits, members) -> None:
+    refs(cmd.jobs, limits, f"{where}.jobs")
+    lease(cmd.lease_ms, limits, f"{where}.lease_ms")
+
+
+def _check_expire(cmd: log_pb2.ExpireCommand, where: str, limits: Limits, members) -> None:
+    refs(cmd.jobs, limits, f"{where}.jobs")
+    _max_attempts(f"{where}.max_attempts", cmd.max_attempts, limits)
+
+
+def _check_reassign(cmd: log_pb2.ReassignCommand, where: str, limits: Limits,
+                    members: frozenset[int]) -> None:
+    _job_ids(f"{where}.job_ids", cmd.job_ids, limits.max_reassign)
+    _same_count(f"{where}.owners", cmd.owners, "job ids", cmd.job_ids)
+    _members(f"{where}.owners", cmd.owners, members)
+
+
+_PROPOSAL_CHECKS = {
+    "enqueue": _check_enqueue,
+    "lease": _check_lease,
+    "ack": _check_ack,
+    "nack": _check_nack,
+    "extend": _check_extend,
+    "expire": _check_expire,
+    "reassign": _check_reassign,
+    # no "checkpoint": only the leader's writer proposes one, on the leader
+}

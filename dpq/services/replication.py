@@ -1,50 +1,121 @@
-"""The internal ``dpq.v1.Replication`` service: Paxos messages in, proposals to the leader."""
+"""The internal ``dpq.v1.Replication`` service, on the peer port only: Paxos
+messages in, proposals to the leader, health reports out.
+
+Who may say what (in ``--insecure`` mode too):
+
+* Stream: batches from this cluster's other nodes only (``Transport.receive``);
+  anything else ends the stream with PERMISSION_DENIED.
+* Propose: a caller presenting this cluster's id is a node and may propose any
+  command; a caller without one (a gateway) only Enqueue commands; a wrong id
+  is PERMISSION_DENIED.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from dpq.node import wire
+from dpq import logs
+from dpq.errors import ResourceExhausted, Unavailable
 from dpq.node.applier import results_to_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
-from dpq.errors import ResourceExhausted
+from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.node.proposer import LeaderRouter
-from dpq.node.transport import Transport
+from dpq.node.transport import PeerRefused, Transport
 from dpq.paxos.core import ProposalRefused
-from dpq.v1 import replication_pb2, replication_pb2_grpc
+from dpq.queue.validate import InvalidArgument
+from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
+log = logging.getLogger("dpq.services.replication")
 
 DEFAULT_HEALTH_INTERVAL_MS = 250
+#: The only command a caller without the cluster id (a gateway) may propose.
+GATEWAY_KINDS = frozenset({"enqueue"})
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def authorize(request: replication_pb2.ProposeRequest, cluster_id: str) -> log_pb2.CommandBatch:
+    """The decoded batch, if this caller may propose it; else :class:`Refused`."""
+    node = bool(request.cluster_id)
+    if node and not same_cluster(request.cluster_id, cluster_id):
+        raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                      "Replication/Propose: ProposeRequest.cluster_id is not this cluster's")
+    try:
+        batch = log_pb2.CommandBatch.FromString(request.batch)
+    except DecodeError:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"Replication/Propose: ProposeRequest.batch ({len(request.batch)} bytes) "
+                      "is not a CommandBatch") from None
+    if not node:
+        for i, command in enumerate(batch.commands):
+            kind = command.WhichOneof("kind")
+            if kind not in GATEWAY_KINDS:
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                              f"Replication/Propose: command {i} is {kind or 'empty'}; a caller "
+                              "without the cluster id (a gateway) may propose only enqueue")
+    return batch
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[bytes], None],
+                 health: HealthReporter, admit: Callable[[bytes], object], *, cluster_id: str,
                  timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
         self._router = router
         self._health = health
         self._admit = admit
+        self._cluster_id = cluster_id
         self._timeout_s = timeout_s
+        self._refusals = OnceLog(log)
+        self.refused_proposals = 0
 
     async def Stream(self, request_iterator, context):
         async for batch in request_iterator:
-            messages = wire.decode_batch(batch)
+            try:
+                messages = self._transport.receive(batch)
+            except PeerRefused as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Replication/Stream: {exc}")
             if messages:
-                self._transport.heard_from(messages[0].src)
                 self._driver.deliver(messages)
         return replication_pb2.PeerAck()
 
+    def check(self, request: replication_pb2.ProposeRequest) -> log_pb2.CommandBatch:
+        """Who may propose what, then whether what they propose is valid; :class:`Refused`."""
+        batch = authorize(request, self._cluster_id)
+        # Every field of every command is checked next, for nodes and gateways
+        # alike, by the node's admit (dpq.queue.validate.proposal).
+        return batch
+
     async def Propose(self, request, context):
         try:
+            self.check(request)
+        except Refused as exc:
+            self.refused_proposals += 1
+            presented = fingerprint(request.cluster_id) if request.cluster_id else "none"
+            self._refusals.warn((presented, logs.client_ip(context.peer())),
+                                "refused a proposal from %s (cluster %s): %s (logged once per "
+                                "source)", logs.client_ip(context.peer()), presented, exc)
+            await context.abort(exc.code, str(exc))
+        try:
+            # decoded and checked like public requests (dpq.queue.validate.proposal)
             self._admit(request.batch)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
         except ResourceExhausted as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Unavailable as exc:  # PostgreSQL too far behind for new jobs
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)

@@ -28,11 +28,18 @@ class Server:
     """``services`` are (full service name, adder) pairs, e.g.
     ``("dpq.v1.Queue", lambda s: add_QueueServicer_to_server(servicer, s))``.
 
+    ``extras``: also serve health and reflection (the client port does; a node's
+    peer port serves its one service and nothing else). ``credentials``: TLS for
+    this port (None: plaintext). ``limits``: message sizes and WatchHealth limits
+    (``dpq.services.limits``).
+
     Raises :class:`dpq.services.ports.PortTaken` (an ``OSError``) when another
     process listens on ``listen``."""
 
     def __init__(self, listen: str,
-                 services: Iterable[tuple[str, Callable[[grpc.aio.Server], None]]],
+                 services: Iterable[tuple[str, Callable[[grpc.aio.Server], None]]], *,
+                 extras: bool = True,
+                 credentials: grpc.ServerCredentials | None = None,
                  limits: ServerLimits = DEFAULT_LIMITS) -> None:
         services = list(services)
         self.names = [name for name, _ in services]
@@ -49,13 +56,17 @@ class Server:
                      ("grpc.max_send_message_length", send)])
         for _, add in services:
             add(self.server)
-        self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*self.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server)
+        self.health = health.aio.HealthServicer() if extras else None
+        if self.health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            reflection.enable_server_reflection(
+                (*self.names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME), self.server)
         try:
-            self.port = self.server.add_insecure_port(listen)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, credentials)
         except RuntimeError:  # taken since the probe, or not an address of this host
             self.port = 0
         if self.port == 0:
@@ -71,6 +82,8 @@ class Server:
         await self.server.stop(grace_s)
 
     async def _set(self, status) -> None:
+        if self.health is None:
+            return
         for service in ("", *self.names):
             result = self.health.set(service, status)
             if asyncio.iscoroutine(result):

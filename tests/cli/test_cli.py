@@ -18,6 +18,12 @@ def test_dpq_up_serves_the_cli_survives_a_dead_node_and_keeps_jobs_across_restar
     try:
         up.wait_up()
         assert any("gateway" in line and up.target in line for line in up.lines)
+        # the banner names both planes of every node, and says it is plaintext
+        wait_until(lambda: any("Ctrl-C stops everything" in line for line in up.lines), 30,
+                   "the whole banner")
+        assert any(f"127.0.0.1:{up.base + 1} " in line and f"127.0.0.1:{up.base + 11} " in line
+                   for line in up.lines), up.lines
+        assert any(line.strip().startswith("plaintext:") for line in up.lines), up.lines
         enq = dpq("enqueue", "--target", up.target, "--priority", "1", "first", "second")
         assert enq.returncode == 0, enq.stderr
         ids = [int(x) for x in enq.stdout.split()]

@@ -21,6 +21,7 @@ from dpq.client import (
     JobSpec,
     Producer,
 )
+from dpq.v1 import queue_pb2
 from support.cluster import wait_until
 
 EMPTY = {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
@@ -79,6 +80,21 @@ def test_async_iteration_with_a_nack_brings_the_job_back_as_the_next_attempt(tar
         return attempts
 
     assert asyncio.run(main()) == [1, 2]
+    wait_until(lambda: counts(queue) == EMPTY, 5, "the job acked")
+
+
+def test_the_lease_receipt_rides_with_the_job_and_nobody_else_can_ack_it(cluster, targets, queue,
+                                                                         counts):
+    [job_id] = enqueue(targets, queue, ["mine"])
+    with Consumer(targets, queue=queue, wait=1) as consumer:
+        job = consumer.receive(timeout=20)
+        assert job is not None and job.id == job_id
+        # a stranger who knows the id and the attempt, not the receipt
+        guess = queue_pb2.JobRef(job_id=job.id, attempt=job.attempt)
+        [result] = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[guess]), timeout=10).results
+        assert (result.ok, result.error) == (False, "lease_lost")
+        assert counts(queue)["leased"] == 1
+        job.ack()  # the client quotes the receipt for the user
     wait_until(lambda: counts(queue) == EMPTY, 5, "the job acked")
 
 

@@ -78,7 +78,7 @@ class Consumers:
                     queue=self.queue, max_jobs=20, wait_ms=500, lease_ms=30_000), timeout=10).jobs
                 if jobs:
                     stub.Ack(queue_pb2.AckRequest(jobs=[
-                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt) for j in jobs]), timeout=10)
+                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in jobs]), timeout=10)
             except grpc.RpcError:
                 time.sleep(0.05)
                 continue

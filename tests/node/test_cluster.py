@@ -69,7 +69,8 @@ def drain(cluster, queue, expected, **kw):
 
 
 def refs(jobs, attempt=None):
-    return [queue_pb2.JobRef(job_id=j.job_id, attempt=attempt or j.attempt) for j in jobs]
+    return [queue_pb2.JobRef(job_id=j.job_id, attempt=attempt or j.attempt, receipt=j.receipt)
+            for j in jobs]
 
 
 def stats(cluster, queue, node=1):
@@ -151,6 +152,23 @@ def test_lease_expiry_redelivers_with_the_next_attempt_and_refuses_the_stale_ack
     assert [(r.ok, r.error) for r in ok.results] == [(True, "")]
     again = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=refs([second])), timeout=10)
     assert [r.error for r in again.results] == ["not_found"]
+
+
+def test_a_lease_is_settled_only_with_its_receipt(cluster, queue):
+    [job_id] = enqueue(cluster, queue, {"priority": 1, "payload": b"mine"})
+    [job] = [j for js in drain(cluster, queue, 1).values() for j in js]
+    assert job.receipt != 0
+    guessed = [queue_pb2.JobRef(job_id=job_id, attempt=job.attempt, receipt=r)
+               for r in (0, job.receipt ^ 1)]  # id and attempt right: missing, wrong receipt
+    for node, ref in zip((1, 2), guessed):
+        reply = cluster.stub(node).Ack(queue_pb2.AckRequest(jobs=[ref]), timeout=10)
+        assert [(r.ok, r.error) for r in reply.results] == [(False, "lease_lost")]
+        reply = cluster.stub(node).ExtendLease(
+            queue_pb2.ExtendLeaseRequest(jobs=[ref], lease_ms=1000), timeout=10)
+        assert [r.error for r in reply.results] == ["lease_lost"]
+    assert stats(cluster, queue).leased == 1  # still the consumer's
+    reply = cluster.stub(3).Ack(queue_pb2.AckRequest(jobs=refs([job])), timeout=10)
+    assert [(r.ok, r.error) for r in reply.results] == [(True, "")]
 
 
 def test_nack_with_delay_then_dead_after_max_attempts(cluster, queue):

@@ -90,7 +90,7 @@ class Load:
                     continue
                 with self.lock:
                     self.delivered.update(j.job_id for j in jobs)
-                refs = [queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt) for j in jobs]
+                refs = [queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in jobs]
                 ack_node = random.choice(self.live())
                 results = self.cluster.stub(ack_node).Ack(queue_pb2.AckRequest(jobs=refs), timeout=20).results
             except grpc.RpcError as exc:
@@ -171,7 +171,7 @@ def test_a_full_crash_and_restart_loses_no_job(cluster):
             queue=QUEUE, max_jobs=10, lease_ms=1000), timeout=10).jobs
     acked = {j.job_id for j in taken[:5]}
     results = stub.Ack(queue_pb2.AckRequest(
-        jobs=[queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt) for j in taken[:5]]), timeout=10).results
+        jobs=[queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in taken[:5]]), timeout=10).results
     assert all(r.ok for r in results)
 
     for node in list(cluster.procs):

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.commands import (
+    MEMBERS,
+    MS,
+    Log,
+    commands,
+    enqueue,
+    expire,
+    extend,
+    lease,
+    nack,
+    reassign,
+    receipt,
+)
 
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import JobState, QueueState
 
-from support.commands import MS, Log, commands, enqueue, expire, extend, lease, nack, reassign
-
 
 def make(node=1, aging_step_ms=0):
-    state = QueueState()
+    state = QueueState(members=MEMBERS)
     owned = OwnedJobs(node, state, aging_step_ms * MS)
     state.observer = owned
     return Log(state), owned
@@ -39,7 +50,7 @@ def test_reserved_jobs_return_when_the_lease_is_not_granted():
 def test_delayed_and_nacked_jobs_wait_for_their_time():
     log, owned = make(node=1)
     log.run(0, enqueue((1, b"a")))
-    [[job]] = log.run(0, lease(*owned.reserve("q", 1, 0)))
+    [[_]] = log.run(0, lease(*owned.reserve("q", 1, 0)))
     log.run(10, nack((1, 1), delay_ms=100))
     assert owned.reserve("q", 1, 50 * MS) == [] and owned.next_due_us("q") == 110 * MS
     assert owned.reserve("q", 1, 110 * MS) == [1]
@@ -51,10 +62,10 @@ def test_expired_leases_are_reported_until_the_expire_lands():
     log.run(0, lease(*owned.reserve("q", 2, 0), lease_ms=100))
     log.run(50, extend((2, 1), lease_ms=500))
     assert owned.expired_leases(99 * MS, retry_after_us=1000 * MS) == []
-    assert owned.expired_leases(100 * MS, retry_after_us=1000 * MS) == [(1, 1)]
+    assert owned.expired_leases(100 * MS, retry_after_us=1000 * MS) == [(1, 1, receipt(1))]
     assert owned.expired_leases(200 * MS, retry_after_us=1000 * MS) == []
     # the Expire was lost: the lease is reported again after the retry delay
-    assert sorted(owned.expired_leases(1100 * MS, retry_after_us=1000 * MS)) == [(1, 1), (2, 1)]
+    assert sorted(owned.expired_leases(1100 * MS, retry_after_us=1000 * MS)) == [(1, 1, receipt(1)), (2, 1, receipt(2))]
     log.run(1100, expire((1, 1), (2, 1)))
     assert owned.expired_leases(5000 * MS, retry_after_us=1000 * MS) == []
     assert owned.reserve("q", 5, 5000 * MS) == [1, 2]

@@ -7,11 +7,8 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from dpq.paxos.types import NOOP
-from dpq.queue.state import LEASE_LOST, NOT_FOUND, OK, JobState, QueueState
-from dpq.v1 import queue_pb2
 from support.commands import (
+    MEMBERS,
     MS,
     Log,
     Recorder,
@@ -25,6 +22,11 @@ from support.commands import (
     nack,
     reassign,
 )
+
+from dpq.paxos.types import NOOP
+from dpq.queue.state import LEASE_LOST, NOT_FOUND, OK, JobState, QueueState
+from dpq.v1 import queue_pb2
+
 
 def test_enqueue_assigns_ids_in_log_order_and_stamps_leader_time():
     log = Log()
@@ -44,7 +46,7 @@ def test_empty_queue_name_is_the_default_queue():
 def test_a_malformed_batch_is_refused_whole_on_every_replica():
     log = Log()
     bad = enqueue((1, b"ok"), (9, b"bad"))
-    assert log.run(0, bad) == ["invalid: priority 9 outside 1..5"]
+    assert log.run(0, bad) == ["invalid: jobs[1].priority 9 outside 1..5"]
     assert log.state.jobs == {} and log.state.next_job_id == 1
 
 
@@ -127,7 +129,7 @@ def test_expired_lease_at_max_attempts_goes_dead():
 
 def test_reassign_moves_owner_and_tells_observers():
     recorder = Recorder()
-    log = Log(QueueState(recorder))
+    log = Log(QueueState(recorder, members=MEMBERS))
     log.run(0, enqueue((1, b"a"), (1, b"b"), owners=[1, 2]))
     assert log.run(1, reassign([1, 2, 77], [3, 2, 3])) == [1]
     assert log.state.jobs[1].owner == 3 and log.state.jobs[2].owner == 2
@@ -146,7 +148,7 @@ def test_a_retried_proposal_is_applied_once_and_answered_again():
 
 
 def test_noop_changes_nothing_but_the_applied_slot():
-    state = QueueState()
+    state = QueueState(members=MEMBERS)
     assert state.apply(1, NOOP) is None
     assert state.applied_slot == 1 and state.jobs == {}
     with pytest.raises(ValueError, match="applied twice"):
@@ -225,7 +227,7 @@ def test_a_snapshot_restores_a_replica_that_then_stays_in_step(before, after):
     for dt, command in before:
         now += dt
         a.run(now, command)
-    b = Log(snapshot.load(snapshot.dump(a.state)))
+    b = Log(snapshot.load(snapshot.dump(a.state), members=MEMBERS))
     b.slot, b.seq = a.slot, a.seq
     assert snapshot.dump(b.state) == snapshot.dump(a.state)
     for dt, command in after:
@@ -239,7 +241,7 @@ def test_a_snapshot_restores_a_replica_that_then_stays_in_step(before, after):
 def test_snapshot_refuses_foreign_bytes():
     from dpq.queue import snapshot
 
-    with pytest.raises(snapshot.SnapshotError, match="not a version-1 dpq snapshot"):
+    with pytest.raises(snapshot.SnapshotError, match="not a version-2 dpq snapshot"):
         snapshot.load(b"NOPE" + bytes(20))
     with pytest.raises(snapshot.SnapshotError, match="too short"):
         snapshot.load(b"DP")

@@ -1,8 +1,9 @@
 """Real ``dpq-node`` (and ``dpq-gateway``) processes on loopback, for the tests.
 
 A thin layer over :class:`dpq.localcluster.LocalCluster` (what ``dpq up``
-runs): free ports, a given DSN, client stubs, and waits that poll with a
-deadline instead of sleeping blindly.
+runs): free ports for both planes (client and peer), a given DSN, client stubs,
+and waits that poll with a deadline instead of sleeping blindly. The nodes run
+``--insecure`` unless ``args`` brings TLS flags.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from dpq.localcluster import LocalCluster
-from dpq.v1 import queue_pb2, queue_pb2_grpc
+from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 
 def free_ports(n: int) -> list[int]:
@@ -47,9 +48,16 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05)
 class Cluster(LocalCluster):
     def __init__(self, root: Path, dsn: str, nodes: int = 3, args: tuple[str, ...] = (),
                  cpus: dict[int, set[int]] | None = None) -> None:
-        super().__init__(root, nodes=nodes, dsn=dsn, node_args=args, ports=free_ports(nodes + 1),
-                         cpus=cpus)
+        """``crossed[i]``, when set, is the ``--peers`` node ``i`` starts with (a test that
+        points one cluster's node at another cluster's ports)."""
+        ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports
+        super().__init__(root, nodes=nodes, dsn=dsn, node_args=args, ports=ports[:nodes + 1],
+                         peer_ports=ports[nodes + 1:], cpus=cpus)
         self._channels: dict[object, grpc.Channel] = {}
+        self.crossed: dict[int, str] = {}
+
+    def peers_of(self, node_id: int) -> str:
+        return self.crossed.get(node_id, self.peers)
 
     def start(self, node_id: int | None = None) -> None:
         """Start the nodes (all, or one); the gateway only on ``start_gateway``."""
@@ -58,9 +66,10 @@ class Cluster(LocalCluster):
 
     def stop(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
         self.stop_node(node_id, sig, timeout_s)
-        channel = self._channels.pop(node_id, None)
-        if channel is not None:
-            channel.close()
+        for key in (node_id, ("peer", node_id)):
+            channel = self._channels.pop(key, None)
+            if channel is not None:
+                channel.close()
 
     def kill(self, node_id: int) -> None:
         self.stop(node_id, signal.SIGKILL)
@@ -76,6 +85,20 @@ class Cluster(LocalCluster):
 
     def stub(self, node_id: int) -> queue_pb2_grpc.QueueStub:
         return queue_pb2_grpc.QueueStub(self._channel(node_id, self.addresses[node_id]))
+
+    def replication_stub(self, node_id: int) -> replication_pb2_grpc.ReplicationStub:
+        """Node ``node_id``'s peer port."""
+        return replication_pb2_grpc.ReplicationStub(
+            self._channel(("peer", node_id), self.peer_addresses[node_id]))
+
+    def report(self, node_id: int) -> replication_pb2.NodeHealthReport:
+        """Node ``node_id``'s next health report (its counters), from its peer port."""
+        call = self.replication_stub(node_id).WatchHealth(replication_pb2.HealthRequest(),
+                                                          timeout=5)
+        try:
+            return next(call)
+        finally:
+            call.cancel()
 
     def gateway_stub(self) -> queue_pb2_grpc.QueueStub:
         return queue_pb2_grpc.QueueStub(self._channel("gateway", self.gateway_address))

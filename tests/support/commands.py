@@ -13,6 +13,13 @@ from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
 MS = 1000
+#: The cluster of the state-machine tests.
+MEMBERS = frozenset({1, 2, 3})
+
+
+def receipt(job_id: int) -> int:
+    """The receipt the helpers below lease a job with (a node draws it at random)."""
+    return 0xD0_0000_0000 + job_id
 
 
 class Recorder:
@@ -27,7 +34,7 @@ class Log:
     """Feeds commands to a state machine the way committed slots would."""
 
     def __init__(self, state=None):
-        self.state = state or QueueState()
+        self.state = state or QueueState(members=MEMBERS)
         self.slot = 0
         self.seq = 0
 
@@ -52,14 +59,17 @@ def enqueue(*jobs, owners=None, dedup_window_ms=0):
     )
 
 
-def lease(*ids, node=1, lease_ms=1000, consumer="w"):
+def lease(*ids, node=1, lease_ms=1000, consumer="w", receipts=None):
     return log_pb2.Command(
-        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer)
+        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer,
+                                   receipts=[receipt(i) for i in ids] if receipts is None else receipts)
     )
 
 
 def refs(*pairs):
-    return [queue_pb2.JobRef(job_id=j, attempt=a) for j, a in pairs]
+    """``(job_id, attempt)`` (with the helpers' receipt) or ``(job_id, attempt, receipt)``."""
+    return [queue_pb2.JobRef(job_id=p[0], attempt=p[1], receipt=p[2] if len(p) > 2 else receipt(p[0]))
+            for p in pairs]
 
 
 def ack(*pairs):

@@ -80,3 +80,12 @@ FROM jobs
 WHERE queue = %(queue)s AND state = 'ready'
 ORDER BY priority, created_at, job_id
 LIMIT %(limit)s;
+
+-- claim_cluster_id --
+-- A cluster's first start: every node offers an id, the first insert wins
+-- (dpq/node/identity.py reads the winner back with cluster_id).
+INSERT INTO dpq_cluster_identity (id, cluster_id) VALUES (1, %s) ON CONFLICT (id) DO NOTHING;
+
+-- cluster_id --
+-- The id of the cluster that owns this database.
+SELECT cluster_id FROM dpq_cluster_identity WHERE id = 1;

@@ -1,0 +1,219 @@
+"""Which cluster a node belongs to, and how it proves it to its peers.
+
+A cluster id (128 random bits, 32 hex digits) is created when a cluster first
+starts and kept in two places: every node's data folder (``identity.json``,
+written atomically, with the node's id) and PostgreSQL (the one-row table
+``dpq_cluster_identity``). Every peer message carries it; a node refuses
+traffic and proposals that carry another (``dpq.node.transport``,
+``dpq.services.replication``). In ``--insecure`` mode the id is the only thing
+that tells a peer from an outsider, so it is never shown on the client port:
+ClusterInfo shows :func:`fingerprint` instead.
+
+:func:`establish` is the one place a node decides its identity at start:
+
+======================  =======================  ==========================================
+data folder             PostgreSQL               outcome
+======================  =======================  ==========================================
+empty                   no id                    race: every node offers a random id, the
+                                                 first INSERT wins, all adopt it (created)
+empty                   id X                     adopt X (joined an existing cluster)
+X                       X (or no id: insert X)   start
+X                       Y                        refuse: another cluster's database
+X, node N               (running as node M)      refuse: another node's data folder
+X                       unreachable              start unverified; the node checks again
+empty                   unreachable              refuse: the first start needs the database
+======================  =======================  ==========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+import psycopg
+
+from dpq.pg import migrate
+from dpq.pg.queries import QUERIES
+
+log = logging.getLogger("dpq.node.identity")
+
+IDENTITY_FILE = "identity.json"
+CLUSTER_ID = re.compile(r"[0-9a-f]{32}")
+#: A start never waits longer than this on PostgreSQL for its identity.
+DATABASE_TIMEOUT_S = 30.0
+
+
+class IdentityError(RuntimeError):
+    """A node must not start with this data folder and database; one line says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    cluster_id: str
+    node_id: int
+    #: This node's insert won the first-start race: it created the cluster.
+    created: bool
+    #: The data folder had no identity: this is the node's first start in the cluster.
+    #: (``not created and first_start`` = a new node joining a cluster that already
+    #: exists: the hook for "a node with an empty data folder must not vote".)
+    first_start: bool
+    #: PostgreSQL confirmed the id; False when it was unreachable at start.
+    verified: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.cluster_id)
+
+
+def new_cluster_id() -> str:
+    return secrets.token_hex(16)
+
+
+def fingerprint(cluster_id: str) -> str:
+    """A short, safe-to-show name of a cluster id: 8 hex digits of its SHA-256."""
+    return hashlib.sha256(cluster_id.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def same_cluster(presented: str, ours: str) -> bool:
+    """Constant-time: the id is a secret in --insecure mode."""
+    return hmac.compare_digest(presented.encode("utf-8", "replace"), ours.encode())
+
+
+# ---------------------------------------------------------------- data folder
+
+def read_local(data_dir: str) -> tuple[str, int] | None:
+    """``(cluster_id, node_id)`` from the data folder, or None when it has none."""
+    path = os.path.join(data_dir, IDENTITY_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        cluster_id, node_id = data["cluster_id"], data["node_id"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IdentityError(f"{path} is unreadable ({exc}); it must hold this node's "
+                            "cluster id: restore it, or start from an empty data folder") from exc
+    if not isinstance(cluster_id, str) or not CLUSTER_ID.fullmatch(cluster_id) \
+            or not isinstance(node_id, int):
+        raise IdentityError(f"{path} does not hold a cluster id and a node id")
+    return cluster_id, node_id
+
+
+def write_local(data_dir: str, cluster_id: str, node_id: int) -> None:
+    """Write the identity file atomically: a crash leaves the old file or the new one."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, IDENTITY_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"cluster_id": cluster_id, "node_id": node_id}, f)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------- PostgreSQL
+
+async def claim(dsn: str, offered: str) -> tuple[str, bool]:
+    """Offer ``offered`` as the database's cluster id; return ``(its id, whether ours won)``.
+
+    Migrates first (the table is a migration). Safe to race: the first insert
+    wins and everyone reads the winner back.
+    """
+    await migrate.migrate(dsn)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(QUERIES["claim_cluster_id"], (offered,))
+        inserted = cur.rowcount == 1
+        cur = await conn.execute(QUERIES["cluster_id"])
+        row = await cur.fetchone()
+    if row is None:  # cannot happen after the insert; refuse rather than guess
+        raise IdentityError("the database has no cluster id after claiming one")
+    return row[0], inserted
+
+
+def _database_name(dsn: str) -> str:
+    """The database, for messages (never the password)."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "the database at --dsn"
+    return f"database {parts.get('dbname', '?')!r} on {parts.get('host', 'localhost')}"
+
+
+async def establish(data_dir: str, node_id: int, dsn: str, *,
+                    timeout_s: float = DATABASE_TIMEOUT_S) -> Identity:
+    """Decide this node's cluster identity at start, or raise :class:`IdentityError`."""
+    local = read_local(data_dir)
+    if local is not None and local[1] != node_id:
+        raise IdentityError(
+            f"the data folder {data_dir} belongs to node {local[1]} of cluster "
+            f"{fingerprint(local[0])}, not node {node_id}: give each node its own data folder")
+    offered = local[0] if local is not None else new_cluster_id()
+    try:
+        stored, created = await asyncio.wait_for(claim(dsn, offered), timeout_s)
+    except migrate.MigrationError as exc:
+        raise IdentityError(str(exc)) from exc
+    except psycopg.ProgrammingError as exc:  # a malformed DSN: nothing to retry
+        raise IdentityError(f"--dsn is not a valid PostgreSQL URL: {exc}") from exc
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if local is None:
+            raise IdentityError(
+                f"cannot learn the cluster id from {_database_name(dsn)} ({reason}): "
+                "a node's first start needs PostgreSQL") from exc
+        log.warning("PostgreSQL unreachable at start (%s): running as cluster %s from the "
+                    "data folder, to be checked against the database once it answers",
+                    reason, fingerprint(local[0]))
+        return Identity(local[0], node_id, created=False, first_start=False, verified=False)
+    if local is not None and not same_cluster(stored, local[0]):
+        raise IdentityError(
+            f"the data folder {data_dir} belongs to cluster {fingerprint(local[0])} but "
+            f"{_database_name(dsn)} belongs to cluster {fingerprint(stored)}: point --dsn at "
+            "this cluster's database, or start from an empty data folder")
+    if local is None:
+        write_local(data_dir, stored, node_id)
+        log.info("node %d joined cluster %s%s", node_id, fingerprint(stored),
+                 " (created it)" if created else "")
+    return Identity(stored, node_id, created=created, first_start=local is None, verified=True)
+
+
+async def verify(dsn: str, identity: Identity, *, timeout_s: float = DATABASE_TIMEOUT_S) -> None:
+    """For a node that started unverified: raise :class:`IdentityError` if the
+    database belongs to another cluster (``psycopg.Error`` while it is unreachable)."""
+    stored, _ = await asyncio.wait_for(claim(dsn, identity.cluster_id), timeout_s)
+    if not same_cluster(stored, identity.cluster_id):
+        raise IdentityError(
+            f"{_database_name(dsn)} belongs to cluster {fingerprint(stored)}, not to this "
+            f"node's cluster {identity.fingerprint}: stopping")
+
+
+# ------------------------------------------------------------------- refusals
+
+class OnceLog:
+    """Logs a refusal once per source, not once per message (bounded memory:
+    an outsider varying its claims cannot grow it without end)."""
+
+    def __init__(self, logger: logging.Logger, limit: int = 1024) -> None:
+        self._log = logger
+        self._seen: set[tuple] = set()
+        self._limit = limit
+
+    def warn(self, key: tuple, message: str, *args: object) -> None:
+        if key in self._seen:
+            return
+        if len(self._seen) >= self._limit:
+            return
+        self._seen.add(key)
+        self._log.warning(message, *args)

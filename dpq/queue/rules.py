@@ -1,0 +1,172 @@
+"""What every replica requires of a committed command before it applies it.
+
+Commands are checked before they are proposed (``dpq.queue.validate``, with
+the node's limits). The checks here are the last line, for a command that got
+into the log anyway (a bug, an older version, a hostile proposal): fixed
+limits, the same on every replica whatever its flags, so such a command is
+refused the same way everywhere and changes nothing. The limits are wider than
+any the public API accepts, so nothing valid is refused here.
+
+Pure: no I/O, no logging (the applier logs refusals), no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import NamedTuple
+
+from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
+from dpq.v1 import log_pb2
+
+DAY_MS = 24 * 3600 * 1000
+
+#: A leader stamp after 2200-01-01 is a broken clock (and would push job times
+#: out of what the heaps and snapshots hold).
+MAX_CLOCK_US = 7_258_118_400 * 1_000_000
+MAX_PAYLOAD_BYTES = 64 << 20
+#: Queue names, dedup keys and consumer ids.
+MAX_NAME_CHARS = 1024
+MAX_DELAY_MS = 31 * DAY_MS  # the public limit is 30 days
+MAX_LEASE_MS = 7 * DAY_MS
+MAX_DEDUP_WINDOW_US = 366 * DAY_MS * 1000
+#: A proposal's ``(client_id, seq)`` must fit the sessions table's encoding
+#: (a signed 64-bit floor that may move one past the seq).
+MAX_CLIENT_ID_BYTES = 1024
+MAX_SEQ = 2**62
+
+#: Letters, digits and ``_ . : -`` (the public API's rule, shared with validate).
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+DEFAULT_QUEUE = "default"
+
+
+class Refusal(StrEnum):
+    """Why a committed command (or a whole slot) changed nothing."""
+
+    UNPARSABLE = "unparsable"  # the stamp or the CommandBatch does not decode
+    BAD_PROPOSAL = "bad_proposal"  # client id or seq out of range
+    UNKNOWN = "unknown_command"  # no command kind this version knows
+    INVALID = "invalid"  # a field outside its fixed limit
+    NOT_MEMBER = "not_member"  # a node id that is not in the cluster
+    FAILED = "failed"  # applying it raised: a bug, turned into a refusal
+
+
+class Refused(NamedTuple):
+    """One refusal of the slot just applied, for the applier's error log."""
+
+    index: int  # the command's position in its batch; -1: the whole slot
+    kind: str  # "enqueue", "lease", … or "batch"
+    reason: str  # "<Refusal>: <detail>", also the command's result
+
+
+def reason(refusal: Refusal, detail: str) -> str:
+    return f"{refusal}: {detail}"
+
+
+def problem(command: log_pb2.Command, kind: str | None, members: frozenset[int], slot: int,
+            known_queues: dict[str, str]) -> str | None:
+    """Why ``command`` (applied in ``slot``) must be refused, or None.
+
+    ``known_queues``: names already held, which need no second look.
+    """
+    check = _CHECKS.get(kind)  # type: ignore[arg-type]
+    if check is None:
+        return reason(Refusal.UNKNOWN, f"command kind {kind!r}")
+    return check(getattr(command, kind), members, slot, known_queues)
+
+
+def _not_members(ids, members: frozenset[int], what: str) -> str | None:
+    strangers = set(ids) - members
+    if strangers:
+        return reason(Refusal.NOT_MEMBER,
+                      f"{what} {sorted(strangers)[:5]} not among the members {sorted(members)}")
+    return None
+
+
+def _over(field: str, value: int, limit: int) -> str:
+    return reason(Refusal.INVALID, f"{field} {value} over the limit of {limit}")
+
+
+def _enqueue(cmd: log_pb2.EnqueueCommand, members, slot, known) -> str | None:
+    jobs, owners = cmd.jobs, cmd.owners
+    if len(owners) != len(jobs):
+        return reason(Refusal.INVALID, f"{len(jobs)} jobs but {len(owners)} owners")
+    if cmd.dedup_window_us > MAX_DEDUP_WINDOW_US:
+        return _over("dedup_window_us", cmd.dedup_window_us, MAX_DEDUP_WINDOW_US)
+    strangers = _not_members(owners, members, "owners")
+    if strangers:
+        return strangers
+    for i, job in enumerate(jobs):
+        if not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
+            return reason(Refusal.INVALID, f"jobs[{i}].priority {job.priority} outside "
+                                           f"{PRIORITY_MIN}..{PRIORITY_MAX}")
+        queue = job.queue
+        if queue not in known and queue and (
+                len(queue) > MAX_NAME_CHARS or not QUEUE_NAME.fullmatch(queue)):
+            return reason(Refusal.INVALID, f"jobs[{i}].queue {queue[:64]!r} is not a queue name")
+        if len(job.payload) > MAX_PAYLOAD_BYTES:
+            return _over(f"jobs[{i}].payload bytes", len(job.payload), MAX_PAYLOAD_BYTES)
+        if job.delay_ms > MAX_DELAY_MS:
+            return _over(f"jobs[{i}].delay_ms", job.delay_ms, MAX_DELAY_MS)
+        if len(job.dedup_key) > MAX_NAME_CHARS:
+            return _over(f"jobs[{i}].dedup_key characters", len(job.dedup_key), MAX_NAME_CHARS)
+    return None
+
+
+def _lease_ms(lease_ms: int) -> str | None:
+    if not 1 <= lease_ms <= MAX_LEASE_MS:
+        return reason(Refusal.INVALID, f"lease_ms {lease_ms} outside 1..{MAX_LEASE_MS}")
+    return None
+
+
+def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> str | None:
+    if cmd.node not in members:
+        return reason(Refusal.NOT_MEMBER, f"node {cmd.node} not among the members {sorted(members)}")
+    if len(cmd.receipts) != len(cmd.job_ids):
+        return reason(Refusal.INVALID, f"{len(cmd.job_ids)} job ids but {len(cmd.receipts)} receipts")
+    if 0 in cmd.receipts:
+        return reason(Refusal.INVALID, "a receipt of 0")
+    if len(cmd.consumer_id) > MAX_NAME_CHARS:
+        return _over("consumer_id characters", len(cmd.consumer_id), MAX_NAME_CHARS)
+    return _lease_ms(cmd.lease_ms)
+
+
+def _refs_only(cmd, members, slot, known) -> str | None:
+    return None  # each reference is checked against the job it names
+
+
+def _nack(cmd: log_pb2.NackCommand, members, slot, known) -> str | None:
+    if cmd.delay_ms > MAX_DELAY_MS:
+        return _over("delay_ms", cmd.delay_ms, MAX_DELAY_MS)
+    return None
+
+
+def _extend(cmd: log_pb2.ExtendCommand, members, slot, known) -> str | None:
+    return _lease_ms(cmd.lease_ms)
+
+
+def _reassign(cmd: log_pb2.ReassignCommand, members, slot, known) -> str | None:
+    if len(cmd.owners) != len(cmd.job_ids):
+        return reason(Refusal.INVALID, f"{len(cmd.job_ids)} job ids but {len(cmd.owners)} owners")
+    return _not_members(cmd.owners, members, "owners")
+
+
+def _checkpoint(cmd: log_pb2.CheckpointCommand, members, slot, known) -> str | None:
+    # A checkpoint can only vouch for slots before its own: a later one would
+    # make every replica forget changes PostgreSQL does not have yet.
+    if cmd.written_slot >= slot:
+        return reason(Refusal.INVALID,
+                      f"written_slot {cmd.written_slot} is not below its own slot {slot}")
+    return None
+
+
+_CHECKS = {
+    "enqueue": _enqueue,
+    "lease": _lease,
+    "ack": _refs_only,
+    "nack": _nack,
+    "extend": _extend,
+    "expire": _refs_only,
+    "reassign": _reassign,
+    "checkpoint": _checkpoint,
+}
