@@ -45,7 +45,7 @@ class Gateway:
         self.server = Server(config.listen, [(
             queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
             lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))],
-            config.server_limits)
+            limits=config.server_limits)
         self.port = self.server.port
 
     async def start(self) -> None:

@@ -101,15 +101,12 @@ def _jobs(n: int) -> queue_pb2.EnqueueRequest:
 def test_a_request_over_the_size_limit_is_refused_naming_the_limit(cluster):
     over = _jobs(REQUEST_LIMIT // PAYLOAD_LIMIT + 5)
     assert over.ByteSize() > REQUEST_LIMIT
-    # a node serving Queue beside Replication checks Queue's limit itself
-    details = _refused(lambda: cluster.stub(1).Enqueue(over, timeout=30),
-                       grpc.StatusCode.RESOURCE_EXHAUSTED)
-    assert details == (f"/dpq.v1.Queue/Enqueue: the request is {over.ByteSize()} bytes, over "
-                       f"the limit of {REQUEST_LIMIT} bytes (--max-request-bytes)")
-    # a port that serves only the public API: gRPC's own cap, at the same limit
-    details = _refused(lambda: cluster.gateway_stub().Enqueue(over, timeout=30),
-                       grpc.StatusCode.RESOURCE_EXHAUSTED)
-    assert f"{over.ByteSize()} vs. {REQUEST_LIMIT}" in details
+    # the client ports serve only the public API: gRPC's own cap refuses it before it
+    # is read whole, naming the size and the limit
+    for stub in (cluster.stub(1), cluster.gateway_stub()):
+        details = _refused(lambda stub=stub: stub.Enqueue(over, timeout=30),
+                           grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert f"{over.ByteSize()} vs. {REQUEST_LIMIT}" in details
     # the largest legal request goes through on both
     under = _jobs(REQUEST_LIMIT // PAYLOAD_LIMIT - 5)
     assert under.ByteSize() <= REQUEST_LIMIT
@@ -178,3 +175,34 @@ def test_the_limits_are_flags_documented_in_help(module):
         flags += ["--max-peer-message-bytes", "--health-min-interval-ms", "--max-health-watchers"]
     for flag in flags:
         assert flag in text, flag
+
+
+def test_a_server_of_services_with_different_limits_checks_each_limit_itself():
+    """Queue beside Replication on one port: gRPC's cap is Replication's, Queue's is ours."""
+    import asyncio
+
+    from dpq.services.limits import ServerLimits
+    from dpq.services.queue import QueueServicer
+    from dpq.services.server import Server
+    from dpq.v1 import queue_pb2_grpc, replication_pb2_grpc
+
+    async def main() -> str:
+        limits = ServerLimits(max_request_bytes=REQUEST_LIMIT, max_peer_message_bytes=10**7)
+        server = Server("127.0.0.1:0", [
+            ("dpq.v1.Queue",
+             lambda s: queue_pb2_grpc.add_QueueServicer_to_server(QueueServicer(None), s)),
+            ("dpq.v1.Replication", lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(
+                replication_pb2_grpc.ReplicationServicer(), s)),
+        ], limits=limits)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await channel.unary_unary("/dpq.v1.Queue/Enqueue")(b"\0" * 200_000)
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                return info.value.details()
+        finally:
+            await server.stop(0)
+
+    assert asyncio.run(main()) == ("/dpq.v1.Queue/Enqueue: the request is 200000 bytes, over the "
+                                   f"limit of {REQUEST_LIMIT} bytes (--max-request-bytes)")
