@@ -135,6 +135,7 @@ def node_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.from_arguments(args)
+        _probe_ports({"--listen": cfg.listen, "--peer-listen": cfg.peer_listen})
     except (config.ConfigError, OSError) as exc:
         print(f"dpq-node: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +145,15 @@ def node_main(argv: list[str] | None = None) -> int:
         return runtime.run(_serve_node(cfg))
     except KeyboardInterrupt:
         return 0
+
+
+def _probe_ports(addresses: dict[str, str]) -> None:
+    """Fail fast, before anything starts, if a port to listen on is taken (by flag)."""
+    from dpq.services import ports
+
+    for flag, address in addresses.items():
+        if address:
+            ports.probe(address, flag)
 
 
 async def _serve_node(cfg) -> int:
@@ -156,37 +166,49 @@ async def _serve_node(cfg) -> int:
     except ConfigError as exc:
         print(f"dpq-node: {exc}", file=sys.stderr)
         return 2
-    embedded = None
+    embedded = watchdog = None
     dsn = cfg.dsn
     if not dsn:
+        from dpq.lifeline import Lifeline
         from dpq.pg import embedded as embedded_pg
 
+        # Its postmaster is not our child: stop it if this process is killed.
+        watchdog = Lifeline()
+        watchdog.watch_postgres(os.path.join(cfg.data_dir, "postgres"))
         embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
-    if not await _postgres_at_start(cfg, dsn):
+
+    def let_go() -> None:
         if embedded is not None:
             embedded.stop()
+        if watchdog is not None:
+            watchdog.close()
+
+    if not await _postgres_at_start(cfg, dsn):
+        let_go()
         return 2
     try:
         who = await identity.establish(cfg.data_dir, cfg.node_id, dsn)
     except identity.IdentityError as exc:
         print(f"dpq-node {cfg.node_id}: {exc}", file=sys.stderr)
-        if embedded is not None:
-            embedded.stop()
+        let_go()
         return 2
     try:
         node = Node(cfg, dsn, who, credentials)
     except StartError as exc:
         print(exc, file=sys.stderr)
-        if embedded is not None:
-            embedded.stop()
+        let_go()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.start()
+        try:
+            await node.start()
+        except OSError as exc:  # a port taken since the probe
+            print(f"dpq-node: {exc}", file=sys.stderr)
+            return 2
         runtime.tune_for_server()
         peers = f", peers on {cfg.peer_listen} (port {node.peer_port})" if cfg.peer_listen else ""
         print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port}){peers}, "
@@ -196,8 +218,7 @@ async def _serve_node(cfg) -> int:
         await asyncio.wait([signalled, died], return_when=asyncio.FIRST_COMPLETED)
     finally:
         await node.stop()
-        if embedded is not None:
-            embedded.stop()
+        let_go()
     if node.failed is not None:
         print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)", file=sys.stderr)
         return 1
@@ -231,6 +252,7 @@ def gateway_main(argv: list[str] | None = None) -> int:
     from dpq.gateway.app import GatewayConfig
     from dpq.security import flags
     from dpq.security.errors import TlsError
+    from dpq.services import admission, limits
 
     parser = argparse.ArgumentParser(
         prog="dpq-gateway",
@@ -256,6 +278,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
                         help="plaintext on both sides, on a trusted network (the default "
                              "without TLS flags, said in a warning)")
     flags.add_arguments(parser)
+    limits.add_arguments(parser, peer=False)
+    admission.add_arguments(parser)
     args = parser.parse_args(argv)
     nodes = [a.strip() for a in args.nodes.split(",") if a.strip()]
     if not nodes or any(":" not in a for a in nodes):
@@ -263,7 +287,11 @@ def gateway_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         material = flags.from_arguments(args, "gateway")
-    except TlsError as exc:
+        values = vars(args)
+        server_limits = limits.from_values(values, args.max_payload_bytes)
+        admission_limits = admission.from_values(values)
+        _probe_ports({"--listen": args.listen})
+    except (TlsError, ValueError, OSError) as exc:
         print(f"dpq-gateway: {exc}", file=sys.stderr)
         return 2
     if material is not None and args.insecure:
@@ -273,7 +301,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_dir, level=args.log_level, request_level=args.request_log_level)
     config = GatewayConfig(listen=args.listen, nodes=nodes, max_inflight=args.max_inflight,
                            dedup_window_ms=args.dedup_window_ms,
-                           max_payload_bytes=args.max_payload_bytes, tls=material)
+                           max_payload_bytes=args.max_payload_bytes, tls=material,
+                           server_limits=server_limits, admission=admission_limits)
     if material is None:
         logging.getLogger("dpq.gateway").warning(
             "plaintext: the client port %s and the calls to the nodes carry no TLS and no token; "

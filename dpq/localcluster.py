@@ -5,12 +5,17 @@ integration tests start. Every process is a real one (``python -m dpq.node``
 is the ``dpq-node`` entry point) with its own data folder under ``root``;
 PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
 Ports: the gateway on ``port_base``, node *i*'s client port on ``port_base + i``
-and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``).
+and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``);
+:meth:`LocalCluster.listen_addresses` lists them all.
 
 The nodes run with ``--insecure`` (plaintext, no TLS) unless ``tls_dir`` is
 given (a ``dpq certs init`` folder: nodes and gateway get ``--tls-dir``, and the
 readiness probe speaks TLS with the clients' token) or ``node_args`` carries
 TLS flags: on loopback only.
+
+Everything it starts stops with it, however this process ends: see
+``dpq.lifeline`` (a parent-death signal on each child, and a watchdog process
+for them and the embedded PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import grpc
 
 import dpq
+from dpq import lifeline
+from dpq.services import ports as port_probe
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 #: Child processes import the dpq this process imported (a checkout or site-packages).
@@ -68,6 +77,7 @@ class LocalCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.gateway: subprocess.Popen | None = None
         self._postgres = None
+        self._lifeline: lifeline.Lifeline | None = None
 
     # --------------------------------------------------------------- processes
 
@@ -84,11 +94,36 @@ class LocalCluster:
         """Plaintext planes: no TLS flag among ``node_args``."""
         return not any(arg.split("=")[0] in TLS_FLAGS for arg in self.node_args)
 
+    def listen_addresses(self) -> dict[str, str]:
+        """Every address a process of this cluster listens on, by what listens there."""
+        listen = {"gateway": self.gateway_address}
+        listen.update({f"node {i}": address for i, address in self.addresses.items()})
+        listen.update({f"node {i} peers": address for i, address in self.peer_addresses.items()})
+        return listen
+
+    def taken_ports(self) -> list[str]:
+        """What is in the way: one line per port of this cluster another process listens on."""
+        taken = []
+        for what, address in self.listen_addresses().items():
+            try:
+                port_probe.probe(address, what)
+            except OSError as exc:
+                taken.append(str(exc))
+        return taken
+
+    def lifeline(self) -> lifeline.Lifeline:
+        """The watchdog that stops what this cluster started if this process dies."""
+        if self._lifeline is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lifeline = lifeline.Lifeline(self.root / "lifeline.log")
+        return self._lifeline
+
     def start_postgres(self) -> str:
         """The embedded server in ``root/postgres``, unless a DSN was given."""
         if self.dsn is None:
             from dpq.pg import embedded
 
+            self.lifeline().watch_postgres(self.root / "postgres")
             self._postgres = embedded.start(self.root / "postgres")
             self.dsn = self._postgres.dsn
         return self.dsn
@@ -119,11 +154,13 @@ class LocalCluster:
     def _spawn(self, cmd: list[str], data: Path, cpus: set[int] | None) -> subprocess.Popen:
         data.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+        watchdog = self.lifeline()
         with open(data / "stderr.log", "ab") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 cmd, cwd=data, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, not them
-                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                **lifeline.popen_kwargs(cpus))  # own session; dies with us
+        watchdog.watch(proc.pid)
+        return proc
 
     def stop_node(self, node_id: int, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
         proc = self.procs.pop(node_id)
@@ -151,6 +188,9 @@ class LocalCluster:
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = None
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     def exited(self) -> dict[str, tuple[int, Path]]:
         """Processes that ended by themselves: their exit codes and logs, by name."""
@@ -166,13 +206,16 @@ class LocalCluster:
 
     # ---------------------------------------------------------------- waiting
 
-    def wait_ready(self, timeout_s: float = 60) -> queue_pb2.ClusterInfoResponse:
-        """Until the gateway answers with a leader and every node reachable."""
+    def wait_ready(self, timeout_s: float = 60,
+                   stop: threading.Event | None = None) -> queue_pb2.ClusterInfoResponse:
+        """Until the gateway answers with a leader and every node reachable (or ``stop``)."""
         deadline = time.monotonic() + timeout_s
         last = "no answer yet"
         with self.client_channel(self.gateway_address) as channel:
             stub = queue_pb2_grpc.QueueStub(channel)
             while time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    raise ClusterError("stopped before the cluster was ready")
                 dead = self.exited()
                 if dead:
                     raise ClusterError("exited early: " + "; ".join(
@@ -203,7 +246,7 @@ class LocalCluster:
             return grpc.insecure_channel(address)
         return grpc.secure_channel(address, credentials)
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -1,17 +1,52 @@
-"""``dpq up``: a whole local cluster in one command, until Ctrl-C."""
+"""``dpq up``: a whole local cluster in one command, until Ctrl-C.
+
+It owns what it starts: SIGINT, SIGTERM and SIGHUP (the terminal closed) stop
+everything in order; if ``dpq up`` itself is killed, ``dpq.lifeline`` stops its
+nodes, gateway and embedded PostgreSQL. Before starting anything it checks
+that none of its ports is taken and that no other ``dpq up`` runs on its data
+folder.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from dpq.commands import TLS_OFF_FILE, UP_TLS_DIR
 from dpq.localcluster import ClusterError, LocalCluster
 
 TLS_SUBDIR = "tls"
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _say(out, text: str) -> None:
+    """Print, unless the terminal is gone (after SIGHUP): stopping must go on regardless."""
+    try:
+        print(text, file=out, flush=True)
+    except OSError:
+        pass
+
+
+def _lock_folder(root: Path) -> int:
+    """Hold ``root/dpq-up.lock`` for as long as this process lives (the kernel lets go)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / "dpq-up.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ClusterError(f"another dpq up (pid {holder}) is running on the data folder "
+                           f"{root}; stop it first or use another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
@@ -28,40 +63,50 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
         return 1
     cluster = LocalCluster(data_dir, nodes=nodes, port_base=port_base, dsn=dsn,
                            node_args=node_args, tls_dir=tls_dir)
+    taken = cluster.taken_ports()
+    if taken:
+        print("dpq up: " + "; ".join(taken) + " (another dpq up? stop it, or use --port-base)",
+              file=sys.stderr)
+        return 1
+    try:
+        lock = _lock_folder(cluster.root)
+    except (ClusterError, OSError) as exc:
+        print(f"dpq up: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         where = "the embedded PostgreSQL" if dsn is None else "PostgreSQL at --dsn"
-        print(f"starting {nodes} nodes and a gateway on {where} (data in {cluster.root}) ...",
-              file=out, flush=True)
+        _say(out, f"starting {nodes} nodes and a gateway on {where} (data in {cluster.root}) ...")
         cluster.start()
-        info = cluster.wait_ready()
+        info = cluster.wait_ready(stop=stop)
         _print_endpoints(cluster, info, out)
         if demo:
             showcase.run(cluster.gateway_address, list(cluster.addresses.values()), out=out,
                          stop=stop, tls_dir=tls_dir)
             return 0
-        print("\nTry, in another terminal:\n"
-              f"  dpq enqueue --priority 1 'hello'          (DPQ_ADDR defaults to {cluster.gateway_address})\n"
-              "  dpq consume --count 1\n"
-              "  dpq stats\n"
-              "  dpq status\n"
-              "Ctrl-C stops everything; the jobs stay in the data folder for the next `dpq up`.",
-              file=out, flush=True)
+        _say(out, "\nTry, in another terminal:\n"
+             f"  dpq enqueue --priority 1 'hello'          (DPQ_ADDR defaults to {cluster.gateway_address})\n"
+             "  dpq consume --count 1\n"
+             "  dpq stats\n"
+             "  dpq status\n"
+             "Ctrl-C stops everything; the jobs stay in the data folder for the next `dpq up`.")
         reported: set[str] = set()
         while not stop.wait(0.5):
             for name, (code, log) in cluster.exited().items():
                 if name not in reported:
                     reported.add(name)
-                    print(f"{name} exited (code {code}); the others go on. Its log: {log}",
-                          file=out, flush=True)
+                    _say(out, f"{name} exited (code {code}); the others go on. Its log: {log}")
         return 0
     except ClusterError as exc:
-        print(f"dpq up: {exc}", file=sys.stderr)
+        if stop.is_set():
+            return 0
+        _say(sys.stderr, f"dpq up: {exc}")
         return 1
     finally:
-        print("stopping ...", file=out, flush=True)
+        _say(out, "stopping ...")
         cluster.stop()
+        os.close(lock)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -98,22 +143,21 @@ def _tls_material(data_dir: str, nodes: int, tls: bool) -> str | None:
 
 def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     roles = {n.node_id: n.role for n in info.nodes}
-    print(f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
-          file=out)
-    print(f"  gateway   {cluster.gateway_address}", file=out)
-    for i, address in cluster.addresses.items():
-        print(f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
-              f"{roles.get(i, '?')}", file=out)
-    print(f"  postgres  {cluster.dsn}", file=out)
+    lines = [f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
+             f"  gateway   {cluster.gateway_address}"]
+    lines += [f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
+              f"{roles.get(i, '?')}" for i, address in cluster.addresses.items()]
+    lines.append(f"  postgres  {cluster.dsn}")
     if cluster.tls_dir is not None:
         found = os.path.realpath(UP_TLS_DIR) == os.path.realpath(cluster.tls_dir)
-        print(f"  TLS: on (mutual TLS between the nodes, TLS + bearer token for clients); "
-              f"CA, certificates and token in {cluster.tls_dir}", file=out)
-        print("       dpq commands run in this folder find it" if found else
-              f"       give dpq commands --tls-dir {cluster.tls_dir} "
-              f"(or export DPQ_TLS_DIR={cluster.tls_dir})", file=out)
+        lines.append(f"  TLS: on (mutual TLS between the nodes, TLS + bearer token for clients); "
+                     f"CA, certificates and token in {cluster.tls_dir}")
+        lines.append("       dpq commands run in this folder find it" if found else
+                     f"       give dpq commands --tls-dir {cluster.tls_dir} "
+                     f"(or export DPQ_TLS_DIR={cluster.tls_dir})")
     elif cluster.insecure:
-        print("  plaintext: no TLS, no client token (loopback only; `dpq up --tls` turns "
-              "TLS on; for a network, see `dpq certs init`)", file=out)
-    print("  ports: clients use the gateway or a node's port; the nodes talk to each other "
-          "on the peer ports (port-base + 10 + i)", file=out, flush=True)
+        lines.append("  plaintext: no TLS, no client token (loopback only; `dpq up --tls` turns "
+                     "TLS on; for a network, see `dpq certs init`)")
+    lines.append("  ports: clients use the gateway or a node's port; the nodes talk to each other "
+                 "on the peer ports (port-base + 10 + i)")
+    _say(out, "\n".join(lines))

@@ -11,7 +11,7 @@ ClusterInfo) go over TLS with the token.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dpq.gateway.monitor import HealthMonitor
@@ -20,6 +20,8 @@ from dpq.gateway.owners import OwnerPicker
 from dpq.gateway.router import GatewayRouter
 from dpq.node.proposer import Proposer
 from dpq.queue.validate import Limits
+from dpq.services.admission import AdmissionGate, AdmissionLimits
+from dpq.services.limits import ServerLimits
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
@@ -40,6 +42,8 @@ class GatewayConfig:
     max_payload_bytes: int = 1 << 20
     #: The gateway certificate, the cluster CA and the clients' token; None: plaintext.
     tls: TlsMaterial | None = None
+    server_limits: ServerLimits = field(default_factory=ServerLimits)
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 class Gateway:
@@ -62,11 +66,12 @@ class Gateway:
         self.ops = GatewayOperations(self.monitor, self.proposer, OwnerPicker(self.monitor),
                                      Limits(max_payload_bytes=config.max_payload_bytes),
                                      dedup_window_ms=config.dedup_window_ms)
-        servicer = QueueServicer(self.ops)
+        servicer = QueueServicer(self.ops, AdmissionGate(config.admission))
         self.server = Server(config.listen, [(
             queue_pb2.DESCRIPTOR.services_by_name["Queue"].full_name,
             lambda s: queue_pb2_grpc.add_QueueServicer_to_server(servicer, s))],
-            credentials=server_credentials, interceptors=interceptors)
+            credentials=server_credentials, interceptors=interceptors,
+            limits=config.server_limits)
         self.port = self.server.port
 
     async def start(self) -> None:

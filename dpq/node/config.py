@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from dpq.node import pglag
 from dpq.node.operations import QueuePolicy
 from dpq.queue.validate import Limits
+from dpq.services import admission
+from dpq.services import limits as port_limits
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,8 @@ class NodeConfig:
     log_level: str = "WARNING"
     request_log_level: str = "INFO"
     policy: QueuePolicy = field(default_factory=QueuePolicy)
+    server_limits: port_limits.ServerLimits = field(default_factory=port_limits.ServerLimits)
+    admission: admission.AdmissionLimits = field(default_factory=admission.AdmissionLimits)
 
     def __post_init__(self) -> None:
         if self.node_id not in self.peers:
@@ -170,6 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "network (a multi-node cluster needs this or TLS)")
     parser.add_argument("--log-level", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
+    port_limits.add_arguments(parser)
+    admission.add_arguments(parser)
 
 
 def from_arguments(args: argparse.Namespace) -> NodeConfig:
@@ -198,10 +204,16 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
                                           default.max_postgres_lag_slots),
         limits=limits,
     )
+    try:
+        server_limits = port_limits.from_values(values, limits.max_payload_bytes)
+        admission_limits = admission.from_values(values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if "dead_after_ms" in values:
         values["dead_after_s"] = values.pop("dead_after_ms") / 1000
     known = set(NodeConfig.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    return NodeConfig(policy=policy, **values)
+    return NodeConfig(policy=policy, server_limits=server_limits, admission=admission_limits,
+                      **values)

@@ -41,6 +41,7 @@ from dpq.paxos.wal import WalError, WriteAheadLog
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
+from dpq.services.admission import AdmissionGate
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server
@@ -142,21 +143,21 @@ class Node:
     # ------------------------------------------------------------- life cycle
 
     async def start(self) -> None:
-        queue = QueueServicer(self.ops)
+        queue = QueueServicer(self.ops, AdmissionGate(self.config.admission))
         self.replication = replication = ReplicationServicer(
             self.driver, self.transport, self.router, self.health, self.ops.admit_forwarded,
             cluster_id=self.identity.cluster_id, mutual_tls=self.credentials.mutual_tls)
         self._server = Server(self.config.listen, [
             (SERVICE_NAMES[0], lambda s: queue_pb2_grpc.add_QueueServicer_to_server(queue, s)),
         ], credentials=self.credentials.client_server,
-            interceptors=self.credentials.client_interceptors)
+            interceptors=self.credentials.client_interceptors, limits=self.config.server_limits)
         self.port = self._server.port
         if self.config.peer_listen:
             self._peer_server = Server(self.config.peer_listen, [
                 (SERVICE_NAMES[1],
                  lambda s: replication_pb2_grpc.add_ReplicationServicer_to_server(replication, s)),
             ], extras=False, credentials=self.credentials.peer_server,
-                interceptors=self.credentials.peer_interceptors)
+                interceptors=self.credentials.peer_interceptors, limits=self.config.server_limits)
             self.peer_port = self._peer_server.port
             await self._peer_server.start()
         await self._server.start()

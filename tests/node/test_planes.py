@@ -6,7 +6,6 @@ gRPC client playing the outsider with nothing but the .proto files.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import subprocess
@@ -27,20 +26,8 @@ ENV = {"PYTHONPATH": PACKAGE_ROOT}
 def cluster(tmp_path_factory, pg_database):
     root = tmp_path_factory.mktemp("planes")
     with Cluster(root, pg_database("planes"), args=("--dead-after-ms", "1500")) as c:
-        c.start_gateway()
-        try:
-            c.wait_ready(90)
-        except Exception:
-            for i in c.ids:
-                print(f"--- node {i}\n{c.log_tail(i)}")
-            print(f"--- gateway\n{c.log_tail('gateway')}")
-            raise
+        c.start_gateway_and_wait(90)
         yield c
-
-
-def cluster_id(cluster: Cluster, node_id: int) -> str:
-    with open(cluster.root / f"n{node_id}" / "identity.json") as f:
-        return json.load(f)["cluster_id"]
 
 
 def code_of(call, *args, **kwargs) -> grpc.StatusCode:
@@ -97,8 +84,8 @@ def test_the_client_port_serves_no_replication_and_the_peer_port_nothing_else(cl
 
 
 def test_every_node_lists_every_client_address_and_never_the_cluster_id(cluster):
-    secret = cluster_id(cluster, 1)
-    assert all(cluster_id(cluster, i) == secret for i in cluster.ids)
+    secret = cluster.cluster_id(1)
+    assert all(cluster.cluster_id(i) == secret for i in cluster.ids)
     fingerprints = set()
     def knows_everyone(i: int):
         info = cluster.info(i)
@@ -172,7 +159,7 @@ def test_a_stream_from_an_outsider_is_refused_whole(cluster):
     prepare = replication_pb2.PaxosMessage(
         src=1, dst=target, prepare=replication_pb2.Prepare(
             ballot=replication_pb2.Ballot(round=10**6, node=1)))
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     for batch, why in (
         (replication_pb2.PeerBatch(messages=[prepare], sender=1), "cluster_id"),
         (replication_pb2.PeerBatch(messages=[prepare], sender=1, cluster_id=secrets.token_hex(16)),
@@ -194,7 +181,7 @@ def test_a_stream_from_an_outsider_is_refused_whole(cluster):
 
 def test_messages_not_from_the_sender_or_not_to_this_node_are_dropped(cluster):
     target = 3
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     dropped = cluster.report(target).counters["peers.dropped_messages"]
     ballot = replication_pb2.Ballot(round=10**6, node=1)
     spoofed = [replication_pb2.PaxosMessage(src=2, dst=target,

@@ -12,13 +12,10 @@ certificate cannot speak for another node id.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +26,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.cluster import Cluster, free_ports, wait_until
+from support.dpq_up import free_port_base
 
 from dpq import commands, up
 from dpq.client import Consumer, Producer
@@ -50,20 +48,8 @@ QUEUE = "tls-e2e"
 def cluster(tmp_path_factory, pg_database):
     root = tmp_path_factory.mktemp("tls-cluster")
     with Cluster(root, pg_database("tls"), tls=True, args=("--dead-after-ms", "1500")) as c:
-        c.start_gateway()
-        try:
-            c.wait_ready(120)
-        except Exception:
-            for i in c.ids:
-                print(f"--- node {i}\n{c.log_tail(i)}")
-            print(f"--- gateway\n{c.log_tail('gateway')}")
-            raise
+        c.start_gateway_and_wait(120)
         yield c
-
-
-def cluster_id(cluster: Cluster, node_id: int) -> str:
-    with open(cluster.root / f"n{node_id}" / "identity.json") as f:
-        return json.load(f)["cluster_id"]
 
 
 def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
@@ -188,7 +174,7 @@ def test_a_certificate_of_another_ca_or_none_cannot_open_the_peer_port(cluster, 
         # TLS that trusts our CA but presents no certificate of its own
         "no certificate": client_channel_credentials(material(cluster, Identity("gateway")).ca),
     }
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     ack = log_pb2.CommandBatch(commands=[log_pb2.Command(ack=log_pb2.AckCommand(
         jobs=[queue_pb2.JobRef(job_id=1, attempt=1)]))]).SerializeToString()
     prepare = replication_pb2.PaxosMessage(src=2, dst=target, prepare=replication_pb2.Prepare(
@@ -212,7 +198,7 @@ def test_a_certificate_of_another_ca_or_none_cannot_open_the_peer_port(cluster, 
 
 def test_a_client_certificate_is_kept_off_replication(cluster):
     target = cluster.wait_leader(60)
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     enqueue = log_pb2.CommandBatch(commands=[log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
         jobs=[queue_pb2.NewJob(queue=QUEUE, priority=1, payload=b"x")], owners=[1]))])
     channel, stub = peer_stub(cluster, target, cluster.peer_credentials("client"))
@@ -231,7 +217,7 @@ def test_a_client_certificate_is_kept_off_replication(cluster):
 
 def test_the_gateway_certificate_may_not_stream_nor_propose_more_than_enqueue(cluster):
     target = cluster.wait_leader(60)
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     channel, stub = peer_stub(cluster, target, cluster.peer_credentials("gateway"))
     with channel:
         error = rpc_error(stub.Stream, iter([replication_pb2.PeerBatch(sender=2,
@@ -253,7 +239,7 @@ def test_the_gateway_certificate_may_not_stream_nor_propose_more_than_enqueue(cl
 def test_a_node_certificate_cannot_speak_for_another_node(cluster):
     target = 1
     leader = cluster.wait_leader(60)
-    ours = cluster_id(cluster, target)
+    ours = cluster.cluster_id(target)
     before = cluster.report(target).counters["peers.refused_batches"]
     forged_round = 2**41
     prepare = replication_pb2.PaxosMessage(src=3, dst=target, prepare=replication_pb2.Prepare(
@@ -335,25 +321,11 @@ def test_the_cli_looks_for_dpq_up_material_unless_a_plaintext_dpq_up_left_a_mark
     assert commands.tls_dir_for(None) == commands.UP_TLS_DIR
 
 
-def _free_port_base(n: int = 4) -> int:
-    """Free gateway and node client ports (base .. base+n-1) and peer ports (base+11 ..)."""
-    for _ in range(100):
-        base = random.randrange(20_000, 40_000)
-        try:
-            for port in [*range(base, base + n), *range(base + 11, base + 10 + n)]:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise AssertionError("no free range of ports")
-
-
 class _Up:
     """`dpq up` run in ``cwd`` with ``--data-dir dpq-data``, as a user would."""
 
     def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
-        self.base = _free_port_base()
+        self.base = free_port_base()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dpq.cli", "up", "--port-base", str(self.base), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)

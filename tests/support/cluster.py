@@ -11,6 +11,7 @@ certificate) or ``args`` brings TLS flags.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import time
@@ -149,6 +150,23 @@ class Cluster(LocalCluster):
             return leader if leader in nodes else 0
 
         return wait_until(agreed, timeout_s, f"one leader among nodes {nodes}")
+
+    def start_gateway_and_wait(self, timeout_s: float = 90) -> None:
+        """Start the gateway and wait until it sees a leader and every node; on
+        failure print every process's log tail before raising."""
+        self.start_gateway()
+        try:
+            self.wait_ready(timeout_s)
+        except Exception:
+            for i in self.ids:
+                print(f"--- node {i}\n{self.log_tail(i)}")
+            print(f"--- gateway\n{self.log_tail('gateway')}")
+            raise
+
+    def cluster_id(self, node_id: int = 1) -> str:
+        """The cluster id in node ``node_id``'s data folder (what an insider could read)."""
+        with open(self.root / f"n{node_id}" / "identity.json") as f:
+            return json.load(f)["cluster_id"]
 
     def log_tail(self, which: int | str, lines: int = 40) -> str:
         path = self.log_path(which)
