@@ -37,7 +37,6 @@ from support.attacks import (
     alive,
     ballot_of,
     batch,
-    cluster_id,
     commit_of,
     commits,
     counter,
@@ -80,7 +79,7 @@ def cluster(tmp_path_factory, pg_database):
 
 @pytest.fixture
 def ours(cluster) -> str:
-    return cluster_id(cluster, 2)
+    return cluster.cluster_id(2)
 
 
 def followers(cluster: Cluster, leader: int) -> list[int]:

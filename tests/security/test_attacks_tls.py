@@ -24,7 +24,6 @@ from support.attacks import (
     alive,
     ballot_of,
     batch,
-    cluster_id,
     commit_of,
     drain,
     enqueue,
@@ -140,7 +139,7 @@ def test_1c_without_a_cluster_certificate_the_peer_port_cannot_be_opened(cluster
     jobs = enqueue(cluster, queue)
     leader = cluster.wait_leader(LEADER_S)
     target = next(i for i in cluster.ids if i != leader)
-    cid = cluster_id(cluster, target)
+    cid = cluster.cluster_id(target)
     rounds = {i: ballot_of(cluster, i) for i in cluster.ids}
     outsiders = {
         "plaintext": None,
@@ -171,7 +170,7 @@ def test_1c_a_client_or_gateway_certificate_cannot_propose_more_than_enqueue(clu
     queue = "attack1c-certs"
     jobs = enqueue(cluster, queue)
     leader = cluster.wait_leader(LEADER_S)
-    cid = cluster_id(cluster, leader)
+    cid = cluster.cluster_id(leader)
     rounds = {i: ballot_of(cluster, i) for i in cluster.ids}
     sender = next(i for i in cluster.ids if i != leader)
     expected = {  # what the gateway certificate gets, by call
@@ -205,7 +204,7 @@ def test_6_a_node_certificate_cannot_speak_for_another_node(cluster):
     jobs = enqueue(cluster, queue)
     leader = cluster.wait_leader(LEADER_S)
     target, holder = [i for i in cluster.ids if i != leader]
-    cid = cluster_id(cluster, target)
+    cid = cluster.cluster_id(target)
     rounds = {i: ballot_of(cluster, i) for i in cluster.ids}
     channel, stub = peer_stub(cluster, target, credentials(cluster, Identity("node", holder)))
     with channel:

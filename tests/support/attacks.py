@@ -9,7 +9,6 @@ files (``dpq.v1.*_pb2``), a plain gRPC channel and, as an insider in
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -24,12 +23,6 @@ pb = replication_pb2
 #: Generous: real processes on a 2-core machine shared with other test runs.
 RPC_S = 15
 LEADER_S = 60
-
-
-def cluster_id(cluster: Cluster, node_id: int = 1) -> str:
-    """What an insider who can read a node's data folder learns."""
-    with open(cluster.root / f"n{node_id}" / "identity.json") as f:
-        return json.load(f)["cluster_id"]
 
 
 def rpc_error(call, *args, **kwargs) -> grpc.RpcError:
