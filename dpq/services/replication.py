@@ -61,11 +61,13 @@ class Refused(Exception):
 
 
 def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
-              role: Role | None = None) -> log_pb2.CommandBatch:
+              role: Role | None = None, node_id: int | None = None) -> log_pb2.CommandBatch:
     """The decoded batch, if this caller may propose it; else :class:`Refused`.
 
-    ``role``: what the caller's verified certificate says it is (mutual TLS);
-    None in plaintext, where the cluster id alone tells a node."""
+    ``role`` and ``node_id``: what the caller's verified certificate says it is
+    (mutual TLS); None in plaintext, where the cluster id alone tells a node. A
+    node certificate leases only the jobs of the node it names: a stolen key of
+    one node cannot lease (and then ack) another node's jobs."""
     if request.cluster_id and not same_cluster(request.cluster_id, cluster_id):
         raise Refused(grpc.StatusCode.PERMISSION_DENIED,
                       "Replication/Propose: ProposeRequest.cluster_id is not this cluster's")
@@ -87,12 +89,19 @@ def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
                               f"Replication/Propose: command {i} is {kind or 'empty'}; a caller "
                               "without the cluster id or a node certificate (a gateway) may "
                               "propose only enqueue")
+    elif node_id is not None:
+        for i, command in enumerate(batch.commands):
+            if command.HasField("lease") and command.lease.node != node_id:
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED,
+                              f"Replication/Propose: command {i} leases for node "
+                              f"{command.lease.node}, but the certificate is node {node_id}'s")
     return batch
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[log_pb2.CommandBatch], object], *, cluster_id: str,
+                 health: HealthReporter, admit: Callable[[log_pb2.CommandBatch], object], *,
+                 cluster_id: str,
                  mutual_tls: bool = False, timeout_s: float = 5.0) -> None:
         self._driver = driver
         self._transport = transport
@@ -131,9 +140,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
                             f"Replication/Stream: PeerBatch.sender {sender}: {reason}")
 
     def check(self, request: replication_pb2.ProposeRequest,
-              role: Role | None = None) -> log_pb2.CommandBatch:
+              role: Role | None = None, node_id: int | None = None) -> log_pb2.CommandBatch:
         """Who may propose what, then whether what they propose is valid; :class:`Refused`."""
-        batch = authorize(request, self._cluster_id, role)
+        batch = authorize(request, self._cluster_id, role, node_id)
         # Every field of every command is checked next, for nodes and gateways
         # alike, by the node's admit (dpq.queue.validate.commands).
         return batch
@@ -142,13 +151,14 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         problem = proposal_problem(request.client_id, request.seq, 0)
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {problem}")
-        role = None
+        role, node_id = None, None
         if self._mutual_tls:
             presented = auth.peer_identity(context)
             # The role interceptor lets only node and gateway certificates this far.
             role = presented.role if presented is not None else "client"
+            node_id = presented.node_id if presented is not None else None
         try:
-            batch = self.check(request, role)
+            batch = self.check(request, role, node_id)
         except Refused as exc:
             self.refused_proposals += 1
             presented = fingerprint(request.cluster_id) if request.cluster_id else "none"
