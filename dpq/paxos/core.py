@@ -84,19 +84,27 @@ from dpq.paxos.types import (
     MAX_SEQ,
     MAX_SLOT,
     NOOP,
+    RESERVED_CLIENT_PREFIX,
+    VOTER_CLIENT_ID,
     ZERO_BALLOT,
     Ballot,
     Entry,
     HardState,
     Proposal,
     Snapshot,
+    is_config,
     proposal_problem,
+    voter_of,
+    voter_proposal,
 )
 
 __all__ = [
+    "VOTER_CLIENT_ID",
     "Config",
+    "Follower",
     "InvalidProposal",
     "NotLeader",
+    "Notice",
     "Overloaded",
     "ProposalRefused",
     "Ready",
@@ -105,6 +113,7 @@ __all__ = [
     "Rng",
     "Role",
     "Status",
+    "is_config",
 ]
 
 
@@ -233,6 +242,43 @@ class Ready:
     must_sync: bool = False
 
 
+class Notice(NamedTuple):
+    """Something the driver should tell an operator (one log line each); drained by
+    :meth:`Replica.take_notices`. ``kind`` is one of:
+
+    * ``"follower_behind"`` (leader): follower ``node`` answered that it holds every
+      slot only up to ``has``, below the ``had`` the leader had recorded (it lost
+      its disk, or restarted with an older commit index): the leader rewound its
+      progress and catches it up from ``has + 1`` (by log, or by snapshot when the
+      log was compacted past it). Log it as an error naming the follower and the gap.
+    * ``"learner"`` (leader): ``node`` answered as a learner (a replica that lost
+      its disk and rejoined); it votes again once it holds every slot up to the
+      target ``had`` and the target is committed. ``has``: its match now.
+    * ``"voter_proposed"`` (leader): the entry "``node`` votes again" was given slot ``had``.
+    * ``"voter_again"`` (leader): that entry (or another leader's for the same
+      rejoin) is committed at slot ``had``: ``node`` counts towards commits again.
+    * ``"now_voter"`` (the learner itself, ``node`` = its own id): this replica was
+      handed its own "votes again" entry (slot ``had``) in the Ready just returned:
+      it is a voter from now on. The driver persists that (e.g. removes its
+      "rejoining" marker) before it sends the next Ready's messages; a crash before
+      that restarts it as a learner, which is always safe.
+    """
+
+    kind: str
+    node: int
+    had: int = 0
+    has: int = 0
+
+
+class Follower(NamedTuple):
+    """What a leader knows of one follower (:attr:`Status.followers`)."""
+
+    match: int  # it holds every slot up to here (chosen or at the leader's ballot)
+    behind: int  # commit - match when positive: how far it lags what is committed
+    learner: bool  # it answers as a learner: caught up, never counted towards a commit
+    target: int  # learner: the slot it must hold (and be committed) to vote again; else 0
+
+
 class Status(NamedTuple):
     """A read-only view of a replica, for tests, metrics and debugging."""
 
@@ -246,9 +292,15 @@ class Status(NamedTuple):
     last_slot: int  # highest slot held
     #: Leader only: follower id -> (match, next, probing).
     progress: dict[int, tuple[int, int, bool]]
+    #: This replica is a learner (lost its disk; does not vote yet).
+    learner: bool
+    #: Leader only: follower id -> its lag and learner state (for ClusterInfo).
+    followers: dict[int, Follower]
 
 
 # --------------------------------------------------------------------------- internals
+
+_MAX_NOTICES = 256  # kept for take_notices(); older ones are dropped
 
 
 class _Progress:
@@ -262,7 +314,8 @@ class _Progress:
     """
 
     __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "commit_due",
-                 "match_at_heartbeat", "snapshot_due")
+                 "match_at_heartbeat", "snapshot_due", "learner", "rejoin", "target",
+                 "voter_slot", "released")
 
     def __init__(self, match: int, next_slot: int, probe: bool) -> None:
         self.match = match
@@ -273,6 +326,12 @@ class _Progress:
         self.commit_due = False
         self.match_at_heartbeat = match
         self.snapshot_due = 0
+        # A learner (see "A replica that lost its disk" in the module docstring).
+        self.learner = False  # its answers say learner: not counted towards commits
+        self.rejoin = 0  # the rejoin id of that learner phase
+        self.target = 0  # it votes again once it holds this slot and it is committed
+        self.voter_slot = 0  # where this leader proposed "it votes again" (0: not yet)
+        self.released = 0  # the rejoin id whose "votes again" entry this leader saw commit
 
     def become_probe(self, next_slot: int) -> None:
         self.probe = True
@@ -301,6 +360,11 @@ class Replica:
     It defaults to ``snapshot.slot`` (or 0). It must be ≥ ``snapshot.slot`` and
     the slots up to it must be in ``recovered`` (they were durable before the
     application saw them, so they are, unless the log was lost).
+
+    ``learner=True`` starts a replica that lost its disk (or has not been admitted
+    back since): it never campaigns, ignores Prepare, and its Accepted answers are
+    marked non-voting, until it is handed its own "votes again" entry (see the
+    module docstring); :meth:`take_notices` then says ``"now_voter"``.
     """
 
     def __init__(
@@ -310,6 +374,7 @@ class Replica:
         *,
         recovered: RecoveredState | None = None,
         applied: int | None = None,
+        learner: bool = False,
     ) -> None:
         self.config = config
         self._id = config.node_id
@@ -357,6 +422,12 @@ class Replica:
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
         self._active: set[int] = set()
+
+        # A learner: lost its disk, votes again once handed "votes again" for ``_rejoin``.
+        self._learner = bool(learner)
+        self._rejoin = self._new_rejoin() if self._learner else 0
+        self._learning = 0  # leader: followers in learner mode (0: skip the bookkeeping)
+        self._notices: deque[Notice] = deque(maxlen=_MAX_NOTICES)
 
         # Output, drained by ready().
         self._unstable: dict[int, Entry] = {}
@@ -408,6 +479,22 @@ class Replica:
         """The newest snapshot this replica holds (from compact() or the leader)."""
         return self._snapshot
 
+    @property
+    def is_learner(self) -> bool:
+        """Whether this replica is a learner: it lost its disk and does not vote yet."""
+        return self._learner
+
+    @property
+    def rejoin_id(self) -> int:
+        """A learner's rejoin id (new on every start and snapshot install); 0 for a voter."""
+        return self._rejoin
+
+    def take_notices(self) -> list[Notice]:
+        """The :class:`Notice` s since the last call (at most the latest 256), oldest first."""
+        notices = list(self._notices)
+        self._notices.clear()
+        return notices
+
     def status(self) -> Status:
         return Status(
             node_id=self._id,
@@ -419,6 +506,10 @@ class Replica:
             first_slot=self._first,
             last_slot=self._last,
             progress={f: (p.match, p.next, p.probe) for f, p in sorted(self._progress.items())},
+            learner=self._learner,
+            followers={f: Follower(p.match, max(0, self._commit - p.match), p.learner,
+                                   p.target if p.learner else 0)
+                       for f, p in sorted(self._progress.items())},
         )
 
     def tick(self) -> None:
@@ -439,7 +530,7 @@ class Replica:
             if self._prepare_elapsed >= self.config.heartbeat_ticks:
                 self._prepare_elapsed = 0
                 self._send_prepares(resend=True)
-        if self._elapsed >= self._timeout:
+        if self._elapsed >= self._timeout and not self._learner:  # a learner never campaigns
             self._campaign()
 
     def step(self, message: Message) -> None:
@@ -469,6 +560,9 @@ class Replica:
         problem = proposal_problem(proposal.client_id, proposal.seq, len(proposal.data))
         if problem is not None:  # the WAL could not store it: refuse, never crash on it
             raise InvalidProposal(problem)
+        if is_config(proposal):  # only the core writes membership into the log
+            raise InvalidProposal(f"client_id: {proposal.client_id[:64]!r} is reserved (ids "
+                                  f"starting with {RESERVED_CLIENT_PREFIX!r} belong to Paxos)")
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader_hint)
         if len(self._queue) >= self.config.max_queued_proposals:
@@ -524,6 +618,8 @@ class Replica:
             log = self._log
             committed = [log[s] for s in range(self._delivered + 1, self._commit + 1)]
             self._delivered = self._commit
+            if self._learner:
+                self._maybe_vote_again(committed)
         snapshot, self._pending_snapshot = self._pending_snapshot, None
         messages, self._msgs = self._msgs, []
         rd = Ready(
@@ -567,6 +663,11 @@ class Replica:
                 and self._elapsed < self.config.election_ticks)
 
     def _on_prepare(self, m: Prepare) -> None:
+        if self._learner:
+            # A learner promises nothing: it may have promised, before it lost its
+            # disk, what it can no longer honour (Paxos Made Live §5.1). Ignored
+            # like a lost message: no Promise, no Nack, nothing persisted.
+            return
         if m.ballot > self._promised and self._in_lease():
             # Leader stickiness: while a live leader is known, a higher ballot from
             # anyone is ignored (no promise, nothing persisted, no answer), so one
@@ -637,7 +738,8 @@ class Replica:
         if slot > first and slot - 1 > self._last:
             self._last = slot - 1
         self._learn(m.commit)
-        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot))
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot,
+                            self._learner, self._rejoin))
 
     def _on_commit(self, m: Commit) -> None:
         if self._accept_from(m.src, m.ballot):
@@ -648,8 +750,13 @@ class Replica:
             return
         if m.snapshot.slot > self._commit:
             self._install_snapshot(m.snapshot)
+            if self._learner:
+                # Its "votes again" entry may be inside the snapshot, never handed
+                # over: a new rejoin id makes the leader propose a new one.
+                self._rejoin = self._new_rejoin()
         self._learn(m.commit)
-        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.snapshot.slot))
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.snapshot.slot,
+                            self._learner, self._rejoin))
 
     def _learn(self, leader_commit: int) -> None:
         """Advance the commit index over slots known to hold the chosen value.
@@ -705,6 +812,21 @@ class Replica:
         if self._role is not Role.FOLLOWER:
             self._step_down()
 
+    def _maybe_vote_again(self, committed: list[Entry]) -> None:
+        """A learner handed its own "votes again" entry becomes a voter: every slot up
+        to it is durable here once this Ready is (the entry's leader committed it
+        only after the target, see the module docstring)."""
+        me = (self._id, self._rejoin)
+        for entry in committed:
+            if voter_of(entry.proposal) == me:
+                self._learner = False
+                self._rejoin = 0
+                self._notices.append(Notice("now_voter", self._id, entry.slot))
+                return
+
+    def _new_rejoin(self) -> int:
+        return self._rng.randrange(1, MAX_SEQ + 1)
+
     # ------------------------------------------------------------------ proposer: phase 1
 
     def _campaign(self) -> None:
@@ -738,7 +860,7 @@ class Replica:
         elif self._role is Role.LEADER:  # a late promise: it still tells us its commit
             self._active.add(m.src)
             progress = self._progress[m.src]
-            if m.commit > progress.match:
+            if m.commit > progress.match and not progress.learner:
                 progress.match = min(m.commit, self._last)
                 self._maybe_commit()
 
@@ -840,6 +962,7 @@ class Replica:
         self._own_promise = False
         self._self_match = commit  # our entries past it count once durable (advance)
         self._progress = {}
+        self._learning = 0  # learners show themselves in their answers: targets are ours
         by_src = {p.src: p for p in promises}
         for peer in self._others:
             promise = by_src.get(peer)
@@ -870,6 +993,7 @@ class Replica:
         self._promises = {}
         self._own_promise = False
         self._progress = {}
+        self._learning = 0
         self._active = set()
         self._queue.clear()  # unassigned proposals are dropped; clients retry
         self._frontier_ballot = ZERO_BALLOT
@@ -896,11 +1020,27 @@ class Replica:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return  # a reply to an older leadership
         progress = self._progress[m.src]
-        self._active.add(m.src)
+        if not self._track_learner(m, progress):
+            return  # sent before it lost its disk: says nothing of what it holds now
+        if not progress.learner:
+            self._active.add(m.src)  # only voters keep a leader in place (_check_quorum)
         match = min(m.match, self._last)
+        if match < progress.match:
+            # It holds less than it told us (it lost its disk, or restarted with an
+            # older commit index): rewind and catch it up from what it has, from the
+            # log or by snapshot (_send_batch). Also on a late copy of an older
+            # answer: the resend that costs is harmless, and the next answer raises
+            # match again.
+            self._notices.append(Notice("follower_behind", m.src, progress.match, match))
+            progress.match = progress.match_at_heartbeat = match
+            progress.become_probe(match + 1)
+            return
         if match > progress.match:
             progress.match = match
-            self._maybe_commit()
+            if not progress.learner:
+                self._maybe_commit()
+        if progress.learner:
+            self._maybe_admit()
         if m.last > m.match and progress.match < m.last:
             progress.become_probe(progress.match + 1)  # a hole below what it accepted
         elif progress.probe:
@@ -912,18 +1052,107 @@ class Replica:
 
     def _maybe_commit(self) -> None:
         """Commit = the highest slot a quorum holds (Paxos Made Simple §2.3: a value is
-        chosen when a majority accepted it; here at one ballot, or already known chosen)."""
-        matches = [p.match for p in self._progress.values()]
-        matches.append(self._self_match)
-        matches.sort(reverse=True)
-        commit = matches[self._quorum - 1]
-        if commit > self._commit:
-            self._commit = commit
-            self._fill_window()
+        chosen when a majority accepted it; here at one ballot, or already known chosen).
+        A quorum is a majority of all members, counting no learner."""
+        while True:
+            matches = [p.match for p in self._progress.values() if not p.learner]
+            matches.append(self._self_match)
+            if len(matches) < self._quorum:
+                return
+            matches.sort(reverse=True)
+            commit = matches[self._quorum - 1]
+            if commit <= self._commit:
+                return
+            before, self._commit = self._commit, commit
             # Tell the followers now rather than at the next heartbeat (see
             # Commit); under load the next Accept carries the news for free.
             for progress in self._progress.values():
                 progress.commit_due = True
+            if not self._learning:
+                self._fill_window()
+                return
+            released = self._release_learners(before)
+            self._maybe_admit()
+            self._fill_window()
+            if not released:
+                return  # else a learner's match counts now: maybe more is committed
+
+    # ------------------------------------------------------------------ learners
+
+    def _track_learner(self, m: Accepted, progress: _Progress) -> bool:
+        """Follow a follower's learner state from its answer; False: ignore the answer.
+
+        A learner answer with a new rejoin id starts a learner phase: the target is
+        our last slot now (see the module docstring). A voter answer while we hold it
+        for a learner is either from before it lost its disk (its match is then at
+        most our last slot when it rejoined, the target) or from after it applied a
+        "votes again" entry, which sits past the target of whichever leader wrote it
+        and so past ours (our log held that leader's target slot when we were elected,
+        or we wrote the entry ourselves): a match past the target tells them apart.
+        """
+        src = m.src
+        if m.learner:
+            if m.rejoin == progress.released:
+                return True  # admitted: it has not applied its entry yet (or a late copy)
+            if not progress.learner or m.rejoin != progress.rejoin:
+                if not progress.learner:
+                    self._learning += 1
+                progress.learner = True
+                progress.rejoin = m.rejoin
+                progress.target = self._last
+                progress.voter_slot = 0
+                self._notices.append(Notice("learner", src, progress.target, m.match))
+            return True
+        if not progress.learner:
+            return True
+        if m.match > progress.target:
+            self._release(src, progress, 0)
+            return True
+        return False
+
+    def _release(self, src: int, progress: _Progress, slot: int) -> None:
+        progress.learner = False
+        progress.released = progress.rejoin
+        progress.voter_slot = 0
+        self._learning -= 1
+        self._notices.append(Notice("voter_again", src, slot, progress.match))
+
+    def _release_learners(self, before: int) -> bool:
+        """Learners whose "votes again" entry is committed in ``before+1 .. commit``
+        (ours, or one a previous leader wrote for the same rejoin) count again."""
+        waiting = {(peer, p.rejoin): p for peer, p in self._progress.items() if p.learner}
+        released = False
+        log = self._log
+        for slot in range(max(before, self._first - 1) + 1, self._commit + 1):
+            entry = log.get(slot)
+            if entry is None or entry.proposal.client_id != VOTER_CLIENT_ID:
+                continue
+            who = voter_of(entry.proposal)
+            progress = waiting.pop(who, None) if who is not None else None
+            if progress is not None:
+                self._release(who[0], progress, slot)
+                released = True
+        return released
+
+    def _maybe_admit(self) -> None:
+        """Propose "X votes again" for each learner X that holds every slot up to its
+        target, once the target is committed (by a quorum that does not count X)."""
+        if not self._learning:
+            return
+        window_end = self._commit + self.config.max_inflight_slots
+        for peer, progress in self._progress.items():
+            if not progress.learner or progress.voter_slot:
+                continue
+            if progress.match < progress.target or self._commit < progress.target:
+                continue
+            if self._last >= window_end:
+                return  # the window is full: retried when the commit index moves
+            slot = self._last = self._last + 1
+            entry = Entry(slot, self._ballot, voter_proposal(peer, progress.rejoin))
+            self._log[slot] = entry
+            self._unstable[slot] = entry
+            progress.voter_slot = slot
+            self._notices.append(Notice("voter_proposed", peer, slot, progress.match))
 
     def _heartbeat(self) -> None:
         for progress in self._progress.values():
@@ -1058,7 +1287,7 @@ def _plausible(m: Message) -> bool:
             0 <= p.seq <= MAX_SEQ and len(p.data) <= MAX_PROPOSAL_BYTES
             and len(p.client_id) <= MAX_CLIENT_ID_BYTES for p in m.proposals)
     if kind is Accepted:
-        return _slot_ok(m.match) and _slot_ok(m.last)
+        return _slot_ok(m.match) and _slot_ok(m.last) and 0 <= m.rejoin <= MAX_SEQ
     if kind is Commit:
         return ballot.node == m.src and _slot_ok(m.commit)
     if kind is Prepare:
