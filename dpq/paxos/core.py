@@ -40,7 +40,8 @@ and loops::
   :meth:`Replica.ready`. ``tick``/``step``/``propose`` may be called in between;
   what they produce goes into the next Ready.
 * A crash may happen anywhere; the driver restarts with
-  ``Replica(config, rng, recovered=wal.recovered, applied=...)``.
+  ``Replica(config, rng, recovered=wal.recovered, applied=...)`` (and
+  ``learner=True`` while it is rejoining after a lost disk: see below).
 
 ``rd.committed`` hands every committed slot to the application exactly once per
 replica lifetime, in slot order, with no gaps (after a ``rd.snapshot``, the
@@ -53,6 +54,84 @@ until committed: a leader that loses its leadership drops the proposals it had
 not yet assigned to a slot, and may or may not get the ones in flight chosen.
 Clients retry; :class:`~dpq.paxos.sessions.Sessions` applies a retried
 ``(client_id, seq)`` once.
+
+A replica that lost its disk
+----------------------------
+A replica whose persistent state is gone (an emptied data folder, a new disk)
+must not vote from amnesia: before the loss it may have accepted a value that
+counted towards a choice, and a quorum of it and a lagging replica, neither of
+which holds that value, could then choose another in the same slot. Paxos Made
+Live §5.1 ("disk corruption"): such a replica rejoins as a non-voting member and
+votes again only once that is safe. Here:
+
+* **Progress that notices.** :attr:`Accepted.match <dpq.paxos.messages.Accepted>`
+  is what a follower really holds (0 for an empty replica, even when it answers an
+  Accept far ahead). A leader that hears, at its own ballot, a match below what it
+  recorded rewinds that follower (match = what it reported, probe from there),
+  catches it up from its log or with InstallSnapshot when the log was compacted
+  past it, and says so: ``Notice("follower_behind", node, had, has)``.
+* **Learners.** ``Replica(config, rng, learner=True)`` never campaigns, ignores
+  Prepare (no Promise, no Nack), takes Accepts and snapshots as any follower
+  (persisted before it answers) and answers ``Accepted(..., learner=True,
+  rejoin=<its rejoin id>)``. A leader uses those answers to catch it up and never
+  counts them: not towards a commit (:meth:`Replica._maybe_commit` counts voters
+  only; a quorum is still a majority of all members) nor towards keeping its
+  leadership (CheckQuorum).
+* **Membership in the log.** The leader that first hears a learner X (or a new
+  rejoin id of X) sets X's *target* to its own last slot at that moment. Once X
+  holds every slot up to the target and the target is committed, it proposes the
+  config entry "X votes again": a :class:`~dpq.paxos.types.Proposal` with
+  ``client_id`` :data:`~dpq.paxos.types.VOTER_CLIENT_ID`, ``data`` X's node id in
+  ASCII and ``seq`` X's rejoin id, which commits with a quorum that does not
+  count X. X becomes a voter when it is handed that entry, naming itself and its
+  current rejoin id, in ``Ready.committed``: ``Notice("now_voter", X, slot)``. The
+  leader counts X again once the entry is committed (``"voter_again"``). A new
+  leader sets its own target when X answers it as a learner. The rejoin id (drawn
+  from ``rng``; new on every start as a learner and on every snapshot a learner
+  installs) keeps X from taking an entry written for an earlier rejoin of its own,
+  or one that a snapshot skipped over, as its admission.
+
+Why X may vote again once handed its entry. Let v be chosen in slot s with X's
+vote from before the loss: a quorum Q ∋ X accepted v at ballot b'. Let L, at
+ballot b, be the leader that wrote X's entry, at a slot past its target T, and M
+the quorum whose acceptance committed it (at b, or at the ballot of a later leader
+that adopted it in its phase 1). X ∉ M: X answers as a learner until it is handed
+the entry, and no leader counts a learner.
+
+1. s ≤ T, and L's value for s is v. If b' < b: L's phase 1 put v in its log at s
+   (Paxos Made Simple §2.2, P2c), so s ≤ L's last slot ≤ T. If b' = b: L proposed
+   v at s before X lost its disk, before X's first learner answer reached L, so
+   s ≤ T. b' > b is impossible: the leader of b' finished its phase 1 before X
+   accepted v, so before the loss, so before X's entry existed; its promise quorum
+   and M share a node other than X, which promised b' before accepting the entry
+   at b < b'.
+2. A leader's commit index is a prefix: every member of M holds, durably, its
+   leader's value for every slot up to the entry, s among them; for s that is v
+   (by 1, and P2c again for a later leader). So v is
+   on a majority without X; X's forgotten vote is no longer needed for any quorum
+   to meet v.
+3. After the loss X voted for nothing: its answers were never counted and it
+   promised nothing. When it votes again it holds every slot up to its entry.
+
+Not covered: X also forgot the ballots it promised. A candidate holding X's
+promise from before the loss, whose phase 1 completes only after X votes again
+(one campaign spanning X's restart, catch-up and admission), could see X accept
+below that ballot. A candidate keeps promises only for the campaign it runs
+(less than 2·``election_ticks``, then it starts over at a higher ballot and needs
+new ones), and a rejoin takes a restart and a catch-up: far longer in practice,
+but a timing argument; closing it without one is future work.
+
+For the driver: start with ``learner=True`` when the data folder is new for an
+existing cluster (``dpq-node --rejoin``) or still holds a "rejoining" marker;
+drain :meth:`Replica.take_notices` after each :meth:`Replica.ready` and log each
+notice (``follower_behind`` as an error naming the follower and the gap); on
+``now_voter``, remove the marker (durably) before sending the next Ready's
+messages (a crash before that restarts it as a learner, which is always safe).
+:attr:`Status.learner` and :attr:`Status.followers` (match, behind, learner,
+target per follower, on the leader) are for ClusterInfo and ``dpq status``.
+Config entries arrive in ``Ready.committed`` like no-ops: the application skips
+them (:func:`~dpq.paxos.types.is_config`); :meth:`Replica.propose` refuses any
+client id starting with ``paxos:``.
 
 References: Lamport, *Paxos Made Simple* (2001) §2–§3; van Renesse & Altinbuken,
 *Paxos Made Moderately Complex* (2015); Chandra et al., *Paxos Made Live* (2007).
@@ -251,6 +330,8 @@ class Notice(NamedTuple):
       its disk, or restarted with an older commit index): the leader rewound its
       progress and catches it up from ``has + 1`` (by log, or by snapshot when the
       log was compacted past it). Log it as an error naming the follower and the gap.
+      A learner's is reported at once; a voter's once its next answer confirms it
+      (a late copy of an older answer, or a gap one resend closes, is not news).
     * ``"learner"`` (leader): ``node`` answered as a learner (a replica that lost
       its disk and rejoined); it votes again once it holds every slot up to the
       target ``had`` and the target is committed. ``has``: its match now.
@@ -315,7 +396,7 @@ class _Progress:
 
     __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "commit_due",
                  "match_at_heartbeat", "snapshot_due", "learner", "rejoin", "target",
-                 "voter_slot", "released")
+                 "voter_slot", "released", "dipped")
 
     def __init__(self, match: int, next_slot: int, probe: bool) -> None:
         self.match = match
@@ -332,6 +413,7 @@ class _Progress:
         self.target = 0  # it votes again once it holds this slot and it is committed
         self.voter_slot = 0  # where this leader proposed "it votes again" (0: not yet)
         self.released = 0  # the rejoin id whose "votes again" entry this leader saw commit
+        self.dipped: tuple[int, int] | None = None  # a voter's unconfirmed (had, has)
 
     def become_probe(self, next_slot: int) -> None:
         self.probe = True
@@ -1020,18 +1102,28 @@ class Replica:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return  # a reply to an older leadership
         progress = self._progress[m.src]
-        if not self._track_learner(m, progress):
+        if (m.learner or progress.learner) and not self._track_learner(m, progress):
             return  # sent before it lost its disk: says nothing of what it holds now
         if not progress.learner:
             self._active.add(m.src)  # only voters keep a leader in place (_check_quorum)
         match = min(m.match, self._last)
+        dipped = progress.dipped
+        if dipped is not None:
+            progress.dipped = None
+            if match < dipped[0]:  # confirmed: it really is behind
+                self._notices.append(Notice("follower_behind", m.src, *dipped))
         if match < progress.match:
             # It holds less than it told us (it lost its disk, or restarted with an
             # older commit index): rewind and catch it up from what it has, from the
             # log or by snapshot (_send_batch). Also on a late copy of an older
             # answer: the resend that costs is harmless, and the next answer raises
-            # match again.
-            self._notices.append(Notice("follower_behind", m.src, progress.match, match))
+            # match again. A learner's dip is news at once; a voter's only once its
+            # next answer confirms it (not a reordered late copy, nor a gap closed
+            # by one resend).
+            if m.learner:
+                self._notices.append(Notice("follower_behind", m.src, progress.match, match))
+            elif dipped is None:
+                progress.dipped = (progress.match, match)
             progress.match = progress.match_at_heartbeat = match
             progress.become_probe(match + 1)
             return

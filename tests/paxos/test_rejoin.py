@@ -215,7 +215,12 @@ def test_a_voter_restarted_with_an_older_commit_index_is_rewound_too() -> None:
     c.disks[3].hard_state = HardState(c.disks[3].hard_state.promised, 2)
     c.nodes[3] = c._new(3, recovered=c.disks[3].recovered(), applied=2)
     c.applied[3] = []
-    c.heartbeats(2, 1, drop=away)
+    # Its answers say 2; the resends from slot 3 are lost for a while.
+    lost = lambda m: away(m) or isinstance(m, Accept) and m.dst == 3 and bool(m.proposals)
+    c.heartbeats(2, 1, drop=lost)
+    assert c.nodes[2].status().followers[3][:2] == (2, 3)  # rewound at once ...
+    assert not c.kinds(2, "follower_behind")  # ... said once its next answer confirms it
+    c.heartbeats(2, 1, drop=lost)
     assert c.kinds(2, "follower_behind") == [Notice("follower_behind", 3, 5, 2)]
     c.heartbeats(2, 5, drop=away)
     assert [e.slot for e in c.applied[3]] == [3, 4, 5]
@@ -230,6 +235,7 @@ def test_a_late_copy_of_an_older_answer_rewinds_harmlessly() -> None:
     assert leader.status().progress[2][0] == 2
     c.heartbeats(1, 2)
     assert leader.status().progress[2][0] == 5 and leader.commit_index == 5
+    assert not c.kinds(1, "follower_behind")  # its next answer undid the dip: no news
 
 
 def test_catch_up_by_snapshot_when_the_log_was_compacted_past_it() -> None:
