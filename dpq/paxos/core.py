@@ -1102,8 +1102,8 @@ class Replica:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return  # a reply to an older leadership
         progress = self._progress[m.src]
-        if (m.learner or progress.learner) and not self._track_learner(m, progress):
-            return  # sent before it lost its disk: says nothing of what it holds now
+        if m.learner or progress.learner:
+            self._track_learner(m, progress)
         if not progress.learner:
             self._active.add(m.src)  # only voters keep a leader in place (_check_quorum)
         match = min(m.match, self._last)
@@ -1171,21 +1171,23 @@ class Replica:
 
     # ------------------------------------------------------------------ learners
 
-    def _track_learner(self, m: Accepted, progress: _Progress) -> bool:
-        """Follow a follower's learner state from its answer; False: ignore the answer.
+    def _track_learner(self, m: Accepted, progress: _Progress) -> None:
+        """Follow a follower's learner state from its answer.
 
         A learner answer with a new rejoin id starts a learner phase: the target is
         our last slot now (see the module docstring). A voter answer while we hold it
         for a learner is either from before it lost its disk (its match is then at
         most our last slot when it rejoined, the target) or from after it applied a
-        "votes again" entry, which sits past the target of whichever leader wrote it
-        and so past ours (our log held that leader's target slot when we were elected,
-        or we wrote the entry ourselves): a match past the target tells them apart.
+        "votes again" entry (ours, or an earlier leader's that we may never see
+        commit): only a match past the target proves the latter. Either way the
+        answer still drives its catch-up (never a commit): a late copy that claims
+        too much is undone by its next answer (a rewind), and ignoring it could
+        stall a voter whose entry we missed.
         """
         src = m.src
         if m.learner:
             if m.rejoin == progress.released:
-                return True  # admitted: it has not applied its entry yet (or a late copy)
+                return  # admitted: it has not applied its entry yet (or a late copy)
             if not progress.learner or m.rejoin != progress.rejoin:
                 if not progress.learner:
                     self._learning += 1
@@ -1194,20 +1196,15 @@ class Replica:
                 progress.target = self._last
                 progress.voter_slot = 0
                 self._notices.append(Notice("learner", src, progress.target, m.match))
-            return True
-        if not progress.learner:
-            return True
-        if m.match > progress.target:
-            self._release(src, progress, 0)
-            return True
-        return False
+        elif progress.learner and m.match > progress.target:
+            self._release(src, progress, 0, m.match)
 
-    def _release(self, src: int, progress: _Progress, slot: int) -> None:
+    def _release(self, src: int, progress: _Progress, slot: int, has: int) -> None:
         progress.learner = False
         progress.released = progress.rejoin
         progress.voter_slot = 0
         self._learning -= 1
-        self._notices.append(Notice("voter_again", src, slot, progress.match))
+        self._notices.append(Notice("voter_again", src, slot, has))
 
     def _release_learners(self, before: int) -> bool:
         """Learners whose "votes again" entry is committed in ``before+1 .. commit``
@@ -1222,7 +1219,7 @@ class Replica:
             who = voter_of(entry.proposal)
             progress = waiting.pop(who, None) if who is not None else None
             if progress is not None:
-                self._release(who[0], progress, slot)
+                self._release(who[0], progress, slot, progress.match)
                 released = True
         return released
 

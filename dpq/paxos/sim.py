@@ -430,7 +430,8 @@ class Simulation:
             crash_at = -1
             p_crash = self.faults.crash_in_ready
             hard_state = rd.hard_state
-            if hard_state is not None and hard_state.promised != node.disk.hard_state.promised:
+            if hard_state is not None and hard_state.promised != node.disk.hard_state.promised \
+                    or any(type(m) is Promise for m in rd.messages):
                 p_crash *= 10  # crash around elections more often: they are where bugs hide
             if p_crash and not self.healing and rng.random() < p_crash:
                 crash_at = rng.randrange(5)

@@ -384,18 +384,43 @@ def test_a_learner_votes_again_when_handed_its_own_entry() -> None:
     assert [type(m) for m in rd.messages] == [Promise] and learner.promised == Ballot(5, 2)
 
 
-def test_a_voter_answer_sent_before_the_disk_was_lost_is_ignored() -> None:
+def test_a_voter_answer_sent_before_the_disk_was_lost_is_not_a_vote() -> None:
     c = committed_cluster()
     leader = c.nodes[1]
     c.lose_disk(3)
-    # Node 3 hears heartbeats only (no entries): it stays at match 0.
-    c.heartbeats(1, 1, drop=lambda m: m.src == 2 or m.dst == 2
-                 or isinstance(m, Accept) and m.dst == 3 and bool(m.proposals))
+    # Node 2 is down; node 3 gets no slot up to 5: it stays at match 0.
+    cut = lambda m: m.src == 2 or m.dst == 2 or isinstance(m, Accept) and m.dst == 3 \
+        and bool(m.proposals) and m.first_slot <= 5
+    c.heartbeats(1, 1, drop=cut)
     assert leader.status().followers[3] == (0, 5, True, 5)
-    # A late copy of its last answer as a voter (match 5 <= the target): not a vote,
-    # and not what it holds.
+    leader.propose(prop(6))
+    c.deliver(drop=cut)
+    # A late copy of its last answer as a voter (match 5, not past the target 5):
+    # it moves its catch-up, never a commit, and its next answer undoes it.
     leader.step(Accepted(3, 1, leader.promised, 5, 5))
-    assert leader.status().followers[3] == (0, 5, True, 5)
+    assert leader.status().followers[3] == (5, 0, True, 5) and leader.commit_index == 5
+    c.heartbeats(1, 1, drop=cut)
+    assert leader.status().followers[3] == (0, 5, True, 5) and leader.commit_index == 5
+    assert not c.kinds(1, "voter_again")
+    assert c.kinds(1, "follower_behind")[-1] == Notice("follower_behind", 3, 5, 0)
+
+
+def test_a_voter_answer_past_the_target_counts_again() -> None:
+    # A learner admitted by an entry this leader never saw commit (an earlier
+    # leader's): its answers as a voter hold more than the target, which no answer
+    # from before its disk was lost can.
+    c = committed_cluster()
+    leader = c.nodes[1]
+    c.lose_disk(3)
+    cut = lambda m: m.src == 2 or m.dst == 2 or m.dst == 3 and bool(getattr(m, "proposals", 0))
+    c.heartbeats(1, 1, drop=cut)
+    leader.propose(prop(6))
+    c.deliver(drop=cut)
+    assert leader.status().followers[3].learner and leader.commit_index == 5
+    leader.step(Accepted(3, 1, leader.promised, 6, 6))
+    c.drive(1)
+    assert not leader.status().followers[3].learner and leader.commit_index == 6
+    assert c.kinds(1, "voter_again") == [Notice("voter_again", 3, 0, 6)]
 
 
 def test_a_leader_change_during_the_learner_phase_still_ends_with_it_voting() -> None:
