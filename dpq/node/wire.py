@@ -81,7 +81,8 @@ def encode(message: m.Message) -> pb.PaxosMessage:
         accept.proposals.extend(_proposal(p) for p in message.proposals)
     elif isinstance(message, m.Accepted):
         out.accepted.CopyFrom(
-            pb.Accepted(ballot=_ballot(message.ballot), match=message.match, last=message.last)
+            pb.Accepted(ballot=_ballot(message.ballot), match=message.match, last=message.last,
+                        learner=message.learner, rejoin=message.rejoin)
         )
     elif isinstance(message, m.Prepare):
         out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(message.ballot), from_slot=message.from_slot))
@@ -171,7 +172,9 @@ def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Messag
         a = message.accepted
         _limit("accepted.match", a.match, MAX_SLOT)
         _limit("accepted.last", a.last, MAX_SLOT)
-        return m.Accepted(src, dst, _check_ballot("accepted.ballot", a.ballot), a.match, a.last)
+        _limit("accepted.rejoin", a.rejoin, MAX_SEQ)
+        return m.Accepted(src, dst, _check_ballot("accepted.ballot", a.ballot), a.match, a.last,
+                          a.learner, a.rejoin)
     if kind == "prepare":
         p = message.prepare
         _limit("prepare.from_slot", p.from_slot, MAX_SLOT)

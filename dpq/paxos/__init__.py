@@ -35,6 +35,12 @@ vouches for is durable)::
       match + 1 below L's compaction point:
       L ── InstallSnapshot(b, snapshot, commit) ─▶ F ── Accepted*(b, match >= snapshot.slot)
       then Accepts for the log after the snapshot
+      F answers a match below what L recorded (it lost its disk) ──▶ L rewinds to it
+
+    a replica that lost its disk rejoins as a learner (Paxos Made Live §5.1):
+      X ignores Prepare, answers Accepted*(b, match, last, learner, rejoin): caught up,
+      never counted; L: target = its last slot; once X holds it and it is committed,
+      L proposes "X votes again" (VOTER_CLIENT_ID); X votes when handed that entry
 
 Driver contract (details in :mod:`dpq.paxos.core`)::
 
@@ -45,12 +51,15 @@ Driver contract (details in :mod:`dpq.paxos.core`)::
     4. replica.advance(rd)
 
 Restart: ``Replica(config, rng, recovered=wal.recovered, applied=slot the
-application already reflects)``.
+application already reflects)``; after losing the disk: ``Replica(config, rng,
+learner=True)`` (see "A replica that lost its disk" in :mod:`dpq.paxos.core`).
 """
 
 from dpq.paxos.core import (
     Config,
+    Follower,
     InvalidProposal,
+    Notice,
     NotLeader,
     Overloaded,
     ProposalRefused,
@@ -71,10 +80,21 @@ from dpq.paxos.messages import (
     Promise,
 )
 from dpq.paxos.sessions import Sessions
-from dpq.paxos.types import NOOP, ZERO_BALLOT, Ballot, Entry, HardState, Proposal, Snapshot
+from dpq.paxos.types import (
+    NOOP,
+    VOTER_CLIENT_ID,
+    ZERO_BALLOT,
+    Ballot,
+    Entry,
+    HardState,
+    Proposal,
+    Snapshot,
+    is_config,
+)
 
 __all__ = [
     "NOOP",
+    "VOTER_CLIENT_ID",
     "ZERO_BALLOT",
     "Accept",
     "Accepted",
@@ -82,12 +102,14 @@ __all__ = [
     "Commit",
     "Config",
     "Entry",
+    "Follower",
     "HardState",
     "InstallSnapshot",
     "InvalidProposal",
     "Message",
     "Nack",
     "NotLeader",
+    "Notice",
     "Overloaded",
     "Prepare",
     "Promise",
@@ -100,4 +122,5 @@ __all__ = [
     "Sessions",
     "Snapshot",
     "Status",
+    "is_config",
 ]

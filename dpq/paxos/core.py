@@ -40,7 +40,8 @@ and loops::
   :meth:`Replica.ready`. ``tick``/``step``/``propose`` may be called in between;
   what they produce goes into the next Ready.
 * A crash may happen anywhere; the driver restarts with
-  ``Replica(config, rng, recovered=wal.recovered, applied=...)``.
+  ``Replica(config, rng, recovered=wal.recovered, applied=...)`` (and
+  ``learner=True`` while it is rejoining after a lost disk: see below).
 
 ``rd.committed`` hands every committed slot to the application exactly once per
 replica lifetime, in slot order, with no gaps (after a ``rd.snapshot``, the
@@ -53,6 +54,84 @@ until committed: a leader that loses its leadership drops the proposals it had
 not yet assigned to a slot, and may or may not get the ones in flight chosen.
 Clients retry; :class:`~dpq.paxos.sessions.Sessions` applies a retried
 ``(client_id, seq)`` once.
+
+A replica that lost its disk
+----------------------------
+A replica whose persistent state is gone (an emptied data folder, a new disk)
+must not vote from amnesia: before the loss it may have accepted a value that
+counted towards a choice, and a quorum of it and a lagging replica, neither of
+which holds that value, could then choose another in the same slot. Paxos Made
+Live §5.1 ("disk corruption"): such a replica rejoins as a non-voting member and
+votes again only once that is safe. Here:
+
+* **Progress that notices.** :attr:`Accepted.match <dpq.paxos.messages.Accepted>`
+  is what a follower really holds (0 for an empty replica, even when it answers an
+  Accept far ahead). A leader that hears, at its own ballot, a match below what it
+  recorded rewinds that follower (match = what it reported, probe from there),
+  catches it up from its log or with InstallSnapshot when the log was compacted
+  past it, and says so: ``Notice("follower_behind", node, had, has)``.
+* **Learners.** ``Replica(config, rng, learner=True)`` never campaigns, ignores
+  Prepare (no Promise, no Nack), takes Accepts and snapshots as any follower
+  (persisted before it answers) and answers ``Accepted(..., learner=True,
+  rejoin=<its rejoin id>)``. A leader uses those answers to catch it up and never
+  counts them: not towards a commit (:meth:`Replica._maybe_commit` counts voters
+  only; a quorum is still a majority of all members) nor towards keeping its
+  leadership (CheckQuorum).
+* **Membership in the log.** The leader that first hears a learner X (or a new
+  rejoin id of X) sets X's *target* to its own last slot at that moment. Once X
+  holds every slot up to the target and the target is committed, it proposes the
+  config entry "X votes again": a :class:`~dpq.paxos.types.Proposal` with
+  ``client_id`` :data:`~dpq.paxos.types.VOTER_CLIENT_ID`, ``data`` X's node id in
+  ASCII and ``seq`` X's rejoin id, which commits with a quorum that does not
+  count X. X becomes a voter when it is handed that entry, naming itself and its
+  current rejoin id, in ``Ready.committed``: ``Notice("now_voter", X, slot)``. The
+  leader counts X again once the entry is committed (``"voter_again"``). A new
+  leader sets its own target when X answers it as a learner. The rejoin id (drawn
+  from ``rng``; new on every start as a learner and on every snapshot a learner
+  installs) keeps X from taking an entry written for an earlier rejoin of its own,
+  or one that a snapshot skipped over, as its admission.
+
+Why X may vote again once handed its entry. Let v be chosen in slot s with X's
+vote from before the loss: a quorum Q ∋ X accepted v at ballot b'. Let L, at
+ballot b, be the leader that wrote X's entry, at a slot past its target T, and M
+the quorum whose acceptance committed it (at b, or at the ballot of a later leader
+that adopted it in its phase 1). X ∉ M: X answers as a learner until it is handed
+the entry, and no leader counts a learner.
+
+1. s ≤ T, and L's value for s is v. If b' < b: L's phase 1 put v in its log at s
+   (Paxos Made Simple §2.2, P2c), so s ≤ L's last slot ≤ T. If b' = b: L proposed
+   v at s before X lost its disk, before X's first learner answer reached L, so
+   s ≤ T. b' > b is impossible: the leader of b' finished its phase 1 before X
+   accepted v, so before the loss, so before X's entry existed; its promise quorum
+   and M share a node other than X, which promised b' before accepting the entry
+   at b < b'.
+2. A leader's commit index is a prefix: every member of M holds, durably, its
+   leader's value for every slot up to the entry, s among them; for s that is v
+   (by 1, and P2c again for a later leader). So v is
+   on a majority without X; X's forgotten vote is no longer needed for any quorum
+   to meet v.
+3. After the loss X voted for nothing: its answers were never counted and it
+   promised nothing. When it votes again it holds every slot up to its entry.
+
+Not covered: X also forgot the ballots it promised. A candidate holding X's
+promise from before the loss, whose phase 1 completes only after X votes again
+(one campaign spanning X's restart, catch-up and admission), could see X accept
+below that ballot. A candidate keeps promises only for the campaign it runs
+(less than 2·``election_ticks``, then it starts over at a higher ballot and needs
+new ones), and a rejoin takes a restart and a catch-up: far longer in practice,
+but a timing argument; closing it without one is future work.
+
+For the driver: start with ``learner=True`` when the data folder is new for an
+existing cluster (``dpq-node --rejoin``) or still holds a "rejoining" marker;
+drain :meth:`Replica.take_notices` after each :meth:`Replica.ready` and log each
+notice (``follower_behind`` as an error naming the follower and the gap); on
+``now_voter``, remove the marker (durably) before sending the next Ready's
+messages (a crash before that restarts it as a learner, which is always safe).
+:attr:`Status.learner` and :attr:`Status.followers` (match, behind, learner,
+target per follower, on the leader) are for ClusterInfo and ``dpq status``.
+Config entries arrive in ``Ready.committed`` like no-ops: the application skips
+them (:func:`~dpq.paxos.types.is_config`); :meth:`Replica.propose` refuses any
+client id starting with ``paxos:``.
 
 References: Lamport, *Paxos Made Simple* (2001) §2–§3; van Renesse & Altinbuken,
 *Paxos Made Moderately Complex* (2015); Chandra et al., *Paxos Made Live* (2007).
@@ -84,19 +163,27 @@ from dpq.paxos.types import (
     MAX_SEQ,
     MAX_SLOT,
     NOOP,
+    RESERVED_CLIENT_PREFIX,
+    VOTER_CLIENT_ID,
     ZERO_BALLOT,
     Ballot,
     Entry,
     HardState,
     Proposal,
     Snapshot,
+    is_config,
     proposal_problem,
+    voter_of,
+    voter_proposal,
 )
 
 __all__ = [
+    "VOTER_CLIENT_ID",
     "Config",
+    "Follower",
     "InvalidProposal",
     "NotLeader",
+    "Notice",
     "Overloaded",
     "ProposalRefused",
     "Ready",
@@ -105,6 +192,7 @@ __all__ = [
     "Rng",
     "Role",
     "Status",
+    "is_config",
 ]
 
 
@@ -233,6 +321,45 @@ class Ready:
     must_sync: bool = False
 
 
+class Notice(NamedTuple):
+    """Something the driver should tell an operator (one log line each); drained by
+    :meth:`Replica.take_notices`. ``kind`` is one of:
+
+    * ``"follower_behind"`` (leader): follower ``node`` answered that it holds every
+      slot only up to ``has``, below the ``had`` the leader had recorded (it lost
+      its disk, or restarted with an older commit index): the leader rewound its
+      progress and catches it up from ``has + 1`` (by log, or by snapshot when the
+      log was compacted past it). Log it as an error naming the follower and the gap.
+      A learner's is reported at once; a voter's once its next answer confirms it
+      (a late copy of an older answer, or a gap one resend closes, is not news).
+    * ``"learner"`` (leader): ``node`` answered as a learner (a replica that lost
+      its disk and rejoined); it votes again once it holds every slot up to the
+      target ``had`` and the target is committed. ``has``: its match now.
+    * ``"voter_proposed"`` (leader): the entry "``node`` votes again" was given slot ``had``.
+    * ``"voter_again"`` (leader): that entry (or another leader's for the same
+      rejoin) is committed at slot ``had``: ``node`` counts towards commits again.
+    * ``"now_voter"`` (the learner itself, ``node`` = its own id): this replica was
+      handed its own "votes again" entry (slot ``had``) in the Ready just returned:
+      it is a voter from now on. The driver persists that (e.g. removes its
+      "rejoining" marker) before it sends the next Ready's messages; a crash before
+      that restarts it as a learner, which is always safe.
+    """
+
+    kind: str
+    node: int
+    had: int = 0
+    has: int = 0
+
+
+class Follower(NamedTuple):
+    """What a leader knows of one follower (:attr:`Status.followers`)."""
+
+    match: int  # it holds every slot up to here (chosen or at the leader's ballot)
+    behind: int  # commit - match when positive: how far it lags what is committed
+    learner: bool  # it answers as a learner: caught up, never counted towards a commit
+    target: int  # learner: the slot it must hold (and be committed) to vote again; else 0
+
+
 class Status(NamedTuple):
     """A read-only view of a replica, for tests, metrics and debugging."""
 
@@ -246,9 +373,15 @@ class Status(NamedTuple):
     last_slot: int  # highest slot held
     #: Leader only: follower id -> (match, next, probing).
     progress: dict[int, tuple[int, int, bool]]
+    #: This replica is a learner (lost its disk; does not vote yet).
+    learner: bool
+    #: Leader only: follower id -> its lag and learner state (for ClusterInfo).
+    followers: dict[int, Follower]
 
 
 # --------------------------------------------------------------------------- internals
+
+_MAX_NOTICES = 256  # kept for take_notices(); older ones are dropped
 
 
 class _Progress:
@@ -262,7 +395,8 @@ class _Progress:
     """
 
     __slots__ = ("match", "next", "probe", "probe_sent", "heartbeat_due", "commit_due",
-                 "match_at_heartbeat", "snapshot_due")
+                 "match_at_heartbeat", "snapshot_due", "learner", "rejoin", "target",
+                 "voter_slot", "released", "dipped")
 
     def __init__(self, match: int, next_slot: int, probe: bool) -> None:
         self.match = match
@@ -273,6 +407,13 @@ class _Progress:
         self.commit_due = False
         self.match_at_heartbeat = match
         self.snapshot_due = 0
+        # A learner (see "A replica that lost its disk" in the module docstring).
+        self.learner = False  # its answers say learner: not counted towards commits
+        self.rejoin = 0  # the rejoin id of that learner phase
+        self.target = 0  # it votes again once it holds this slot and it is committed
+        self.voter_slot = 0  # where this leader proposed "it votes again" (0: not yet)
+        self.released = 0  # the rejoin id whose "votes again" entry this leader saw commit
+        self.dipped: tuple[int, int] | None = None  # a voter's unconfirmed (had, has)
 
     def become_probe(self, next_slot: int) -> None:
         self.probe = True
@@ -301,6 +442,11 @@ class Replica:
     It defaults to ``snapshot.slot`` (or 0). It must be ≥ ``snapshot.slot`` and
     the slots up to it must be in ``recovered`` (they were durable before the
     application saw them, so they are, unless the log was lost).
+
+    ``learner=True`` starts a replica that lost its disk (or has not been admitted
+    back since): it never campaigns, ignores Prepare, and its Accepted answers are
+    marked non-voting, until it is handed its own "votes again" entry (see the
+    module docstring); :meth:`take_notices` then says ``"now_voter"``.
     """
 
     def __init__(
@@ -310,6 +456,7 @@ class Replica:
         *,
         recovered: RecoveredState | None = None,
         applied: int | None = None,
+        learner: bool = False,
     ) -> None:
         self.config = config
         self._id = config.node_id
@@ -357,6 +504,12 @@ class Replica:
         self._heartbeat_elapsed = 0
         self._quorum_elapsed = 0
         self._active: set[int] = set()
+
+        # A learner: lost its disk, votes again once handed "votes again" for ``_rejoin``.
+        self._learner = bool(learner)
+        self._rejoin = self._new_rejoin() if self._learner else 0
+        self._learning = 0  # leader: followers in learner mode (0: skip the bookkeeping)
+        self._notices: deque[Notice] = deque(maxlen=_MAX_NOTICES)
 
         # Output, drained by ready().
         self._unstable: dict[int, Entry] = {}
@@ -408,6 +561,22 @@ class Replica:
         """The newest snapshot this replica holds (from compact() or the leader)."""
         return self._snapshot
 
+    @property
+    def is_learner(self) -> bool:
+        """Whether this replica is a learner: it lost its disk and does not vote yet."""
+        return self._learner
+
+    @property
+    def rejoin_id(self) -> int:
+        """A learner's rejoin id (new on every start and snapshot install); 0 for a voter."""
+        return self._rejoin
+
+    def take_notices(self) -> list[Notice]:
+        """The :class:`Notice` s since the last call (at most the latest 256), oldest first."""
+        notices = list(self._notices)
+        self._notices.clear()
+        return notices
+
     def status(self) -> Status:
         return Status(
             node_id=self._id,
@@ -419,6 +588,10 @@ class Replica:
             first_slot=self._first,
             last_slot=self._last,
             progress={f: (p.match, p.next, p.probe) for f, p in sorted(self._progress.items())},
+            learner=self._learner,
+            followers={f: Follower(p.match, max(0, self._commit - p.match), p.learner,
+                                   p.target if p.learner else 0)
+                       for f, p in sorted(self._progress.items())},
         )
 
     def tick(self) -> None:
@@ -439,7 +612,7 @@ class Replica:
             if self._prepare_elapsed >= self.config.heartbeat_ticks:
                 self._prepare_elapsed = 0
                 self._send_prepares(resend=True)
-        if self._elapsed >= self._timeout:
+        if self._elapsed >= self._timeout and not self._learner:  # a learner never campaigns
             self._campaign()
 
     def step(self, message: Message) -> None:
@@ -469,6 +642,9 @@ class Replica:
         problem = proposal_problem(proposal.client_id, proposal.seq, len(proposal.data))
         if problem is not None:  # the WAL could not store it: refuse, never crash on it
             raise InvalidProposal(problem)
+        if is_config(proposal):  # only the core writes membership into the log
+            raise InvalidProposal(f"client_id: {proposal.client_id[:64]!r} is reserved (ids "
+                                  f"starting with {RESERVED_CLIENT_PREFIX!r} belong to Paxos)")
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader_hint)
         if len(self._queue) >= self.config.max_queued_proposals:
@@ -524,6 +700,8 @@ class Replica:
             log = self._log
             committed = [log[s] for s in range(self._delivered + 1, self._commit + 1)]
             self._delivered = self._commit
+            if self._learner:
+                self._maybe_vote_again(committed)
         snapshot, self._pending_snapshot = self._pending_snapshot, None
         messages, self._msgs = self._msgs, []
         rd = Ready(
@@ -567,6 +745,11 @@ class Replica:
                 and self._elapsed < self.config.election_ticks)
 
     def _on_prepare(self, m: Prepare) -> None:
+        if self._learner:
+            # A learner promises nothing: it may have promised, before it lost its
+            # disk, what it can no longer honour (Paxos Made Live §5.1). Ignored
+            # like a lost message: no Promise, no Nack, nothing persisted.
+            return
         if m.ballot > self._promised and self._in_lease():
             # Leader stickiness: while a live leader is known, a higher ballot from
             # anyone is ignored (no promise, nothing persisted, no answer), so one
@@ -637,7 +820,8 @@ class Replica:
         if slot > first and slot - 1 > self._last:
             self._last = slot - 1
         self._learn(m.commit)
-        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot))
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.last_slot,
+                            self._learner, self._rejoin))
 
     def _on_commit(self, m: Commit) -> None:
         if self._accept_from(m.src, m.ballot):
@@ -648,8 +832,13 @@ class Replica:
             return
         if m.snapshot.slot > self._commit:
             self._install_snapshot(m.snapshot)
+            if self._learner:
+                # Its "votes again" entry may be inside the snapshot, never handed
+                # over: a new rejoin id makes the leader propose a new one.
+                self._rejoin = self._new_rejoin()
         self._learn(m.commit)
-        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.snapshot.slot))
+        self._send(Accepted(self._id, m.src, m.ballot, self._frontier, m.snapshot.slot,
+                            self._learner, self._rejoin))
 
     def _learn(self, leader_commit: int) -> None:
         """Advance the commit index over slots known to hold the chosen value.
@@ -705,6 +894,21 @@ class Replica:
         if self._role is not Role.FOLLOWER:
             self._step_down()
 
+    def _maybe_vote_again(self, committed: list[Entry]) -> None:
+        """A learner handed its own "votes again" entry becomes a voter: every slot up
+        to it is durable here once this Ready is (the entry's leader committed it
+        only after the target, see the module docstring)."""
+        me = (self._id, self._rejoin)
+        for entry in committed:
+            if voter_of(entry.proposal) == me:
+                self._learner = False
+                self._rejoin = 0
+                self._notices.append(Notice("now_voter", self._id, entry.slot))
+                return
+
+    def _new_rejoin(self) -> int:
+        return self._rng.randrange(1, MAX_SEQ + 1)
+
     # ------------------------------------------------------------------ proposer: phase 1
 
     def _campaign(self) -> None:
@@ -738,7 +942,7 @@ class Replica:
         elif self._role is Role.LEADER:  # a late promise: it still tells us its commit
             self._active.add(m.src)
             progress = self._progress[m.src]
-            if m.commit > progress.match:
+            if m.commit > progress.match and not progress.learner:
                 progress.match = min(m.commit, self._last)
                 self._maybe_commit()
 
@@ -840,6 +1044,7 @@ class Replica:
         self._own_promise = False
         self._self_match = commit  # our entries past it count once durable (advance)
         self._progress = {}
+        self._learning = 0  # learners show themselves in their answers: targets are ours
         by_src = {p.src: p for p in promises}
         for peer in self._others:
             promise = by_src.get(peer)
@@ -870,6 +1075,7 @@ class Replica:
         self._promises = {}
         self._own_promise = False
         self._progress = {}
+        self._learning = 0
         self._active = set()
         self._queue.clear()  # unassigned proposals are dropped; clients retry
         self._frontier_ballot = ZERO_BALLOT
@@ -896,11 +1102,37 @@ class Replica:
         if self._role is not Role.LEADER or m.ballot != self._ballot:
             return  # a reply to an older leadership
         progress = self._progress[m.src]
-        self._active.add(m.src)
+        if m.learner or progress.learner:
+            self._track_learner(m, progress)
+        if not progress.learner:
+            self._active.add(m.src)  # only voters keep a leader in place (_check_quorum)
         match = min(m.match, self._last)
+        dipped = progress.dipped
+        if dipped is not None:
+            progress.dipped = None
+            if match < dipped[0]:  # confirmed: it really is behind
+                self._notices.append(Notice("follower_behind", m.src, *dipped))
+        if match < progress.match:
+            # It holds less than it told us (it lost its disk, or restarted with an
+            # older commit index): rewind and catch it up from what it has, from the
+            # log or by snapshot (_send_batch). Also on a late copy of an older
+            # answer: the resend that costs is harmless, and the next answer raises
+            # match again. A learner's dip is news at once; a voter's only once its
+            # next answer confirms it (not a reordered late copy, nor a gap closed
+            # by one resend).
+            if m.learner:
+                self._notices.append(Notice("follower_behind", m.src, progress.match, match))
+            elif dipped is None:
+                progress.dipped = (progress.match, match)
+            progress.match = progress.match_at_heartbeat = match
+            progress.become_probe(match + 1)
+            return
         if match > progress.match:
             progress.match = match
-            self._maybe_commit()
+            if not progress.learner:
+                self._maybe_commit()
+        if progress.learner:
+            self._maybe_admit()
         if m.last > m.match and progress.match < m.last:
             progress.become_probe(progress.match + 1)  # a hole below what it accepted
         elif progress.probe:
@@ -912,18 +1144,104 @@ class Replica:
 
     def _maybe_commit(self) -> None:
         """Commit = the highest slot a quorum holds (Paxos Made Simple §2.3: a value is
-        chosen when a majority accepted it; here at one ballot, or already known chosen)."""
-        matches = [p.match for p in self._progress.values()]
-        matches.append(self._self_match)
-        matches.sort(reverse=True)
-        commit = matches[self._quorum - 1]
-        if commit > self._commit:
-            self._commit = commit
-            self._fill_window()
+        chosen when a majority accepted it; here at one ballot, or already known chosen).
+        A quorum is a majority of all members, counting no learner."""
+        while True:
+            matches = [p.match for p in self._progress.values() if not p.learner]
+            matches.append(self._self_match)
+            if len(matches) < self._quorum:
+                return
+            matches.sort(reverse=True)
+            commit = matches[self._quorum - 1]
+            if commit <= self._commit:
+                return
+            before, self._commit = self._commit, commit
             # Tell the followers now rather than at the next heartbeat (see
             # Commit); under load the next Accept carries the news for free.
             for progress in self._progress.values():
                 progress.commit_due = True
+            if not self._learning:
+                self._fill_window()
+                return
+            released = self._release_learners(before)
+            self._maybe_admit()
+            self._fill_window()
+            if not released:
+                return  # else a learner's match counts now: maybe more is committed
+
+    # ------------------------------------------------------------------ learners
+
+    def _track_learner(self, m: Accepted, progress: _Progress) -> None:
+        """Follow a follower's learner state from its answer.
+
+        A learner answer with a new rejoin id starts a learner phase: the target is
+        our last slot now (see the module docstring). A voter answer while we hold it
+        for a learner is either from before it lost its disk (its match is then at
+        most our last slot when it rejoined, the target) or from after it applied a
+        "votes again" entry (ours, or an earlier leader's that we may never see
+        commit): only a match past the target proves the latter. Either way the
+        answer still drives its catch-up (never a commit): a late copy that claims
+        too much is undone by its next answer (a rewind), and ignoring it could
+        stall a voter whose entry we missed.
+        """
+        src = m.src
+        if m.learner:
+            if m.rejoin == progress.released:
+                return  # admitted: it has not applied its entry yet (or a late copy)
+            if not progress.learner or m.rejoin != progress.rejoin:
+                if not progress.learner:
+                    self._learning += 1
+                progress.learner = True
+                progress.rejoin = m.rejoin
+                progress.target = self._last
+                progress.voter_slot = 0
+                self._notices.append(Notice("learner", src, progress.target, m.match))
+        elif progress.learner and m.match > progress.target:
+            self._release(src, progress, 0, m.match)
+
+    def _release(self, src: int, progress: _Progress, slot: int, has: int) -> None:
+        progress.learner = False
+        progress.released = progress.rejoin
+        progress.voter_slot = 0
+        self._learning -= 1
+        self._notices.append(Notice("voter_again", src, slot, has))
+
+    def _release_learners(self, before: int) -> bool:
+        """Learners whose "votes again" entry is committed in ``before+1 .. commit``
+        (ours, or one a previous leader wrote for the same rejoin) count again."""
+        waiting = {(peer, p.rejoin): p for peer, p in self._progress.items() if p.learner}
+        released = False
+        log = self._log
+        for slot in range(max(before, self._first - 1) + 1, self._commit + 1):
+            entry = log.get(slot)
+            if entry is None or entry.proposal.client_id != VOTER_CLIENT_ID:
+                continue
+            who = voter_of(entry.proposal)
+            progress = waiting.pop(who, None) if who is not None else None
+            if progress is not None:
+                self._release(who[0], progress, slot, progress.match)
+                released = True
+        return released
+
+    def _maybe_admit(self) -> None:
+        """Propose "X votes again" for each learner X that holds every slot up to its
+        target, once the target is committed (by a quorum that does not count X)."""
+        if not self._learning:
+            return
+        window_end = self._commit + self.config.max_inflight_slots
+        for peer, progress in self._progress.items():
+            if not progress.learner or progress.voter_slot:
+                continue
+            if progress.match < progress.target or self._commit < progress.target:
+                continue
+            if self._last >= window_end:
+                return  # the window is full: retried when the commit index moves
+            slot = self._last = self._last + 1
+            entry = Entry(slot, self._ballot, voter_proposal(peer, progress.rejoin))
+            self._log[slot] = entry
+            self._unstable[slot] = entry
+            progress.voter_slot = slot
+            self._notices.append(Notice("voter_proposed", peer, slot, progress.match))
 
     def _heartbeat(self) -> None:
         for progress in self._progress.values():
@@ -1058,7 +1376,7 @@ def _plausible(m: Message) -> bool:
             0 <= p.seq <= MAX_SEQ and len(p.data) <= MAX_PROPOSAL_BYTES
             and len(p.client_id) <= MAX_CLIENT_ID_BYTES for p in m.proposals)
     if kind is Accepted:
-        return _slot_ok(m.match) and _slot_ok(m.last)
+        return _slot_ok(m.match) and _slot_ok(m.last) and 0 <= m.rejoin <= MAX_SEQ
     if kind is Commit:
         return ballot.node == m.src and _slot_ok(m.commit)
     if kind is Prepare:

@@ -85,7 +85,16 @@ class Accepted(NamedTuple):
     this follower towards every slot ≤ ``match``. ``last`` is the highest slot of
     the message answered (0 for a heartbeat): ``last > match`` means the follower
     has a hole below what it just accepted, and the leader resends from
-    ``match + 1``.
+    ``match + 1``. ``match`` is what the follower really holds, even far below
+    what it answered before (a replica that lost its disk answers 0): the leader
+    then rewinds its progress for it.
+
+    ``learner`` marks the answer of a replica that lost its disk and has not been
+    admitted back (see :mod:`dpq.paxos.core`): the leader uses it to catch the
+    learner up but never counts it towards a commit. ``rejoin`` is the learner's
+    rejoin id (random, new on every start and snapshot install, 0 for a voter):
+    the "votes again" entry the leader proposes names it, so a learner never takes
+    an entry written for an earlier rejoin of its own as its admission.
     """
 
     src: int
@@ -93,6 +102,8 @@ class Accepted(NamedTuple):
     ballot: Ballot
     match: int
     last: int
+    learner: bool = False
+    rejoin: int = 0
 
 
 class InstallSnapshot(NamedTuple):
@@ -158,7 +169,8 @@ def describe(message: Message) -> str:
             return f"{head} heartbeat commit={message.commit}"
         return f"{head} slots={message.first_slot}..{message.last_slot} commit={message.commit}"
     if isinstance(message, Accepted):
-        return f"{head} match={message.match} last={message.last}"
+        learner = f" learner rejoin={message.rejoin}" if message.learner else ""
+        return f"{head} match={message.match} last={message.last}{learner}"
     if isinstance(message, InstallSnapshot):
         return f"{head} snap@{message.snapshot.slot} commit={message.commit}"
     if isinstance(message, Commit):

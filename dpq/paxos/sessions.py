@@ -38,6 +38,8 @@ import struct
 from collections import OrderedDict
 from typing import Iterable
 
+from dpq.paxos.types import RESERVED_CLIENT_PREFIX
+
 __all__ = ["Sessions"]
 
 _MAGIC = b"DPQS"
@@ -106,10 +108,11 @@ class Sessions:
         """True (and record it) if ``(client_id, seq)`` was not applied before.
 
         Call it for every committed proposal, in slot order, and apply the
-        proposal only when it returns True. No-ops (empty ``client_id``) are
-        never applied.
+        proposal only when it returns True. No-ops (empty ``client_id``) and the
+        core's config entries (``client_id`` starting with ``paxos:``) are never
+        applied, nor remembered.
         """
-        if not client_id:
+        if not client_id or client_id.startswith(RESERVED_CLIENT_PREFIX):
             return False
         clients = self._clients
         client = clients.get(client_id)

@@ -19,6 +19,13 @@ What it does to N replicas (3 or 5), for ``fault_ticks`` ticks:
   crashes are likelier around elections; sometimes every node crashes at once
   and restarts from its disk. Each Ready's records are written in a random
   order (the contract allows any);
+* lost disks: a node loses all its persistent state (log, promise, snapshot,
+  application) and restarts as a learner (``Replica(..., learner=True)``, as
+  ``dpq-node --rejoin`` does), sometimes together with a crash of another node
+  (the leader when it can: the one other copy of what the two held). Never more
+  disks at once than leave a majority of voters, as an operator replaces one
+  disk at a time. The learner keeps a durable "rejoining" marker until the core
+  says it votes again (Notice ``now_voter``);
 * a rogue (only with ``rogue_every``): every few ticks, a Prepare to every node
   at a ballot above every ballot any node has seen, claiming to come from a
   random member, never followed by anything (the "Prepare storm" of issue 10;
@@ -41,13 +48,15 @@ Checked at every step (a :class:`SimulationFailure` otherwise):
 * nothing committed is lost: after the faults heal every live replica reaches
   the highest committed slot (a lost value would have shown as a disagreement);
 * durability (``check_durability``): a restarted node still holds every promise
-  and every slot it vouched for in a Promise or Accepted it sent.
+  and every slot it vouched for in a Promise or Accepted it sent (since its last
+  lost disk).
 
 Liveness at the end: faults heal with a clean network and every node up (or, in
 some runs, all but a minority that stays down); within
 ``heal_ticks`` every pending client proposal is applied, every replica has
-applied everything committed, and one leader is stable (all live replicas name
-it and its ballot has not changed for ``stable_ticks``).
+applied everything committed, every learner votes again, and one leader is
+stable (all live replicas name it and its ballot has not changed for
+``stable_ticks``).
 
 Command line::
 
@@ -123,11 +132,17 @@ class SimConfig:
     #: Check on every restart that a node kept what it acknowledged (promises,
     #: accepted entries). Off, only the end-to-end invariants can catch a lost write.
     check_durability: bool = True
+    #: Nodes lose their disks (at a rate drawn per seed) and rejoin.
+    disk_loss: bool = True
+    #: A node that lost its disk restarts as a learner; False plants the amnesia bug
+    #: (it restarts as a voter with no memory of its promises and acceptances).
+    rejoin_as_learner: bool = True
 
 
 STAT_KEYS = ("messages", "dropped", "duplicated", "partitions", "crashes", "crashes_in_ready",
              "all_crashes", "leader_changes", "snapshots_taken", "snapshots_installed", "noops",
-             "duplicates_skipped")
+             "duplicates_skipped", "disk_losses", "disk_losses_with_crash", "rewinds",
+             "voters_again")
 
 
 class SimResult(NamedTuple):
@@ -187,13 +202,15 @@ class Disk:
     """One node's simulated storage: what survives a crash is what was fsynced,
     plus a random prefix of what was written after the last fsync."""
 
-    __slots__ = ("hard_state", "entries", "snapshot", "unsynced")
+    __slots__ = ("hard_state", "entries", "snapshot", "unsynced", "rejoining")
 
-    def __init__(self) -> None:
+    def __init__(self, rejoining: bool = False) -> None:
         self.hard_state = HardState(ZERO_BALLOT, 0)
         self.entries: dict[int, Entry] = {}
         self.snapshot: Snapshot | None = None
         self.unsynced: list[object] = []  # HardState | Entry | Snapshot, in write order
+        #: The durable "rejoining" marker: start as a learner (set when the disk is new).
+        self.rejoining = rejoining
 
     def write(self, records: list[object]) -> None:
         self.unsynced.extend(records)
@@ -277,6 +294,7 @@ class _Faults:
     heal: float  # per tick: heal it
     flapping: bool
     all_crash_at: int  # tick, or -1
+    disk_loss: float  # per tick: a node loses its disk
     long_delay: float  # per message: delayed 10..60 ticks (stale messages from old ballots)
     cut: frozenset[tuple[int, int]] = frozenset()  # directed links (src, dst) that drop everything
 
@@ -322,6 +340,7 @@ class Simulation:
             long_delay=rng.choice((0.0, 0.005, 0.02)),
             all_crash_at=(rng.randrange(20, self.cfg.fault_ticks - 20)
                           if rng.random() < self.cfg.all_crash_probability else -1),
+            disk_loss=rng.choice((0.0, 0.004, 0.01)) if self.cfg.disk_loss else 0.0,
         )
         self.healing = False
         for i in ids:
@@ -407,10 +426,12 @@ class Simulation:
             if not replica.has_ready():
                 return
             rd = replica.ready()
+            now_voter = self._notices(node, replica)
             crash_at = -1
             p_crash = self.faults.crash_in_ready
             hard_state = rd.hard_state
-            if hard_state is not None and hard_state.promised != node.disk.hard_state.promised:
+            if hard_state is not None and hard_state.promised != node.disk.hard_state.promised \
+                    or any(type(m) is Promise for m in rd.messages):
                 p_crash *= 10  # crash around elections more often: they are where bugs hide
             if p_crash and not self.healing and rng.random() < p_crash:
                 crash_at = rng.randrange(5)
@@ -430,6 +451,8 @@ class Simulation:
                 return self._crash(node, "while persisting a Ready")
             if rd.must_sync:
                 node.disk.sync()
+            if now_voter:
+                node.disk.rejoining = False  # durable before this Ready is sent
             if crash_at == _BEFORE_SEND:
                 return self._crash(node, "after persisting, before sending")
             self._send_all(rd)
@@ -446,6 +469,19 @@ class Simulation:
                 node.last_snapshot_slot = snap.slot
                 self.stats["snapshots_taken"] += 1
                 self._log(f"n{node.id} snapshot@{snap.slot}")
+
+    def _notices(self, node: Node, replica: Replica) -> bool:
+        """Log the replica's notices (a node logs them); True if it votes again now."""
+        now_voter = False
+        for notice in replica.take_notices():
+            if notice.kind == "follower_behind":
+                self.stats["rewinds"] += 1
+            elif notice.kind == "now_voter":
+                self.stats["voters_again"] += 1
+                now_voter = True
+            self._log(f"n{node.id} notice {notice.kind} n{notice.node} "
+                      f"had={notice.had} has={notice.has}")
+        return now_voter
 
     def _send_all(self, rd: Ready) -> None:
         rng, faults = self.rng, self.faults
@@ -576,6 +612,8 @@ class Simulation:
             up = [i for i in self.ids if self.nodes[i].up]
             if up:
                 self._crash(self.nodes[rng.choice(up)], "random crash")
+        if f.disk_loss and rng.random() < f.disk_loss:
+            self._lose_disk()
         for i in self.ids:
             node = self.nodes[i]
             if not node.up and rng.random() < f.restart:
@@ -621,6 +659,32 @@ class Simulation:
         self.stats["partitions"] += 1
         self._log(f"partition: links cut {sorted(cut)}")
 
+    def _voters(self) -> list[int]:
+        """Nodes that vote (or will, on restart): not rejoining after a lost disk."""
+        return [i for i in self.ids if not self.nodes[i].disk.rejoining]
+
+    def _lose_disk(self) -> None:
+        """A node loses all its persistent state; it restarts (later) as a learner.
+        One disk at a time: never fewer voters left than a majority."""
+        rng = self.rng
+        voters = self._voters()
+        if len(voters) - 1 < len(self.ids) // 2 + 1:
+            return
+        node = self.nodes[rng.choice(voters)]
+        if node.up:
+            self._crash(node, "its disk is lost")
+        node.disk = Disk(rejoining=True)
+        self.acked[node.id] = [ZERO_BALLOT, 0]  # it vouches for nothing any more
+        self.stats["disk_losses"] += 1
+        self._log(f"n{node.id} LOSES ITS DISK")
+        if rng.random() < 0.5:  # with another crash: the leader's, when it can be
+            others = [i for i in self.ids if i != node.id and self.nodes[i].up]
+            leaders = [i for i in others if self.nodes[i].replica.is_leader]
+            if others:
+                self.stats["disk_losses_with_crash"] += 1
+                other = leaders[0] if leaders else rng.choice(others)
+                self._crash(self.nodes[other], "with another node's lost disk")
+
     def _crash(self, node: Node, why: str) -> None:
         self.stats["crashes"] += 1
         node.up = False
@@ -643,11 +707,15 @@ class Simulation:
                         max_entries_per_message=self.cfg.max_entries_per_message,
                         max_slots_ahead=self.cfg.max_slots_ahead)
         rng = random.Random(self.rng.getrandbits(64))
+        learner = node.disk.rejoining
+        if learner and not self.cfg.rejoin_as_learner:
+            learner = node.disk.rejoining = False  # the planted amnesia bug
         node.replica = self.cfg.replica_class(config, rng, recovered=recovered,
-                                              applied=node.app.slot)
+                                              applied=node.app.slot, learner=learner)
         node.up = True
         if self.now:
-            self._log(f"n{node.id} restart: promised={recovered.hard_state.promised} "
+            self._log(f"n{node.id} restart{' as a learner' if learner else ''}: "
+                      f"promised={recovered.hard_state.promised} "
                       f"commit={node.replica.commit_index} snapshot@{node.app.slot}")
 
     def _check_durable(self, node: Node, recovered: Recovered) -> None:
@@ -672,6 +740,9 @@ class Simulation:
         down: list[int] = []
         if rng.random() < self.cfg.heal_with_minority_down:
             down = rng.sample(self.ids, rng.randint(1, (len(self.ids) - 1) // 2))
+            # A learner needs a majority of voters up to be admitted back.
+            if len([i for i in self._voters() if i not in down]) < len(self.ids) // 2 + 1:
+                down = []
         for i in self.ids:
             node = self.nodes[i]
             if i in down and node.up:
@@ -708,7 +779,8 @@ class Simulation:
             return False
         commit = self.nodes[leader].replica.commit_index
         top = max(self.chosen, default=0)
-        return commit >= top and all(node.app.slot >= commit for node in self._live())
+        return commit >= top and all(node.app.slot >= commit and not node.replica.is_learner
+                                     for node in self._live())
 
     def _liveness_report(self, leader: int | None) -> str:
         parts = [f"LIVENESS: not settled {self.cfg.heal_ticks} ticks after healing; "

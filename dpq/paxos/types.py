@@ -110,6 +110,37 @@ class Proposal(NamedTuple):
 
 NOOP = Proposal("", 0, b"")
 
+# --------------------------------------------------------------------------- config entries
+#
+# Membership changes the core itself writes into the log (see dpq.paxos.core,
+# "A replica that lost its disk"). They are committed and delivered in
+# Ready.committed like any slot; the application skips them, as it skips no-ops.
+
+#: The client id of a core-level config entry "node N votes again" (``data`` is
+#: N in ASCII digits, ``seq`` the rejoin id of the learner it admits). Clients
+#: may not use any client id starting with ``paxos:`` (Replica.propose refuses it).
+VOTER_CLIENT_ID = "paxos:voter"
+#: Client ids with this prefix belong to the core.
+RESERVED_CLIENT_PREFIX = "paxos:"
+
+
+def is_config(proposal: Proposal) -> bool:
+    """Whether ``proposal`` is a core-level config entry (the application skips it)."""
+    return proposal.client_id.startswith(RESERVED_CLIENT_PREFIX)
+
+
+def voter_proposal(node: int, rejoin: int) -> Proposal:
+    """The config entry "``node`` votes again", admitting its learner phase ``rejoin``."""
+    return Proposal(VOTER_CLIENT_ID, rejoin, str(node).encode("ascii"))
+
+
+def voter_of(proposal: Proposal) -> tuple[int, int] | None:
+    """``(node, rejoin)`` if ``proposal`` is a "votes again" entry, else None."""
+    data = proposal.data
+    if proposal.client_id != VOTER_CLIENT_ID or not 0 < len(data) <= 10 or not data.isdigit():
+        return None
+    return int(data), proposal.seq
+
 
 class Entry(NamedTuple):
     """The value an acceptor accepted for one slot, at one ballot."""

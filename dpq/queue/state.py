@@ -50,7 +50,7 @@ from typing import Protocol
 
 from dpq.heap import PRIORITY_MAX
 from dpq.paxos.sessions import Sessions
-from dpq.paxos.types import Proposal
+from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.commands import unstamp
 from dpq.queue.rules import DEFAULT_QUEUE, Refusal, Refused
@@ -258,7 +258,7 @@ class QueueState:
             raise ValueError(f"slot {slot} applied twice (last applied {self.applied_slot})")
         self.applied_slot = slot
         self.refusals = []
-        if proposal.is_noop:
+        if proposal.is_noop or is_config(proposal):  # a config entry is the core's own
             return None
         client_id, seq = proposal.client_id, proposal.seq
         why = _proposal_problem(client_id, seq)

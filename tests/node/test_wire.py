@@ -46,7 +46,8 @@ message_strategy = st.one_of(
     st.builds(m.Promise, ids, ids, ballots, slots, st.lists(entries, max_size=3).map(tuple),
               st.none() | snapshots),
     accepts,
-    st.builds(m.Accepted, ids, ids, ballots, slots, slots),
+    st.builds(m.Accepted, ids, ids, ballots, slots, slots, st.booleans(),
+              st.integers(0, MAX_SEQ)),
     st.builds(m.InstallSnapshot, ids, ids, ballots, snapshots, slots),
     st.builds(m.Nack, ids, ids, ballots, ballots),
     st.builds(m.Commit, ids, ids, ballots, slots),
@@ -95,6 +96,7 @@ def test_a_round_of_2_63_is_refused_naming_the_field_the_value_and_the_limit():
      "accept.proposals[1].client_id"),
     (pb.PaxosMessage(accepted=pb.Accepted(match=2**63)), "accepted.match"),
     (pb.PaxosMessage(accepted=pb.Accepted(last=2**63)), "accepted.last"),
+    (pb.PaxosMessage(accepted=pb.Accepted(rejoin=2**62 + 1)), "accepted.rejoin"),
     (pb.PaxosMessage(prepare=pb.Prepare(from_slot=2**63)), "prepare.from_slot"),
     (pb.PaxosMessage(promise=pb.Promise(commit=2**63)), "promise.commit"),
     (pb.PaxosMessage(promise=pb.Promise(entries=[pb.PaxosEntry(slot=1), pb.PaxosEntry(

@@ -40,7 +40,7 @@ messages = st.one_of(
               st.lists(entries, max_size=4).map(tuple), st.none() | snapshots),
     st.builds(m.Accept, node_ids, node_ids, ballots, u64,
               st.lists(proposals, max_size=4).map(tuple), u64),
-    st.builds(m.Accepted, node_ids, node_ids, ballots, u64, u64),
+    st.builds(m.Accepted, node_ids, node_ids, ballots, u64, u64, st.booleans(), u64),
     st.builds(m.InstallSnapshot, node_ids, node_ids, ballots, snapshots, u64),
     st.builds(m.Nack, node_ids, node_ids, ballots, ballots),
     st.builds(m.Commit, node_ids, node_ids, ballots, u64),

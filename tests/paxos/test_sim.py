@@ -101,6 +101,23 @@ def test_the_simulation_exercises_every_fault() -> None:
     assert applied > 60 * 30 and committed >= applied
 
 
+def test_nodes_that_lose_their_disks_rejoin_as_learners_and_vote_again() -> None:
+    # Issue 11: a node loses all its persistent state (alone, or with another node's
+    # crash) and restarts as a learner. Every invariant holds, and every run settles
+    # only once every live learner votes again (Simulation._settled), so each loss
+    # ends with the learner admitted back: one "now_voter" (or more, when it
+    # restarts while learning, or a snapshot skips its entry) per lost disk.
+    totals = dict.fromkeys(("disk_losses", "disk_losses_with_crash", "voters_again",
+                            "rewinds"), 0)
+    for seed in range(60):
+        result = run_seed(seed)
+        for key in totals:
+            totals[key] += result.stats[key]
+    assert totals["disk_losses"] >= 20 and totals["disk_losses_with_crash"] >= 5, totals
+    assert totals["voters_again"] >= totals["disk_losses"] * 3 // 4, totals
+    assert totals["rewinds"] >= totals["disk_losses"], totals
+
+
 def test_a_failure_names_its_seed_and_the_replay_command() -> None:
     failure = SimulationFailure(42, 5, 17, "AGREEMENT: example", ["t=1 x"])
     assert "seed 42 (5 nodes) at tick 17" in str(failure)

@@ -103,6 +103,18 @@ class LearnsStaleValues(Replica):
         self._commit = max(self._commit, min(leader_commit, frontier))
 
 
+class PromisesAsLearner(Replica):
+    """A learner (a replica that lost its disk) that answers Prepare like a voter:
+    it promises with no memory of what it promised and accepted before (PML §5.1)."""
+
+    def _on_prepare(self, m) -> None:
+        learner, self._learner = self._learner, False
+        try:
+            super()._on_prepare(m)
+        finally:
+            self._learner = learner
+
+
 class MaxSeqSessions(Sessions):
     """Deduplicates by "highest seq seen": drops a retried seq 6 committed after seq 7."""
 
@@ -150,6 +162,12 @@ PLANTED = [
     ("follower learns a value accepted at an older ballot", {"replica_class": LearnsStaleValues},
      ("AGREEMENT", "PREFIX", "DUPLICATE")),
     ("sessions deduplicate by max seq", {"sessions_class": MaxSeqSessions}, ("LIVENESS",)),
+    # Issue 11: the amnesia problem. Restarted after losing its disk as a voter, a
+    # node and a lagging one form a majority that never saw a committed value.
+    ("a node that lost its disk restarts as a voter", {"rejoin_as_learner": False},
+     ("AGREEMENT", "PREFIX", "DUPLICATE")),
+    ("a learner promises", {"replica_class": PromisesAsLearner},
+     ("AGREEMENT", "PREFIX", "DUPLICATE")),
 ]
 
 
