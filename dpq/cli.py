@@ -188,7 +188,7 @@ async def _serve_node(cfg) -> int:
         let_go()
         return 2
     try:
-        who = await identity.establish(cfg.data_dir, cfg.node_id, dsn)
+        who = await identity.establish(cfg.data_dir, cfg.node_id, dsn, rejoin=cfg.rejoin)
     except identity.IdentityError as exc:
         print(f"dpq-node {cfg.node_id}: {exc}", file=sys.stderr)
         let_go()

@@ -164,13 +164,17 @@ def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
           f"(ballot {leader.ballot})" if leader and leader.ballot else "",
           f"- answered by {info.served_by or target}", file=out)
     gateway = info.served_by == "gateway"
-    header = ["node", "address", "role", "reachable", "commit", "applied", "lag"]
+    header = ["node", "address", "role", "reachable", "commit", "applied", "lag", "behind"]
     if gateway:
         header += ["cpu", "ready", "jobs/s", "waiting", "weight", "assigned"]
     rows = [header]
     for n in info.nodes:
-        row = [str(n.node_id), n.address, n.role, "yes" if n.reachable else "NO",
-               str(n.commit_index), str(n.applied_index), str(max(0, head - n.applied_index))]
+        # A learner lost its disk and rejoined: it catches up and does not vote yet;
+        # "behind" is the leader's count of committed slots it lacks.
+        role = f"{n.role} (learner)" if n.learner else n.role
+        row = [str(n.node_id), n.address, role, "yes" if n.reachable else "NO",
+               str(n.commit_index), str(n.applied_index), str(max(0, head - n.applied_index)),
+               str(n.behind)]
         if gateway:
             row += [f"{n.cpu_percent:.0f}%", str(n.ready_depth), f"{n.consume_rate:.0f}",
                     str(n.waiting_consumers), str(n.balancer_weight), str(n.assigned_jobs)]

@@ -93,6 +93,7 @@ class GatewayOperations:
                 node.cpu_percent, node.ready_depth = r.cpu_percent, r.ready_depth
                 node.consume_rate, node.waiting_consumers = r.consume_rate, r.waiting_consumers
                 node.ballot = r.ballot
+                node.learner = node.learner or r.learner
                 if node.node_id != info.leader_id:
                     node.commit_index, node.applied_index = r.commit_index, r.applied_index
             node.balancer_weight = weights.get(node.node_id, 0)

@@ -32,6 +32,7 @@ class NodeConfig:
     tls_ca: str | None = None
     token_file: str | None = None
     insecure: bool = False  # plaintext, unauthenticated planes for a multi-node cluster
+    rejoin: bool = False  # the data folder was lost: start as a learner (dpq.node.identity)
     # A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
     # defaults): commits reach followers at once without heartbeats, and a
     # two-core machine starved by load must not depose a leader that is only slow.
@@ -172,6 +173,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="plaintext and unauthenticated peer and client ports, for a trusted "
                              "network (a multi-node cluster needs this or TLS)")
+    parser.add_argument("--rejoin", action="store_true", default=None,
+                        help="this node lost its data folder (a new disk): start it empty as a "
+                             "non-voting learner that catches up and then votes again")
     parser.add_argument("--log-level", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
     port_limits.add_arguments(parser)

@@ -14,6 +14,12 @@ Snapshots from peers (in a Promise or an InstallSnapshot) are checked with
 dropped, so it is never saved (a saved junk snapshot would stop the node at
 every restart).
 
+After each Ready the driver drains the replica's notices and logs each (a
+follower that is behind: one error line naming it and the gap). On
+``now_voter`` (this node, rejoining after a lost disk, is a voter again) it runs
+``on_voter`` (removes the "rejoining" marker, durably) before it sends anything
+more: a crash before that restarts the node as a learner, which is safe.
+
 Group commit falls out of the loop: while one fsync runs, messages and
 proposals pile up in the inbox, and the next Ready carries all of them to the
 disk in one fsync.
@@ -32,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from dpq.paxos.core import Replica
+from dpq.paxos.core import Notice, Replica
 from dpq.paxos.messages import InstallSnapshot, Message, Promise
 from dpq.paxos.types import Entry, Proposal, Snapshot
 from dpq.paxos.wal import WriteAheadLog
@@ -56,6 +62,7 @@ class ReplicaDriver:
         after_apply: Callable[[], None],
         tick_s: float,
         check_snapshot: Callable[[bytes], None] | None = None,
+        on_voter: Callable[[], None] | None = None,
     ) -> None:
         self.replica = replica
         self.wal = wal
@@ -66,6 +73,8 @@ class ReplicaDriver:
         self._tick_s = tick_s
         #: Raises (ValueError) unless the bytes load as the application's snapshot.
         self._check_snapshot = check_snapshot
+        #: Blocking (an fsync): run in the WAL's thread when this node votes again.
+        self._on_voter = on_voter
         self._refused: set[tuple[int, int]] = set()
         self.refused_snapshots = 0
         self._inbox: deque[Message] = deque()
@@ -134,6 +143,7 @@ class ReplicaDriver:
             if not replica.has_ready():
                 break
             rd = replica.ready()
+            await self._notices()
             if rd.snapshot is not None:
                 await self._in_thread(self.wal.save_snapshot, rd.snapshot)
             if rd.entries:
@@ -153,7 +163,14 @@ class ReplicaDriver:
             replica.advance(rd)
             if rd.committed or rd.snapshot is not None:
                 self._after_apply()
+        await self._notices()
         await self._note_leader()
+
+    async def _notices(self) -> None:
+        for notice in self.replica.take_notices():
+            log_notice(notice)
+            if notice.kind == "now_voter" and self._on_voter is not None:
+                await self._in_thread(self._on_voter)
 
     def _snapshot_loads(self, message: Message) -> bool:
         """False (and one error line) for a message whose snapshot does not load."""
@@ -186,3 +203,23 @@ class ReplicaDriver:
             log.info("leader is now %s (ballot %s)", leader, self.replica.promised)
             async with self.leader_changed:
                 self.leader_changed.notify_all()
+
+
+def log_notice(notice: Notice) -> None:
+    """One line per notice: what an operator must know about a replica's progress."""
+    kind, node, had, has = notice
+    if kind == "follower_behind":
+        log.error("node %d is behind: it holds slot %d, the leader had recorded %d; "
+                  "catching it up", node, has, had)
+    elif kind == "learner":
+        log.warning("node %d rejoins as a non-voting learner (holds slot %d); it votes again "
+                    "once it holds slot %d", node, has, had)
+    elif kind == "voter_proposed":
+        log.info("node %d has caught up: proposed that it votes again (slot %d)", node, had)
+    elif kind == "voter_again":
+        log.warning("node %d votes again (slot %d)", node, had)
+    elif kind == "now_voter":
+        log.warning("this node (%d) has caught up after rejoining and votes again (slot %d)",
+                    node, had)
+    else:
+        log.info("paxos notice %s: node %d (%d, %d)", kind, node, had, has)

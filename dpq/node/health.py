@@ -86,4 +86,4 @@ class HealthReporter:
             waiting_consumers=self._dispatcher.waiting, role=status.role.value,
             leader_id=status.leader_hint or 0, commit_index=status.commit,
             applied_index=self._applied_index(), ballot=str(status.promised),
-            counters=self._counters())
+            counters=self._counters(), learner=status.learner)

@@ -27,7 +27,7 @@ from dpq.node.config import NodeConfig
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
-from dpq.node.identity import Identity, IdentityError
+from dpq.node.identity import Identity, IdentityError, remove_rejoin_marker
 from dpq.node.identity import verify as verify_identity
 from dpq.node.leader import LeaderDuties
 from dpq.node.operations import NodeOperations
@@ -89,8 +89,7 @@ class Node:
                     f"dpq-node {config.node_id}: the saved snapshot "
                     f"{os.path.join(wal_dir, 'snapshot')} (slot {recovered.snapshot.slot}) "
                     f"cannot be loaded: {exc}. Move {wal_dir} aside (or wipe the data folder) "
-                    "and start the node again to catch up from its peers (a --rejoin "
-                    "recovery comes later)") from None
+                    "and start the node again with --rejoin to catch up from its peers") from None
             applied = recovered.snapshot.slot
         self.owned = OwnedJobs(config.node_id, self.state, config.aging_step_ms * 1000)
         self.state.observer = self.owned
@@ -99,7 +98,12 @@ class Node:
         paxos = Config(node_id=config.node_id, peers=tuple(config.peers),
                        election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks)
         # The only randomness in the node: election timeouts, seeded per process.
-        self.replica = Replica(paxos, random.Random(), recovered=recovered, applied=applied)
+        # A node rejoining after a lost disk votes only once it has caught up.
+        self.replica = Replica(paxos, random.Random(), recovered=recovered, applied=applied,
+                               learner=identity.rejoining)
+        if identity.rejoining:
+            log.warning("node %d rejoins cluster %s as a non-voting learner: it votes again "
+                        "once it has caught up", config.node_id, identity.fingerprint)
         self.transport = Transport(
             config.node_id, config.peers, cluster_id=identity.cluster_id,
             client_address=config.listen,
@@ -108,7 +112,8 @@ class Node:
         self.driver = ReplicaDriver(self.replica, self.wal, self.transport.send, self.applier.apply,
                                     self.applier.install, self._after_apply,
                                     tick_s=config.tick_ms / 1000,
-                                    check_snapshot=snapshots.validate)
+                                    check_snapshot=snapshots.validate,
+                                    on_voter=lambda: remove_rejoin_marker(config.data_dir))
         self.router = LeaderRouter(
             self.driver, self.applier, self.transport.client_addresses, self._channel_to,
             cluster_id=identity.cluster_id,
@@ -287,17 +292,24 @@ class Node:
         leader = status.leader_hint
         nodes = []
         for node_id, address in sorted(self.config.peers.items()):
+            behind = 0
             if node_id == self.config.node_id:
                 role = status.role.value
                 commit, applied = status.commit, self.state.applied_slot
+                learner = status.learner
             else:
                 role = "leader" if node_id == leader else "follower"
                 match = status.progress.get(node_id, (0, 0, False))[0]
                 commit = applied = match
+                # Known on the leader only: how far the follower lags what is committed.
+                follower = status.followers.get(node_id)
+                learner = follower is not None and follower.learner
+                behind = follower.behind if follower is not None else 0
             nodes.append(queue_pb2.NodeInfo(
                 node_id=node_id, address=self.transport.client_addresses.get(node_id, ""),
                 peer_address=address, role=role, commit_index=commit, applied_index=applied,
-                reachable=self._reachable(node_id), ballot=str(status.promised)))
+                reachable=self._reachable(node_id), ballot=str(status.promised),
+                behind=behind, learner=learner))
         # Never the cluster id itself: on the client port only its fingerprint.
         return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes,
                                              served_by=f"node {self.config.node_id}",

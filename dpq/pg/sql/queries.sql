@@ -89,3 +89,11 @@ INSERT INTO dpq_cluster_identity (id, cluster_id) VALUES (1, %s) ON CONFLICT (id
 -- cluster_id --
 -- The id of the cluster that owns this database.
 SELECT cluster_id FROM dpq_cluster_identity WHERE id = 1;
+
+-- record_member --
+-- A node whose data folder holds the cluster identity, before it votes.
+INSERT INTO dpq_cluster_members (node_id) VALUES (%s) ON CONFLICT (node_id) DO NOTHING;
+
+-- member_joined --
+-- Whether a node id has ever joined this cluster.
+SELECT 1 FROM dpq_cluster_members WHERE node_id = %s;
