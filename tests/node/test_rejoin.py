@@ -228,6 +228,6 @@ def test_rejoin_is_refused_for_a_node_that_still_has_its_data(cluster):
     cluster.stop(node)
     start_with(cluster, node, "--rejoin")
     proc = cluster.procs.pop(node)
-    assert proc.wait(60) == 2
+    assert proc.wait(60) == 2, cluster.log_tail(node)
     refusal = [line for line in cluster.log_tail(node).splitlines() if "--rejoin" in line]
     assert len(refusal) == 1 and "nothing to rejoin" in refusal[0], cluster.log_tail(node)
