@@ -87,6 +87,9 @@ class Lifeline:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "dpq.lifeline", str(read)], pass_fds=(read,),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                    # `-m` puts the working directory first on sys.path: not a
+                    # source checkout (its uncompiled dpq would shadow this one)
+                    cwd="/",
                     start_new_session=True)
         finally:
             os.close(read)

@@ -33,6 +33,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _children_run_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests start ``python -m dpq…`` processes, and ``-m`` puts the working
+    directory first on sys.path: from the checkout, a child would import the bare
+    sources (no compiled extensions) instead of the package under test
+    (``PYTHONPATH`` names it). So the session works in a folder of its own."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture(scope="session")
 def sim_seeds(request: pytest.FixtureRequest) -> int:
     return int(request.config.getoption("--sim-seeds"))
