@@ -146,9 +146,11 @@ PLANTED = [
      ("AGREEMENT", "PREFIX", "DUPLICATE")),
     ("promise sent without its hard state", {"replica_class": PromiseWithoutHardState},
      ("DURABILITY",)),
-    ("promise sent without its hard state, judged end to end only",
-     {"replica_class": PromiseWithoutHardState, "check_durability": False},
-     ("AGREEMENT", "PREFIX", "DUPLICATE", "LIVENESS")),
+    # No "judged end to end only" variant of this one since issue 11: it was caught
+    # (seed 43) only as a follower stuck behind a leader whose progress for it never
+    # moved back, which the leader's rewind fixed. End to end, the first catch is
+    # now seed 2668 (AGREEMENT: a candidate that forgot its own promise reuses its
+    # ballot), past the CI budget; the durability check above catches it at once.
     # With leader stickiness a deposed leader keeps sending Accepts a little longer,
     # and this bug makes the new leader take them into its own log: it may crash on
     # the hole that leaves (the simulation reports the exception) before two values
