@@ -57,6 +57,10 @@ class NodeConfig:
             raise ConfigError(
                 f"--peers must name this node: {self.node_id} is not in {sorted(self.peers)}")
         own = self.peers[self.node_id]
+        if self.rejoin and len(self.peers) == 1:
+            raise ConfigError(
+                "--rejoin catches a node up from its peers, and a single node has none: restore "
+                "its data folder, or start a new cluster with an empty one and without --rejoin")
         if len(self.peers) > 1 and not self.peer_listen:
             raise ConfigError(
                 f"a cluster of {len(self.peers)} nodes needs --peer-listen HOST:PORT: peers talk "
