@@ -24,13 +24,23 @@ from dpq.security import certs
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 
+#: Ports already handed out in this test session: a port closed again after the
+#: probe is free to the kernel, and two clusters made before either starts (e.g.
+#: crossed with each other) must not be given the same one.
+_HANDED_OUT: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free now and never handed out before in this session."""
     socks, ports = [], []
-    for _ in range(n):
+    while len(ports) < n:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
+        socks.append(s)  # held until all are chosen: the kernel gives each once
+        port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            ports.append(port)
+            _HANDED_OUT.add(port)
     for s in socks:
         s.close()
     return ports
