@@ -23,7 +23,6 @@ from dpq.localcluster import LocalCluster
 from dpq.security import certs
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
-
 #: Ports already handed out in this test session: a port closed again after the
 #: probe is free to the kernel, and two clusters made before either starts (e.g.
 #: crossed with each other) must not be given the same one.
