@@ -65,3 +65,13 @@ CREATE TABLE dpq_cluster_identity (
 
 COMMENT ON TABLE dpq_cluster_identity IS
     'One row: the id of the dpq cluster that owns this database, kept in every node''s data folder too.';
+
+-- The nodes that have ever joined this cluster (dpq/node/identity.py): an empty
+-- data folder for one of them is a lost disk, so it starts only with --rejoin.
+CREATE TABLE dpq_cluster_members (
+    node_id   BIGINT PRIMARY KEY CONSTRAINT node_id_not_negative CHECK (node_id >= 0),
+    joined_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE dpq_cluster_members IS
+    'Node ids that have joined the dpq cluster (an empty data folder for one of them means a lost disk).';
