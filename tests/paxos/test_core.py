@@ -9,9 +9,10 @@ so every message can be inspected, dropped or forged.
 from __future__ import annotations
 
 import random
-from typing import Callable, NamedTuple
+from collections.abc import Callable
 
 import pytest
+from support.paxos_disk import Disk, Recovered
 
 from dpq.paxos import (
     NOOP,
@@ -41,34 +42,6 @@ from dpq.paxos.types import MAX_SEQ
 
 def prop(n: int, client: str = "c") -> Proposal:
     return Proposal(client, n, f"{client}{n}".encode())
-
-
-class Recovered(NamedTuple):
-    hard_state: HardState
-    entries: list[Entry]
-    snapshot: Snapshot | None
-
-
-class Disk:
-    """What a node persisted, as the WAL would give it back."""
-
-    def __init__(self) -> None:
-        self.hard_state = HardState(ZERO_BALLOT, 0)
-        self.entries: dict[int, Entry] = {}
-        self.snapshot: Snapshot | None = None
-
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = {s: e for s, e in self.entries.items() if s > rd.snapshot.slot}
-        for e in rd.entries:
-            self.entries[e.slot] = e
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def recovered(self) -> Recovered:
-        return Recovered(self.hard_state, [self.entries[s] for s in sorted(self.entries)],
-                         self.snapshot)
 
 
 class Cluster:
@@ -379,7 +352,7 @@ def test_a_value_chosen_without_anyone_knowing_survives_the_leader() -> None:
     c.deliver(drop=lambda m: isinstance(m, Accepted) or m.dst == 3)
     assert all(c.nodes[i].commit_index == 0 for i in c.ids)
     c.net.clear()
-    isolated = lambda m: 1 in (m.src, m.dst)  # noqa: E731
+    isolated = lambda m: 1 in (m.src, m.dst)
     c.silence(2)  # node 2's clock runs: after an election timeout node 1 is not live
     c.campaign(3)
     c.deliver(drop=isolated)

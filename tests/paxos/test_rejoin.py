@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import NamedTuple
 
 import pytest
+from support.paxos_disk import Disk
 
 from dpq.paxos import (
     VOTER_CLIENT_ID,
@@ -27,7 +27,6 @@ from dpq.paxos import (
     Notice,
     Prepare,
     Proposal,
-    Ready,
     Replica,
     Role,
     Sessions,
@@ -41,32 +40,6 @@ from dpq.paxos.types import ZERO_BALLOT, voter_of, voter_proposal
 
 def prop(n: int) -> Proposal:
     return Proposal("c", n, f"c{n}".encode())
-
-
-class Recovered(NamedTuple):
-    hard_state: HardState
-    entries: list[Entry]
-    snapshot: Snapshot | None
-
-
-class Disk:
-    def __init__(self) -> None:
-        self.hard_state = HardState(ZERO_BALLOT, 0)
-        self.entries: dict[int, Entry] = {}
-        self.snapshot: Snapshot | None = None
-
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = {s: e for s, e in self.entries.items() if s > rd.snapshot.slot}
-        for e in rd.entries:
-            self.entries[e.slot] = e
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-
-    def recovered(self) -> Recovered:
-        return Recovered(self.hard_state, [self.entries[s] for s in sorted(self.entries)],
-                         self.snapshot)
 
 
 class Cluster:
