@@ -1,14 +1,24 @@
 """The queue state machine as bytes, for Paxos snapshots.
 
 A snapshot lets a node restart without replaying the whole log, lets the log be
-compacted, and brings a far-behind follower up to date. Layout::
+compacted, and brings a far-behind follower up to date. Layout (version 3)::
 
     b"DPQS" | u16 version | u32 meta length | meta (JSON) |
-    u32 sessions length | sessions | u64 job count | jobs…
+    u32 sessions length | sessions |
+    u64 dedup count | dedup rows… | u64 touched count | touched rows… |
+    u64 job count | jobs…
 
-Each job is a fixed-size header (``_JOB``) followed by its consumer id and its
-payload; payload bytes are copied, never re-encoded. Version 2 added the lease
-receipt; version 1 snapshots still load (their leases have receipt 0).
+A dedup row is ``_DEDUP`` (job id, expiry, name lengths) then the queue name and
+the key; a touched row is ``_TOUCHED`` (job id, slot). Each job is a fixed-size
+header (``_JOB``) followed by its consumer id and its payload; payload bytes are
+copied, never re-encoded. Version 2 kept the dedup keys and the touched jobs in
+the JSON part; version 1 had no lease receipts. Both still load.
+
+A snapshot of a big state takes long to write (about 1 µs a job), so
+:class:`Dump` writes it a piece at a time: the caller runs :meth:`Dump.step`
+between commands, and the state keeps the original of every job a command
+changes meanwhile (:meth:`QueueState.freeze`), so the snapshot is the state
+exactly as it was at the slot the dump began.
 
 ``load`` raises :class:`SnapshotError`, and nothing else, for bytes that are
 not a snapshot, so a caller can check a snapshot before it keeps it. The results remembered
@@ -20,6 +30,7 @@ it is answered without the original job ids.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import orjson
 
@@ -28,7 +39,7 @@ from dpq.paxos.sessions import Sessions
 from dpq.queue.state import Job, JobState, QueueState
 
 MAGIC = b"DPQS"
-VERSION = 2
+VERSION = 3
 _HEAD = struct.Struct("<4sHI")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -36,41 +47,111 @@ _U64 = struct.Struct("<Q")
 # state, consumer id length, payload length, receipt
 _JOB = struct.Struct("<QIbqqqIIBIIQ")
 _JOB_V1 = struct.Struct("<QIbqqqIIBII")
+# job_id, expires_at_us, queue name length, key length
+_DEDUP = struct.Struct("<QqII")
+# job_id, slot
+_TOUCHED = struct.Struct("<Qq")
 
 
 class SnapshotError(ValueError):
     """The bytes are not a snapshot this version can read."""
 
 
-def dump(state: QueueState) -> bytes:
-    queues = sorted({job.queue for job in state.jobs.values()})
-    index = {name: i for i, name in enumerate(queues)}
-    meta = orjson.dumps(
-        {
+class Dump:
+    """A snapshot of ``state`` written a piece at a time, between commands.
+
+    Creating it freezes the state (every job it changes from then on is kept as
+    it was) and captures the small parts at once; :meth:`step` writes the next
+    ``budget`` rows; :meth:`close` thaws the state. The bytes are ``chunks``,
+    joined by the caller (a join of big chunks can run outside the event loop).
+    If the state is reset meanwhile (a snapshot from the leader was installed),
+    the dump is :attr:`abandoned` and its chunks are meaningless.
+    """
+
+    def __init__(self, state: QueueState) -> None:
+        self._state = state
+        self._jobs = state.jobs
+        self._frozen = state.freeze()
+        #: The last slot the snapshot covers.
+        self.slot = state.applied_slot
+        self.chunks: list[bytes] = []
+        self.abandoned = False
+        self._closed = False
+        job_ids = list(state.jobs)
+        queues = list(state.counts)  # every queue holding a job has its counters
+        self._queue_index = {name: i for i, name in enumerate(queues)}
+        dedup = dict(state.dedup)  # a copy: pruning goes on meanwhile
+        touched = state.touched_items()
+        meta = orjson.dumps({
             "next_job_id": state.next_job_id,
             "clock_us": state.clock_us,
             "applied_slot": state.applied_slot,
             "written_slot": state.written_slot,
             "queues": queues,
-            "dedup": [[q, k, job_id, exp] for (q, k), (job_id, exp) in sorted(state.dedup.items())],
-            "touched": state.touched_items(),
-        }
-    )
-    sessions = state.sessions.to_bytes()
-    parts = [_HEAD.pack(MAGIC, VERSION, len(meta)), meta, _U32.pack(len(sessions)), sessions,
-             _U64.pack(len(state.jobs))]
-    pack = _JOB.pack
-    for job_id in sorted(state.jobs):
-        job = state.jobs[job_id]
-        consumer = job.consumer_id.encode()
-        parts.append(
-            pack(job.job_id, index[job.queue], job.priority, job.created_at_us, job.ready_at_us,
-                 job.lease_expires_at_us, job.owner, job.attempt, job.state, len(consumer),
-                 len(job.payload), job.receipt)
-        )
-        parts.append(consumer)
-        parts.append(job.payload)
-    return b"".join(parts)
+        })
+        sessions = state.sessions.to_bytes()
+        self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
+                                     _U32.pack(len(sessions)), sessions,
+                                     _U64.pack(len(dedup)))))
+        self._rows: Iterator[bytes] = self._all_rows(dedup, touched, job_ids)
+
+    def _all_rows(self, dedup: dict, touched: list, job_ids: list[int]) -> Iterator[bytes]:
+        pack_dedup = _DEDUP.pack
+        for (queue, key), (job_id, expires) in dedup.items():
+            q, k = queue.encode(), key.encode()
+            yield pack_dedup(job_id, expires, len(q), len(k)) + q + k
+        yield _U64.pack(len(touched))
+        pack_touched = _TOUCHED.pack
+        for job_id, slot in touched:
+            yield pack_touched(job_id, slot)
+        yield _U64.pack(len(job_ids))
+        jobs, frozen, index, pack = self._jobs, self._frozen, self._queue_index, _JOB.pack
+        for job_id in job_ids:
+            job = frozen.get(job_id) or jobs[job_id]
+            consumer = job.consumer_id.encode()
+            yield pack(job.job_id, index[job.queue], job.priority, job.created_at_us,
+                       job.ready_at_us, job.lease_expires_at_us, job.owner, job.attempt,
+                       job.state, len(consumer), len(job.payload), job.receipt)
+            yield consumer
+            yield job.payload
+
+    def step(self, budget: int) -> bool:
+        """Write about ``budget`` more rows; True once the snapshot is complete."""
+        if self._closed:
+            raise RuntimeError("the dump is closed")
+        if self._state.jobs is not self._jobs:  # reset under us: this state is gone
+            self.abandoned = True
+            self.close()
+            return True
+        rows, parts = self._rows, []
+        append = parts.append
+        for _ in range(budget * 3):  # a job is three parts
+            row = next(rows, None)
+            if row is None:
+                self.chunks.append(b"".join(parts))
+                self.close()
+                return True
+            append(row)
+        self.chunks.append(b"".join(parts))
+        return False
+
+    def close(self) -> None:
+        """Thaw the state (idempotent); call it whether or not the dump finished."""
+        if not self._closed:
+            self._closed = True
+            if self._state.jobs is self._jobs:
+                self._state.thaw()
+
+
+def dump(state: QueueState) -> bytes:
+    """The whole snapshot at once (the state does not change meanwhile)."""
+    d = Dump(state)
+    try:
+        while not d.step(65_536):
+            pass
+    finally:
+        d.close()
+    return b"".join(d.chunks)
 
 
 def validate(data: bytes) -> None:
@@ -101,8 +182,9 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     if len(view) < _HEAD.size:
         raise SnapshotError(f"{len(view)} bytes is too short for a snapshot header")
     magic, version, meta_len = _HEAD.unpack_from(view)
-    if magic != MAGIC or version not in (1, VERSION):
-        raise SnapshotError(f"not a version-{VERSION} dpq snapshot (magic {magic!r}, version {version})")
+    if magic != MAGIC or version not in (1, 2, VERSION):
+        raise SnapshotError(f"not a version 1-{VERSION} dpq snapshot (magic {magic!r}, "
+                            f"version {version})")
     at = _HEAD.size
     meta = orjson.loads(view[at : at + meta_len])
     at += meta_len
@@ -114,13 +196,17 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     state.clock_us = _count(meta["clock_us"])
     state.applied_slot = _count(meta["applied_slot"])
     state.written_slot = _count(meta["written_slot"])
-    for q, k, job_id, exp in meta["dedup"]:
-        state.restore_dedup(str(q), str(k), _count(job_id), _count(exp))
-    state.restore_touched((_count(j), _count(s)) for j, s in meta["touched"])
+    if version < 3:
+        for q, k, job_id, exp in meta["dedup"]:
+            state.restore_dedup(str(q), str(k), _count(job_id), _count(exp))
+        state.restore_touched((_count(j), _count(s)) for j, s in meta["touched"])
+    else:
+        at = _load_dedup(view, at, state)
+        at = _load_touched(view, at, state)
     queues = [str(q) for q in meta["queues"]]
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
-    job_struct = _JOB if version == VERSION else _JOB_V1
+    job_struct = _JOB_V1 if version == 1 else _JOB
     unpack, size = job_struct.unpack_from, job_struct.size
     for _ in range(count):
         (job_id, qi, priority, created, ready_at, lease_expires, owner, attempt, job_state,
@@ -141,6 +227,33 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     if at != len(view):
         raise SnapshotError(f"{len(view) - at} bytes left over after {count} jobs")
     return state
+
+
+def _load_dedup(view: memoryview, at: int, state: QueueState) -> int:
+    (count,) = _U64.unpack_from(view, at)
+    at += _U64.size
+    unpack, size = _DEDUP.unpack_from, _DEDUP.size
+    for _ in range(count):
+        job_id, expires, queue_len, key_len = unpack(view, at)
+        at += size
+        if at + queue_len + key_len > len(view):
+            raise SnapshotError(f"dedup key of job {job_id} runs past the end of the snapshot")
+        queue = bytes(view[at : at + queue_len]).decode()
+        at += queue_len
+        key = bytes(view[at : at + key_len]).decode()
+        at += key_len
+        state.restore_dedup(queue, key, job_id, _count(expires))
+    return at
+
+
+def _load_touched(view: memoryview, at: int, state: QueueState) -> int:
+    (count,) = _U64.unpack_from(view, at)
+    at += _U64.size
+    if at + count * _TOUCHED.size > len(view):
+        raise SnapshotError(f"{count} touched jobs run past the end of the snapshot")
+    rows = _TOUCHED.iter_unpack(view[at : at + count * _TOUCHED.size])
+    state.restore_touched((job_id, _count(slot)) for job_id, slot in rows)
+    return at + count * _TOUCHED.size
 
 
 def _count(value) -> int:

@@ -238,10 +238,38 @@ class QueueState:
         self._results: OrderedDict[str, OrderedDict[int, list]] = OrderedDict()
         #: The commands of the last applied slot that were refused.
         self.refusals: list[Refused] = []
+        # While a snapshot is being written: job_id -> the job as it was when the
+        # snapshot began, for every job changed or removed since (copy-on-write).
+        self._frozen: dict[int, Job] | None = None
+        self._frozen_below = 0  # jobs from this id on were born after the snapshot began
 
     def reset(self) -> None:
         """Forget everything (before loading a snapshot); observers and members stay."""
         self.__init__(self.observer, members=self.members)
+
+    # ---------------------------------------------------------- copy-on-write
+
+    def freeze(self) -> dict[int, Job]:
+        """Keep, from now on, the original of every job a command changes or removes.
+
+        A snapshot written a piece at a time, between commands, reads a job from
+        the returned dict when it is there and from ``jobs`` otherwise, so it sees
+        every job as it was at this moment. Jobs enqueued later have ids from
+        ``next_job_id`` on and are not in the snapshot. :meth:`thaw` ends it.
+        """
+        if self._frozen is not None:
+            raise RuntimeError("the state is already frozen for a snapshot")
+        self._frozen, self._frozen_below = {}, self.next_job_id
+        return self._frozen
+
+    def thaw(self) -> None:
+        self._frozen, self._frozen_below = None, 0
+
+    def _keep(self, job: Job) -> None:
+        """Called before ``job`` changes: keep its original for the snapshot being written."""
+        frozen = self._frozen
+        if frozen is not None and job.job_id < self._frozen_below and job.job_id not in frozen:
+            frozen[job.job_id] = job.copy()
 
     # ---------------------------------------------------------------- applying
 
@@ -416,6 +444,7 @@ class QueueState:
         for ref in cmd.jobs:
             job, error = self._leased_job(ref)
             if job is not None:
+                self._keep(job)
                 job.lease_expires_at_us = expires
                 self._touch(job.job_id)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
@@ -428,6 +457,7 @@ class QueueState:
             job = self.jobs.get(job_id)
             if job is None or job.state == JobState.DEAD or job.owner == owner:
                 continue
+            self._keep(job)
             previous_owner, job.owner = job.owner, owner
             if job.state == JobState.READY:
                 by_owner = self.counts[job.queue].ready_by_owner
@@ -513,6 +543,7 @@ class QueueState:
 
     def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str,
                     receipt: int) -> None:
+        self._keep(job)
         if job.state != JobState.LEASED:
             self.counts[job.queue].leased += 1
         job.state = JobState.LEASED
@@ -523,6 +554,7 @@ class QueueState:
         self._touch(job.job_id)
 
     def _set_unleased(self, job: Job) -> None:
+        self._keep(job)  # first of every change an ack, nack or expiry makes
         self.counts[job.queue].leased -= 1
         job.lease_expires_at_us = 0
         job.consumer_id = ""

@@ -8,6 +8,8 @@ as in a real cluster) end with the same snapshot.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +35,9 @@ from dpq.queue.owned import OwnedJobs
 from dpq.queue.rules import Refusal
 from dpq.queue.state import LEASE_LOST, OK, JobState, QueueState
 from dpq.v1 import log_pb2, queue_pb2
+
+#: Snapshots written by earlier versions of the format.
+DATA = Path(__file__).parent / "data"
 
 U32, U64, I32 = 2**32 - 1, 2**64 - 1, 2**31 - 1
 
@@ -388,10 +393,26 @@ def test_held_bytes_count_jobs_dedup_keys_and_queues_and_go_back_to_zero():
 
 
 def test_a_version_1_snapshot_still_loads_without_receipts():
-    log = Log()
-    log.run(0, enqueue((2, b"a")))
-    v2 = snapshot.dump(log.state)
-    assert v2[4:6] == b"\x02\x00" and v2.endswith(b"a")
-    v1 = v2[:4] + b"\x01\x00" + v2[6:-9] + b"a"  # the one job's header without its receipt
+    # Written by the version-1 format: one READY job with payload b"a".
+    v1 = (DATA / "snapshot-v1.bin").read_bytes()
+    assert v1[4:6] == b"\x01\x00"
     state = snapshot.load(v1, members=MEMBERS)
-    assert state.jobs == log.state.jobs and state.jobs[1].receipt == 0
+    assert [(j.job_id, j.priority, j.payload, j.receipt) for j in state.jobs.values()] == [
+        (1, 2, b"a", 0)]
+
+
+def test_a_version_2_snapshot_still_loads_and_is_saved_again_as_version_3():
+    # Written by version 2 (dedup keys and touched jobs in its JSON part): three jobs
+    # of queue q (job 1 leased), job 4 of queue "other" with dedup key k1.
+    v2 = (DATA / "snapshot-v2.bin").read_bytes()
+    assert v2[4:6] == b"\x02\x00"
+    state = snapshot.load(v2, members=MEMBERS)
+    assert sorted(state.jobs) == [1, 2, 3, 4] and state.applied_slot == 3
+    assert state.jobs[1].state == JobState.LEASED and state.jobs[1].receipt != 0
+    assert state.dedup == {("other", "k1"): (4, 60_002_000)}
+    assert state.touched_items() == [(1, 2), (2, 1), (3, 1), (4, 3)]
+    v3 = snapshot.dump(state)
+    assert v3[4:6] == b"\x03\x00"
+    again = snapshot.load(v3, members=MEMBERS)
+    assert again.jobs == state.jobs and again.dedup == state.dedup
+    assert again.touched_items() == state.touched_items()
