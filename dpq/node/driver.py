@@ -28,6 +28,11 @@ The fsync runs in a one-thread executor because asyncio has no asynchronous
 file I/O and an fsync blocks for ~0.2 ms or more; that thread touches only the
 WAL, and only while the loop awaits it, so the WAL still has one caller at a
 time.
+
+The node's own snapshots (:meth:`ReplicaDriver.compact`) are the exception the
+WAL allows: the snapshot file is written in another thread while the log is in
+use, and only the rename and the dropping of old segments wait for the
+driver's turn.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dpq.paxos.core import Notice, Replica
 from dpq.paxos.messages import InstallSnapshot, Message, Promise
 from dpq.paxos.types import Entry, Proposal, Snapshot
-from dpq.paxos.wal import WriteAheadLog
+from dpq.paxos.wal import StagedSnapshot, WriteAheadLog
 
 log = logging.getLogger("dpq.paxos.driver")
 
@@ -78,6 +83,8 @@ class ReplicaDriver:
         self._refused: set[tuple[int, int]] = set()
         self.refused_snapshots = 0
         self._inbox: deque[Message] = deque()
+        #: Snapshots written to disk, waiting for the driver's turn to be kept.
+        self._staged: deque[tuple[StagedSnapshot, asyncio.Future[bool]]] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpq-fsync")
         self._stopping = False
@@ -98,11 +105,35 @@ class ReplicaDriver:
         self.replica.propose(proposal)
         self._wake.set()
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """The application saved ``snapshot``: persist it and drop older log."""
-        self.wal.save_snapshot(snapshot)
-        self.replica.compact(snapshot)
-        self.wal.compact(snapshot.slot)
+    async def compact(self, snapshot: Snapshot) -> bool:
+        """Save the application's ``snapshot`` and drop the log it covers.
+
+        The file is written and fsynced in a thread of its own: a big snapshot
+        takes a while, and neither the event loop nor the log's fsyncs may wait
+        behind it. Making it the saved snapshot (a rename) and dropping the log
+        happen in the driver's turn, between two Readies, so they never meet an
+        append. False when a newer snapshot (from the leader) was saved meanwhile.
+        """
+        staged = await asyncio.to_thread(self.wal.stage_snapshot, snapshot)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._staged.append((staged, done))
+        self._wake.set()
+        return await done
+
+    async def _keep_staged(self) -> None:
+        while self._staged:
+            staged, done = self._staged.popleft()
+            try:
+                kept = await self._in_thread(self.wal.keep_snapshot, staged)
+                if kept:
+                    self.replica.compact(staged.snapshot)
+                    await self._in_thread(self.wal.compact, staged.snapshot.slot)
+            except Exception as exc:  # noqa: BLE001 - the caller decides (the node stops)
+                if not done.done():
+                    done.set_exception(exc)
+            else:
+                if not done.done():
+                    done.set_result(kept)
 
     # ------------------------------------------------------------------- loops
 
@@ -135,10 +166,11 @@ class ReplicaDriver:
 
     async def _process(self) -> None:
         replica, inbox = self.replica, self._inbox
+        await self._keep_staged()
         while True:
             while inbox:
                 message = inbox.popleft()
-                if self._check_snapshot is None or self._snapshot_loads(message):
+                if self._check_snapshot is None or await self._snapshot_loads(message):
                     replica.step(message)
             if not replica.has_ready():
                 break
@@ -172,15 +204,18 @@ class ReplicaDriver:
             if notice.kind == "now_voter" and self._on_voter is not None:
                 await self._in_thread(self._on_voter)
 
-    def _snapshot_loads(self, message: Message) -> bool:
-        """False (and one error line) for a message whose snapshot does not load."""
+    async def _snapshot_loads(self, message: Message) -> bool:
+        """False (and one error line) for a message whose snapshot does not load.
+
+        Loading a big snapshot takes seconds: it runs in a thread, so the event
+        loop keeps serving (the thread and the loop share the GIL by turns)."""
         if not isinstance(message, (Promise, InstallSnapshot)) or message.snapshot is None:
             return True
         snap = message.snapshot
         if snap.slot <= self.replica.commit_index:
             return True  # the replica will not install it: no need to load it
         try:
-            self._check_snapshot(snap.data)
+            await asyncio.to_thread(self._check_snapshot, snap.data)
         except Exception as exc:  # noqa: BLE001 - whatever the check raises, it is unusable
             self.refused_snapshots += 1
             key = (message.src, snap.slot)

@@ -33,6 +33,7 @@ from dpq.node.leader import LeaderDuties
 from dpq.node.operations import NodeOperations
 from dpq.node.planes import Credentials, peer_channel
 from dpq.node.proposer import LeaderRouter, Proposer
+from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
 from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
@@ -110,7 +111,7 @@ class Node:
             channel=lambda address: peer_channel(address, self.credentials.peer_channel))
         self.applier = Applier(self.state, self.owned)
         self.driver = ReplicaDriver(self.replica, self.wal, self.transport.send, self.applier.apply,
-                                    self.applier.install, self._after_apply,
+                                    self._install_snapshot, self._after_apply,
                                     tick_s=config.tick_ms / 1000,
                                     check_snapshot=snapshots.validate,
                                     on_voter=lambda: remove_rejoin_marker(config.data_dir))
@@ -135,7 +136,10 @@ class Node:
             self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
             dead_after_s=config.dead_after_s,
             postgres_timeout_s=config.postgres_timeout_ms / 1000)
-        self._last_snapshot_slot = applied
+        self.snapshotter = Snapshotter(
+            self.state, self.driver, self.applier, every_slots=config.snapshot_every_slots,
+            log_bytes_limit=self.ops.log_bytes_limit, saved_slot=applied,
+            on_done=self._task_done)
         self._server: Server | None = None
         self._peer_server: Server | None = None
         self.replication: ReplicationServicer | None = None
@@ -191,6 +195,7 @@ class Node:
         for server in (self._server, self._peer_server):
             if server is not None:
                 await server.stop(grace_s)
+        await self.snapshotter.stop()
         self.driver.stop()
         await self.proposer.stop()
         for task in self._tasks:
@@ -222,16 +227,11 @@ class Node:
     def _after_apply(self) -> None:
         self.applier.after_batch()
         self.dispatcher.wake(self.owned.take_woken())
-        if (self.state.applied_slot - self._last_snapshot_slot >= self.config.snapshot_every_slots
-                or self.applier.log_bytes >= self.ops.log_bytes_limit):
-            self.take_snapshot()
+        self.snapshotter.after_apply()
 
-    def take_snapshot(self) -> None:
-        """Save the state machine and drop the log it covers (blocks the loop briefly)."""
-        slot = self.state.applied_slot
-        self.driver.compact(Snapshot(slot, snapshots.dump(self.state)))
-        self._last_snapshot_slot = slot
-        self.applier.log_bytes = 0
+    def _install_snapshot(self, snapshot: Snapshot) -> None:
+        self.applier.install(snapshot)
+        self.snapshotter.installed(snapshot.slot)
 
     async def _verify_identity(self) -> None:
         """PostgreSQL was down at start: check the database's cluster id once it answers."""

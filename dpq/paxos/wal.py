@@ -58,7 +58,8 @@ Durability rules
   tail and is truncated, with a warning in the log.
 
 Not thread-safe: one caller at a time (the node calls it from a single executor
-thread). Nothing in here starts threads or touches asyncio.
+thread), except :meth:`WriteAheadLog.stage_snapshot`, which writes a file of its
+own. Nothing in here starts threads or touches asyncio.
 """
 
 from __future__ import annotations
@@ -78,7 +79,14 @@ from typing import NamedTuple, NoReturn
 from dpq.paxos import walcodec
 from dpq.paxos.types import ZERO_BALLOT, Entry, HardState, Snapshot
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "Recovered", "WalCorruption", "WalError", "WriteAheadLog"]
+__all__ = [
+    "DEFAULT_SEGMENT_BYTES",
+    "Recovered",
+    "StagedSnapshot",
+    "WalCorruption",
+    "WalError",
+    "WriteAheadLog",
+]
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
@@ -87,10 +95,37 @@ _log = logging.getLogger(__name__)
 _SEGMENT_RE = re.compile(r"wal-([0-9a-f]{16})\.log")
 _SNAPSHOT = "snapshot"
 _SNAPSHOT_TMP = "snapshot.tmp"
+_SNAPSHOT_STAGED = "snapshot.staged"
 _LOCK = "LOCK"
 # magic, slot, len(data), crc32 over (slot, len) and then data
 _SNAP_HEADER = struct.Struct("<8sqQI")
 _SNAP_MAGIC = b"DPQSNAP1"
+
+
+@dataclass(frozen=True)
+class StagedSnapshot:
+    """A snapshot written and fsynced beside the log, not yet the saved one."""
+
+    snapshot: Snapshot
+    path: Path
+
+
+def _write_snapshot_file(path: Path, snapshot: Snapshot) -> None:
+    """Write and fsync one snapshot file (header with a CRC, then the data)."""
+    data = snapshot.data
+    head = struct.pack("<qQ", snapshot.slot, len(data))
+    crc = zlib.crc32(data, zlib.crc32(head))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            _write_all(fd, _SNAP_HEADER.pack(_SNAP_MAGIC, snapshot.slot, len(data), crc))
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 class WalError(Exception):
@@ -208,7 +243,8 @@ class WriteAheadLog:
 
     @classmethod
     def _recover(cls, path: Path, lock_fd: int, segment_bytes: int) -> WriteAheadLog:
-        (path / _SNAPSHOT_TMP).unlink(missing_ok=True)  # a crash mid-snapshot left it
+        for unfinished in (_SNAPSHOT_TMP, _SNAPSHOT_STAGED):  # a crash mid-snapshot left it
+            (path / unfinished).unlink(missing_ok=True)
         snapshot = _load_snapshot(path / _SNAPSHOT)
 
         seqs = sorted(
@@ -340,21 +376,40 @@ class WriteAheadLog:
                 f"snapshot at slot {snapshot.slot} is older than the saved one at "
                 f"{self._snapshot.slot}"
             )
-        data = snapshot.data
-        head = struct.pack("<qQ", snapshot.slot, len(data))
-        crc = zlib.crc32(data, zlib.crc32(head))
         tmp = self._dir / _SNAPSHOT_TMP
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        _write_snapshot_file(tmp, snapshot)
+        self._replace_snapshot(tmp, snapshot)
+
+    def stage_snapshot(self, snapshot: Snapshot) -> StagedSnapshot:
+        """Write ``snapshot`` to a file of its own and fsync it; the log is not touched.
+
+        The one method that may run in another thread while the log is in use:
+        it writes only its own file and reads nothing the others change. A node
+        writes a big snapshot this way, beside the thread that fsyncs the log,
+        and then makes it the saved one with :meth:`keep_snapshot`.
+        """
+        path = self._dir / _SNAPSHOT_STAGED
+        _write_snapshot_file(path, snapshot)
+        return StagedSnapshot(snapshot, path)
+
+    def keep_snapshot(self, staged: StagedSnapshot) -> bool:
+        """Make a staged snapshot the saved one (rename, fsync the directory).
+
+        False, and the staged file removed, when the saved snapshot is already as
+        new (one from the leader was installed meanwhile).
+        """
+        self._check()
+        if self._snapshot is not None and staged.snapshot.slot <= self._snapshot.slot:
+            staged.path.unlink(missing_ok=True)
+            return False
+        self._replace_snapshot(staged.path, staged.snapshot)
+        return True
+
+    def _replace_snapshot(self, written: Path, snapshot: Snapshot) -> None:
         try:
-            try:
-                _write_all(fd, _SNAP_HEADER.pack(_SNAP_MAGIC, snapshot.slot, len(data), crc))
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._dir / _SNAPSHOT)
+            os.replace(written, self._dir / _SNAPSHOT)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            written.unlink(missing_ok=True)
             raise
         _fsync_dir(self._dir)
         # Only now may compact() rely on it: until the rename is durable a

@@ -78,6 +78,8 @@ class Dump:
         self.abandoned = False
         self._closed = False
         job_ids = list(state.jobs)
+        #: How many jobs the snapshot holds.
+        self.jobs = len(job_ids)
         queues = list(state.counts)  # every queue holding a job has its counters
         self._queue_index = {name: i for i, name in enumerate(queues)}
         dedup = dict(state.dedup)  # a copy: pruning goes on meanwhile

@@ -262,6 +262,11 @@ class QueueState:
         self._frozen, self._frozen_below = {}, self.next_job_id
         return self._frozen
 
+    @property
+    def frozen(self) -> bool:
+        """Whether a snapshot is being written (see :meth:`freeze`)."""
+        return self._frozen is not None
+
     def thaw(self) -> None:
         self._frozen, self._frozen_below = None, 0
 

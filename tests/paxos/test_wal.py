@@ -487,6 +487,46 @@ def test_save_snapshot_fsyncs_the_file_before_the_rename_and_the_directory_after
     assert events[:3] == ["fsync-file", "rename", "fsync-dir"]
 
 
+def test_a_staged_snapshot_counts_only_once_kept(tmp_path: Path) -> None:
+    with WriteAheadLog.open(tmp_path, segment_bytes=100) as wal:
+        for s in range(1, 10):
+            wal.append_entries([entry(s)])
+        wal.save_snapshot(Snapshot(2, b"two"))
+        staged = wal.stage_snapshot(Snapshot(6, b"six"))
+        wal.append_entries([entry(10)])  # the log goes on while a snapshot is staged
+        assert wal.snapshot == Snapshot(2, b"two")
+        with pytest.raises(ValueError, match="covers up to 2"):
+            wal.compact(6)  # staged is not saved: it must not justify dropping entries
+        assert reopen_snapshot_after_crash(tmp_path) == Snapshot(2, b"two")
+        assert wal.keep_snapshot(staged) is True
+        assert wal.snapshot == Snapshot(6, b"six")
+        assert wal.compact(6) > 0
+    got = reopen(tmp_path)
+    assert got.snapshot == Snapshot(6, b"six")
+    assert [e.slot for e in got.entries][-1] == 10
+    assert sorted(p.name for p in tmp_path.iterdir() if "snap" in p.name) == ["snapshot"]
+
+
+def reopen_snapshot_after_crash(path: Path) -> Snapshot | None:
+    """What a restart would find now (a copy of the folder, opened without the lock)."""
+    copy = path.parent / (path.name + "-crash")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns("LOCK"))
+    found = reopen(copy).snapshot
+    assert not (copy / "snapshot.staged").exists(), "a staged file survived a restart"
+    return found
+
+
+def test_a_staged_snapshot_older_than_the_saved_one_is_dropped(tmp_path: Path) -> None:
+    with WriteAheadLog.open(tmp_path) as wal:
+        staged = wal.stage_snapshot(Snapshot(4, b"four"))
+        wal.save_snapshot(Snapshot(7, b"seven from the leader"))  # installed meanwhile
+        assert wal.keep_snapshot(staged) is False
+        assert wal.snapshot == Snapshot(7, b"seven from the leader")
+        assert not staged.path.exists()
+    assert reopen(tmp_path).snapshot == Snapshot(7, b"seven from the leader")
+
+
 def test_a_damaged_snapshot_is_corruption(tmp_path: Path) -> None:
     with WriteAheadLog.open(tmp_path) as wal:
         wal.save_snapshot(Snapshot(5, b"five"))
