@@ -29,8 +29,11 @@ from typing import NamedTuple, NoReturn
 from dpq.paxos import messages as m
 from dpq.paxos.types import MAX_SNAPSHOT_BYTES, Ballot, Snapshot
 
-#: The most snapshot bytes one piece carries: ~1 ms of copying per piece on the loop.
-PIECE_BYTES = 1 << 20
+#: The most snapshot bytes one piece carries. gRPC's own work per message on the
+#: loop grows with its size (bench/snapshot_send.py, 40 MiB, sender and receiver on
+#: one loop: worst stall ~4 ms with 256 KiB pieces, ~8-17 ms with 1 MiB, ~400 ms
+#: whole), and the whole transfer takes about as long either way.
+PIECE_BYTES = 256 << 10
 
 
 class SnapshotPiece(NamedTuple):
