@@ -16,6 +16,11 @@ from a node id it does not know, and drops a message whose ``src`` is not the
 sender or whose ``dst`` is not itself; each kind of refusal is logged once per
 source. The hello also carries the sender's client address, which is how every
 node learns the others' ``--listen`` for ClusterInfo.
+
+A big ``InstallSnapshot`` goes out in pieces, one ``PeerBatch`` each, so the
+sender's loop runs (and gRPC flow control paces the stream) between them; the
+receiver puts them back together (:mod:`dpq.node.snapshot_pieces`) and copies
+the whole snapshot together in a thread (:meth:`Transport.finish`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import grpc
 
 from dpq.node import wire
 from dpq.node.identity import OnceLog, fingerprint, same_cluster
-from dpq.paxos.messages import Message
+from dpq.node.snapshot_pieces import PIECE_BYTES, Assembled, Reassembler, SnapshotPiece
+from dpq.paxos.messages import InstallSnapshot, Message
 from dpq.paxos.types import MAX_MESSAGES_PER_BATCH
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
@@ -38,7 +44,7 @@ log = logging.getLogger("dpq.node.transport")
 
 #: Messages kept for a peer that cannot take them; the oldest go first.
 MAX_QUEUED = 10_000
-#: gRPC messages up to this size: snapshots travel whole.
+#: gRPC messages up to this size: a snapshot in a Promise travels whole.
 MAX_MESSAGE_BYTES = 512 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -92,9 +98,10 @@ class PeerLink:
             if self.queue:
                 messages = list(self.queue)
                 self.queue.clear()
-                batch = wire.encode_batch(messages)
-                batch.cluster_id, batch.sender = self.hello.cluster_id, self.hello.sender
-                yield batch
+                # Messages queued while a snapshot's pieces go out wait for the last one.
+                for batch in _encoded(messages):
+                    batch.cluster_id, batch.sender = self.hello.cluster_id, self.hello.sender
+                    yield batch
 
     async def run(self) -> None:
         backoff = 0.05
@@ -119,6 +126,22 @@ class PeerLink:
             backoff = min(backoff * 2, 5.0 if self.refused else 1.0)
 
 
+def _encoded(messages: list[Message]):
+    """``messages`` as batches, in order: a snapshot over :data:`PIECE_BYTES` as one
+    batch per piece, everything else together between them (encoded lazily)."""
+    run: list[Message] = []
+    for message in messages:
+        if isinstance(message, InstallSnapshot) and len(message.snapshot.data) > PIECE_BYTES:
+            if run:
+                yield wire.encode_batch(run)
+                run = []
+            yield from wire.encode_pieces(message, PIECE_BYTES)
+        else:
+            run.append(message)
+    if run:
+        yield wire.encode_batch(run)
+
+
 class Transport:
     """All of a node's peer links; the Replication servicer feeds ``received``."""
 
@@ -137,6 +160,7 @@ class Transport:
         self.refused_batches = 0
         self.dropped_messages = 0
         self._refusals = OnceLog(log)
+        self.pieces = Reassembler()
 
     def start(self) -> None:
         for link in self.links.values():
@@ -163,8 +187,11 @@ class Transport:
             if link is not None:
                 link.put(batch)
 
-    def receive(self, batch: replication_pb2.PeerBatch) -> list[Message]:
-        """The messages of a batch a peer sent, or :class:`PeerRefused` for the whole batch."""
+    def receive(self, batch: replication_pb2.PeerBatch) -> list[Message | Assembled]:
+        """The messages of a batch a peer sent, or :class:`PeerRefused` for the whole batch.
+
+        A snapshot whose last piece this batch holds is an :class:`Assembled`, still
+        in parts: :meth:`finish` joins it off the loop."""
         sender = batch.sender
         if not same_cluster(batch.cluster_id, self.cluster_id):
             self.refused_batches += 1
@@ -202,12 +229,32 @@ class Transport:
                                     sender, message.src, message.dst, self.node_id)
                 continue
             try:
-                messages.append(wire.decode(message))
+                decoded = wire.decode(message, pieces=True)
             except ValueError as exc:
                 self.dropped_messages += 1
                 self._refusals.warn(("decode", sender), "dropped a message from node %d: %s "
                                     "(logged once)", sender, exc)
+                continue
+            if isinstance(decoded, SnapshotPiece):
+                try:
+                    decoded = self.pieces.add(decoded)
+                except ValueError as exc:
+                    self.dropped_messages += 1
+                    self._refusals.warn(("piece", sender), "dropped a %s (logged once)", exc)
+                    continue
+                if decoded is None:
+                    continue
+            messages.append(decoded)
         return messages
+
+    @staticmethod
+    async def finish(received: list[Message | Assembled]) -> list[Message]:
+        """``received`` with every :class:`Assembled` snapshot joined, in a thread
+        (``bytes.join`` of large parts releases the GIL, so the loop runs meanwhile)."""
+        if not any(isinstance(item, Assembled) for item in received):
+            return received  # type: ignore[return-value]
+        return [await asyncio.to_thread(item.join) if isinstance(item, Assembled) else item
+                for item in received]
 
     def heard_from(self, node_id: int) -> None:
         link = self.links.get(node_id)

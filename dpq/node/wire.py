@@ -7,8 +7,9 @@ CommandBatch) is carried as bytes and never parsed here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 
+from dpq.node.snapshot_pieces import PIECE_BYTES, SnapshotPiece
 from dpq.paxos import messages as m
 from dpq.paxos.types import (
     MAX_CLIENT_ID_BYTES,
@@ -21,6 +22,7 @@ from dpq.paxos.types import (
     MAX_ROUND,
     MAX_SEQ,
     MAX_SLOT,
+    MAX_SNAPSHOT_BYTES,
     Ballot,
     Entry,
     Proposal,
@@ -115,6 +117,30 @@ def encode(message: m.Message) -> pb.PaxosMessage:
     return out
 
 
+def encode_pieces(message: m.InstallSnapshot,
+                  piece_bytes: int = PIECE_BYTES) -> Iterator[pb.PeerBatch]:
+    """``message`` as consecutive batches of one piece each (dpq.node.snapshot_pieces).
+
+    Lazy: each piece is sliced and encoded only when asked for, so a sender that
+    yields between pieces never holds its event loop for more than one. (upb takes
+    no memoryview for a bytes field: each piece is one slice copy, then one copy
+    into the message.)
+    """
+    data = message.snapshot.data
+    total = len(data)
+    ballot = _ballot(message.ballot)
+    for offset in range(0, total, piece_bytes):
+        batch = pb.PeerBatch()
+        out = batch.messages.add(src=message.src, dst=message.dst)
+        install = out.install_snapshot
+        install.ballot.CopyFrom(ballot)
+        install.commit = message.commit
+        snapshot = install.snapshot
+        snapshot.slot, snapshot.offset, snapshot.total = message.snapshot.slot, offset, total
+        snapshot.data = data[offset:offset + piece_bytes]
+        yield batch
+
+
 def _limit(field: str, value: int, limit: int) -> None:
     problem = over_limit(field, value, limit)
     if problem is not None:
@@ -150,11 +176,31 @@ def _proposals(field: str, items, indexed: bool = True) -> tuple[Proposal, ...]:
 
 
 def _check_snapshot(field: str, s: pb.PaxosSnapshot) -> Snapshot:
+    """A whole snapshot (total 0); a piece is refused here."""
     _limit(f"{field}.slot", s.slot, MAX_SLOT)
-    return Snapshot(s.slot, s.data)
+    _limit(f"{field}.total", s.total, 0)
+    _limit(f"{field}.offset", s.offset, 0)
+    data = s.data  # upb copies on every read
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        raise _Bad(f"{field}.data: {len(data)} bytes is over the limit of {MAX_SNAPSHOT_BYTES}")
+    return Snapshot(s.slot, data)
 
 
-def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Message:
+def _piece(src: int, dst: int, s: pb.InstallSnapshot) -> SnapshotPiece:
+    snap = s.snapshot
+    total, offset = snap.total, snap.offset
+    _limit("install_snapshot.snapshot.total", total, MAX_SNAPSHOT_BYTES)
+    _limit("install_snapshot.snapshot.slot", snap.slot, MAX_SLOT)
+    data = snap.data
+    if offset + len(data) > total:
+        raise _Bad(f"install_snapshot.snapshot.offset: {offset} + {len(data)} bytes of data is "
+                   f"over the total of {total}")
+    return SnapshotPiece(src, dst, _check_ballot("install_snapshot.ballot", s.ballot), s.commit,
+                         snap.slot, offset, total, data)
+
+
+def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage,
+            pieces: bool = False) -> m.Message | SnapshotPiece:
     if kind == "accept":
         a = message.accept
         count = len(a.proposals)
@@ -195,6 +241,8 @@ def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Messag
     if kind == "install_snapshot":
         s = message.install_snapshot
         _limit("install_snapshot.commit", s.commit, MAX_SLOT)
+        if pieces and s.snapshot.total:
+            return _piece(src, dst, s)
         return m.InstallSnapshot(src, dst, _check_ballot("install_snapshot.ballot", s.ballot),
                                  _check_snapshot("install_snapshot.snapshot", s.snapshot),
                                  s.commit)
@@ -210,12 +258,15 @@ def _decode(kind: str, src: int, dst: int, message: pb.PaxosMessage) -> m.Messag
 
 
 def decode(message: pb.PaxosMessage, *, node_id: int | None = None,
-           peers: Collection[int] | None = None) -> m.Message:
+           peers: Collection[int] | None = None,
+           pieces: bool = False) -> m.Message | SnapshotPiece:
     """The core's message for ``message``, every number and count checked.
 
     Raises :class:`MalformedMessage` for anything out of range. With ``node_id``,
     also refuses a message not addressed to that node or claiming to come from
-    it; with ``peers``, one whose ``src`` is not among them.
+    it; with ``peers``, one whose ``src`` is not among them. A piece of a
+    snapshot (``install_snapshot.snapshot.total`` > 0) is a :class:`SnapshotPiece`
+    with ``pieces``, for the transport to reassemble; refused without.
     """
     src, dst = message.src, message.dst
     kind = message.WhichOneof("kind")
@@ -233,7 +284,7 @@ def decode(message: pb.PaxosMessage, *, node_id: int | None = None,
             f"{kind}.src: {src} is not a member of this cluster {tuple(sorted(peers))}",
             src=src, kind=kind)
     try:
-        return _decode(kind, src, dst, message)
+        return _decode(kind, src, dst, message, pieces)
     except _Bad as exc:
         raise MalformedMessage(str(exc), src=src, kind=kind) from None
 

@@ -32,6 +32,10 @@ MAX_CLIENT_ID_BYTES = 256
 #: A proposal's data (the leader's stamp + a CommandBatch): with its header and
 #: client id it must fit one write-ahead-log record (walcodec.MAX_PAYLOAD, 256 MiB).
 MAX_PROPOSAL_BYTES = 255 << 20
+#: A snapshot's data (the queue state), whole in one message or
+#: reassembled from pieces (dpq.node.snapshot_pieces): a receiver holds at most
+#: one unfinished snapshot of this size per peer.
+MAX_SNAPSHOT_BYTES = 1 << 30
 #: Proposals in one Accept (the core sends at most Config.max_entries_per_message, 64).
 MAX_PROPOSALS_PER_MESSAGE = 4096
 #: Entries in one Promise: a node's whole uncompacted log (a node snapshots every

@@ -7,8 +7,8 @@ flags; a node's TOML file takes the same keys):
   port. Default: 16 MiB plus ``--max-payload-bytes``, so one job with the
   largest payload always fits beside a batch of small ones. gRPC refuses
   anything larger with ``RESOURCE_EXHAUSTED`` before it is read whole.
-* ``--max-peer-message-bytes``: the same for the replication plane, where
-  snapshots travel whole (512 MiB).
+* ``--max-peer-message-bytes``: the same for the replication plane, where a
+  Promise's snapshot travels whole (512 MiB; an InstallSnapshot goes in pieces).
 * ``--health-min-interval-ms``: the shortest ``WatchHealth`` interval a caller
   may ask for (50). Below it the call is refused with ``INVALID_ARGUMENT``
   naming ``interval_ms``, the value and the floor, rather than clamped: a
@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, peer: bool = True) -> None
     if peer:
         parser.add_argument(
             "--max-peer-message-bytes", type=int,
-            help="largest message on the replication plane, where snapshots travel whole "
+            help="largest message on the replication plane, where a Promise's snapshot "
+                 "travels whole "
                  f"({DEFAULT_MAX_PEER_MESSAGE_BYTES >> 20} MiB)")
         parser.add_argument(
             "--health-min-interval-ms", type=int,

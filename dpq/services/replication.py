@@ -120,11 +120,13 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             if self._mutual_tls:
                 await self._check_sender(presented, batch.sender, context)
             try:
-                messages = self._transport.receive(batch)
+                received = self._transport.receive(batch)
             except PeerRefused as exc:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"Replication/Stream: {exc}")
-            if messages:
-                self._driver.deliver(messages)
+            if received:
+                # A snapshot received in pieces is joined off the loop; this stream's
+                # later batches wait for it, so the driver sees them in order.
+                self._driver.deliver(await self._transport.finish(received))
         return replication_pb2.PeerAck()
 
     async def _check_sender(self, presented, sender: int, context) -> None:
