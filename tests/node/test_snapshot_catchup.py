@@ -13,6 +13,7 @@ the tests make no timing assertions; ``bench/snapshot_stall.py`` measures it.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ import grpc
 import pytest
 from support.cluster import Cluster, wait_until
 
+from dpq import commands
 from dpq.v1 import queue_pb2
 
 QUEUE = "catchup"
@@ -201,6 +203,13 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot_under_load(clust
     mine = row(cluster.info(follower), follower)
     assert mine.snapshots_installed >= 1, f"node {follower} caught up without a snapshot: {mine}"
     assert mine.snapshot_slot >= snapshot_slot > held, (mine, snapshot_slot, held)
+    # The same in its health report (what a gateway shows) and in `dpq status`.
+    assert cluster.report(follower).snapshots_installed >= mine.snapshots_installed
+    out = io.StringIO()
+    assert commands.status(cluster.addresses[follower], out=out) == 0
+    table = [line.split() for line in out.getvalue().splitlines()[1:]]
+    column = table[0].index("installed")
+    assert int(next(r for r in table if r[0] == str(follower))[column]) >= 1, out.getvalue()
     enqueued_while_back = load.enqueued()
     wait_until(lambda: load.enqueued() >= enqueued_while_back + 50, 60,
                "enqueues to go on with the follower back")
