@@ -164,7 +164,8 @@ def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
           f"(ballot {leader.ballot})" if leader and leader.ballot else "",
           f"- answered by {info.served_by or target}", file=out)
     gateway = info.served_by == "gateway"
-    header = ["node", "address", "role", "reachable", "commit", "applied", "lag", "behind"]
+    header = ["node", "address", "role", "reachable", "stall", "snapshot", "installed", "commit",
+              "applied", "lag", "behind"]
     if gateway:
         header += ["cpu", "ready", "jobs/s", "waiting", "weight", "assigned"]
     rows = [header]
@@ -172,7 +173,12 @@ def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
         # A learner lost its disk and rejoined: it catches up and does not vote yet;
         # "behind" is the leader's count of committed slots it lacks.
         role = f"{n.role} (learner)" if n.learner else n.role
-        row = [str(n.node_id), n.address, role, "yes" if n.reachable else "NO",
+        # The longest event-loop stall, the last snapshot's slot and the snapshots installed
+        # from a leader: a node knows its own; a gateway has every node's from its reports.
+        known = gateway or n.node_id == info.node_id
+        progress = ([f"{n.max_loop_stall_ms:.0f}ms", str(n.snapshot_slot),
+                     str(n.snapshots_installed)] if known else ["-", "-", "-"])
+        row = [str(n.node_id), n.address, role, "yes" if n.reachable else "NO", *progress,
                str(n.commit_index), str(n.applied_index), str(max(0, head - n.applied_index)),
                str(n.behind)]
         if gateway:

@@ -94,8 +94,11 @@ class GatewayOperations:
                 node.consume_rate, node.waiting_consumers = r.consume_rate, r.waiting_consumers
                 node.ballot = r.ballot
                 node.learner = node.learner or r.learner
-                if node.node_id != info.leader_id:
+                if node.node_id != info.leader_id:  # the leader filled in its own, exactly
                     node.commit_index, node.applied_index = r.commit_index, r.applied_index
+                    node.max_loop_stall_ms = r.max_loop_stall_ms
+                    node.snapshot_slot = r.snapshot_slot
+                    node.snapshots_installed = r.snapshots_installed
             node.balancer_weight = weights.get(node.node_id, 0)
             node.assigned_jobs = self.owners.assigned[node.node_id]
         info.served_by = "gateway"

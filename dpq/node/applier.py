@@ -94,6 +94,8 @@ class Applier:
         #: Bytes of the entries applied since the last snapshot: the Paxos log
         #: keeps them in memory until a snapshot lets it drop them.
         self.log_bytes = 0
+        #: Snapshots received from a peer (the leader) and loaded here.
+        self.snapshots_installed = 0
 
     def expect(self, client_id: str, seq: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -142,6 +144,7 @@ class Applier:
         snapshots.load(snapshot.data, self.state)
         self.owned.rebuild()
         self.log_bytes = 0
+        self.snapshots_installed += 1
 
 
 def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:

@@ -80,6 +80,9 @@ class NodeConfig:
         if self.postgres_timeout_ms < 100:
             raise ConfigError(
                 f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
+        if self.snapshot_every_slots < 1:
+            raise ConfigError(f"--snapshot-every-slots {self.snapshot_every_slots} is too small: "
+                              "at least 1 (a snapshot after that many applied slots)")
         if self.policy.max_postgres_lag_slots < 0:
             raise ConfigError(f"--max-postgres-lag-slots {self.policy.max_postgres_lag_slots} "
                               "is negative: give a number of slots, or 0 for no limit")
@@ -163,6 +166,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how many log slots PostgreSQL may fall behind (while it is down or "
                              "slow) before Enqueue answers UNAVAILABLE; acks and leases still "
                              f"work; 0 = no limit ({pglag.DEFAULT_MAX_LAG_SLOTS})")
+    parser.add_argument("--snapshot-every-slots", type=int,
+                        help="applied slots between two snapshots; the log before a snapshot is "
+                             "dropped, and a follower that needs it catches up by snapshot "
+                             "(20000)")
     parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
     parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (50)")
     parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")

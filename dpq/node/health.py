@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import psutil
 
@@ -23,6 +25,14 @@ from dpq.queue.owned import OwnedJobs
 from dpq.v1 import replication_pb2
 
 RATE_HALF_LIFE_S = 2.0
+
+
+class Progress(NamedTuple):
+    """How a node's snapshots and event loop are doing (ClusterInfo, health reports)."""
+
+    max_loop_stall_ms: float = 0.0  # the longest the loop was blocked since start
+    snapshot_slot: int = 0  # the node's last saved snapshot: where its log starts
+    snapshots_installed: int = 0  # snapshots received from a leader and loaded
 
 
 class CpuMeter:
@@ -52,13 +62,15 @@ class CpuMeter:
 
 class HealthReporter:
     def __init__(self, node_id: int, replica: Replica, owned: OwnedJobs, dispatcher: Dispatcher,
-                 applied_index, counters) -> None:
+                 applied_index, counters,
+                 progress: Callable[[], Progress] = Progress) -> None:
         self.node_id = node_id
         self._replica = replica
         self._owned = owned
         self._dispatcher = dispatcher
         self._applied_index = applied_index
         self._counters = counters  # () -> dict[str, float]
+        self._progress = progress
         self._cpu = CpuMeter()
         self._cpu_percent = 0.0
         self._rate = 0.0
@@ -86,4 +98,4 @@ class HealthReporter:
             waiting_consumers=self._dispatcher.waiting, role=status.role.value,
             leader_id=status.leader_hint or 0, commit_index=status.commit,
             applied_index=self._applied_index(), ballot=str(status.promised),
-            counters=self._counters(), learner=status.learner)
+            counters=self._counters(), learner=status.learner, **self._progress()._asdict())

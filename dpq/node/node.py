@@ -26,10 +26,11 @@ from dpq.node.applier import Applier
 from dpq.node.config import NodeConfig
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.driver import ReplicaDriver
-from dpq.node.health import HealthReporter
+from dpq.node.health import HealthReporter, Progress
 from dpq.node.identity import Identity, IdentityError, remove_rejoin_marker
 from dpq.node.identity import verify as verify_identity
 from dpq.node.leader import LeaderDuties
+from dpq.node.loopwatch import LoopWatch
 from dpq.node.operations import NodeOperations
 from dpq.node.planes import Credentials, peer_channel
 from dpq.node.proposer import LeaderRouter, Proposer
@@ -129,8 +130,10 @@ class Node:
                                   log_bytes=lambda: self.applier.log_bytes)
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
+        self.loopwatch = LoopWatch()
         self.health = HealthReporter(config.node_id, self.replica, self.owned, self.dispatcher,
-                                     lambda: self.state.applied_slot, self.counters)
+                                     lambda: self.state.applied_slot, self.counters,
+                                     progress=self.progress)
         self.leader_duties = LeaderDuties(
             config.node_id, list(config.peers), self.state, self.replica, self.proposer,
             self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
@@ -177,7 +180,8 @@ class Node:
                  ("leader-duties", self.leader_duties.run()),
                  ("work-stealer", self.stealer.run()),
                  ("health-sampler", self._sample_health()),
-                 ("leader-watch", self._watch_leader())]
+                 ("leader-watch", self._watch_leader()),
+                 ("loop-watch", self.loopwatch.run())]
         if not self.identity.verified:
             tasks.append(("identity-check", self._verify_identity()))
         for name, coro in tasks:
@@ -287,16 +291,23 @@ class Node:
             "state.held_bytes": self.state.held_bytes,
         }
 
+    def progress(self) -> Progress:
+        snapshot = self.replica.snapshot
+        return Progress(self.loopwatch.max_stall_ms, snapshot.slot if snapshot else 0,
+                        self.applier.snapshots_installed)
+
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
         status = self.replica.status()
         leader = status.leader_hint
         nodes = []
         for node_id, address in sorted(self.config.peers.items()):
             behind = 0
+            progress = Progress()  # known for this node only (a gateway adds the others')
             if node_id == self.config.node_id:
                 role = status.role.value
                 commit, applied = status.commit, self.state.applied_slot
                 learner = status.learner
+                progress = self.progress()
             else:
                 role = "leader" if node_id == leader else "follower"
                 match = status.progress.get(node_id, (0, 0, False))[0]
@@ -309,7 +320,7 @@ class Node:
                 node_id=node_id, address=self.transport.client_addresses.get(node_id, ""),
                 peer_address=address, role=role, commit_index=commit, applied_index=applied,
                 reachable=self._reachable(node_id), ballot=str(status.promised),
-                behind=behind, learner=learner))
+                behind=behind, learner=learner, **progress._asdict()))
         # Never the cluster id itself: on the client port only its fingerprint.
         return queue_pb2.ClusterInfoResponse(leader_id=leader or 0, nodes=nodes,
                                              served_by=f"node {self.config.node_id}",
