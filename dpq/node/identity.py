@@ -28,8 +28,8 @@ A node that lost its disk must not vote from amnesia (``dpq.paxos.core``, "A
 replica that lost its disk"). So a node records its id in PostgreSQL
 (``dpq_cluster_members``) once its data folder holds the identity and before it
 takes part in Paxos; every vote it ever cast was cast after that record. A node
-that finds its data folder empty (no identity, no write-ahead log) while its id
-is recorded refuses to start unless ``--rejoin`` says the operator knows: then it
+that finds no write-ahead log in its data folder (whether or not ``identity.json``
+survived) while its id is recorded refuses to start unless ``--rejoin`` says the operator knows: then it
 writes a ``rejoining`` marker first and starts as a non-voting learner. The
 marker stays until the node is admitted as a voter again (the driver removes it),
 so a crash during catch-up restarts it as a learner, with or without the flag.
@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from dpq.paxos.wal import WriteAheadLog
 from dpq.pg import migrate
 from dpq.pg.queries import QUERIES
 
@@ -128,15 +129,26 @@ def _sync_folder(data_dir: str) -> None:
         os.close(fd)
 
 
-def has_data(data_dir: str) -> bool:
-    """The folder holds an identity or a write-ahead log (anything a vote may rest on)."""
-    if os.path.exists(os.path.join(data_dir, IDENTITY_FILE)):
-        return True
-    wal_dir = os.path.join(data_dir, "wal")
+def wal_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "wal")
+
+
+def has_log(data_dir: str) -> bool:
+    """The folder holds a write-ahead log: the promises and votes the node made.
+
+    The log is created at the node's first start, before the node is recorded as
+    a member; so a member without one lost it (a replaced disk, or just the
+    ``wal`` folder), whether or not ``identity.json`` survived.
+    """
     try:
-        return any(os.scandir(wal_dir))
+        return any(os.scandir(wal_dir(data_dir)))
     except FileNotFoundError:
         return False
+
+
+def create_log(data_dir: str) -> None:
+    """Create the (empty) write-ahead log, durably."""
+    WriteAheadLog.open(wal_dir(data_dir)).close()
 
 
 def rejoining(data_dir: str) -> bool:
@@ -229,7 +241,8 @@ async def establish(data_dir: str, node_id: int, dsn: str, *, rejoin: bool = Fal
         raise IdentityError(
             f"the data folder {data_dir} belongs to node {local[1]} of cluster "
             f"{fingerprint(local[0])}, not node {node_id}: give each node its own data folder")
-    empty, marked = not has_data(data_dir), rejoining(data_dir)
+    # "empty": nothing a vote may rest on (identity.json alone holds no vote).
+    empty, marked = not has_log(data_dir), rejoining(data_dir)
     if rejoin and not empty and not marked:
         raise IdentityError(
             f"--rejoin: the data folder {data_dir} still holds node {node_id}'s data, so there "
@@ -252,6 +265,11 @@ async def establish(data_dir: str, node_id: int, dsn: str, *, rejoin: bool = Fal
             raise IdentityError(
                 f"cannot learn the cluster id from {_database_name(dsn)} ({reason}): "
                 "a node's first start needs PostgreSQL") from exc
+        if empty and not marked:
+            raise IdentityError(
+                f"the data folder {data_dir} has an identity but no write-ahead log (a lost "
+                f"disk?), and {_database_name(dsn)} is unreachable ({reason}) to tell whether "
+                f"node {node_id} has voted before: start it once PostgreSQL answers") from exc
         log.warning("PostgreSQL unreachable at start (%s): running as cluster %s from the "
                     "data folder, to be checked against the database once it answers",
                     reason, fingerprint(local[0]))
@@ -265,8 +283,9 @@ async def establish(data_dir: str, node_id: int, dsn: str, *, rejoin: bool = Fal
     if empty and member and not (rejoin or marked):
         raise IdentityError(
             f"node {node_id} has already been a member of cluster {fingerprint(stored)} but its "
-            f"data folder {data_dir} is empty (a lost disk?): it must not vote from what it "
-            f"forgot; start it with `dpq-node … --rejoin` to catch up as a non-voting learner")
+            f"data folder {data_dir} has no write-ahead log (a lost disk?): it must not vote "
+            f"from what it forgot; start it with `dpq-node … --rejoin` to catch up as a "
+            f"non-voting learner")
     if empty and not member and rejoin:
         raise IdentityError(
             f"--rejoin: node {node_id} has never joined cluster {fingerprint(stored)}, so there "
@@ -274,6 +293,9 @@ async def establish(data_dir: str, node_id: int, dsn: str, *, rejoin: bool = Fal
     if empty and member and not marked:
         write_rejoin_marker(data_dir)  # first: a crash from here on restarts it as a learner
         marked = True
+    if empty:
+        # Before the member record below: a member without a log lost it.
+        create_log(data_dir)
     if local is None:
         write_local(data_dir, stored, node_id)
         log.info("node %d joined cluster %s%s", node_id, fingerprint(stored),

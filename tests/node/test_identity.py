@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,24 @@ def test_another_clusters_database_or_another_nodes_folder_is_refused(tmp_path, 
     # refusing wrote nothing
     assert read_id(tmp_path / "a1")["cluster_id"] == a.cluster_id
     assert database_id(dsn_b) == b.cluster_id
+
+
+def test_a_member_that_lost_its_log_but_kept_its_identity_must_rejoin(tmp_path, pg_database):
+    dsn = pg_database("lost_log")
+    folder = tmp_path / "n1"
+    first = asyncio.run(identity.establish(str(folder), 1, dsn))
+    assert identity.has_log(str(folder)), "the log is created before the member is recorded"
+    shutil.rmtree(folder / "wal")  # the disk holding the log was replaced; identity.json kept
+    with pytest.raises(identity.IdentityError, match=r"no write-ahead log .*--rejoin"):
+        asyncio.run(identity.establish(str(folder), 1, dsn))
+    # PostgreSQL down: it cannot tell whether this node voted before, so it does not start.
+    with pytest.raises(identity.IdentityError, match="no write-ahead log .* unreachable"):
+        asyncio.run(identity.establish(str(folder), 1, "postgresql://127.0.0.1:1/none",
+                                       timeout_s=5))
+    assert not identity.rejoining(str(folder))  # refusing wrote nothing
+    again = asyncio.run(identity.establish(str(folder), 1, dsn, rejoin=True))
+    assert again.rejoining and again.cluster_id == first.cluster_id and not again.first_start
+    assert read_id(folder) == {"cluster_id": first.cluster_id, "node_id": 1}
 
 
 def test_without_postgresql_only_a_known_identity_starts(tmp_path, pg_database):
