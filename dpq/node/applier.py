@@ -138,10 +138,17 @@ class Applier:
         self.written.advance(self.state.written_slot)
         self.applied.advance(self.state.applied_slot)
 
-    def install(self, snapshot: Snapshot) -> None:
-        """A snapshot from the leader replaces the whole state."""
-        self.state.reset()
-        snapshots.load(snapshot.data, self.state)
+    def install(self, snapshot: Snapshot, loaded: object = None) -> None:
+        """A snapshot from the leader replaces the whole state.
+
+        ``loaded``: the snapshot already loaded into a scratch state (the driver
+        checks a peer's snapshot by loading it, in a thread), taken over at once;
+        otherwise it is loaded here."""
+        if isinstance(loaded, QueueState):
+            self.state.adopt(loaded)
+        else:
+            self.state.reset()
+            snapshots.load(snapshot.data, self.state)
         self.owned.rebuild()
         self.log_bytes = 0
         self.snapshots_installed += 1

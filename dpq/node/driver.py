@@ -63,10 +63,10 @@ class ReplicaDriver:
         wal: WriteAheadLog,
         send: Callable[[list[Message]], None],
         apply: Callable[[Entry], None],
-        install: Callable[[Snapshot], None],
+        install: Callable[[Snapshot, object], None],
         after_apply: Callable[[], None],
         tick_s: float,
-        check_snapshot: Callable[[bytes], None] | None = None,
+        check_snapshot: Callable[[bytes], object] | None = None,
         on_voter: Callable[[], None] | None = None,
     ) -> None:
         self.replica = replica
@@ -76,8 +76,11 @@ class ReplicaDriver:
         self._install = install
         self._after_apply = after_apply
         self._tick_s = tick_s
-        #: Raises (ValueError) unless the bytes load as the application's snapshot.
+        #: Raises (ValueError) unless the bytes load as the application's snapshot;
+        #: returns them loaded, handed to ``install`` with the snapshot.
         self._check_snapshot = check_snapshot
+        #: The last peer snapshot checked, and what checking it loaded.
+        self._loaded: tuple[Snapshot, object] | None = None
         #: Blocking (an fsync): run in the WAL's thread when this node votes again.
         self._on_voter = on_voter
         self._refused: set[tuple[int, int]] = set()
@@ -189,10 +192,13 @@ class ReplicaDriver:
             if rd.messages:
                 self._send(rd.messages)
             if rd.snapshot is not None:
-                self._install(rd.snapshot)
+                loaded = self._loaded[1] if self._loaded and self._loaded[0] is rd.snapshot else None
+                self._loaded = None
+                self._install(rd.snapshot, loaded)
             for entry in rd.committed:
                 self._apply(entry)
             replica.advance(rd)
+            self._loaded = None  # a checked snapshot not installed by now never will be
             if rd.committed or rd.snapshot is not None:
                 self._after_apply()
         await self._notices()
@@ -215,7 +221,7 @@ class ReplicaDriver:
         if snap.slot <= self.replica.commit_index:
             return True  # the replica will not install it: no need to load it
         try:
-            await asyncio.to_thread(self._check_snapshot, snap.data)
+            self._loaded = (snap, await asyncio.to_thread(self._check_snapshot, snap.data))
         except Exception as exc:  # noqa: BLE001 - whatever the check raises, it is unusable
             self.refused_snapshots += 1
             key = (message.src, snap.slot)

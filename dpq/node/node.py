@@ -233,8 +233,8 @@ class Node:
         self.dispatcher.wake(self.owned.take_woken())
         self.snapshotter.after_apply()
 
-    def _install_snapshot(self, snapshot: Snapshot) -> None:
-        self.applier.install(snapshot)
+    def _install_snapshot(self, snapshot: Snapshot, loaded: object) -> None:
+        self.applier.install(snapshot, loaded)
         self.snapshotter.installed(snapshot.slot)
 
     async def _verify_identity(self) -> None:

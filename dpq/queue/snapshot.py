@@ -156,13 +156,14 @@ def dump(state: QueueState) -> bytes:
     return b"".join(d.chunks)
 
 
-def validate(data: bytes) -> None:
+def validate(data: bytes) -> QueueState:
     """Raise :class:`SnapshotError` (a ValueError) unless ``data`` loads.
 
-    Loads it into a scratch state, so it costs what installing it costs; used on a
-    snapshot from a peer before anything saves it.
+    Loads it into a scratch state and returns it, so a snapshot from a peer is
+    checked before anything saves it and, once installed, need not be loaded again
+    (:meth:`QueueState.adopt`).
     """
-    load(data)
+    return load(data)
 
 
 def load(data: bytes, state: QueueState | None = None, *,

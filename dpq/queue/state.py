@@ -247,6 +247,14 @@ class QueueState:
         """Forget everything (before loading a snapshot); observers and members stay."""
         self.__init__(self.observer, members=self.members)
 
+    def adopt(self, loaded: QueueState) -> None:
+        """Hold what ``loaded`` holds (a snapshot loaded outside the event loop) instead of
+        what this state held; observers and members stay. ``loaded`` must not be used again."""
+        observer, members = self.observer, self.members
+        self.__dict__.update(loaded.__dict__)
+        self.observer, self.members = observer, members
+        loaded.__dict__.clear()
+
     # ---------------------------------------------------------- copy-on-write
 
     def freeze(self) -> dict[int, Job]:

@@ -55,8 +55,8 @@ class Follower:
                                        on_done=self._done)
         self.seq = 0
 
-    def _install(self, snapshot: Snapshot) -> None:
-        self.applier.install(snapshot)
+    def _install(self, snapshot: Snapshot, loaded: object = None) -> None:
+        self.applier.install(snapshot, loaded)
         self.snapshotter.installed(snapshot.slot)
 
     def _done(self, task: asyncio.Task) -> None:

@@ -30,9 +30,15 @@ class Harness:
                                recovered=self.wal.recovered)
         self.sent: list = []
         self.installed: list[Snapshot] = []
+        self.loaded: list[object] = []  # what checking each installed snapshot loaded
         self.driver = ReplicaDriver(self.replica, self.wal, self.sent.extend, lambda e: None,
-                                    self.installed.append, lambda: None, tick_s=1.0,
+                                    self._install, lambda: None,
+                                    tick_s=1.0,
                                     check_snapshot=snapshots.validate)
+
+    def _install(self, snapshot: Snapshot, loaded: object) -> None:
+        self.installed.append(snapshot)
+        self.loaded.append(loaded)
 
     def deliver(self, *messages) -> None:
         self.driver.deliver(messages)
@@ -66,6 +72,8 @@ def test_a_good_install_snapshot_is_saved_and_installed(tmp_path) -> None:
     snap = good_snapshot(40)
     h.deliver(InstallSnapshot(2, 1, Ballot(3, 2), snap, 40))
     assert h.wal.snapshot == snap and h.installed == [snap]
+    # Loaded once, when it was checked (in a thread): installing it takes that state over.
+    assert isinstance(h.loaded[0], QueueState) and h.loaded[0].applied_slot == 40
     assert h.replica.commit_index == 40 and h.driver.refused_snapshots == 0
     h.driver.close()
 
