@@ -33,13 +33,14 @@ from dpq.node.leader import LeaderDuties
 from dpq.node.loopwatch import LoopWatch
 from dpq.node.operations import NodeOperations
 from dpq.node.planes import Credentials, peer_channel
-from dpq.node.proposer import LeaderRouter, Proposer
+from dpq.node.router import LeaderRouter
 from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
 from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.types import Snapshot
 from dpq.paxos.wal import WalError, WriteAheadLog
+from dpq.proposing.proposer import Proposer
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState

@@ -34,14 +34,14 @@ from google.protobuf.message import DecodeError
 
 from dpq import logs
 from dpq.errors import ResourceExhausted, Unavailable
-from dpq.node.applier import results_to_pb
 from dpq.node.driver import ReplicaDriver
 from dpq.node.health import HealthReporter
 from dpq.node.identity import OnceLog, fingerprint, same_cluster
-from dpq.node.proposer import LeaderRouter
+from dpq.node.router import LeaderRouter
 from dpq.node.transport import PeerRefused, Transport
 from dpq.paxos.core import InvalidProposal, ProposalRefused
 from dpq.paxos.types import proposal_problem
+from dpq.proposing.results import results_to_pb
 from dpq.queue.validate import InvalidArgument
 from dpq.security import auth
 from dpq.security.identity import Role
