@@ -32,7 +32,7 @@ from dpq.node.identity import verify as verify_identity
 from dpq.node.leader import LeaderDuties
 from dpq.node.loopwatch import LoopWatch
 from dpq.node.operations import NodeOperations
-from dpq.node.planes import Credentials, peer_channel
+from dpq.node.planes import Credentials
 from dpq.node.router import LeaderRouter
 from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
@@ -45,6 +45,7 @@ from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.services.admission import AdmissionGate
+from dpq.services.channels import peer_channel
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server

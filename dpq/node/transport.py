@@ -44,15 +44,6 @@ log = logging.getLogger("dpq.node.transport")
 
 #: Messages kept for a peer that cannot take them; the oldest go first.
 MAX_QUEUED = 10_000
-#: gRPC messages up to this size: a snapshot in a Promise travels whole.
-MAX_MESSAGE_BYTES = 512 << 20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
 #: The longest client address a peer may announce.
 MAX_ADDRESS_CHARS = 256
 
