@@ -103,7 +103,8 @@ class LeaderRouter:
         leader = self.leader_id
         return self.addresses.get(leader) if leader is not None else None
 
-    async def propose_local(self, client_id: str, seq: int, batch: bytes, timeout_s: float):
+    async def propose_local(self, client_id: str, seq: int, batch: bytes,
+                            timeout_s: float) -> Applied:
         """Stamp and propose on this (leader) node; wait until applied here."""
         future = self.applier.expect(client_id, seq)
         try:

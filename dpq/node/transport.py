@@ -34,10 +34,11 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from dpq.node import wire
-from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.node.snapshot_pieces import PIECE_BYTES, Assembled, Reassembler, SnapshotPiece
 from dpq.paxos.messages import InstallSnapshot, Message
 from dpq.paxos.types import MAX_MESSAGES_PER_BATCH
+from dpq.security.cluster_id import OnceLog, fingerprint, same_cluster
+from dpq.services.replication import PeerRefused
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.transport")
@@ -46,10 +47,6 @@ log = logging.getLogger("dpq.node.transport")
 MAX_QUEUED = 10_000
 #: The longest client address a peer may announce.
 MAX_ADDRESS_CHARS = 256
-
-
-class PeerRefused(Exception):
-    """A whole peer batch refused (another cluster, an unknown sender); the message says why."""
 
 
 class PeerLink:
