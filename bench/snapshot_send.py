@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpq import runtime
 from dpq.node import transport
-from dpq.node.planes import peer_channel
 from dpq.node.snapshot_pieces import PIECE_BYTES
 from dpq.paxos import messages as m
 from dpq.paxos.types import Ballot, Snapshot
+from dpq.services.channels import peer_channel
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server
 from dpq.v1 import replication_pb2_grpc

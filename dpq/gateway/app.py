@@ -18,7 +18,7 @@ from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
 from dpq.gateway.owners import OwnerPicker
 from dpq.gateway.router import GatewayRouter
-from dpq.node.proposer import Proposer
+from dpq.proposing.proposer import Proposer
 from dpq.queue.validate import Limits
 from dpq.services.admission import AdmissionGate, AdmissionLimits
 from dpq.services.limits import ServerLimits

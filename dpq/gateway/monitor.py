@@ -20,8 +20,7 @@ import time
 import grpc
 
 from dpq.balancer import NodeHealth
-from dpq.node.planes import peer_channel
-from dpq.node.transport import CHANNEL_OPTIONS
+from dpq.services.channels import CHANNEL_OPTIONS, peer_channel
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.gateway.monitor")

@@ -19,7 +19,7 @@ from dpq import balancer
 from dpq.errors import Forwarded, Unavailable
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
-from dpq.node.proposer import Proposer
+from dpq.proposing.proposer import Proposer
 from dpq.queue import validate
 from dpq.v1 import log_pb2, queue_pb2
 

@@ -4,7 +4,7 @@ A gateway presents no cluster id, so a node takes only Enqueue commands from it
 (``dpq.services.replication``): everything else a gateway does is forwarded to
 a node's client port as the Queue call it is.
 
-The gateway batches with the same :class:`dpq.node.proposer.Proposer` a node
+The gateway batches with the same :class:`dpq.proposing.proposer.Proposer` a node
 uses (many client requests, one Paxos slot, one ``(client_id, seq)`` retried
 until some leader commits it); only the way to the leader differs.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dpq.errors import Unavailable
 from dpq.gateway.monitor import HealthMonitor
-from dpq.node.applier import Applied, results_from_pb
 from dpq.paxos.core import NotLeader
+from dpq.proposing.results import Applied, results_from_pb
 from dpq.v1 import replication_pb2
 
 

@@ -5,14 +5,8 @@ order. Whoever proposed a batch on this node (its own proposer, or a remote
 proposer through the leader's Propose handler) waits on :meth:`expect` for the
 results of its ``(client_id, seq)``.
 
-Results are normalised here to plain values, the same whether they come from
-this node's apply or from the leader over gRPC (``results_to_pb`` /
-``results_from_pb``):
-
-* Enqueue → ``list[int]`` of job ids,
-* Lease → ``list[Grant]``,
-* Ack / Nack / Extend / Expire → ``list[str]`` of per-item errors ("" = ok),
-* a command refused whole → ``str`` (the reason), others → ``None``.
+Results are normalised here to the plain values of ``dpq.proposing.results``,
+the same whether they come from this node's apply or from the leader over gRPC.
 
 A command the state machine refuses (it broke the fixed rules every replica
 applies, see ``dpq.queue.rules``) changed nothing; each one is logged here as
@@ -23,29 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import NamedTuple
 
 from dpq.paxos.types import Entry, Snapshot
+from dpq.proposing.results import Applied, Grant
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import Job, QueueState
-from dpq.v1 import replication_pb2
 
 log = logging.getLogger("dpq.node.applier")
-
-
-class Grant(NamedTuple):
-    """A lease granted on a job: its token (id, attempt, receipt) and deadline."""
-
-    job_id: int
-    attempt: int
-    lease_expires_at_us: int
-    receipt: int
-
-
-class Applied(NamedTuple):
-    slot: int
-    results: list | None  # None: a duplicate whose results are forgotten, or a no-op
 
 
 def normalise(result):
@@ -152,42 +131,6 @@ class Applier:
         self.owned.rebuild()
         self.log_bytes = 0
         self.snapshots_installed += 1
-
-
-def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:
-    out = []
-    for result in results or ():
-        item = replication_pb2.CommandResult()
-        if isinstance(result, str):
-            item.error = result
-        elif isinstance(result, list) and result and isinstance(result[0], Grant):
-            for g in result:
-                item.jobs.add(job_id=g.job_id, attempt=g.attempt,
-                              lease_expires_at_us=g.lease_expires_at_us, receipt=g.receipt)
-        elif isinstance(result, list) and result and isinstance(result[0], str):
-            item.errors.extend(result)
-        elif isinstance(result, list):
-            item.job_ids.extend(result)
-        out.append(item)
-    return out
-
-
-def results_from_pb(items, kinds: list[str]) -> list:
-    """Back to plain values; ``kinds`` are the commands' oneof names, in order."""
-    out = []
-    for item, kind in zip(items, kinds):
-        if item.error:
-            out.append(item.error)
-        elif kind == "enqueue":
-            out.append(list(item.job_ids))
-        elif kind == "lease":
-            out.append([Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt)
-                        for j in item.jobs])
-        elif kind in ("ack", "nack", "extend", "expire"):
-            out.append(list(item.errors))
-        else:
-            out.append(None)
-    return out
 
 
 def _command(index: int, kind: str) -> str:

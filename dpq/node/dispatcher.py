@@ -23,8 +23,9 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from dpq.node.applier import Grant
-from dpq.node.proposer import Proposer, now_us
+from dpq.node.router import now_us
+from dpq.proposing.proposer import Proposer
+from dpq.proposing.results import Grant
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import Job, QueueState
 from dpq.queue.validate import DEFAULT_LIMITS

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import psutil
 
 from dpq.node.dispatcher import Dispatcher
-from dpq.node.proposer import now_us
+from dpq.node.router import now_us
 from dpq.paxos.core import Replica
 from dpq.queue.owned import OwnedJobs
 from dpq.v1 import replication_pb2

@@ -7,7 +7,7 @@ written atomically, with the node's id) and PostgreSQL (the one-row table
 traffic and proposals that carry another (``dpq.node.transport``,
 ``dpq.services.replication``). In ``--insecure`` mode the id is the only thing
 that tells a peer from an outsider, so it is never shown on the client port:
-ClusterInfo shows :func:`fingerprint` instead.
+ClusterInfo shows its fingerprint instead (``dpq.security.cluster_id``).
 
 :func:`establish` is the one place a node decides its identity at start:
 
@@ -38,8 +38,6 @@ so a crash during catch-up restarts it as a learner, with or without the flag.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -52,6 +50,7 @@ import psycopg
 from dpq.paxos.wal import WriteAheadLog
 from dpq.pg import migrate
 from dpq.pg.queries import QUERIES
+from dpq.security.cluster_id import fingerprint, same_cluster
 
 log = logging.getLogger("dpq.node.identity")
 
@@ -89,16 +88,6 @@ class Identity:
 
 def new_cluster_id() -> str:
     return secrets.token_hex(16)
-
-
-def fingerprint(cluster_id: str) -> str:
-    """A short, safe-to-show name of a cluster id: 8 hex digits of its SHA-256."""
-    return hashlib.sha256(cluster_id.encode("utf-8", "replace")).hexdigest()[:8]
-
-
-def same_cluster(presented: str, ours: str) -> bool:
-    """Constant-time: the id is a secret in --insecure mode."""
-    return hmac.compare_digest(presented.encode("utf-8", "replace"), ours.encode())
 
 
 # ---------------------------------------------------------------- data folder
@@ -324,23 +313,3 @@ async def verify(dsn: str, identity: Identity, *, timeout_s: float = DATABASE_TI
             f"{_database_name(dsn)} belongs to cluster {fingerprint(stored)}, not to this "
             f"node's cluster {identity.fingerprint}: stopping")
     await asyncio.wait_for(record_member(dsn, identity.node_id), timeout_s)
-
-
-# ------------------------------------------------------------------- refusals
-
-class OnceLog:
-    """Logs a refusal once per source, not once per message (bounded memory:
-    an outsider varying its claims cannot grow it without end)."""
-
-    def __init__(self, logger: logging.Logger, limit: int = 1024) -> None:
-        self._log = logger
-        self._seen: set[tuple] = set()
-        self._limit = limit
-
-    def warn(self, key: tuple, message: str, *args: object) -> None:
-        if key in self._seen:
-            return
-        if len(self._seen) >= self._limit:
-            return
-        self._seen.add(key)
-        self._log.warning(message, *args)

@@ -38,10 +38,10 @@ from collections.abc import Callable
 import psycopg
 
 from dpq._wrr import SmoothWRR
-from dpq.node.proposer import Proposer
 from dpq.paxos.core import Replica
 from dpq.pg import connect, writer
 from dpq.pg.outage import Outage
+from dpq.proposing.proposer import Proposer
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2
 

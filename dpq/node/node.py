@@ -32,18 +32,20 @@ from dpq.node.identity import verify as verify_identity
 from dpq.node.leader import LeaderDuties
 from dpq.node.loopwatch import LoopWatch
 from dpq.node.operations import NodeOperations
-from dpq.node.planes import Credentials, peer_channel
-from dpq.node.proposer import LeaderRouter, Proposer
+from dpq.node.planes import Credentials
+from dpq.node.router import LeaderRouter
 from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
 from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.types import Snapshot
 from dpq.paxos.wal import WalError, WriteAheadLog
+from dpq.proposing.proposer import Proposer
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.services.admission import AdmissionGate
+from dpq.services.channels import peer_channel
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server

@@ -17,7 +17,8 @@ from dpq.errors import ResourceExhausted
 from dpq.node import pglag
 from dpq.node.applier import SlotWatch
 from dpq.node.dispatcher import Dispatcher
-from dpq.node.proposer import Proposer, now_us
+from dpq.node.router import now_us
+from dpq.proposing.proposer import Proposer
 from dpq.queue import validate
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2

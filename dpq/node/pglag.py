@@ -13,16 +13,13 @@ nacks and the rest still pass: they are what drains the queue.
 from __future__ import annotations
 
 from dpq.errors import Unavailable
+from dpq.proposing.proposer import POSTGRES_BEHIND
 from dpq.queue.state import QueueState
 
 #: Default bound, in slots. Normal operation stays far below it (a checkpoint
 #: follows every write, every ``writer_interval``); reaching it takes minutes of
 #: a PostgreSQL outage under load, or hours under a trickle.
 DEFAULT_MAX_LAG_SLOTS = 100_000
-
-#: Every refusal starts so: a gateway's proposer recognises it and passes it on
-#: instead of retrying until its deadline.
-REFUSAL_PREFIX = "PostgreSQL is behind"
 
 
 def lag_slots(state: QueueState) -> int:
@@ -36,7 +33,7 @@ def check(state: QueueState, limit: int) -> None:
     lag = lag_slots(state)
     if lag >= limit:
         raise Unavailable(
-            f"{REFUSAL_PREFIX} the log by {lag} slots (written up to slot {state.written_slot}, "
+            f"{POSTGRES_BEHIND} the log by {lag} slots (written up to slot {state.written_slot}, "
             f"applied {state.applied_slot}); the limit is --max-postgres-lag-slots {limit}: new "
             "jobs are refused until the leader's writer catches up (acks and leases still work)",
             None)

@@ -5,9 +5,9 @@
   Paxos streams and proposals, and the gateways' Propose and WatchHealth.
 
 Every credential a node or a gateway uses comes from :func:`credentials` (the
-servers, one per plane, and their interceptors) and :func:`peer_channel` (every
-outgoing channel to a peer port). With TLS material (``--tls-dir`` or the
-explicit files):
+servers, one per plane, and their interceptors) and goes to
+:func:`dpq.services.channels.peer_channel` (every outgoing channel to a peer
+port). With TLS material (``--tls-dir`` or the explicit files):
 
 * peer port: mutual TLS under the cluster CA; only node and gateway
   certificates get past :class:`~dpq.security.auth.PeerRoleInterceptor`, and
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import grpc
 
 from dpq.node.config import ConfigError, NodeConfig
-from dpq.node.transport import CHANNEL_OPTIONS
 
 log = logging.getLogger("dpq.node.planes")
 
@@ -92,10 +91,3 @@ def tls_credentials(material) -> Credentials:
         # The CA signs client.pem too: a client certificate must not reach Replication.
         peer_interceptors=(auth.PeerRoleInterceptor(
             ("node", "gateway"), method_roles={STREAM_METHOD: ("node",)}),))
-
-
-def peer_channel(address: str, creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    """A channel to a peer port (a node's link, or a gateway's)."""
-    if creds is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)

@@ -18,7 +18,8 @@ import logging
 import time
 
 from dpq.node.dispatcher import Dispatcher
-from dpq.node.proposer import Proposer, now_us
+from dpq.node.router import now_us
+from dpq.proposing.proposer import Proposer
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2

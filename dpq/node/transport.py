@@ -34,31 +34,19 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from dpq.node import wire
-from dpq.node.identity import OnceLog, fingerprint, same_cluster
 from dpq.node.snapshot_pieces import PIECE_BYTES, Assembled, Reassembler, SnapshotPiece
 from dpq.paxos.messages import InstallSnapshot, Message
 from dpq.paxos.types import MAX_MESSAGES_PER_BATCH
+from dpq.security.cluster_id import OnceLog, fingerprint, same_cluster
+from dpq.services.replication import PeerRefused
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.node.transport")
 
 #: Messages kept for a peer that cannot take them; the oldest go first.
 MAX_QUEUED = 10_000
-#: gRPC messages up to this size: a snapshot in a Promise travels whole.
-MAX_MESSAGE_BYTES = 512 << 20
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1_000),
-]
 #: The longest client address a peer may announce.
 MAX_ADDRESS_CHARS = 256
-
-
-class PeerRefused(Exception):
-    """A whole peer batch refused (another cluster, an unknown sender); the message says why."""
 
 
 class PeerLink:

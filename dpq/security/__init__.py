@@ -11,5 +11,7 @@
 - ``flags``: the ``--tls-dir`` / ``--tls-cert`` / … options ``dpq-node`` and
   ``dpq-gateway`` share.
 - ``identity``: what a certificate says its holder is (role and node id).
+- ``cluster_id``: the cluster id as a secret: constant-time comparison, the
+  fingerprint that is shown instead, refusals logged once per source.
 - ``errors``: :class:`~dpq.security.errors.TlsError`, the one-line error of bad material.
 """

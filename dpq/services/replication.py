@@ -27,23 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from dpq import logs
 from dpq.errors import ResourceExhausted, Unavailable
-from dpq.node.applier import results_to_pb
-from dpq.node.driver import ReplicaDriver
-from dpq.node.health import HealthReporter
-from dpq.node.identity import OnceLog, fingerprint, same_cluster
-from dpq.node.proposer import LeaderRouter
-from dpq.node.transport import PeerRefused, Transport
 from dpq.paxos.core import InvalidProposal, ProposalRefused
+from dpq.paxos.messages import Message
 from dpq.paxos.types import proposal_problem
+from dpq.proposing.results import Applied, results_to_pb
 from dpq.queue.validate import InvalidArgument
 from dpq.security import auth
+from dpq.security.cluster_id import OnceLog, fingerprint, same_cluster
 from dpq.security.identity import Role
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
@@ -52,6 +50,48 @@ log = logging.getLogger("dpq.services.replication")
 DEFAULT_HEALTH_INTERVAL_MS = 250
 #: The only command a caller without the cluster id (a gateway) may propose.
 GATEWAY_KINDS = frozenset({"enqueue"})
+
+
+class PeerRefused(Exception):
+    """A whole peer batch refused (another cluster, an unknown sender); the message says why."""
+
+
+# What the servicer needs of a node, structurally (the node's objects named in
+# each docstring implement them; the servicer imports nothing from dpq.node).
+
+class PeerInbox(Protocol):
+    """Paxos traffic from peers, checked (``dpq.node.transport.Transport``)."""
+
+    refused_batches: int
+
+    def receive(self, batch: replication_pb2.PeerBatch) -> list[Any]:
+        """The batch's messages (snapshot pieces still in parts), or :class:`PeerRefused`."""
+        ...
+
+    async def finish(self, received: list[Any]) -> list[Message]:
+        """``received`` ready for the replica (snapshots joined off the loop)."""
+        ...
+
+
+class MessageSink(Protocol):
+    """Where received Paxos messages go (``dpq.node.driver.ReplicaDriver``)."""
+
+    def deliver(self, messages: Iterable[Message]) -> None: ...
+
+
+class LocalProposer(Protocol):
+    """The leader's side of Propose (``dpq.node.router.LeaderRouter``)."""
+
+    async def propose_local(self, client_id: str, seq: int, batch: bytes,
+                            timeout_s: float) -> Applied: ...
+
+    def leader_address(self) -> str | None: ...
+
+
+class HealthSource(Protocol):
+    """This node's health for WatchHealth (``dpq.node.health.HealthReporter``)."""
+
+    def report(self) -> replication_pb2.NodeHealthReport: ...
 
 
 class Refused(Exception):
@@ -99,8 +139,8 @@ def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
 
 
 class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
-    def __init__(self, driver: ReplicaDriver, transport: Transport, router: LeaderRouter,
-                 health: HealthReporter, admit: Callable[[log_pb2.CommandBatch], object], *,
+    def __init__(self, driver: MessageSink, transport: PeerInbox, router: LocalProposer,
+                 health: HealthSource, admit: Callable[[log_pb2.CommandBatch], object], *,
                  cluster_id: str,
                  mutual_tls: bool = False, timeout_s: float = 5.0) -> None:
         self._driver = driver

@@ -11,8 +11,9 @@ import asyncio
 import pytest
 
 from dpq.errors import Unavailable
-from dpq.node.proposer import LeaderRouter, Proposer
+from dpq.node.router import LeaderRouter
 from dpq.paxos.core import NotLeader
+from dpq.proposing.proposer import Proposer
 from dpq.v1 import log_pb2, queue_pb2
 
 E = 1.0  # election timeout, seconds

@@ -9,11 +9,11 @@ import asyncio
 import os
 import time
 
-from dpq.node.planes import peer_channel
 from dpq.node.snapshot_pieces import PIECE_BYTES
 from dpq.node.transport import Transport
 from dpq.paxos import messages as m
 from dpq.paxos.types import Ballot, Proposal, Snapshot
+from dpq.services.channels import peer_channel
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server
 from dpq.v1 import replication_pb2_grpc

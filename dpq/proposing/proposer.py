@@ -17,10 +17,15 @@ machine applies it at most once (``dpq.paxos.sessions``), so a retry never
 enqueues a job twice. The client id is new on every start of the process,
 because ``seq`` starts again from 1.
 
+A node and a gateway each batch with a :class:`Proposer`; only the
+:class:`Router` to the leader differs (``dpq.node.router.LeaderRouter``: this
+node's driver or the leader's Propose RPC; ``dpq.gateway.router``: the
+leader's Propose RPC from the gateway's health view).
+
 A node cut off from its quorum cannot commit anything, and a client waiting
 the proposer's whole deadline (15 s) to learn it would rather try another
 node. So when the router says no leader or quorum is reachable from here
-(:meth:`LeaderRouter.unavailable_reason`: no leader known for an election
+(``unavailable_reason``, see ``LeaderRouter``: no leader known for an election
 timeout, and too few peers heard from in the last two), batches holding public
 commands (:data:`PUBLIC_KINDS`) fail at once with :class:`Unavailable`;
 internal ones (checkpoints, expiries, reassignments) keep retrying.
@@ -29,36 +34,25 @@ internal ones (checkpoints, expiries, reassignments) keep retrying.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Protocol
 
 import grpc
 
 from dpq.errors import ResourceExhausted, Unavailable
-from dpq.node import pglag
-from dpq.node.applier import Applied, Applier, results_from_pb
-from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
-from dpq.paxos.types import Proposal
-from dpq.queue.commands import stamp
+from dpq.proposing.results import Applied
 from dpq.queue.validate import InvalidArgument
-from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
+from dpq.v1 import log_pb2
 
-log = logging.getLogger("dpq.node.proposer")
-
-#: How long a follower waits to apply a slot its proposal got before answering.
-READ_YOUR_WRITES_S = 1.0
+#: How a node's refusal of new jobs starts while PostgreSQL lags the log
+#: (``dpq.node.pglag``): the proposer passes it on instead of retrying until its deadline.
+POSTGRES_BEHIND = "PostgreSQL is behind"
 
 #: Commands a client is waiting on: these fail fast when no quorum is reachable.
 PUBLIC_KINDS = frozenset({"enqueue", "ack", "nack", "extend", "lease"})
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class SeqWindow:
@@ -86,113 +80,6 @@ class SeqWindow:
         self._changed.set()
 
 
-class LeaderRouter:
-    """Where proposals go: this node's driver when it leads, else the leader's
-    Propose RPC. Also serves the leader side of that RPC."""
-
-    def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
-                 channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
-                 election_timeout_s: float = 1.0,
-                 last_heard: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``addresses``: every node's client address (for "the leader is at …");
-        ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
-        self.driver = driver
-        self.applier = applier
-        self.addresses = addresses
-        self.cluster_id = cluster_id
-        self._channel_for = channel_for
-        self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
-        # Elections take milliseconds once one starts; an election timeout E
-        # without a leader means a campaign failed or none could start. Peers
-        # count as heard for 2E, the longest a follower waits to campaign.
-        self._grace_s = election_timeout_s
-        self._heard_s = 2 * election_timeout_s
-        self._last_heard = last_heard or (lambda node_id: 0.0)
-        self._clock = clock
-        # A node starts knowing no leader and having heard nobody: the first
-        # campaign may start only after 2E.
-        self._leaderless_since: float | None = clock() + election_timeout_s
-
-    @property
-    def leader_id(self) -> int | None:
-        return self.driver.replica.leader_hint
-
-    def note_leader(self, leader: int | None) -> None:
-        """The replica's leader changed (``None``: it knows none now)."""
-        if leader is not None:
-            self._leaderless_since = None
-        elif self._leaderless_since is None:
-            self._leaderless_since = self._clock()
-
-    def unavailable_reason(self) -> str | None:
-        """Why a client's write cannot commit from here, or None while it may.
-
-        Set when this node has known no leader for an election timeout and
-        heard from fewer peers than a quorum needs in the last two: an isolated
-        node (an old leader that stepped down by check-quorum, or a follower
-        whose leader is gone with the rest). A node that hears its peers but
-        knows no leader is in an election that may succeed, and waits.
-        """
-        if self.leader_id is not None:
-            self._leaderless_since = None
-            return None
-        now = self._clock()
-        if self._leaderless_since is None:
-            self._leaderless_since = now
-        leaderless = now - self._leaderless_since
-        if leaderless < self._grace_s:
-            return None
-        me = self.driver.replica.node_id
-        others = [n for n in self.addresses if n != me]
-        heard = sum(1 for n in others if now - self._last_heard(n) <= self._heard_s)
-        needed = len(self.addresses) // 2  # peers besides this node in a quorum
-        if heard >= needed:
-            return None
-        return (f"no leader or quorum is reachable from node {me}: it has known no leader for "
-                f"{leaderless:.1f}s and heard from {heard} of the other {len(others)} nodes in "
-                f"the last {self._heard_s:g}s (a quorum needs {needed}); try another node")
-
-    def leader_address(self) -> str | None:
-        leader = self.leader_id
-        return self.addresses.get(leader) if leader is not None else None
-
-    async def propose_local(self, client_id: str, seq: int, batch: bytes, timeout_s: float):
-        """Stamp and propose on this (leader) node; wait until applied here."""
-        future = self.applier.expect(client_id, seq)
-        try:
-            self.driver.propose(Proposal(client_id, seq, stamp(now_us(), batch)))
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        finally:
-            self.applier.forget(client_id, seq, future)
-
-    async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
-                      timeout_s: float) -> Applied:
-        leader = self.leader_id
-        if leader is None:
-            raise NotLeader(None)
-        if leader == self.driver.replica.node_id:
-            return await self.propose_local(client_id, seq, batch, timeout_s)
-        stub = self._stubs.get(leader)
-        if stub is None:
-            stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
-        response = await stub.Propose(
-            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
-                                           cluster_id=self.cluster_id),
-            timeout=timeout_s,
-        )
-        # Read your writes: answer once this node has applied the slot too, so a
-        # Stats or Dequeue here right after sees it. Bounded: a lagging node
-        # still answers, it catches up in the background.
-        try:
-            await asyncio.wait_for(self.applier.applied.wait_for(response.slot), READ_YOUR_WRITES_S)
-        except TimeoutError:
-            pass
-        if response.duplicate and not response.results:
-            return Applied(response.slot, None)
-        return Applied(response.slot, results_from_pb(response.results, kinds))
-
-
 class Router(Protocol):
     """Where a proposer's batches go: a leader, by whatever way reaches it."""
 
@@ -201,7 +88,7 @@ class Router(Protocol):
 
     def leader_address(self) -> str | None: ...
 
-    # Optional: ``unavailable_reason() -> str | None`` (see LeaderRouter): when it
+    # Optional: ``unavailable_reason() -> str | None`` (see dpq.node.router): when it
     # gives a reason, public commands fail at once instead of retrying.
 
 
@@ -336,7 +223,7 @@ class Proposer:
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise ResourceExhausted(exc.details()) from exc
                 if (exc.code() == grpc.StatusCode.UNAVAILABLE
-                        and (exc.details() or "").startswith(pglag.REFUSAL_PREFIX)):
+                        and (exc.details() or "").startswith(POSTGRES_BEHIND)):
                     raise Unavailable(exc.details(), self._router.leader_address()) from exc
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     # the leader checked the batch (validate.proposal): retrying cannot help

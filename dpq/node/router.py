@@ -1,0 +1,140 @@
+"""How a node's proposals reach the leader: its own driver when it leads, else the
+leader's Propose RPC on the peer port.
+
+:class:`LeaderRouter` is the node's ``dpq.proposing.proposer.Router`` (the
+gateway has its own, ``dpq.gateway.router``), and it serves the leader's side
+of Propose (:meth:`LeaderRouter.propose_local`, for ``dpq.services.replication``).
+It also tells the proposer when no leader or quorum is reachable from here
+(:meth:`LeaderRouter.unavailable_reason`), so public commands fail fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import grpc
+
+from dpq.node.applier import Applier
+from dpq.node.driver import ReplicaDriver
+from dpq.paxos.core import NotLeader
+from dpq.paxos.types import Proposal
+from dpq.proposing.results import Applied, results_from_pb
+from dpq.queue.commands import stamp
+from dpq.v1 import replication_pb2, replication_pb2_grpc
+
+#: How long a follower waits to apply a slot its proposal got before answering.
+READ_YOUR_WRITES_S = 1.0
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class LeaderRouter:
+    """Where proposals go: this node's driver when it leads, else the leader's
+    Propose RPC. Also serves the leader side of that RPC."""
+
+    def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
+                 channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
+                 election_timeout_s: float = 1.0,
+                 last_heard: Callable[[int], float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``addresses``: every node's client address (for "the leader is at …");
+        ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
+        self.driver = driver
+        self.applier = applier
+        self.addresses = addresses
+        self.cluster_id = cluster_id
+        self._channel_for = channel_for
+        self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
+        # Elections take milliseconds once one starts; an election timeout E
+        # without a leader means a campaign failed or none could start. Peers
+        # count as heard for 2E, the longest a follower waits to campaign.
+        self._grace_s = election_timeout_s
+        self._heard_s = 2 * election_timeout_s
+        self._last_heard = last_heard or (lambda node_id: 0.0)
+        self._clock = clock
+        # A node starts knowing no leader and having heard nobody: the first
+        # campaign may start only after 2E.
+        self._leaderless_since: float | None = clock() + election_timeout_s
+
+    @property
+    def leader_id(self) -> int | None:
+        return self.driver.replica.leader_hint
+
+    def note_leader(self, leader: int | None) -> None:
+        """The replica's leader changed (``None``: it knows none now)."""
+        if leader is not None:
+            self._leaderless_since = None
+        elif self._leaderless_since is None:
+            self._leaderless_since = self._clock()
+
+    def unavailable_reason(self) -> str | None:
+        """Why a client's write cannot commit from here, or None while it may.
+
+        Set when this node has known no leader for an election timeout and
+        heard from fewer peers than a quorum needs in the last two: an isolated
+        node (an old leader that stepped down by check-quorum, or a follower
+        whose leader is gone with the rest). A node that hears its peers but
+        knows no leader is in an election that may succeed, and waits.
+        """
+        if self.leader_id is not None:
+            self._leaderless_since = None
+            return None
+        now = self._clock()
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+        leaderless = now - self._leaderless_since
+        if leaderless < self._grace_s:
+            return None
+        me = self.driver.replica.node_id
+        others = [n for n in self.addresses if n != me]
+        heard = sum(1 for n in others if now - self._last_heard(n) <= self._heard_s)
+        needed = len(self.addresses) // 2  # peers besides this node in a quorum
+        if heard >= needed:
+            return None
+        return (f"no leader or quorum is reachable from node {me}: it has known no leader for "
+                f"{leaderless:.1f}s and heard from {heard} of the other {len(others)} nodes in "
+                f"the last {self._heard_s:g}s (a quorum needs {needed}); try another node")
+
+    def leader_address(self) -> str | None:
+        leader = self.leader_id
+        return self.addresses.get(leader) if leader is not None else None
+
+    async def propose_local(self, client_id: str, seq: int, batch: bytes,
+                            timeout_s: float) -> Applied:
+        """Stamp and propose on this (leader) node; wait until applied here."""
+        future = self.applier.expect(client_id, seq)
+        try:
+            self.driver.propose(Proposal(client_id, seq, stamp(now_us(), batch)))
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        finally:
+            self.applier.forget(client_id, seq, future)
+
+    async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
+                      timeout_s: float) -> Applied:
+        leader = self.leader_id
+        if leader is None:
+            raise NotLeader(None)
+        if leader == self.driver.replica.node_id:
+            return await self.propose_local(client_id, seq, batch, timeout_s)
+        stub = self._stubs.get(leader)
+        if stub is None:
+            stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
+        response = await stub.Propose(
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
+                                           cluster_id=self.cluster_id),
+            timeout=timeout_s,
+        )
+        # Read your writes: answer once this node has applied the slot too, so a
+        # Stats or Dequeue here right after sees it. Bounded: a lagging node
+        # still answers, it catches up in the background.
+        try:
+            await asyncio.wait_for(self.applier.applied.wait_for(response.slot), READ_YOUR_WRITES_S)
+        except TimeoutError:
+            pass
+        if response.duplicate and not response.results:
+            return Applied(response.slot, None)
+        return Applied(response.slot, results_from_pb(response.results, kinds))

@@ -1,0 +1,10 @@
+"""Batching and proposing, shared by the node and the gateway (issue 12).
+
+* :mod:`dpq.proposing.proposer`: the :class:`~dpq.proposing.proposer.Proposer`
+  (many commands, one Paxos slot, retried exactly once) and the ``Router``
+  protocol it sends batches through;
+* :mod:`dpq.proposing.results`: what a batch yields (``Applied``, ``Grant``) and
+  its protobuf form.
+
+Nothing here imports ``dpq.node``, ``dpq.gateway`` or ``dpq.services``.
+"""
