@@ -92,7 +92,7 @@ class JobState(IntEnum):
 class Job:
     """One job as every replica holds it."""
 
-    __slots__ = (  # noqa: RUF023 - in constructor order, which as_tuple follows
+    __slots__ = (  # in constructor order, which as_tuple follows
         "job_id",
         "queue",
         "priority",

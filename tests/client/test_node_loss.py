@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
+from support.cluster import wait_until
 
 from dpq.client import Consumer, JobSpec, Producer
-from support.cluster import wait_until
 
 JOBS = 90
 CONCURRENCY = 4

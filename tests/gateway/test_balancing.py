@@ -14,9 +14,9 @@ import time
 
 import grpc
 import pytest
+from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, wait_until
 
 ARGS = ("--dead-after-ms", "1500")
 
@@ -111,8 +111,8 @@ def test_a_node_under_cpu_load_gets_a_smaller_share(tmp_path, pg_database):
     # nodes 1 and 2 run on CPU 0, node 3 and a CPU burner share CPU 1
     cluster = start(tmp_path, pg_database("cpu"), cpus={1: {0}, 2: {0}, 3: {1}})
     burner = subprocess.Popen(
-        [sys.executable, "-c", "import time\nend = time.time() + 90\nwhile time.time() < end: pass"],
-        preexec_fn=lambda: __import__("os").sched_setaffinity(0, {1}))
+        [sys.executable, "-c", ("import os, time\nos.sched_setaffinity(0, {1})\n"
+                                "end = time.time() + 90\nwhile time.time() < end: pass")])
     try:
         def contrast():
             cpu = {n.node_id: n.cpu_percent for n in cluster.gateway_info().nodes}

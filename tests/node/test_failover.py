@@ -16,9 +16,9 @@ from collections import Counter
 import grpc
 import psycopg
 import pytest
+from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, wait_until
 
 QUEUE = "failover"
 ARGS = ("--dead-after-ms", "1500", "--max-attempts", "100")

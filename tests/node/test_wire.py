@@ -3,8 +3,6 @@ of bounds gets past ``wire.decode`` (issue 10: a round or a seq of 2**63 killed 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -171,9 +171,8 @@ def test_rotation_seals_a_segment_only_after_syncing_it(
 
 
 def test_a_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
-    with WriteAheadLog.open(tmp_path):
-        with pytest.raises(WalError, match="in use"):
-            WriteAheadLog.open(tmp_path)
+    with WriteAheadLog.open(tmp_path), pytest.raises(WalError, match="in use"):
+        WriteAheadLog.open(tmp_path)
     reopen(tmp_path)  # the lock went away with close()
 
 

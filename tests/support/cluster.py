@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Self
 
 import grpc
 
@@ -181,7 +182,7 @@ class Cluster(LocalCluster):
         path = self.log_path(which)
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
