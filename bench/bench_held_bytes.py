@@ -60,7 +60,8 @@ def run(scenario: str, n: int) -> None:
     for start in range(0, n, PER_SLOT):
         jobs = [queue_pb2.NewJob(
             queue=f"queue-{i}" if scenario == "queues" else queue, priority=1 + i % 5,
-            dedup_key=f"{i:0256d}" if window else "") for i in range(start, min(n, start + PER_SLOT))]
+            dedup_key=f"{i:0256d}" if window else "") for i in range(start,
+                                                                     min(n, start + PER_SLOT))]
         batches.append(enqueue(jobs, window))
     before = rss()
     for data in batches:

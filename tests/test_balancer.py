@@ -82,6 +82,6 @@ def test_weight_is_monotonic_in_each_input(h, more_cpu, more_depth, more_waiting
     assert weight(replace(h, ready_depth=max(h.ready_depth, 0) + more_depth)) <= weight(
         replace(h, ready_depth=max(h.ready_depth, 0))
     )
-    assert weight(replace(h, waiting_consumers=max(h.waiting_consumers, 0) + more_waiting)) >= weight(
-        replace(h, waiting_consumers=max(h.waiting_consumers, 0))
-    )
+    waiting = max(h.waiting_consumers, 0)
+    assert (weight(replace(h, waiting_consumers=waiting + more_waiting))
+            >= weight(replace(h, waiting_consumers=waiting)))

@@ -144,7 +144,8 @@ class NodeOperations:
     # ---------------------------------------------------------------- read-only
 
     async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
-        names = [validate.queue_name(queue, "queue", self.policy.limits)] if queue else self.state.queues()
+        names = [validate.queue_name(queue, "queue",
+                                     self.policy.limits)] if queue else self.state.queues()
         now = now_us()
         out = []
         for name in names:

@@ -151,7 +151,8 @@ class Commit(NamedTuple):
 
 Message = Prepare | Promise | Accept | Accepted | InstallSnapshot | Nack | Commit
 
-MESSAGE_TYPES: tuple[type, ...] = (Prepare, Promise, Accept, Accepted, InstallSnapshot, Nack, Commit)
+MESSAGE_TYPES: tuple[type, ...] = (Prepare, Promise, Accept, Accepted, InstallSnapshot, Nack,
+                                   Commit)
 
 
 def describe(message: Message) -> str:

@@ -121,9 +121,11 @@ def _lease_ms(lease_ms: int) -> str | None:
 
 def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> str | None:
     if cmd.node not in members:
-        return reason(Refusal.NOT_MEMBER, f"node {cmd.node} not among the members {sorted(members)}")
+        return reason(Refusal.NOT_MEMBER,
+                      f"node {cmd.node} not among the members {sorted(members)}")
     if len(cmd.receipts) != len(cmd.job_ids):
-        return reason(Refusal.INVALID, f"{len(cmd.job_ids)} job ids but {len(cmd.receipts)} receipts")
+        return reason(Refusal.INVALID,
+                      f"{len(cmd.job_ids)} job ids but {len(cmd.receipts)} receipts")
     if 0 in cmd.receipts:
         return reason(Refusal.INVALID, "a receipt of 0")
     if len(cmd.consumer_id) > MAX_NAME_CHARS:

@@ -419,7 +419,8 @@ class QueueState:
         return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
 
     def _release(
-        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int, must_be_expired: bool,
+        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int,
+        must_be_expired: bool,
         undelivered: bool = False,
     ) -> list[str]:
         now = self.clock_us

@@ -78,7 +78,8 @@ class Consumers:
                     queue=self.queue, max_jobs=20, wait_ms=500, lease_ms=30_000), timeout=10).jobs
                 if jobs:
                     stub.Ack(queue_pb2.AckRequest(jobs=[
-                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in jobs]), timeout=10)
+                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt,
+                                         receipt=j.receipt) for j in jobs]), timeout=10)
             except grpc.RpcError:
                 time.sleep(0.05)
                 continue
@@ -101,7 +102,8 @@ def test_new_jobs_go_where_consumers_wait(tmp_path, pg_database):
         ids = enqueue_through_gateway(cluster, "w", 400)
         share = share_of(before, assigned(cluster))
         assert share[2] > 0.5 and share[2] > share[1] and share[2] > share[3], share
-        wait_until(lambda: set(ids) <= set(consumers.got), 30, "node 2's consumers to get every job")
+        wait_until(lambda: set(ids) <= set(consumers.got), 30,
+                   "node 2's consumers to get every job")
         consumers.stop()
     finally:
         cluster.stop_all()

@@ -89,7 +89,8 @@ def test_every_node_knows_the_leader_and_the_members(cluster):
 
 
 def test_mixed_priorities_come_back_in_priority_order_within_each_node(cluster, queue):
-    jobs = [{"priority": p, "payload": f"{p}-{k}".encode()} for k in range(4) for p in (5, 3, 1, 4, 2)]
+    jobs = [{"priority": p, "payload": f"{p}-{k}".encode()}
+            for k in range(4) for p in (5, 3, 1, 4, 2)]
     ids = enqueue(cluster, queue, *jobs, node=2)  # any node takes writes
     assert len(ids) == 20 and ids == sorted(ids) and len(set(ids)) == 20
     got = drain(cluster, queue, 20)
@@ -131,7 +132,8 @@ def test_long_poll_wakes_on_enqueue(cluster, queue):
         wait_until(lambda: all(not p.done() for p in polls), 2, "the long-polls to park")
         t0 = time.monotonic()
         [job_id] = enqueue(cluster, queue, {"priority": 2, "payload": b"wake"})
-        done = wait_until(lambda: [p for p in polls if p.done() and p.result()], 15, "a long-poll to return")
+        done = wait_until(lambda: [p for p in polls if p.done() and p.result()], 15,
+                          "a long-poll to return")
         # woken by the enqueue, not by the end of its 20 s wait
         assert time.monotonic() - t0 < 10
         assert [j.job_id for j in done[0].result()] == [job_id]
@@ -177,10 +179,12 @@ def test_nack_with_delay_then_dead_after_max_attempts(cluster, queue):
         [job] = [j for js in drain(cluster, queue, 1, wait_ms=2000).values() for j in js]
         assert (job.job_id, job.attempt) == (job_id, attempt)
         t0 = time.monotonic()
-        reply = cluster.stub(1).Nack(queue_pb2.NackRequest(jobs=refs([job]), delay_ms=300), timeout=10)
+        reply = cluster.stub(1).Nack(queue_pb2.NackRequest(jobs=refs([job]), delay_ms=300),
+                                     timeout=10)
         assert [r.ok for r in reply.results] == [True]
         if attempt < MAX_ATTEMPTS:
-            assert all(dequeue(cluster, i, queue) == [] for i in cluster.ids)  # not before the delay
+            # not before the delay
+            assert all(dequeue(cluster, i, queue) == [] for i in cluster.ids)
     assert time.monotonic() - t0 < 5
     wait_until(lambda: stats(cluster, queue).dead == 1, 10, "the job to be dead")
     s = stats(cluster, queue)
@@ -189,7 +193,8 @@ def test_nack_with_delay_then_dead_after_max_attempts(cluster, queue):
 
 def test_dedup_key_returns_the_first_job(cluster, queue):
     first = enqueue(cluster, queue, {"priority": 2, "payload": b"a", "dedup_key": "order-17"})
-    again = enqueue(cluster, queue, {"priority": 2, "payload": b"b", "dedup_key": "order-17"}, node=3)
+    again = enqueue(cluster, queue, {"priority": 2, "payload": b"b", "dedup_key": "order-17"},
+                    node=3)
     other = enqueue(cluster, queue, {"priority": 2, "payload": b"c", "dedup_key": "order-18"})
     assert first == again and other != first
     assert sum(stats(cluster, queue).ready_by_priority) == 2
@@ -213,7 +218,8 @@ def test_extend_keeps_a_lease_alive(cluster, queue):
 BAD_JOBS = [
     ({"priority": 0, "payload": b"x"}, "jobs[1].priority: 0 is outside 1..5"),
     ({"priority": 6, "payload": b"x"}, "jobs[1].priority: 6 is outside 1..5"),
-    ({"priority": 1, "payload": b"x" * (1 << 20 | 1)}, "jobs[1].payload: 1048577 bytes is over the limit of 1048576 bytes"),
+    ({"priority": 1, "payload": b"x" * (1 << 20 | 1)},
+     "jobs[1].payload: 1048577 bytes is over the limit of 1048576 bytes"),
     ({"priority": 1, "payload": b"x", "queue": "bad name!"}, "has characters outside"),
     ({"priority": 1, "payload": b"x", "queue": "q" * 129}, "over the limit of 128"),
 ]
@@ -227,7 +233,8 @@ def test_a_bad_job_refuses_the_whole_batch(cluster, queue, bad, message):
         cluster.stub(1).Enqueue(queue_pb2.EnqueueRequest(jobs=[good, bad_job]), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
-    assert cluster.stub(1).Stats(queue_pb2.StatsRequest(queue=queue), timeout=5).queues[0].ready_by_priority == [0] * 5
+    assert cluster.stub(1).Stats(queue_pb2.StatsRequest(queue=queue),
+                                 timeout=5).queues[0].ready_by_priority == [0] * 5
 
 
 @pytest.mark.parametrize(
@@ -246,10 +253,12 @@ def test_bad_dequeue_is_refused(cluster, queue, request_kw, message):
 
 
 def test_unknown_job_ids_are_refused_per_item(cluster, queue):
-    reply = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=10**12, attempt=1)]), timeout=10)
+    unknown = queue_pb2.JobRef(job_id=10**12, attempt=1)
+    reply = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[unknown]), timeout=10)
     assert [(r.ok, r.error) for r in reply.results] == [(False, "not_found")]
     with pytest.raises(grpc.RpcError) as err:
-        cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=5, attempt=0)]), timeout=10)
+        cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=5, attempt=0)]),
+                            timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "jobs[0].attempt: 0 is not a lease" in err.value.details()
 

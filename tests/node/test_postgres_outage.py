@@ -53,7 +53,8 @@ def ref(job: queue_pb2.Job) -> queue_pb2.JobRef:
 
 
 def enqueue(cluster: Cluster, node: int, batch: list[queue_pb2.NewJob]) -> list[int]:
-    return list(cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=batch), timeout=20).job_ids)
+    return list(cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=batch),
+                                           timeout=20).job_ids)
 
 
 def take(cluster: Cluster, count: int, timeout_s: float = 30) -> list[queue_pb2.Job]:
