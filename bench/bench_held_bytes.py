@@ -8,7 +8,7 @@ counts for it. One scenario per process, so one cannot reuse another's freed
 memory::
 
     PYTHONPATH=. python bench/bench_held_bytes.py plain          # queue "q", empty payload
-    PYTHONPATH=. python bench/bench_held_bytes.py names-and-keys # 128-char queue, 256-char dedup keys
+    PYTHONPATH=. python bench/bench_held_bytes.py names-and-keys # 128-char queue, 256-char keys
     PYTHONPATH=. python bench/bench_held_bytes.py leased         # plain, then every job leased
     PYTHONPATH=. python bench/bench_held_bytes.py queues         # one job per queue, 100,000 queues
 """

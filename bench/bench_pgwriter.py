@@ -1,7 +1,7 @@
 """The leader's PostgreSQL writer against raw COPY, on the same server.
 
     python bench/bench_pgwriter.py                   # an embedded server in a temp folder
-    python bench/bench_pgwriter.py --dsn postgresql://...   # an existing server (creates a database)
+    python bench/bench_pgwriter.py --dsn postgresql://...   # an existing server (makes a database)
 
 (with dpq installed; in a checkout built in place, ``PYTHONPATH=. python bench/…``).
 

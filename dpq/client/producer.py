@@ -109,8 +109,8 @@ class AsyncProducer:
     :class:`RetryPolicy`. ``idempotent`` and ``batching``: see the module
     docstring. ``tls_dir`` (a ``dpq certs init`` folder), or ``root_certificates``
     (the CA: PEM bytes or a file) and ``token``: connect with TLS and the bearer
-    token; none of them: ``$DPQ_TLS_DIR`` if set, else plaintext. Use it as ``async with AsyncProducer(...) as producer:`` or
-    call :meth:`close`.
+    token; none of them: ``$DPQ_TLS_DIR`` if set, else plaintext. Use it as
+    ``async with AsyncProducer(...) as producer:`` or call :meth:`close`.
     """
 
     def __init__(self, targets: Targets = None, *, batching: bool = False,

@@ -75,8 +75,9 @@ class NodeConfig:
                 "clients and peers never share one")
         if len(self.peers) > 1 and not self.dsn:
             raise ConfigError(
-                f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one shared "
-                "PostgreSQL database (only a single-node cluster may run on the embedded server)")
+                f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one "
+                "shared PostgreSQL database (only a single-node cluster may run on the embedded "
+                "server)")
         if self.postgres_timeout_ms < 100:
             raise ConfigError(
                 f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
@@ -148,8 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
                                         "(default: this node alone)")
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
-    parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node "
-                                      "(default for a single node: an embedded server in the data dir)")
+    parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node (default for a "
+                                      "single node: an embedded server in the data dir)")
     parser.add_argument("--max-attempts", type=int, help="deliveries before a job is dead (5)")
     parser.add_argument("--dedup-window-ms", type=int,
                         help="how long a dedup key is remembered (1 h)")
@@ -209,7 +210,8 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         values["peers"] = {int(k): v for k, v in values["peers"].items()}
     for required in ("node_id", "listen", "data_dir"):
         if required not in values:
-            raise ConfigError(f"--{required.replace('_', '-').replace('node-id', 'id')} is required")
+            flag = required.replace("_", "-").replace("node-id", "id")
+            raise ConfigError(f"--{flag} is required")
     if "peers" not in values:  # a single node
         values["peers"] = {values["node_id"]: values.get("peer_listen") or ""}
     default = QueuePolicy()

@@ -84,9 +84,9 @@ class NodeOperations:
         held = self.state.held_bytes + self._log_bytes()
         if held + incoming > self.policy.memory_budget_bytes:
             raise ResourceExhausted(
-                f"the jobs and the log since the last snapshot take {held} bytes of memory; {incoming} more would "
-                f"pass the memory budget of {self.policy.memory_budget_bytes} bytes: consume "
-                "or retry later"
+                f"the jobs and the log since the last snapshot take {held} bytes of memory; "
+                f"{incoming} more would pass the memory budget of "
+                f"{self.policy.memory_budget_bytes} bytes: consume or retry later"
             )
 
     def admit_forwarded(self, batch: log_pb2.CommandBatch | bytes) -> log_pb2.CommandBatch:

@@ -48,6 +48,11 @@ def enqueue_through_gateway(cluster: Cluster, queue: str, jobs: int, per_call: i
     return ids
 
 
+def gateway_view(cluster: Cluster, field: str) -> dict[int, object]:
+    """One field of each node as the gateway sees it, by node id."""
+    return {n.node_id: getattr(n, field) for n in cluster.gateway_info().nodes}
+
+
 def share_of(before: dict[int, int], after: dict[int, int]) -> dict[int, float]:
     delta = {n: after[n] - before.get(n, 0) for n in after}
     total = sum(delta.values())
@@ -96,7 +101,7 @@ def test_new_jobs_go_where_consumers_wait(tmp_path, pg_database):
     cluster = start(tmp_path, pg_database("waiting"))
     try:
         consumers = Consumers(cluster, "w", nodes=[2], per_node=6)
-        wait_until(lambda: {n.node_id: n.waiting_consumers for n in cluster.gateway_info().nodes}[2] >= 4,
+        wait_until(lambda: gateway_view(cluster, "waiting_consumers")[2] >= 4,
                    10, "the gateway to see consumers waiting on node 2")
         before = assigned(cluster)
         ids = enqueue_through_gateway(cluster, "w", 400)
@@ -153,7 +158,7 @@ def test_a_killed_node_gets_no_new_jobs_and_its_jobs_are_served_elsewhere(cluste
     left_behind = enqueue_through_gateway(cluster, "dead", 90)
     victim = next(i for i in cluster.ids if i != cluster.wait_leader())
     cluster.kill(victim)
-    wait_until(lambda: {n.node_id: n.balancer_weight for n in cluster.gateway_info().nodes}[victim] == 0,
+    wait_until(lambda: gateway_view(cluster, "balancer_weight")[victim] == 0,
                10, "the gateway to drop the killed node")
     before = assigned(cluster)
     new = enqueue_through_gateway(cluster, "dead", 200)

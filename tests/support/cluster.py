@@ -180,7 +180,9 @@ class Cluster(LocalCluster):
 
     def log_tail(self, which: int | str, lines: int = 40) -> str:
         path = self.log_path(which)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def __enter__(self) -> Self:
         self.start()

@@ -62,8 +62,9 @@ def enqueue(*jobs, owners=None, dedup_window_ms=0):
 
 def lease(*ids, node=1, lease_ms=1000, consumer="w", receipts=None):
     return log_pb2.Command(
-        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer,
-                                   receipts=[receipt(i) for i in ids] if receipts is None else receipts)
+        lease=log_pb2.LeaseCommand(
+            node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer,
+            receipts=[receipt(i) for i in ids] if receipts is None else receipts)
     )
 
 
