@@ -209,6 +209,7 @@ class HeapMachine(RuleBasedStateMachine):
 
 TestHeapMachine = HeapMachine.TestCase
 TestHeapMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestHeapMachine.pytestmark = [pytest.mark.slow]  # a long stateful run
 
 
 # -- both against a brute-force model ------------------------------------------
@@ -236,6 +237,7 @@ def brute_force_pops(jobs, step, pop_times):
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     step=st.sampled_from([0, 1, 5, 100]),

@@ -21,6 +21,8 @@ import pytest
 
 from dpq.localcluster import PACKAGE_ROOT
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 JOBS = 2000
 RATE = 1000
 PEAK_RATE = 3000

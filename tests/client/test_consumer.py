@@ -24,6 +24,8 @@ from dpq.client import (
 )
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 EMPTY = {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
 

@@ -15,6 +15,8 @@ from support.cluster import wait_until
 
 from dpq.client import Consumer, JobSpec, Producer
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 JOBS = 90
 CONCURRENCY = 4
 MAX_JOBS = 10

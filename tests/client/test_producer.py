@@ -29,6 +29,8 @@ from dpq.client import (
     UnavailableError,
 )
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 FAST_RETRY = RetryPolicy(max_attempts=6, deadline=20, initial_backoff=0.05, max_backoff=0.5)
 
 

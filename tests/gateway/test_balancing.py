@@ -18,6 +18,8 @@ from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 ARGS = ("--dead-after-ms", "1500")
 
 

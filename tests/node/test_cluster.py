@@ -19,6 +19,8 @@ from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 MAX_ATTEMPTS = 3
 AGING_STEP_MS = 200
 

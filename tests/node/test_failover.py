@@ -20,6 +20,8 @@ from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "failover"
 ARGS = ("--dead-after-ms", "1500", "--max-attempts", "100")
 

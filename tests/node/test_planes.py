@@ -19,6 +19,8 @@ from support.cluster import Cluster, free_ports, wait_until
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.v1 import log_pb2, queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 ENV = {"PYTHONPATH": PACKAGE_ROOT}
 
 

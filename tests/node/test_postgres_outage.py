@@ -34,6 +34,8 @@ from support.private_pg import PrivatePostgres
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "outage"
 # Short timeouts so a frozen server is noticed within seconds.
 ARGS = ("--postgres-timeout-ms", "2000", "--dead-after-ms", "60000")

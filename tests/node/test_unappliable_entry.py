@@ -18,6 +18,8 @@ from dpq.paxos.wal import WriteAheadLog
 from dpq.queue.commands import batch_of, stamp
 from dpq.v1 import log_pb2, queue_pb2, replication_pb2, replication_pb2_grpc
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 NOW_US = 1_700_000_000 * 10**6
 
 BAD_SLOTS = {

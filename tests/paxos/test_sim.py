@@ -25,6 +25,8 @@ from dpq.paxos.sim import (
     run_seed,
 )
 
+pytestmark = pytest.mark.slow  # long simulation runs (see pyproject: markers)
+
 CHUNK = 250
 
 

@@ -220,6 +220,7 @@ def _check_recovers_prefix(directory: Path, seg_name: str, start: int, before: R
     assert again.hard_state == before.hard_state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("last", ["entry", "hard_state"])
 def test_a_log_cut_at_every_offset_of_its_last_record_recovers_the_records_before_it(
     tmp_path: Path, last: str

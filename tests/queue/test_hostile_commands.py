@@ -172,6 +172,7 @@ def logs(draw):
     return slots
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logs())
 def test_no_slot_raises_and_replicas_agree(slots):
@@ -192,6 +193,7 @@ def test_snapshot_junk_is_a_snapshot_error_and_nothing_else(data):
         snapshot.load(b"DPQS\x02\x00" + data, members=MEMBERS)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=12),
        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10_000), st.integers(0, 255)),

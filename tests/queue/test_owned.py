@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.commands import (
@@ -87,6 +88,7 @@ def test_reassigned_jobs_move_between_nodes():
     assert one.reserve("q", 5, 0) == [2] and two.reserve("q", 5, 0) == [1]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=40))
 def test_heaps_hold_exactly_the_owned_ready_jobs(steps):

@@ -31,6 +31,7 @@ def _run(log: Log, steps, now: int = 0) -> int:
     return now
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timed_commands, timed_commands, st.integers(1, 4))
 def test_a_dump_written_while_commands_apply_is_the_state_when_it_began(before, during, budget):

@@ -204,6 +204,7 @@ def recount(state: QueueState, now_us: int) -> dict:
     return {name: (q["ready"], q["delayed"], q["leased"], q["dead"]) for name, q in out.items()}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=40))
 def test_replicas_agree_and_counters_match_the_jobs(steps):
@@ -234,6 +235,7 @@ def test_replicas_agree_and_counters_match_the_jobs(steps):
     assert not set(acked) & set(a.state.jobs)  # acked jobs are gone
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 400), commands), max_size=25),

@@ -126,6 +126,7 @@ command = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(command, min_size=1, max_size=3))
 def test_what_the_validator_accepts_every_replica_applies(commands):
