@@ -16,8 +16,12 @@ import re
 from enum import StrEnum
 from typing import NamedTuple
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.v1 import log_pb2
+
+# Priorities: 1 is the most urgent. The state machine owns these bounds; dpq/heap.py takes
+# them from here, dpq/_fastheap.pyx compiles its own copy (tests/test_heap.py: they agree).
+PRIORITY_MIN = 1
+PRIORITY_MAX = 5
 
 DAY_MS = 24 * 3600 * 1000
 
