@@ -123,11 +123,6 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
     yield b"".join(out)
 
 
-def encode_copy(jobs: Sequence[Job], slot: int) -> bytes:
-    """``jobs`` as one binary COPY stream (for tools and benchmarks)."""
-    return b"".join(copy_chunks(jobs, slot))
-
-
 def _encode_tail(queue: str, state: JobState, consumer_id: str) -> bytes:
     name = _STATE_NAMES.get(state)
     if name is None:
