@@ -8,7 +8,7 @@ counts for it. One scenario per process, so one cannot reuse another's freed
 memory::
 
     PYTHONPATH=. python bench/bench_held_bytes.py plain          # queue "q", empty payload
-    PYTHONPATH=. python bench/bench_held_bytes.py names-and-keys # 128-char queue, 256-char dedup keys
+    PYTHONPATH=. python bench/bench_held_bytes.py names-and-keys # 128-char queue, 256-char keys
     PYTHONPATH=. python bench/bench_held_bytes.py leased         # plain, then every job leased
     PYTHONPATH=. python bench/bench_held_bytes.py queues         # one job per queue, 100,000 queues
 """
@@ -60,7 +60,8 @@ def run(scenario: str, n: int) -> None:
     for start in range(0, n, PER_SLOT):
         jobs = [queue_pb2.NewJob(
             queue=f"queue-{i}" if scenario == "queues" else queue, priority=1 + i % 5,
-            dedup_key=f"{i:0256d}" if window else "") for i in range(start, min(n, start + PER_SLOT))]
+            dedup_key=f"{i:0256d}" if window else "") for i in range(start,
+                                                                     min(n, start + PER_SLOT))]
         batches.append(enqueue(jobs, window))
     before = rss()
     for data in batches:

@@ -1,7 +1,7 @@
 """The leader's PostgreSQL writer against raw COPY, on the same server.
 
     python bench/bench_pgwriter.py                   # an embedded server in a temp folder
-    python bench/bench_pgwriter.py --dsn postgresql://...   # an existing server (creates a database)
+    python bench/bench_pgwriter.py --dsn postgresql://...   # an existing server (makes a database)
 
 (with dpq installed; in a checkout built in place, ``PYTHONPATH=. python bench/…``).
 
@@ -99,7 +99,8 @@ async def raw_write_row(conn, jobs, slot):
     async with conn.transaction(), conn.cursor().copy(RAW_COPY) as copy:
         copy.set_types(["int8", "int4", "bytea", "timestamptz"])
         for j in jobs:
-            await copy.write_row((j.job_id, j.priority, j.payload, EPOCH + j.created_at_us * ONE_US))
+            await copy.write_row((j.job_id, j.priority, j.payload,
+                                  EPOCH + j.created_at_us * ONE_US))
 
 
 async def raw_buffered(conn, jobs, slot):
@@ -147,7 +148,8 @@ async def measure(conn, n: int, workload: str, rng: random.Random) -> float:
     return elapsed
 
 
-WORKLOADS = ["raw write_row", "raw pre-encoded", "new", "new via upsert", "update+delete", "steady mix"]
+WORKLOADS = ["raw write_row", "raw pre-encoded", "new", "new via upsert", "update+delete",
+             "steady mix"]
 
 
 async def run(dsn: str, sizes: list[int], rounds: int) -> None:

@@ -56,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     enq.add_argument("payloads", nargs="*", metavar="PAYLOAD")
     enq.add_argument("--queue", default="default")
     enq.add_argument("--priority", type=int, default=3, help="1 (most urgent) .. 5 (3)")
-    enq.add_argument("--delay", type=commands.duration, help="deliver after this long: 250ms, 5s, 2m")
-    enq.add_argument("--dedup-key", help="a key seen again within the dedup window returns the first job")
+    enq.add_argument("--delay", type=commands.duration,
+                     help="deliver after this long: 250ms, 5s, 2m")
+    enq.add_argument("--dedup-key",
+                     help="a key seen again within the dedup window returns the first job")
 
     con = sub("consume", "print jobs as they arrive (acking them unless --no-ack)")
     con.add_argument("--queue", default="default")
-    con.add_argument("--count", type=int, help="stop after this many jobs (default: run until Ctrl-C)")
+    con.add_argument("--count", type=int,
+                     help="stop after this many jobs (default: run until Ctrl-C)")
     con.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True,
                      help="ack each job (default) or give it back with --no-ack")
     con.add_argument("--wait", type=commands.duration, default=10.0, help="long-poll wait (10s)")
@@ -175,7 +178,8 @@ async def _serve_node(cfg) -> int:
         # Its postmaster is not our child: stop it if this process is killed.
         watchdog = Lifeline()
         watchdog.watch_postgres(os.path.join(cfg.data_dir, "postgres"))
-        embedded = await asyncio.to_thread(embedded_pg.start, os.path.join(cfg.data_dir, "postgres"))
+        embedded = await asyncio.to_thread(embedded_pg.start,
+                                           os.path.join(cfg.data_dir, "postgres"))
         dsn = embedded.dsn
 
     def let_go() -> None:
@@ -220,7 +224,8 @@ async def _serve_node(cfg) -> int:
         await node.stop()
         let_go()
     if node.failed is not None:
-        print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)", file=sys.stderr)
+        print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -261,7 +266,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
         "--nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT to serve on (127.0.0.1:7100)")
+    parser.add_argument("--listen", default="127.0.0.1:7100",
+                        help="HOST:PORT to serve on (127.0.0.1:7100)")
     parser.add_argument("--nodes", required=True,
                         help="the nodes' client addresses (their --listen), comma-separated; "
                              "each node's peer port is learnt from its ClusterInfo")
@@ -270,7 +276,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
                              "meanwhile ride together in the next one (4)")
     parser.add_argument("--dedup-window-ms", type=int, default=3_600_000,
                         help="how long a dedup key is remembered (1 h)")
-    parser.add_argument("--max-payload-bytes", type=int, default=1 << 20, help="largest payload (1 MiB)")
+    parser.add_argument("--max-payload-bytes", type=int, default=1 << 20,
+                        help="largest payload (1 MiB)")
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", default="WARNING", help="error log level (WARNING)")
     parser.add_argument("--request-log-level", default="INFO", help="request log level (INFO)")

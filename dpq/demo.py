@@ -56,7 +56,8 @@ def balancer_tour() -> None:
             else f"cpu {report.cpu_percent:.0f}%, {report.ready_depth} ready, "
                  f"{report.consume_rate:.0f} jobs/s, {report.waiting_consumers} waiting"
         )
-        print(f"  node {report.node_id}: weight {w:5d}  {share[report.node_id] / 10:5.1f}% of jobs  ({why})")
+        print(f"  node {report.node_id}: weight {w:5d}  "
+              f"{share[report.node_id] / 10:5.1f}% of jobs  ({why})")
     print("  first picks:", " ".join(str(n) for n in picks[:20]), "...")
 
 

@@ -56,6 +56,8 @@ import operator
 from array import array
 from typing import Any
 
+from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
+
 __all__ = [
     "DEFAULT_AGING_STEP_US",
     "MAX_AGING_STEP_US",
@@ -66,8 +68,6 @@ __all__ = [
     "PyHeap",
 ]
 
-PRIORITY_MIN = 1
-PRIORITY_MAX = 5
 #: A priority-5 job waits at most ``4 * 5 s`` behind newer priority-1 jobs.
 DEFAULT_AGING_STEP_US = 5_000_000
 #: The largest step for which ``(priority - 1) * aging_step_us`` fits in int64.

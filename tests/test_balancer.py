@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +66,7 @@ def test_share_of_picks_follows_health():
     assert share[2] > 0.6 and share[3] < 0.02 and share[2] > share[1] > share[3]
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(healths)
 def test_weight_is_bounded_and_zero_only_when_unreachable(h):
@@ -74,6 +76,7 @@ def test_weight_is_bounded_and_zero_only_when_unreachable(h):
     assert w <= SCALE * (1 + 0.5 * 8)
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(healths, st.floats(0, 100), st.integers(0, 10**6), st.integers(0, 20))
 def test_weight_is_monotonic_in_each_input(h, more_cpu, more_depth, more_waiting):
@@ -82,6 +85,6 @@ def test_weight_is_monotonic_in_each_input(h, more_cpu, more_depth, more_waiting
     assert weight(replace(h, ready_depth=max(h.ready_depth, 0) + more_depth)) <= weight(
         replace(h, ready_depth=max(h.ready_depth, 0))
     )
-    assert weight(replace(h, waiting_consumers=max(h.waiting_consumers, 0) + more_waiting)) >= weight(
-        replace(h, waiting_consumers=max(h.waiting_consumers, 0))
-    )
+    waiting = max(h.waiting_consumers, 0)
+    assert (weight(replace(h, waiting_consumers=waiting + more_waiting))
+            >= weight(replace(h, waiting_consumers=waiting)))

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import dpq._fastheap
 from dpq._fastheap import FastHeap
 from dpq.heap import MAX_AGING_STEP_US, STRICT_MAX_US, STRICT_MIN_US, PyHeap
+from dpq.queue import rules
 
 IMPLS = [FastHeap, PyHeap]
 I64_MAX = 2**63 - 1
@@ -209,6 +210,7 @@ class HeapMachine(RuleBasedStateMachine):
 
 TestHeapMachine = HeapMachine.TestCase
 TestHeapMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestHeapMachine.pytestmark = [pytest.mark.slow]  # a long stateful run
 
 
 # -- both against a brute-force model ------------------------------------------
@@ -236,6 +238,7 @@ def brute_force_pops(jobs, step, pop_times):
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     step=st.sampled_from([0, 1, 5, 100]),
@@ -692,3 +695,9 @@ def test_memory_grows_for_a_million_jobs_and_is_given_back():
         assert tracemalloc.get_traced_memory()[0] - base < 64 * 1024
     finally:
         tracemalloc.stop()
+
+
+def test_the_compiled_heap_has_the_priority_bounds_of_the_queue_rules():
+    # _fastheap compiles its own copy of the bounds; the state machine's rules own them
+    assert (dpq._fastheap.PRIORITY_MIN, dpq._fastheap.PRIORITY_MAX) == (
+        rules.PRIORITY_MIN, rules.PRIORITY_MAX)

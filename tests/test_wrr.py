@@ -119,6 +119,7 @@ def test_weight_change_keeps_running_values(impl):
     assert {k: after[k] for k in before} == before and after[4] == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(weighted_nodes(), weighted_nodes(), st.integers(0, 30))
 def test_share_converges_after_a_weight_change(first, second, warmup):
@@ -174,3 +175,4 @@ class TwinMachine(RuleBasedStateMachine):
 
 TestTwins = TwinMachine.TestCase
 TestTwins.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
+TestTwins.pytestmark = [pytest.mark.slow]  # a long stateful run

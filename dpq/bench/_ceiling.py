@@ -66,7 +66,8 @@ def _once(conn: psycopg.Connection, kind: str, batches: list[list[bytes]]) -> fl
 
 def measure(dsn: str, jobs: int, batch_sizes: list[int], payload_bytes: int, seed: int,
             rounds: int = 3) -> dict[str, dict[str, dict[str, object]]]:
-    """``{"plain": {"1000": {"rows_per_s": median, "rounds": [...], "rows": n}, ...}, "indexed": ...}``.
+    """``{"plain": {"1000": {"rows_per_s": median, "rounds": [...], "rows": n}, ...},
+    "indexed": ...}``.
 
     Each (table, batch size) is measured ``rounds`` times, the variants in a
     shuffled order each round, so a noisy neighbour hurts them alike; the

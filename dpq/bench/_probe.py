@@ -96,7 +96,8 @@ def counter_deltas(before: Counters, after: Counters) -> dict[str, object]:
                                                total.get("writer.transactions", 0)),
             # The gateway's proposals to the leader ("gateway.batches" before it used the Proposer).
             "gateway_jobs_per_proposal": per(gw.get("gateway.jobs", 0),
-                                             gw.get("gateway.proposals", gw.get("gateway.batches", 0))),
+                                             gw.get("gateway.proposals",
+                                                    gw.get("gateway.batches", 0))),
             "gateway_requests_per_proposal": per(gw.get("gateway.requests", 0),
                                                  gw.get("gateway.proposals", 0)),
         },

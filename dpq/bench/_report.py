@@ -104,7 +104,8 @@ def table(result: dict[str, Any]) -> str:
         _get(r1, "steady_peak", "offered_rate"))
     row("steady at half the peak: delivered", _get(r3, "steady", "delivered_per_s"),
         _get(r1, "steady", "delivered_per_s"))
-    lines.append(f"replication cost (1 − 3n/1n): enqueue {_pct(frac.get('replication_cost_enqueue'))}, "
+    lines.append("replication cost (1 − 3n/1n): "
+                 f"enqueue {_pct(frac.get('replication_cost_enqueue'))}, "
                  f"consume {_pct(frac.get('replication_cost_consume'))} "
                  f"(target ≤ {targets.get('replication_cost', 0):.0%})")
     lines.append("")

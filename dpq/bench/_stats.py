@@ -14,7 +14,8 @@ QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
 
 
 def summarize_ns(samples_ns: Iterable[int]) -> dict[str, float | int | None]:
-    """``{"n", "p50", "p90", "p99", "p999", "max", "min", "mean"}``; times in ms (None when empty)."""
+    """``{"n", "p50", "p90", "p99", "p999", "max", "min", "mean"}``; times in ms (None when
+    empty)."""
     values = sorted(samples_ns)
     n = len(values)
     out: dict[str, float | int | None] = {"n": n}

@@ -89,7 +89,8 @@ class WorkerSpec:
 
 
 def worker_main(spec: WorkerSpec, start, stop, progress, results) -> None:
-    """The process's entry point: runs the work and puts ``(DONE|ERROR, index, ...)`` on ``results``."""
+    """The process's entry point: runs the work and puts ``(DONE|ERROR, index, ...)`` on
+    ``results``."""
     # Ctrl-C reaches the whole process group: the driver alone handles it, and
     # tells the workers through the stop event, so they finish cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

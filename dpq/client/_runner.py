@@ -124,7 +124,7 @@ class Runner:
                 summary.given_back += 1
                 await self._settle(job.nack(0))
             raise
-        except Exception as exc:  # noqa: BLE001 - a handler's failure is the job's
+        except Exception as exc:  # a handler's failure is the job's
             summary.failed += 1
             delay = self._backoff(job.attempt)
             log.warning("job %d (attempt %d) failed: %r; it comes back in %.1fs", job.id,

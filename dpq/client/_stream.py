@@ -51,10 +51,8 @@ class EnqueueStream:
             stream = self._stream_to(address)
             future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
             stream.pending.append(future)
-            try:
+            with contextlib.suppress(Exception):  # the call ended: its reader fails the future
                 await stream.call.write(request)
-            except Exception:  # noqa: BLE001 - the call ended: its reader fails the future
-                pass
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

@@ -33,7 +33,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from dpq.client._endpoints import (
     Channels,
@@ -214,7 +214,7 @@ class AsyncConsumer:
             await self._tasks.close()
             await self._channels.close()
 
-    async def __aenter__(self) -> AsyncConsumer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -374,7 +374,7 @@ class Consumer:
         finally:
             self._loop.close()
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from dpq.client._coalesce import Coalescer
 from dpq.client._endpoints import (
@@ -108,8 +109,8 @@ class AsyncProducer:
     :class:`RetryPolicy`. ``idempotent`` and ``batching``: see the module
     docstring. ``tls_dir`` (a ``dpq certs init`` folder), or ``root_certificates``
     (the CA: PEM bytes or a file) and ``token``: connect with TLS and the bearer
-    token; none of them: ``$DPQ_TLS_DIR`` if set, else plaintext. Use it as ``async with AsyncProducer(...) as producer:`` or
-    call :meth:`close`.
+    token; none of them: ``$DPQ_TLS_DIR`` if set, else plaintext. Use it as
+    ``async with AsyncProducer(...) as producer:`` or call :meth:`close`.
     """
 
     def __init__(self, targets: Targets = None, *, batching: bool = False,
@@ -211,7 +212,7 @@ class AsyncProducer:
                 await self._stream.close()
             await self._channels.close()
 
-    async def __aenter__(self) -> AsyncProducer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -353,7 +354,7 @@ class Producer:
         finally:
             self._loop.close()
 
-    def __enter__(self) -> Producer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -141,7 +141,8 @@ class HealthMonitor:
                 continue
             out.append(NodeHealth(node_id=r.node_id, reachable=self.reachable(node),
                                   cpu_percent=r.cpu_percent, ready_depth=r.ready_depth,
-                                  consume_rate=r.consume_rate, waiting_consumers=r.waiting_consumers))
+                                  consume_rate=r.consume_rate,
+                                  waiting_consumers=r.waiting_consumers))
         return out
 
     def leader(self) -> NodeView | None:

@@ -66,7 +66,8 @@ class GatewayOperations:
     async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
         validate.refs(refs, self.limits)
         validate.nack_delay(delay_ms, self.limits)
-        response = await self._to_leader("Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms))
+        response = await self._to_leader("Nack",
+                                         queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms))
         return [r.error for r in response.results]
 
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:

@@ -28,7 +28,8 @@ class OwnerPicker:
 
     def pick(self, n: int) -> list[int]:
         now = time.monotonic()
-        if now - self._at >= self._refresh_s or not self.weights or self._monitor.version != self._version:
+        if (now - self._at >= self._refresh_s or not self.weights
+                or self._monitor.version != self._version):
             self._at, self._version = now, self._monitor.version
             ids, ws = balancer.weights(self._monitor.health())
             if not any(ws):

@@ -107,7 +107,8 @@ class Applier:
             return
         futures = self._expected.pop((entry.proposal.client_id, entry.proposal.seq), None)
         if futures:
-            applied = Applied(entry.slot, None if results is None else [normalise(r) for r in results])
+            applied = Applied(entry.slot,
+                              None if results is None else [normalise(r) for r in results])
             for future in futures:
                 if not future.done():
                     future.set_result(applied)

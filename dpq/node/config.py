@@ -75,8 +75,9 @@ class NodeConfig:
                 "clients and peers never share one")
         if len(self.peers) > 1 and not self.dsn:
             raise ConfigError(
-                f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one shared "
-                "PostgreSQL database (only a single-node cluster may run on the embedded server)")
+                f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one "
+                "shared PostgreSQL database (only a single-node cluster may run on the embedded "
+                "server)")
         if self.postgres_timeout_ms < 100:
             raise ConfigError(
                 f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
@@ -139,17 +140,20 @@ def parse_peers(text: str) -> dict[int, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a TOML file with the same keys as the flags (flags win)")
     parser.add_argument("--id", type=int, dest="node_id", help="this node's id (as in --peers)")
-    parser.add_argument("--listen", help="HOST:PORT for clients (dpq.v1.Queue), e.g. 127.0.0.1:7101")
+    parser.add_argument("--listen",
+                        help="HOST:PORT for clients (dpq.v1.Queue), e.g. 127.0.0.1:7101")
     parser.add_argument("--peer-listen",
                         help="HOST:PORT for the other nodes (dpq.v1.Replication only), "
                              "e.g. 127.0.0.1:7111; not needed by a single node")
-    parser.add_argument("--peers", help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
+    parser.add_argument("--peers",
+                        help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
                                         "(default: this node alone)")
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
-    parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node "
-                                      "(default for a single node: an embedded server in the data dir)")
+    parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node (default for a "
+                                      "single node: an embedded server in the data dir)")
     parser.add_argument("--max-attempts", type=int, help="deliveries before a job is dead (5)")
-    parser.add_argument("--dedup-window-ms", type=int, help="how long a dedup key is remembered (1 h)")
+    parser.add_argument("--dedup-window-ms", type=int,
+                        help="how long a dedup key is remembered (1 h)")
     parser.add_argument("--aging-step-ms", type=int,
                         help="waiting time worth one priority level (5000; 0 = strict priority)")
     parser.add_argument("--max-payload-bytes", type=int, help="largest payload accepted (1 MiB)")
@@ -171,7 +175,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "dropped, and a follower that needs it catches up by snapshot "
                              "(20000)")
     parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
-    parser.add_argument("--election-ticks", type=int, help="ticks without a leader before an election (50)")
+    parser.add_argument("--election-ticks", type=int,
+                        help="ticks without a leader before an election (50)")
     parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
     parser.add_argument("--dead-after-ms", type=int,
                         help="a node unreachable this long has its jobs moved to others (5000)")
@@ -205,11 +210,13 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         values["peers"] = {int(k): v for k, v in values["peers"].items()}
     for required in ("node_id", "listen", "data_dir"):
         if required not in values:
-            raise ConfigError(f"--{required.replace('_', '-').replace('node-id', 'id')} is required")
+            flag = required.replace("_", "-").replace("node-id", "id")
+            raise ConfigError(f"--{flag} is required")
     if "peers" not in values:  # a single node
         values["peers"] = {values["node_id"]: values.get("peer_listen") or ""}
     default = QueuePolicy()
-    limits = Limits(max_payload_bytes=values.pop("max_payload_bytes", default.limits.max_payload_bytes))
+    limits = Limits(max_payload_bytes=values.pop("max_payload_bytes",
+                                                 default.limits.max_payload_bytes))
     policy = QueuePolicy(
         max_attempts=values.pop("max_attempts", default.max_attempts),
         dedup_window_ms=values.pop("dedup_window_ms", default.dedup_window_ms),

@@ -75,7 +75,8 @@ class Dispatcher:
         ``gone_after_s``.
         """
         for queue in [q for q in self._starving
-                      if q not in self._waiters and now - self._last_parked.get(q, 0) > gone_after_s]:
+                      if q not in self._waiters
+                      and now - self._last_parked.get(q, 0) > gone_after_s]:
             del self._starving[queue]
         return dict(self._starving)
 

@@ -192,8 +192,8 @@ class ReplicaDriver:
             if rd.messages:
                 self._send(rd.messages)
             if rd.snapshot is not None:
-                loaded = self._loaded[1] if self._loaded and self._loaded[0] is rd.snapshot else None
-                self._loaded = None
+                checked, self._loaded = self._loaded, None
+                loaded = checked[1] if checked and checked[0] is rd.snapshot else None
                 self._install(rd.snapshot, loaded)
             for entry in rd.committed:
                 self._apply(entry)

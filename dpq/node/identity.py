@@ -29,8 +29,8 @@ replica that lost its disk"). So a node records its id in PostgreSQL
 (``dpq_cluster_members``) once its data folder holds the identity and before it
 takes part in Paxos; every vote it ever cast was cast after that record. A node
 that finds no write-ahead log in its data folder (whether or not ``identity.json``
-survived) while its id is recorded refuses to start unless ``--rejoin`` says the operator knows: then it
-writes a ``rejoining`` marker first and starts as a non-voting learner. The
+survived) while its id is recorded refuses to start unless ``--rejoin`` says the operator
+knows: then it writes a ``rejoining`` marker first and starts as a non-voting learner. The
 marker stays until the node is admitted as a voter again (the driver removes it),
 so a crash during catch-up restarts it as a learner, with or without the flag.
 """

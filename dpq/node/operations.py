@@ -85,9 +85,9 @@ class NodeOperations:
         held = self.state.held_bytes + self._log_bytes()
         if held + incoming > self.policy.memory_budget_bytes:
             raise ResourceExhausted(
-                f"the jobs and the log since the last snapshot take {held} bytes of memory; {incoming} more would "
-                f"pass the memory budget of {self.policy.memory_budget_bytes} bytes: consume "
-                "or retry later"
+                f"the jobs and the log since the last snapshot take {held} bytes of memory; "
+                f"{incoming} more would pass the memory budget of "
+                f"{self.policy.memory_budget_bytes} bytes: consume or retry later"
             )
 
     def admit_forwarded(self, batch: log_pb2.CommandBatch | bytes) -> log_pb2.CommandBatch:
@@ -145,7 +145,8 @@ class NodeOperations:
     # ---------------------------------------------------------------- read-only
 
     async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
-        names = [validate.queue_name(queue, "queue", self.policy.limits)] if queue else self.state.queues()
+        names = [validate.queue_name(queue, "queue",
+                                     self.policy.limits)] if queue else self.state.queues()
         now = now_us()
         out = []
         for name in names:

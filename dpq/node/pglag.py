@@ -27,7 +27,8 @@ def lag_slots(state: QueueState) -> int:
 
 
 def check(state: QueueState, limit: int) -> None:
-    """Raise :class:`Unavailable` when PostgreSQL is ``limit`` slots or more behind (0: no limit)."""
+    """Raise :class:`Unavailable` when PostgreSQL is ``limit`` slots or more behind (0: no
+    limit)."""
     if not limit:
         return
     lag = lag_slots(state)

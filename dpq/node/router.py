@@ -122,7 +122,8 @@ class LeaderRouter:
             return await self.propose_local(client_id, seq, batch, timeout_s)
         stub = self._stubs.get(leader)
         if stub is None:
-            stub = self._stubs[leader] = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
+            stub = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
+            self._stubs[leader] = stub
         response = await stub.Propose(
             replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
                                            cluster_id=self.cluster_id),

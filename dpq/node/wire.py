@@ -87,7 +87,8 @@ def encode(message: m.Message) -> pb.PaxosMessage:
                         learner=message.learner, rejoin=message.rejoin)
         )
     elif isinstance(message, m.Prepare):
-        out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(message.ballot), from_slot=message.from_slot))
+        out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(message.ballot),
+                                        from_slot=message.from_slot))
     elif isinstance(message, m.Promise):
         promise = pb.Promise(
             ballot=_ballot(message.ballot),
@@ -111,7 +112,8 @@ def encode(message: m.Message) -> pb.PaxosMessage:
     elif isinstance(message, m.Commit):
         out.commit.CopyFrom(pb.Commit(ballot=_ballot(message.ballot), commit=message.commit))
     elif isinstance(message, m.Nack):
-        out.nack.CopyFrom(pb.Nack(ballot=_ballot(message.ballot), rejected=_ballot(message.rejected)))
+        out.nack.CopyFrom(pb.Nack(ballot=_ballot(message.ballot),
+                                  rejected=_ballot(message.rejected)))
     else:
         raise TypeError(f"not a Paxos message: {message!r}")
     return out

@@ -141,8 +141,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dpq.paxos.messages import (
     Accept,
@@ -727,10 +728,10 @@ class Replica:
             if done.promised == self._ballot and not self._own_promise:
                 self._own_promise = True
                 self._maybe_win()
-        elif self._role is Role.LEADER and done.role is Role.LEADER and done.ballot == self._ballot:
-            if done.last > self._self_match:
-                self._self_match = done.last
-                self._maybe_commit()
+        elif (self._role is Role.LEADER and done.role is Role.LEADER
+              and done.ballot == self._ballot and done.last > self._self_match):
+            self._self_match = done.last
+            self._maybe_commit()
 
     # ------------------------------------------------------------------ acceptor
 
@@ -858,8 +859,7 @@ class Replica:
             frontier += 1
         self._frontier = frontier
         commit = min(leader_commit, frontier)
-        if commit > self._commit:
-            self._commit = commit
+        self._commit = max(self._commit, commit)
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         """Jump to ``snap`` (all chosen): the application loads it from the Ready."""
@@ -884,13 +884,11 @@ class Replica:
             log.clear()
             log.update(kept)
         self._first = slot + 1
-        if self._last < slot:
-            self._last = slot
+        self._last = max(self._last, slot)
 
     def _raise_promise(self, ballot: Ballot) -> None:
         self._promised = ballot
-        if ballot.round > self._max_round:
-            self._max_round = ballot.round
+        self._max_round = max(self._max_round, ballot.round)
         if self._role is not Role.FOLLOWER:
             self._step_down()
 
@@ -1008,8 +1006,7 @@ class Replica:
                 if self._commit < entry.slot <= best.commit:
                     log[entry.slot] = entry
                     unstable[entry.slot] = entry
-                    if entry.slot > self._last:
-                        self._last = entry.slot
+                    self._last = max(self._last, entry.slot)
             if any(s not in log for s in range(self._commit + 1, best.commit + 1)):
                 # Unreachable: _usable_promise admitted only promises that cover it.
                 raise AssertionError(f"promise from {best.src} misses committed slots")
@@ -1059,8 +1056,7 @@ class Replica:
         self._maybe_commit()  # a single-node cluster, or promisers already hold it all
 
     def _on_nack(self, m: Nack) -> None:
-        if m.ballot.round > self._max_round:
-            self._max_round = m.ballot.round
+        self._max_round = max(self._max_round, m.ballot.round)
         # Only a refusal of our current ballot preempts us (a late one for an older
         # campaign says nothing about this one).
         preempted = m.rejected == self._ballot and m.ballot > self._ballot

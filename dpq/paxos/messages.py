@@ -18,7 +18,7 @@ state / entries they vouch for, and the driver sends them only after persisting.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from dpq.paxos.types import Ballot, Entry, Proposal, Snapshot
 
@@ -149,9 +149,10 @@ class Commit(NamedTuple):
     commit: int
 
 
-Message = Union[Prepare, Promise, Accept, Accepted, InstallSnapshot, Nack, Commit]
+Message = Prepare | Promise | Accept | Accepted | InstallSnapshot | Nack | Commit
 
-MESSAGE_TYPES: tuple[type, ...] = (Prepare, Promise, Accept, Accepted, InstallSnapshot, Nack, Commit)
+MESSAGE_TYPES: tuple[type, ...] = (Prepare, Promise, Accept, Accepted, InstallSnapshot, Nack,
+                                   Commit)
 
 
 def describe(message: Message) -> str:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import heapq
 import struct
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 from dpq.paxos.types import RESERVED_CLIENT_PREFIX
 

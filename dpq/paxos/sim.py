@@ -490,8 +490,7 @@ class Simulation:
             self.stats["messages"] += 1
             if isinstance(msg, (Promise, Accepted)):  # vouches for durable state: remember it
                 acked = self.acked[msg.src]
-                if msg.ballot > acked[0]:
-                    acked[0] = msg.ballot
+                acked[0] = max(acked[0], msg.ballot)
                 if isinstance(msg, Accepted) and msg.match > acked[1]:
                     acked[1] = msg.match
             copies = 1
@@ -783,8 +782,8 @@ class Simulation:
                                      for node in self._live())
 
     def _liveness_report(self, leader: int | None) -> str:
-        parts = [f"LIVENESS: not settled {self.cfg.heal_ticks} ticks after healing; "
-                 f"agreed leader={leader}; highest committed slot={max(self.chosen, default=0)}"]
+        parts = [(f"LIVENESS: not settled {self.cfg.heal_ticks} ticks after healing; "
+                  f"agreed leader={leader}; highest committed slot={max(self.chosen, default=0)}")]
         for node in self._live():
             parts.append(f"  n{node.id}: {node.replica.status()} app.slot={node.app.slot}")
         for c in self.clients:

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -74,7 +75,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple, NoReturn, Self
 
 from dpq.paxos import walcodec
 from dpq.paxos.types import ZERO_BALLOT, Entry, HardState, Snapshot
@@ -250,7 +251,7 @@ class WriteAheadLog:
         seqs = sorted(
             int(m.group(1), 16) for name in os.listdir(path) if (m := _SEGMENT_RE.fullmatch(name))
         )
-        for prev, seq in zip(seqs, seqs[1:]):
+        for prev, seq in itertools.pairwise(seqs):
             if seq != prev + 1:
                 raise WalCorruption(
                     path / _segment_name(prev + 1), 0, "segment missing between two that exist"
@@ -455,7 +456,7 @@ class WriteAheadLog:
             os.close(self._fd)
             os.close(self._lock_fd)
 
-    def __enter__(self) -> WriteAheadLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -112,7 +112,8 @@ def start(data_dir: str | os.PathLike[str], database: str = DEFAULT_DATABASE) ->
                     _check_folder(data_dir)
                     _forget_dead_processes(data_dir)
                     version = pgserver.pgdata_version(data_dir) or pgserver.TARGET_POSTGRES_VERSION
-                server = pgserver.get_server(data_dir, cleanup_mode="stop", postgres_version=version)
+                server = pgserver.get_server(data_dir, cleanup_mode="stop",
+                                             postgres_version=version)
             held = _held[data_dir] = [server, 0]
         held[1] += 1
         server = held[0]
@@ -247,7 +248,8 @@ def _wait_for_tools(data_dir: Path, timeout_s: float = STOP_WAIT_S) -> None:
         busy = False
         for proc in psutil.process_iter(["name", "cmdline"]):
             name = proc.info["name"] or ""
-            if name in ("initdb", "pg_ctl") and str(data_dir) in " ".join(proc.info["cmdline"] or ()):
+            cmdline = " ".join(proc.info["cmdline"] or ())
+            if name in ("initdb", "pg_ctl") and str(data_dir) in cmdline:
                 busy = True
                 break
         if not busy:

@@ -26,8 +26,8 @@ How a batch is written (measured in ``bench/bench_pgwriter.py``):
 5. ``UPDATE dpq_cluster SET applied_slot = … WHERE applied_slot < …``.
 
 The lock and ``max(job_id)`` share one pipelined round trip, and so do the
-merge, the delete and the slot update. Rows are encoded here into PostgreSQL's binary COPY format and streamed
-in ~64 KiB pieces; the state machine's microsecond times become
+merge, the delete and the slot update. Rows are encoded here into PostgreSQL's
+binary COPY format and streamed in ~64 KiB pieces; the state machine's microsecond times become
 ``timestamptz`` exactly (both count microseconds; 0 means "none" for the lease
 deadline, "" for the consumer: both NULL). ``updated_slot`` of every
 written row is the batch's ``applied_slot``: the row is the job as of that slot.
@@ -121,11 +121,6 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
             size = 0
     append(_COPY_TRAILER)
     yield b"".join(out)
-
-
-def encode_copy(jobs: Sequence[Job], slot: int) -> bytes:
-    """``jobs`` as one binary COPY stream (for tools and benchmarks)."""
-    return b"".join(copy_chunks(jobs, slot))
 
 
 def _encode_tail(queue: str, state: JobState, consumer_id: str) -> bytes:

@@ -171,7 +171,8 @@ class Proposer:
         batch, self._pending = self._pending[:n], self._pending[n:]
         return batch
 
-    async def _run_batch(self, seq: int, batch: list[tuple[log_pb2.Command, asyncio.Future]]) -> None:
+    async def _run_batch(self, seq: int,
+                         batch: list[tuple[log_pb2.Command, asyncio.Future]]) -> None:
         try:
             commands = [c for c, _ in batch]
             data = log_pb2.CommandBatch(commands=commands).SerializeToString()

@@ -25,7 +25,8 @@ def stamp(leader_time_us: int, batch: bytes) -> bytes:
 def unstamp(data: bytes) -> tuple[int, log_pb2.CommandBatch]:
     """The leader's time and the commands of one proposal."""
     if len(data) < STAMP_SIZE:
-        raise ValueError(f"proposal of {len(data)} bytes is shorter than its {STAMP_SIZE}-byte stamp")
+        raise ValueError(
+            f"proposal of {len(data)} bytes is shorter than its {STAMP_SIZE}-byte stamp")
     (leader_time_us,) = _STAMP.unpack_from(data)
     batch = log_pb2.CommandBatch()
     batch.ParseFromString(memoryview(data)[STAMP_SIZE:])

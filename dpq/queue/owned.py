@@ -121,9 +121,6 @@ class OwnedJobs:
             heapq.heappush(leases, (now_us + retry_after_us, job_id, attempt))
         return out
 
-    def next_lease_expiry_us(self) -> int | None:
-        return self._leases[0][0] if self._leases else None
-
     def depth(self, now_us: int) -> int:
         """Ready jobs this node holds, over all queues (health reports)."""
         return sum(heap.ready_count(now_us) for heap in self.heaps.values())

@@ -16,8 +16,12 @@ import re
 from enum import StrEnum
 from typing import NamedTuple
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.v1 import log_pb2
+
+# Priorities: 1 is the most urgent. The state machine owns these bounds; dpq/heap.py takes
+# them from here, dpq/_fastheap.pyx compiles its own copy (tests/test_heap.py: they agree).
+PRIORITY_MIN = 1
+PRIORITY_MAX = 5
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -121,9 +125,11 @@ def _lease_ms(lease_ms: int) -> str | None:
 
 def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> str | None:
     if cmd.node not in members:
-        return reason(Refusal.NOT_MEMBER, f"node {cmd.node} not among the members {sorted(members)}")
+        return reason(Refusal.NOT_MEMBER,
+                      f"node {cmd.node} not among the members {sorted(members)}")
     if len(cmd.receipts) != len(cmd.job_ids):
-        return reason(Refusal.INVALID, f"{len(cmd.job_ids)} job ids but {len(cmd.receipts)} receipts")
+        return reason(Refusal.INVALID,
+                      f"{len(cmd.job_ids)} job ids but {len(cmd.receipts)} receipts")
     if 0 in cmd.receipts:
         return reason(Refusal.INVALID, "a receipt of 0")
     if len(cmd.consumer_id) > MAX_NAME_CHARS:

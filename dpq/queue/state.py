@@ -48,12 +48,11 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Protocol
 
-from dpq.heap import PRIORITY_MAX
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.commands import unstamp
-from dpq.queue.rules import DEFAULT_QUEUE, Refusal, Refused
+from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, Refusal, Refused
 from dpq.v1 import log_pb2
 
 LEASE_LOST = "lease_lost"
@@ -92,7 +91,7 @@ class JobState(IntEnum):
 class Job:
     """One job as every replica holds it."""
 
-    __slots__ = (  # noqa: RUF023 - in constructor order, which as_tuple follows
+    __slots__ = (  # in constructor order, which as_tuple follows
         "job_id",
         "queue",
         "priority",
@@ -427,7 +426,8 @@ class QueueState:
         return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
 
     def _release(
-        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int, must_be_expired: bool,
+        self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int,
+        must_be_expired: bool,
         undelivered: bool = False,
     ) -> list[str]:
         now = self.clock_us

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue import rules
+from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
 from dpq.v1 import log_pb2
 
 QUEUE_NAME_CHARS = "letters, digits and _ . : -"
@@ -58,7 +58,8 @@ def queue_name(name: str, field: str = "queue", limits: Limits = DEFAULT_LIMITS)
         return DEFAULT_QUEUE
     if len(name) > limits.max_queue_name:
         raise InvalidArgument(
-            f"{field}: a name of {len(name)} characters is over the limit of {limits.max_queue_name}"
+            f"{field}: a name of {len(name)} characters is over the limit of "
+            f"{limits.max_queue_name}"
         )
     if not _QUEUE_NAME.fullmatch(name):
         raise InvalidArgument(f"{field}: {name!r} has characters outside {QUEUE_NAME_CHARS}")
@@ -75,7 +76,8 @@ def new_jobs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs
     if not jobs:
         raise InvalidArgument(f"{field}: the batch is empty; send at least one job")
     _at_most(field, len(jobs), limits.max_batch_jobs, " jobs")
-    max_payload, max_delay, max_key = limits.max_payload_bytes, limits.max_delay_ms, limits.max_dedup_key
+    max_payload, max_delay = limits.max_payload_bytes, limits.max_delay_ms
+    max_key = limits.max_dedup_key
     names: set[str] = set()  # checked already (a batch mostly names one queue)
     for i, job in enumerate(jobs):
         # the message is built only for a job that breaks a limit (this runs per job)
@@ -100,10 +102,12 @@ def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
     """Check a Dequeue request; return its queue name."""
     queue = queue_name(request.queue, "queue", limits)
     if request.max_jobs == 0:
-        raise InvalidArgument(f"max_jobs: 0 is below the minimum of 1 (at most {limits.max_dequeue_jobs})")
+        raise InvalidArgument(
+            f"max_jobs: 0 is below the minimum of 1 (at most {limits.max_dequeue_jobs})")
     _at_most("max_jobs", request.max_jobs, limits.max_dequeue_jobs)
     if request.lease_ms == 0:
-        raise InvalidArgument(f"lease_ms: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
+        raise InvalidArgument(
+            f"lease_ms: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
     _at_most("lease_ms", request.lease_ms, limits.max_lease_ms, " ms")
     _at_most("wait_ms", request.wait_ms, limits.max_wait_ms, " ms")
     _at_most("consumer_id", len(request.consumer_id), limits.max_consumer_id, " characters")
@@ -120,7 +124,8 @@ def refs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs") -
             raise InvalidArgument(f"{field}[{i}].job_id: 0 is not a job id (ids start at 1)")
         if ref.attempt == 0:
             raise InvalidArgument(
-                f"{field}[{i}].attempt: 0 is not a lease; quote the attempt the job was delivered with"
+                f"{field}[{i}].attempt: 0 is not a lease; "
+                "quote the attempt the job was delivered with"
             )
 
 
@@ -130,7 +135,8 @@ def nack_delay(delay_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "del
 
 def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "lease_ms") -> None:
     if lease_ms == 0:
-        raise InvalidArgument(f"{field}: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
+        raise InvalidArgument(
+            f"{field}: 0 is below the minimum of 1 ms (at most {limits.max_lease_ms} ms)")
     _at_most(field, lease_ms, limits.max_lease_ms, " ms")
 
 
@@ -219,7 +225,8 @@ def _check_lease(cmd: log_pb2.LeaseCommand, where: str, limits: Limits,
     _same_count(f"{where}.receipts", cmd.receipts, "job ids", cmd.job_ids)
     for i, receipt in enumerate(cmd.receipts):
         if receipt == 0:
-            raise InvalidArgument(f"{where}.receipts[{i}]: 0 is not a receipt (draw 64 random bits)")
+            raise InvalidArgument(
+                f"{where}.receipts[{i}]: 0 is not a receipt (draw 64 random bits)")
     lease(cmd.lease_ms, limits, f"{where}.lease_ms")
     _at_most(f"{where}.consumer_id", len(cmd.consumer_id), limits.max_consumer_id, " characters")
 

@@ -17,7 +17,8 @@ What grpc.aio offers (grpcio 1.85, checked by tests/security): under mutual TLS
 b'127.0.0.1', …]``, ``peer_uri: [b'dpq://node/2']``, ``x509_pem_cert: [PEM]``,
 ``transport_security_type: [b'ssl']``; the certificate entries exist only when a
 client certificate was asked for, presented and verified. Plaintext gives
-``{transport_security_type: [b'insecure'], security_level: [b'TSI_SECURITY_NONE']}``. ``HandlerCallDetails`` (what
+``{transport_security_type: [b'insecure'], security_level: [b'TSI_SECURITY_NONE']}``.
+``HandlerCallDetails`` (what
 an interceptor sees) carries the method and metadata but no auth context, so
 certificate checks wrap the handler instead.
 """

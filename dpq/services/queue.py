@@ -42,7 +42,8 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
             ids = await self._ops.enqueue(request.jobs)
         return queue_pb2.EnqueueResponse(job_ids=ids)
 
-    async def EnqueueStream(self, request_iterator, context) -> AsyncIterator[queue_pb2.EnqueueResponse]:
+    async def EnqueueStream(self, request_iterator,
+                            context) -> AsyncIterator[queue_pb2.EnqueueResponse]:
         client = context.peer()
         async for request in request_iterator:
             try:

@@ -51,7 +51,8 @@ class Server:
         # the peer plane allows; requests are capped per service.
         send = max(receive, limits.max_peer_message_bytes)
         self.server = grpc.aio.server(
-            interceptors=[logs.RequestLogInterceptor(), *interceptors, DecodingInterceptor(limits.limit_for),
+            interceptors=[logs.RequestLogInterceptor(), *interceptors,
+                          DecodingInterceptor(limits.limit_for),
                           HealthWatchLimiter(limits)],
             options=[*ports.EXCLUSIVE, *KEEPALIVE,
                      ("grpc.max_receive_message_length", receive),

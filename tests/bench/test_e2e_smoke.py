@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from dpq.localcluster import PACKAGE_ROOT
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 JOBS = 2000
 RATE = 1000

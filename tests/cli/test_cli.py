@@ -11,6 +11,8 @@ import pytest
 from support.cluster import wait_until
 from support.dpq_up import CWD, ENV, Up, dpq, node_pids
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 
 def test_dpq_up_serves_the_cli_survives_a_dead_node_and_keeps_jobs_across_restarts(tmp_path):
     data = tmp_path / "dpq-data"

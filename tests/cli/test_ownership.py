@@ -18,6 +18,8 @@ import pytest
 from support.cluster import wait_until
 from support.dpq_up import CWD, ENV, Up, dpq, free_port_base, port_free, program
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 
 def _serves(up: Up) -> None:
     enq = dpq("enqueue", "--target", up.target, "--priority", "2", "still here", timeout=90)

@@ -10,9 +10,9 @@ import re
 from contextlib import contextmanager
 
 import pytest
+from support.cluster import Cluster
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster
 
 MAX_ATTEMPTS = 5
 NODE_ARGS = ("--max-attempts", str(MAX_ATTEMPTS), "--dead-after-ms", "1000",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+from support.cluster import wait_until
 
 from dpq.client import (
     AsyncConsumer,
@@ -22,7 +23,8 @@ from dpq.client import (
     Producer,
 )
 from dpq.v1 import queue_pb2
-from support.cluster import wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 EMPTY = {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
 
@@ -132,7 +134,7 @@ def test_run_acks_on_return_and_nacks_with_backoff_on_exception(targets, queue, 
 
 
 def test_run_extends_the_lease_of_a_handler_that_outlives_it(targets, queue, counts):
-    [job_id] = enqueue(targets, queue, ["slow"])
+    enqueue(targets, queue, ["slow"])
     deliveries = []
     with Consumer(targets, queue=queue, wait=1, lease=1.5) as consumer:
         def handler(job):
@@ -201,9 +203,9 @@ def test_a_handler_past_the_grace_deadline_is_cancelled_and_its_job_given_back(t
 
 
 def test_a_bad_queue_name_surfaces_as_invalid_argument(targets):
-    with Consumer(targets, queue="no spaces here", wait=1) as consumer:
-        with pytest.raises(InvalidArgumentError) as caught:
-            next(iter(consumer))
+    with (Consumer(targets, queue="no spaces here", wait=1) as consumer,
+          pytest.raises(InvalidArgumentError) as caught):
+        next(iter(consumer))
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "queue: 'no spaces here' has characters outside" in caught.value.details
 

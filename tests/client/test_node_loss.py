@@ -11,9 +11,11 @@ import threading
 import time
 
 import pytest
+from support.cluster import wait_until
 
 from dpq.client import Consumer, JobSpec, Producer
-from support.cluster import wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 JOBS = 90
 CONCURRENCY = 4

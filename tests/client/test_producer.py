@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from support.cluster import free_ports, wait_until
 
 from dpq.client import (
     AsyncConsumer,
@@ -27,7 +28,8 @@ from dpq.client import (
     RetryPolicy,
     UnavailableError,
 )
-from support.cluster import free_ports, wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 FAST_RETRY = RetryPolicy(max_attempts=6, deadline=20, initial_backoff=0.05, max_backoff=0.5)
 
@@ -89,9 +91,8 @@ def test_enqueue_many_takes_payloads_mappings_and_specs_and_returns_ids_in_order
     assert [got[b"p2"].id, got[b"p3"].id] == ids
     assert (got[b"p2"].priority, got[b"p3"].priority, got[b"p4"].priority) == (1, 2, 3)
 
-    with pytest.raises(TypeError, match="unknown job field"):
-        with Producer(targets) as producer:
-            producer.enqueue_many([{"payload": "x", "prio": 1}])
+    with pytest.raises(TypeError, match="unknown job field"), Producer(targets) as producer:
+        producer.enqueue_many([{"payload": "x", "prio": 1}])
 
 
 def test_enqueue_many_splits_a_large_batch_into_several_requests(targets, queue, counts):
@@ -169,9 +170,9 @@ def test_a_dead_endpoint_is_skipped_for_the_next_one(targets, queue, counts):
         job_id = producer.enqueue("via node 2", queue=queue)
         assert producer.stats.retries >= 1
     assert job_id > 0
-    with Producer([f"127.0.0.1:{dead}"], retry=FAST_RETRY) as producer:
-        with pytest.raises(UnavailableError, match="gave up after 6 attempts"):
-            producer.enqueue("nowhere", queue=queue)
+    with (Producer([f"127.0.0.1:{dead}"], retry=FAST_RETRY) as producer,
+          pytest.raises(UnavailableError, match="gave up after 6 attempts")):
+        producer.enqueue("nowhere", queue=queue)
 
 
 class AnswerSwallowingProxy:

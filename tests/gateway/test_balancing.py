@@ -14,9 +14,11 @@ import time
 
 import grpc
 import pytest
+from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 ARGS = ("--dead-after-ms", "1500")
 
@@ -46,6 +48,11 @@ def enqueue_through_gateway(cluster: Cluster, queue: str, jobs: int, per_call: i
             queue_pb2.NewJob(queue=queue, priority=3, payload=b"j") for _ in range(per_call)])
         ids += stub.Enqueue(request, timeout=15).job_ids
     return ids
+
+
+def gateway_view(cluster: Cluster, field: str) -> dict[int, object]:
+    """One field of each node as the gateway sees it, by node id."""
+    return {n.node_id: getattr(n, field) for n in cluster.gateway_info().nodes}
 
 
 def share_of(before: dict[int, int], after: dict[int, int]) -> dict[int, float]:
@@ -78,7 +85,8 @@ class Consumers:
                     queue=self.queue, max_jobs=20, wait_ms=500, lease_ms=30_000), timeout=10).jobs
                 if jobs:
                     stub.Ack(queue_pb2.AckRequest(jobs=[
-                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in jobs]), timeout=10)
+                        queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt,
+                                         receipt=j.receipt) for j in jobs]), timeout=10)
             except grpc.RpcError:
                 time.sleep(0.05)
                 continue
@@ -95,13 +103,14 @@ def test_new_jobs_go_where_consumers_wait(tmp_path, pg_database):
     cluster = start(tmp_path, pg_database("waiting"))
     try:
         consumers = Consumers(cluster, "w", nodes=[2], per_node=6)
-        wait_until(lambda: {n.node_id: n.waiting_consumers for n in cluster.gateway_info().nodes}[2] >= 4,
+        wait_until(lambda: gateway_view(cluster, "waiting_consumers")[2] >= 4,
                    10, "the gateway to see consumers waiting on node 2")
         before = assigned(cluster)
         ids = enqueue_through_gateway(cluster, "w", 400)
         share = share_of(before, assigned(cluster))
         assert share[2] > 0.5 and share[2] > share[1] and share[2] > share[3], share
-        wait_until(lambda: set(ids) <= set(consumers.got), 30, "node 2's consumers to get every job")
+        wait_until(lambda: set(ids) <= set(consumers.got), 30,
+                   "node 2's consumers to get every job")
         consumers.stop()
     finally:
         cluster.stop_all()
@@ -111,8 +120,8 @@ def test_a_node_under_cpu_load_gets_a_smaller_share(tmp_path, pg_database):
     # nodes 1 and 2 run on CPU 0, node 3 and a CPU burner share CPU 1
     cluster = start(tmp_path, pg_database("cpu"), cpus={1: {0}, 2: {0}, 3: {1}})
     burner = subprocess.Popen(
-        [sys.executable, "-c", "import time\nend = time.time() + 90\nwhile time.time() < end: pass"],
-        preexec_fn=lambda: __import__("os").sched_setaffinity(0, {1}))
+        [sys.executable, "-c", ("import os, time\nos.sched_setaffinity(0, {1})\n"
+                                "end = time.time() + 90\nwhile time.time() < end: pass")])
     try:
         def contrast():
             cpu = {n.node_id: n.cpu_percent for n in cluster.gateway_info().nodes}
@@ -151,7 +160,7 @@ def test_a_killed_node_gets_no_new_jobs_and_its_jobs_are_served_elsewhere(cluste
     left_behind = enqueue_through_gateway(cluster, "dead", 90)
     victim = next(i for i in cluster.ids if i != cluster.wait_leader())
     cluster.kill(victim)
-    wait_until(lambda: {n.node_id: n.balancer_weight for n in cluster.gateway_info().nodes}[victim] == 0,
+    wait_until(lambda: gateway_view(cluster, "balancer_weight")[victim] == 0,
                10, "the gateway to drop the killed node")
     before = assigned(cluster)
     new = enqueue_through_gateway(cluster, "dead", 200)

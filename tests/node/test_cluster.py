@@ -15,9 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import psycopg
 import pytest
+from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 MAX_ATTEMPTS = 3
 AGING_STEP_MS = 200
@@ -60,8 +62,8 @@ def drain(cluster, queue, expected, **kw):
     got: dict[int, list] = {i: [] for i in cluster.procs}
 
     def more():
-        for i in got:
-            got[i].extend(dequeue(cluster, i, queue, **kw))
+        for i, jobs in got.items():
+            jobs.extend(dequeue(cluster, i, queue, **kw))
         return sum(map(len, got.values())) >= expected
 
     wait_until(more, 20, f"{expected} jobs from {queue}")
@@ -89,7 +91,8 @@ def test_every_node_knows_the_leader_and_the_members(cluster):
 
 
 def test_mixed_priorities_come_back_in_priority_order_within_each_node(cluster, queue):
-    jobs = [dict(priority=p, payload=f"{p}-{k}".encode()) for k in range(4) for p in (5, 3, 1, 4, 2)]
+    jobs = [{"priority": p, "payload": f"{p}-{k}".encode()}
+            for k in range(4) for p in (5, 3, 1, 4, 2)]
     ids = enqueue(cluster, queue, *jobs, node=2)  # any node takes writes
     assert len(ids) == 20 and ids == sorted(ids) and len(set(ids)) == 20
     got = drain(cluster, queue, 20)
@@ -105,8 +108,8 @@ def test_mixed_priorities_come_back_in_priority_order_within_each_node(cluster, 
 
 def test_aging_lets_a_waiting_low_priority_job_through(cluster, queue):
     # the p5 job ranks as ready at t+4*200ms; the p1 jobs become ready at t+1s
-    [old] = enqueue(cluster, queue, dict(priority=5, payload=b"old"))
-    fresh = enqueue(cluster, queue, *[dict(priority=1, payload=b"new", delay_ms=1000)] * 6)
+    [old] = enqueue(cluster, queue, {"priority": 5, "payload": b"old"})
+    fresh = enqueue(cluster, queue, *[{"priority": 1, "payload": b"new", "delay_ms": 1000}] * 6)
     wait_until(lambda: stats(cluster, queue).delayed == 0, 10, "the delayed jobs to be due")
     got = drain(cluster, queue, 7)
     owner = next(i for i, js in got.items() if any(j.job_id == old for j in js))
@@ -117,7 +120,7 @@ def test_aging_lets_a_waiting_low_priority_job_through(cluster, queue):
 
 def test_delayed_jobs_wait_until_due(cluster, queue):
     t0 = time.monotonic()
-    [job_id] = enqueue(cluster, queue, dict(priority=1, payload=b"later", delay_ms=600))
+    [job_id] = enqueue(cluster, queue, {"priority": 1, "payload": b"later", "delay_ms": 600})
     assert all(dequeue(cluster, i, queue) == [] for i in cluster.ids)
     assert stats(cluster, queue).delayed == 1
     got = drain(cluster, queue, 1, wait_ms=1000)
@@ -130,18 +133,19 @@ def test_long_poll_wakes_on_enqueue(cluster, queue):
         polls = [pool.submit(dequeue, cluster, i, queue, 1, 20_000) for i in cluster.ids]
         wait_until(lambda: all(not p.done() for p in polls), 2, "the long-polls to park")
         t0 = time.monotonic()
-        [job_id] = enqueue(cluster, queue, dict(priority=2, payload=b"wake"))
-        done = wait_until(lambda: [p for p in polls if p.done() and p.result()], 15, "a long-poll to return")
+        [job_id] = enqueue(cluster, queue, {"priority": 2, "payload": b"wake"})
+        done = wait_until(lambda: [p for p in polls if p.done() and p.result()], 15,
+                          "a long-poll to return")
         # woken by the enqueue, not by the end of its 20 s wait
         assert time.monotonic() - t0 < 10
         assert [j.job_id for j in done[0].result()] == [job_id]
-        enqueue(cluster, queue, *[dict(priority=2, payload=b"more")] * 6)  # release the others
+        enqueue(cluster, queue, *[{"priority": 2, "payload": b"more"}] * 6)  # release the others
         for p in polls:
             p.result(timeout=30)
 
 
 def test_lease_expiry_redelivers_with_the_next_attempt_and_refuses_the_stale_ack(cluster, queue):
-    [job_id] = enqueue(cluster, queue, dict(priority=1, payload=b"x"))
+    [job_id] = enqueue(cluster, queue, {"priority": 1, "payload": b"x"})
     [first] = [j for js in drain(cluster, queue, 1, lease_ms=300).values() for j in js]
     assert (first.job_id, first.attempt) == (job_id, 1)
     [second] = [j for js in drain(cluster, queue, 1, wait_ms=3000).values() for j in js]
@@ -172,15 +176,17 @@ def test_a_lease_is_settled_only_with_its_receipt(cluster, queue):
 
 
 def test_nack_with_delay_then_dead_after_max_attempts(cluster, queue):
-    [job_id] = enqueue(cluster, queue, dict(priority=3, payload=b"flaky"))
+    [job_id] = enqueue(cluster, queue, {"priority": 3, "payload": b"flaky"})
     for attempt in range(1, MAX_ATTEMPTS + 1):
         [job] = [j for js in drain(cluster, queue, 1, wait_ms=2000).values() for j in js]
         assert (job.job_id, job.attempt) == (job_id, attempt)
         t0 = time.monotonic()
-        reply = cluster.stub(1).Nack(queue_pb2.NackRequest(jobs=refs([job]), delay_ms=300), timeout=10)
+        reply = cluster.stub(1).Nack(queue_pb2.NackRequest(jobs=refs([job]), delay_ms=300),
+                                     timeout=10)
         assert [r.ok for r in reply.results] == [True]
         if attempt < MAX_ATTEMPTS:
-            assert all(dequeue(cluster, i, queue) == [] for i in cluster.ids)  # not before the delay
+            # not before the delay
+            assert all(dequeue(cluster, i, queue) == [] for i in cluster.ids)
     assert time.monotonic() - t0 < 5
     wait_until(lambda: stats(cluster, queue).dead == 1, 10, "the job to be dead")
     s = stats(cluster, queue)
@@ -188,15 +194,16 @@ def test_nack_with_delay_then_dead_after_max_attempts(cluster, queue):
 
 
 def test_dedup_key_returns_the_first_job(cluster, queue):
-    first = enqueue(cluster, queue, dict(priority=2, payload=b"a", dedup_key="order-17"))
-    again = enqueue(cluster, queue, dict(priority=2, payload=b"b", dedup_key="order-17"), node=3)
-    other = enqueue(cluster, queue, dict(priority=2, payload=b"c", dedup_key="order-18"))
+    first = enqueue(cluster, queue, {"priority": 2, "payload": b"a", "dedup_key": "order-17"})
+    again = enqueue(cluster, queue, {"priority": 2, "payload": b"b", "dedup_key": "order-17"},
+                    node=3)
+    other = enqueue(cluster, queue, {"priority": 2, "payload": b"c", "dedup_key": "order-18"})
     assert first == again and other != first
     assert sum(stats(cluster, queue).ready_by_priority) == 2
 
 
 def test_extend_keeps_a_lease_alive(cluster, queue):
-    enqueue(cluster, queue, dict(priority=1, payload=b"long"))
+    enqueue(cluster, queue, {"priority": 1, "payload": b"long"})
     [job] = [j for js in drain(cluster, queue, 1, lease_ms=400).values() for j in js]
     reply = cluster.stub(2).ExtendLease(
         queue_pb2.ExtendLeaseRequest(jobs=refs([job]), lease_ms=30_000), timeout=10)
@@ -211,11 +218,12 @@ def test_extend_keeps_a_lease_alive(cluster, queue):
 
 
 BAD_JOBS = [
-    (dict(priority=0, payload=b"x"), "jobs[1].priority: 0 is outside 1..5"),
-    (dict(priority=6, payload=b"x"), "jobs[1].priority: 6 is outside 1..5"),
-    (dict(priority=1, payload=b"x" * (1 << 20 | 1)), "jobs[1].payload: 1048577 bytes is over the limit of 1048576 bytes"),
-    (dict(priority=1, payload=b"x", queue="bad name!"), "has characters outside"),
-    (dict(priority=1, payload=b"x", queue="q" * 129), "over the limit of 128"),
+    ({"priority": 0, "payload": b"x"}, "jobs[1].priority: 0 is outside 1..5"),
+    ({"priority": 6, "payload": b"x"}, "jobs[1].priority: 6 is outside 1..5"),
+    ({"priority": 1, "payload": b"x" * (1 << 20 | 1)},
+     "jobs[1].payload: 1048577 bytes is over the limit of 1048576 bytes"),
+    ({"priority": 1, "payload": b"x", "queue": "bad name!"}, "has characters outside"),
+    ({"priority": 1, "payload": b"x", "queue": "q" * 129}, "over the limit of 128"),
 ]
 
 
@@ -227,15 +235,16 @@ def test_a_bad_job_refuses_the_whole_batch(cluster, queue, bad, message):
         cluster.stub(1).Enqueue(queue_pb2.EnqueueRequest(jobs=[good, bad_job]), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
-    assert cluster.stub(1).Stats(queue_pb2.StatsRequest(queue=queue), timeout=5).queues[0].ready_by_priority == [0] * 5
+    assert cluster.stub(1).Stats(queue_pb2.StatsRequest(queue=queue),
+                                 timeout=5).queues[0].ready_by_priority == [0] * 5
 
 
 @pytest.mark.parametrize(
     ("request_kw", "message"),
     [
-        (dict(max_jobs=0, lease_ms=1000), "max_jobs: 0 is below the minimum of 1"),
-        (dict(max_jobs=100_000, lease_ms=1000), "max_jobs: 100000 is over the limit of 1000"),
-        (dict(max_jobs=1, lease_ms=0), "lease_ms: 0 is below the minimum of 1 ms"),
+        ({"max_jobs": 0, "lease_ms": 1000}, "max_jobs: 0 is below the minimum of 1"),
+        ({"max_jobs": 100_000, "lease_ms": 1000}, "max_jobs: 100000 is over the limit of 1000"),
+        ({"max_jobs": 1, "lease_ms": 0}, "lease_ms: 0 is below the minimum of 1 ms"),
     ],
 )
 def test_bad_dequeue_is_refused(cluster, queue, request_kw, message):
@@ -246,16 +255,18 @@ def test_bad_dequeue_is_refused(cluster, queue, request_kw, message):
 
 
 def test_unknown_job_ids_are_refused_per_item(cluster, queue):
-    reply = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=10**12, attempt=1)]), timeout=10)
+    unknown = queue_pb2.JobRef(job_id=10**12, attempt=1)
+    reply = cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[unknown]), timeout=10)
     assert [(r.ok, r.error) for r in reply.results] == [(False, "not_found")]
     with pytest.raises(grpc.RpcError) as err:
-        cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=5, attempt=0)]), timeout=10)
+        cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=[queue_pb2.JobRef(job_id=5, attempt=0)]),
+                            timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "jobs[0].attempt: 0 is not a lease" in err.value.details()
 
 
 def test_postgres_holds_the_pending_jobs_and_forgets_acked_ones(cluster, queue):
-    ids = enqueue(cluster, queue, *[dict(priority=2, payload=b"p%d" % i) for i in range(10)])
+    ids = enqueue(cluster, queue, *[{"priority": 2, "payload": b"p%d" % i} for i in range(10)])
     jobs = [j for js in drain(cluster, queue, 10).values() for j in js]
     acked = jobs[:4]
     cluster.stub(1).Ack(queue_pb2.AckRequest(jobs=refs(acked)), timeout=10)

@@ -38,6 +38,7 @@ def test_snapshot_every_slots_comes_from_the_flag_or_the_toml_file(tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_snapshot_every_slots_below_one_is_refused_naming_the_flag_and_the_limit(tmp_path, value):
-    with pytest.raises(ConfigError, match=f"--snapshot-every-slots {value} is too small: at least 1"):
+    with pytest.raises(ConfigError,
+                       match=f"--snapshot-every-slots {value} is too small: at least 1"):
         _parse("--id", "1", "--listen", "127.0.0.1:7101", "--data-dir", str(tmp_path),
                "--snapshot-every-slots", value)

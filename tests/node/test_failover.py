@@ -16,9 +16,11 @@ from collections import Counter
 import grpc
 import psycopg
 import pytest
+from support.cluster import Cluster, wait_until
 
 from dpq.v1 import queue_pb2
-from support.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 
 QUEUE = "failover"
 ARGS = ("--dead-after-ms", "1500", "--max-attempts", "100")
@@ -62,13 +64,16 @@ class Load:
         while time.monotonic() < deadline and (self.producing.is_set() or jobs is not None):
             if jobs is None:
                 batch_no += 1
-                jobs = [queue_pb2.NewJob(queue=QUEUE, priority=rng.randint(1, 5), payload=b"%d" % seed,
+                jobs = [queue_pb2.NewJob(queue=QUEUE, priority=rng.randint(1, 5),
+                                         payload=b"%d" % seed,
                                          dedup_key=f"p{seed}-{batch_no}-{i}") for i in range(20)]
             node = rng.choice(self.live())
             try:
-                ids = self.cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=jobs), timeout=20).job_ids
+                ids = self.cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=jobs),
+                                                      timeout=20).job_ids
             except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
                     self.errors.append(f"enqueue: {exc.code()} {exc.details()}")
                 time.sleep(0.05)
                 continue
@@ -90,11 +95,14 @@ class Load:
                     continue
                 with self.lock:
                     self.delivered.update(j.job_id for j in jobs)
-                refs = [queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in jobs]
+                refs = [queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt,
+                                         receipt=j.receipt) for j in jobs]
                 ack_node = random.choice(self.live())
-                results = self.cluster.stub(ack_node).Ack(queue_pb2.AckRequest(jobs=refs), timeout=20).results
+                results = self.cluster.stub(ack_node).Ack(queue_pb2.AckRequest(jobs=refs),
+                                                          timeout=20).results
             except grpc.RpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):
                     self.errors.append(f"consume@{node}: {exc.code()} {exc.details()}")
                 with self.lock:
                     self.ack_unknown.update(j.job_id for j in jobs)
@@ -134,7 +142,8 @@ def test_killing_the_leader_under_load_loses_no_job(cluster):
     new = cluster.wait_leader(timeout_s=15)
     assert new != old
     before = len(load.enqueued)
-    wait_until(lambda: len(load.enqueued) >= before + 200, 30, "enqueues to go on under the new leader")
+    wait_until(lambda: len(load.enqueued) >= before + 200, 30,
+               "enqueues to go on under the new leader")
     load.producing.clear()
     wait_until(lambda: not any(t.is_alive() for t in load.threads[:2]), 60, "producers to finish")
     wait_until(lambda: set(load.enqueued) <= set(load.acked) | load.ack_unknown, 60,
@@ -155,14 +164,16 @@ def test_killing_the_leader_under_load_loses_no_job(cluster):
     assert pending_rows(cluster.dsn) == 0
     for node in cluster.procs:
         [stats] = cluster.stub(node).Stats(queue_pb2.StatsRequest(queue=QUEUE), timeout=5).queues
-        assert (sum(stats.ready_by_priority), stats.delayed, stats.leased, stats.dead) == (0, 0, 0, 0)
+        counts = (sum(stats.ready_by_priority), stats.delayed, stats.leased, stats.dead)
+        assert counts == (0, 0, 0, 0)
 
 
 def test_a_full_crash_and_restart_loses_no_job(cluster):
     stub = cluster.stub(2)
     ids = []
     for p in range(1, 6):
-        jobs = [queue_pb2.NewJob(queue=QUEUE, priority=p, payload=b"keep-%d" % i) for i in range(40)]
+        jobs = [queue_pb2.NewJob(queue=QUEUE, priority=p,
+                                 payload=b"keep-%d" % i) for i in range(40)]
         ids += stub.Enqueue(queue_pb2.EnqueueRequest(jobs=jobs), timeout=20).job_ids
     # lease some and ack a few: only the unacked must come back
     taken = []
@@ -171,7 +182,8 @@ def test_a_full_crash_and_restart_loses_no_job(cluster):
             queue=QUEUE, max_jobs=10, lease_ms=1000), timeout=10).jobs
     acked = {j.job_id for j in taken[:5]}
     results = stub.Ack(queue_pb2.AckRequest(
-        jobs=[queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt) for j in taken[:5]]), timeout=10).results
+        jobs=[queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt,
+                               receipt=j.receipt) for j in taken[:5]]), timeout=10).results
     assert all(r.ok for r in results)
 
     for node in list(cluster.procs):

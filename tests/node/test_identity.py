@@ -24,6 +24,8 @@ from dpq.localcluster import PACKAGE_ROOT
 from dpq.node import identity
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 ENV = {"PYTHONPATH": PACKAGE_ROOT}
 
 

@@ -19,6 +19,8 @@ from support.cluster import Cluster, free_ports, wait_until
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.v1 import log_pb2, queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 ENV = {"PYTHONPATH": PACKAGE_ROOT}
 
 
@@ -92,7 +94,8 @@ def test_every_node_lists_every_client_address_and_never_the_cluster_id(cluster)
         return info if all(n.address for n in info.nodes) else None
 
     for i in cluster.ids:
-        info = wait_until(lambda i=i: knows_everyone(i), 20, f"node {i} to know every client address")
+        info = wait_until(lambda i=i: knows_everyone(i), 20,
+                          f"node {i} to know every client address")
         assert info.node_id == i
         assert {n.node_id: n.address for n in info.nodes} == cluster.addresses
         assert {n.node_id: n.peer_address for n in info.nodes} == cluster.peer_addresses

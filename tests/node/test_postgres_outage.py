@@ -34,6 +34,8 @@ from support.private_pg import PrivatePostgres
 from dpq.localcluster import PACKAGE_ROOT
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "outage"
 # Short timeouts so a frozen server is noticed within seconds.
 ARGS = ("--postgres-timeout-ms", "2000", "--dead-after-ms", "60000")
@@ -53,7 +55,8 @@ def ref(job: queue_pb2.Job) -> queue_pb2.JobRef:
 
 
 def enqueue(cluster: Cluster, node: int, batch: list[queue_pb2.NewJob]) -> list[int]:
-    return list(cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=batch), timeout=20).job_ids)
+    return list(cluster.stub(node).Enqueue(queue_pb2.EnqueueRequest(jobs=batch),
+                                           timeout=20).job_ids)
 
 
 def take(cluster: Cluster, count: int, timeout_s: float = 30) -> list[queue_pb2.Job]:

@@ -20,6 +20,8 @@ from dpq import commands
 from dpq.node import identity
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "rejoin"
 ARGS = ("--dead-after-ms", "3000")
 BATCH = 5

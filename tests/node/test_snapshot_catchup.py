@@ -25,6 +25,8 @@ from support.cluster import Cluster, wait_until
 from dpq import commands
 from dpq.v1 import queue_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "catchup"
 SNAPSHOT_EVERY = 100
 ARGS = ("--snapshot-every-slots", str(SNAPSHOT_EVERY), "--dead-after-ms", "3000")

@@ -200,6 +200,7 @@ def piece_sequences(draw):
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.one_of(piece_sequences(), st.lists(small_pieces, max_size=30)))
 def test_the_reassembler_does_what_the_model_does(sequence):
@@ -218,6 +219,7 @@ def test_the_reassembler_does_what_the_model_does(sequence):
             len(model.open[piece.src][1]) if piece.src in model.open else None)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([1, 3]), st.binary(min_size=1, max_size=40),
                           st.integers(1, 9)), max_size=4), st.randoms(use_true_random=False))

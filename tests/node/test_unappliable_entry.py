@@ -18,6 +18,8 @@ from dpq.paxos.wal import WriteAheadLog
 from dpq.queue.commands import batch_of, stamp
 from dpq.v1 import log_pb2, queue_pb2, replication_pb2, replication_pb2_grpc
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 NOW_US = 1_700_000_000 * 10**6
 
 BAD_SLOTS = {
@@ -57,7 +59,8 @@ def serves(cluster: Cluster, queue: str) -> None:
     cluster.wait_leader(timeout_s=60)
     stub = cluster.stub(1)
     [job_id] = stub.Enqueue(queue_pb2.EnqueueRequest(
-        jobs=[queue_pb2.NewJob(queue=queue, priority=1, payload=b"still here")]), timeout=15).job_ids
+        jobs=[queue_pb2.NewJob(queue=queue, priority=1, payload=b"still here")]),
+        timeout=15).job_ids
     [job] = stub.Dequeue(queue_pb2.DequeueRequest(queue=queue, max_jobs=1, wait_ms=5000,
                                                   lease_ms=30_000), timeout=20).jobs
     assert (job.job_id, job.payload) == (job_id, b"still here")

@@ -3,8 +3,6 @@ of bounds gets past ``wire.decode`` (issue 10: a round or a seq of 2**63 killed 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,6 +54,7 @@ message_strategy = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.lists(message_strategy, max_size=5))
 def test_round_trip_through_bytes(messages):
@@ -134,6 +133,7 @@ def test_an_accept_may_not_run_past_the_last_slot_or_start_at_zero():
     assert wire.decode(fits).last_slot == MAX_SLOT
 
 
+@pytest.mark.slow
 def test_counts_are_bounded():
     many = [pb.PaxosProposal()] * (MAX_PROPOSALS_PER_MESSAGE + 1)
     exc = refused(pb.PaxosMessage(src=2, dst=1, accept=pb.Accept(first_slot=1, proposals=many)))

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dpq
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos import Ballot, Config, InstallSnapshot, Promise, Replica, Role, Snapshot
@@ -105,6 +107,7 @@ def test_a_snapshot_the_replica_would_not_install_is_not_even_loaded(tmp_path) -
     h.driver.close()
 
 
+@pytest.mark.slow
 def test_a_node_whose_saved_snapshot_does_not_load_stops_with_one_line(tmp_path, pg_db) -> None:
     # The state before this issue: a junk snapshot saved, the node crash-looping.
     data = tmp_path / "n1"

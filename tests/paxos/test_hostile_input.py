@@ -14,6 +14,7 @@ value, are also checked to leave full agreement and a working cluster behind.
 
 from __future__ import annotations
 
+import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -144,6 +145,7 @@ def check_order_and_chosen(c: Cluster, chosen: list[Proposal]) -> None:
         assert [e.proposal for e in c.applied[i][:len(chosen)]] == chosen
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, min_size=1, max_size=6), edits, st.randoms(use_true_random=False),
        st.sampled_from(("leader", "candidate")), st.booleans())
@@ -170,6 +172,7 @@ def test_random_and_mutated_batches_never_break_a_replica(batch, edit, rnd, phas
     check_order_and_chosen(c, chosen)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.builds(m.Prepare, node_ids, node_ids,
                           st.builds(Ballot, st.integers(0, MAX_ROUND - 100), node_ids), u64)

@@ -126,6 +126,7 @@ def client_histories(draw: st.DrawFn) -> tuple[int, list[tuple[str, int]]]:
     return window, log
 
 
+@pytest.mark.slow
 @given(client_histories())
 @settings(max_examples=300, deadline=None)
 def test_sessions_agree_with_a_set_of_everything_applied(history) -> None:

@@ -25,6 +25,8 @@ from dpq.paxos.sim import (
     run_seed,
 )
 
+pytestmark = pytest.mark.slow  # long simulation runs (see pyproject: markers)
+
 CHUNK = 250
 
 
@@ -75,7 +77,7 @@ def test_the_trace_does_not_depend_on_hash_randomisation(tmp_path: Path) -> None
     for hash_seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": path}
         done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout)
     assert len(outputs) == 1, outputs

@@ -17,6 +17,8 @@ from dpq.paxos.sessions import Sessions
 from dpq.paxos.sim import SimulationFailure, run_seed
 from dpq.paxos.types import Ballot, Entry
 
+pytestmark = pytest.mark.slow  # long simulation runs (see pyproject: markers)
+
 CI_SEED_BUDGET = 2000
 
 

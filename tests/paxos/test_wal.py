@@ -171,9 +171,8 @@ def test_rotation_seals_a_segment_only_after_syncing_it(
 
 
 def test_a_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
-    with WriteAheadLog.open(tmp_path):
-        with pytest.raises(WalError, match="in use"):
-            WriteAheadLog.open(tmp_path)
+    with WriteAheadLog.open(tmp_path), pytest.raises(WalError, match="in use"):
+        WriteAheadLog.open(tmp_path)
     reopen(tmp_path)  # the lock went away with close()
 
 
@@ -221,6 +220,7 @@ def _check_recovers_prefix(directory: Path, seg_name: str, start: int, before: R
     assert again.hard_state == before.hard_state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("last", ["entry", "hard_state"])
 def test_a_log_cut_at_every_offset_of_its_last_record_recovers_the_records_before_it(
     tmp_path: Path, last: str

@@ -121,7 +121,8 @@ def test_outage_logs_once_per_outage_and_backs_off(caplog):
     assert len(errors) == 1 and "refused" in errors[0].getMessage()
     # one reminder a minute over ~16 minutes, and one line when it works again
     assert 10 <= len(warnings) <= 20
-    assert "works again" in warnings[-1].getMessage() and "200 failed tries" in warnings[-1].getMessage()
+    last = warnings[-1].getMessage()
+    assert "works again" in last and "200 failed tries" in last
     assert not outage.down
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="test.outage"):

@@ -14,6 +14,8 @@ import pytest
 import dpq
 from dpq.pg import embedded
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 # A process that attaches to the folder's server, says which server it got,
 # and lets go when told to (or dies when killed).
 CHILD = """

@@ -111,7 +111,7 @@ def _pg_dump_schema(dsn: str) -> str:
     # Drop comments, blank lines and the per-dump random \restrict key.
     lines = [
         line for line in out.splitlines()
-        if line.strip() and not line.startswith("--") and not line.startswith(("\\restrict", "\\unrestrict"))
+        if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))
     ]
     return "\n".join(lines)
 

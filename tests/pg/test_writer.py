@@ -242,7 +242,8 @@ async def test_the_check_refuses_priorities_outside_1_to_5(pg_db, priority, path
 
 @run_async
 async def test_times_round_trip_exactly_and_mean_what_they_say(pg_db):
-    times = [0, 1, 999_999, T0, T0 + 1, 4_102_444_800_000_000 - 1]  # … up to 2099-12-31T23:59:59.999999
+    times = [0, 1, 999_999, T0, T0 + 1,
+             4_102_444_800_000_000 - 1]  # … up to 2099-12-31T23:59:59.999999
     jobs = [
         Job(i + 1, "default", 1, b"", us, us + 7, 1, 1, JobState.LEASED, us + 13, "c")
         for i, us in enumerate(times)
@@ -316,7 +317,8 @@ async def test_write_batch_commits_its_own_transaction(pg_db):
 
 @run_async
 async def test_operators_list_ready_jobs_most_urgent_and_oldest_first(pg_db):
-    jobs = [ready(1, priority=3, at=T0), ready(2, priority=1, at=T0 + 5), ready(3, priority=1, at=T0),
+    jobs = [ready(1, priority=3, at=T0), ready(2, priority=1, at=T0 + 5),
+            ready(3, priority=1, at=T0),
             leased(ready(4, priority=1)), ready(5, priority=1, queue="other")]
     async with await connect(pg_db) as conn:
         await write_batch(conn, jobs, [], 1)

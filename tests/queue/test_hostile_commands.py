@@ -172,6 +172,7 @@ def logs(draw):
     return slots
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logs())
 def test_no_slot_raises_and_replicas_agree(slots):
@@ -192,6 +193,7 @@ def test_snapshot_junk_is_a_snapshot_error_and_nothing_else(data):
         snapshot.load(b"DPQS\x02\x00" + data, members=MEMBERS)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=12),
        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 10_000), st.integers(0, 255)),
@@ -257,7 +259,8 @@ def test_a_lease_for_a_node_that_is_not_a_member_is_refused():
      f"invalid: lease_ms {rules.MAX_LEASE_MS + 1} outside 1..{rules.MAX_LEASE_MS}"),
     (nack((1, 1), delay_ms=2**32 - 1),
      f"invalid: delay_ms {2**32 - 1} over the limit of {rules.MAX_DELAY_MS}"),
-    (enqueue(queue_pb2.NewJob(queue="a\nb", priority=1)), "invalid: jobs[0].queue 'a\\nb' is not a queue name"),
+    (enqueue(queue_pb2.NewJob(queue="a\nb", priority=1)),
+     "invalid: jobs[0].queue 'a\\nb' is not a queue name"),
     (enqueue(queue_pb2.NewJob(queue="q", priority=1, dedup_key="k" * 1025)),
      "invalid: jobs[0].dedup_key characters 1025 over the limit of 1024"),
     (reassign([1], [1, 2]), "invalid: 1 job ids but 2 owners"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.commands import (
@@ -65,7 +66,8 @@ def test_expired_leases_are_reported_until_the_expire_lands():
     assert owned.expired_leases(100 * MS, retry_after_us=1000 * MS) == [(1, 1, receipt(1))]
     assert owned.expired_leases(200 * MS, retry_after_us=1000 * MS) == []
     # the Expire was lost: the lease is reported again after the retry delay
-    assert sorted(owned.expired_leases(1100 * MS, retry_after_us=1000 * MS)) == [(1, 1, receipt(1)), (2, 1, receipt(2))]
+    assert sorted(owned.expired_leases(1100 * MS, retry_after_us=1000 * MS)) == [(1, 1, receipt(1)),
+                                                                                 (2, 1, receipt(2))]
     log.run(1100, expire((1, 1), (2, 1)))
     assert owned.expired_leases(5000 * MS, retry_after_us=1000 * MS) == []
     assert owned.reserve("q", 5, 5000 * MS) == [1, 2]
@@ -86,6 +88,7 @@ def test_reassigned_jobs_move_between_nodes():
     assert one.reserve("q", 5, 0) == [2] and two.reserve("q", 5, 0) == [1]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=40))
 def test_heaps_hold_exactly_the_owned_ready_jobs(steps):
@@ -98,7 +101,8 @@ def test_heaps_hold_exactly_the_owned_ready_jobs(steps):
             job.job_id for job in log.state.jobs.values()
             if job.owner == 1 and job.state == JobState.READY
         }
-        held = {(q, job_id) for q, heap in owned.heaps.items() for job_id in expected if job_id in heap}
+        held = {(q, job_id)
+                for q, heap in owned.heaps.items() for job_id in expected if job_id in heap}
         assert {job_id for _, job_id in held} == expected
         assert all(log.state.jobs[j].queue == q for q, j in held)
         assert sum(len(h) for h in owned.heaps.values()) == len(expected)

@@ -31,6 +31,7 @@ def _run(log: Log, steps, now: int = 0) -> int:
     return now
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(timed_commands, timed_commands, st.integers(1, 4))
 def test_a_dump_written_while_commands_apply_is_the_state_when_it_began(before, during, budget):
@@ -68,7 +69,8 @@ def test_a_job_changed_twice_during_a_dump_is_written_as_it_was_first():
 
 
 @pytest.mark.parametrize("settle", [
-    ack((1, 1)), nack((1, 1), delay_ms=100), extend((1, 1), lease_ms=5000), reassign([1, 2], [2, 2]),
+    ack((1, 1)), nack((1, 1), delay_ms=100), extend((1, 1), lease_ms=5000),
+    reassign([1, 2], [2, 2]),
 ])
 def test_every_kind_of_change_to_a_leased_job_keeps_its_original(settle):
     log = Log()

@@ -66,7 +66,8 @@ def test_lease_grants_due_owned_ready_jobs_and_counts_the_attempt():
     [granted] = log.run(10, lease(1, 3, 4, 99, node=1, lease_ms=200, consumer="w1"))
     # job 3 belongs to node 2, job 4 is not due until t=500 ms, 99 does not exist
     assert [j.job_id for j in granted] == [1]
-    assert (granted[0].attempt, granted[0].lease_expires_at_us, granted[0].consumer_id) == (1, 210 * MS, "w1")
+    first = granted[0]
+    assert (first.attempt, first.lease_expires_at_us, first.consumer_id) == (1, 210 * MS, "w1")
     [again] = log.run(20, lease(1, node=1))
     assert again == []  # already leased
     assert log.state.stats("q", 20 * MS) == ([2, 0, 0, 0, 0], 1, 1, 0)
@@ -126,7 +127,8 @@ def test_nack_with_delay_then_dead_after_max_attempts():
     for attempt in (1, 2):
         [[job]] = log.run(attempt * 1000, lease(1))
         assert job.attempt == attempt
-        assert log.run(attempt * 1000 + 1, nack((1, attempt), delay_ms=300, max_attempts=3)) == [[OK]]
+        assert log.run(attempt * 1000 + 1,
+                       nack((1, attempt), delay_ms=300, max_attempts=3)) == [[OK]]
         assert log.state.jobs[1].ready_at_us == (attempt * 1000 + 301) * MS
         assert log.run(attempt * 1000 + 2, lease(1)) == [[]]  # not due yet
     log.run(5000, lease(1))
@@ -202,6 +204,7 @@ def recount(state: QueueState, now_us: int) -> dict:
     return {name: (q["ready"], q["delayed"], q["leased"], q["dead"]) for name, q in out.items()}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 400), commands), max_size=40))
 def test_replicas_agree_and_counters_match_the_jobs(steps):
@@ -213,7 +216,8 @@ def test_replicas_agree_and_counters_match_the_jobs(steps):
         ra, rb = a.run(now, command), b.run(now, command)
         assert repr(ra) == repr(rb)
         if command.WhichOneof("kind") == "ack":
-            acked.update(i for (i, r) in zip([x.job_id for x in command.ack.jobs], ra[0]) if r == OK)
+            acked.update(i for (i, r) in zip([x.job_id for x in command.ack.jobs],
+                                             ra[0]) if r == OK)
         assert {k: j.as_tuple() for k, j in a.state.jobs.items()} == {
             k: j.as_tuple() for k, j in b.state.jobs.items()
         }
@@ -231,6 +235,7 @@ def test_replicas_agree_and_counters_match_the_jobs(steps):
     assert not set(acked) & set(a.state.jobs)  # acked jobs are gone
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 400), commands), max_size=25),

@@ -79,7 +79,8 @@ def test_a_job_the_public_api_refuses_is_refused_here_too():
      "commands[0].nack.max_attempts: 4294967295 attempts is over the limit of 1000000 attempts"),
     (log_pb2.Command(ack=log_pb2.AckCommand()),
      "commands[0].ack.jobs: no job references; send at least one"),
-    (reassign([1, 0], [1, 1]), "commands[0].reassign.job_ids[1]: 0 is not a job id (ids start at 1)"),
+    (reassign([1, 0], [1, 1]),
+     "commands[0].reassign.job_ids[1]: 0 is not a job id (ids start at 1)"),
     (reassign([1], [5]),
      "commands[0].reassign.owners[0]: node 5 is not a member of the cluster [1, 2, 3]"),
 ])
@@ -125,6 +126,7 @@ command = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(command, min_size=1, max_size=3))
 def test_what_the_validator_accepts_every_replica_applies(commands):

@@ -58,6 +58,8 @@ from support.cluster import Cluster, wait_until
 
 from dpq.v1 import log_pb2, queue_pb2, replication_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 pb = replication_pb2
 MIB = 1 << 20
 

@@ -40,6 +40,8 @@ from dpq.security import certs
 from dpq.security.identity import Identity
 from dpq.v1 import log_pb2, queue_pb2, replication_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 pb = replication_pb2
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DENIED = grpc.StatusCode.PERMISSION_DENIED

@@ -41,6 +41,8 @@ from dpq.security.tls import (
 )
 from dpq.v1 import log_pb2, queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 QUEUE = "tls-e2e"
 
 

@@ -145,7 +145,8 @@ def test_client_and_gateway_certificates_stay_out_of_node_methods(peer_port, tls
         upload = channel.stream_unary(f"/{SERVICE}/Upload")
         error = _rpc_error(upload, iter([b"a", b"b"]), 20)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert error.details().startswith(f"/{SERVICE}/Upload is for node certificates, not gateway")
+        assert error.details().startswith(
+            f"/{SERVICE}/Upload is for node certificates, not gateway")
         # ... and a gateway cannot claim to be a node.
         error = _rpc_error(channel.unary_unary(f"/{SERVICE}/Call"), b"1", 20)
         assert error.details() == "message from node 1 sent with the gateway certificate"

@@ -12,6 +12,8 @@ from support.dpq_up import program
 
 from dpq.v1 import queue_pb2, replication_pb2
 
+pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
+
 REQUEST_LIMIT = 100_000
 PAYLOAD_LIMIT = 1_000
 WATCHERS = 3  # the gateway holds one

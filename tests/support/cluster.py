@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Self
 
 import grpc
 
@@ -179,9 +180,11 @@ class Cluster(LocalCluster):
 
     def log_tail(self, which: int | str, lines: int = 40) -> str:
         path = self.log_path(which)
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -49,7 +49,8 @@ class Log:
 
 def enqueue(*jobs, owners=None, dedup_window_ms=0):
     news = [
-        j if isinstance(j, queue_pb2.NewJob) else queue_pb2.NewJob(queue="q", priority=j[0], payload=j[1])
+        j if isinstance(j, queue_pb2.NewJob) else queue_pb2.NewJob(queue="q", priority=j[0],
+                                                                   payload=j[1])
         for j in jobs
     ]
     return log_pb2.Command(
@@ -61,14 +62,16 @@ def enqueue(*jobs, owners=None, dedup_window_ms=0):
 
 def lease(*ids, node=1, lease_ms=1000, consumer="w", receipts=None):
     return log_pb2.Command(
-        lease=log_pb2.LeaseCommand(node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer,
-                                   receipts=[receipt(i) for i in ids] if receipts is None else receipts)
+        lease=log_pb2.LeaseCommand(
+            node=node, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer,
+            receipts=[receipt(i) for i in ids] if receipts is None else receipts)
     )
 
 
 def refs(*pairs):
     """``(job_id, attempt)`` (with the helpers' receipt) or ``(job_id, attempt, receipt)``."""
-    return [queue_pb2.JobRef(job_id=p[0], attempt=p[1], receipt=p[2] if len(p) > 2 else receipt(p[0]))
+    return [queue_pb2.JobRef(job_id=p[0], attempt=p[1],
+                             receipt=p[2] if len(p) > 2 else receipt(p[0]))
             for p in pairs]
 
 
@@ -84,7 +87,8 @@ def nack(*pairs, delay_ms=0, max_attempts=3, undelivered=False):
 
 
 def expire(*pairs, max_attempts=3):
-    return log_pb2.Command(expire=log_pb2.ExpireCommand(jobs=refs(*pairs), max_attempts=max_attempts))
+    return log_pb2.Command(expire=log_pb2.ExpireCommand(jobs=refs(*pairs),
+                                                        max_attempts=max_attempts))
 
 
 def extend(*pairs, lease_ms=1000):
@@ -102,7 +106,8 @@ def checkpoint(slot):
 commands = st.one_of(
     st.builds(
         lambda jobs, owners: enqueue(
-            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k) for q, p, d, k in jobs],
+            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k)
+              for q, p, d, k in jobs],
             owners=[owners] * len(jobs),
             dedup_window_ms=500,
         ),
@@ -114,12 +119,17 @@ commands = st.one_of(
         st.integers(1, 2),
     ),
     st.builds(lambda ids, node, ms: lease(*ids, node=node, lease_ms=ms),
-              st.lists(st.integers(1, 30), max_size=4), st.integers(1, 2), st.sampled_from([50, 500])),
-    st.builds(lambda ids, a: ack(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+              st.lists(st.integers(1, 30), max_size=4), st.integers(1, 2),
+              st.sampled_from([50, 500])),
+    st.builds(lambda ids, a: ack(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3),
+              st.integers(1, 3)),
     st.builds(lambda ids, a, d: nack(*[(i, a) for i in ids], delay_ms=d),
-              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3), st.sampled_from([0, 200])),
-    st.builds(lambda ids, a: expire(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
-    st.builds(lambda ids, a: extend(*[(i, a) for i in ids]), st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3),
+              st.sampled_from([0, 200])),
+    st.builds(lambda ids, a: expire(*[(i, a) for i in ids]),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
+    st.builds(lambda ids, a: extend(*[(i, a) for i in ids]),
+              st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
     st.builds(lambda ids, owner: reassign(ids, [owner] * len(ids)),
               st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
 )

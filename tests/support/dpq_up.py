@@ -24,13 +24,15 @@ CWD = tempfile.gettempdir()
 
 
 def dpq(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dpq.cli", *args], check=False, input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "dpq.cli", *args], check=False, input=stdin,
+                          text=True,
                           capture_output=True, env=ENV, timeout=timeout, cwd=CWD)
 
 
 def program(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """``python -m dpq.node …`` (dpq-node) or ``dpq.gateway`` (dpq-gateway), to the end."""
-    return subprocess.run([sys.executable, "-m", module, *args], check=False, text=True, capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], check=False, text=True,
+                          capture_output=True,
                           env=ENV, timeout=timeout, cwd=CWD)
 
 
