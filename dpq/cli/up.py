@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from dpq.commands import TLS_OFF_FILE, UP_TLS_DIR
-from dpq.localcluster import ClusterError, LocalCluster
+from dpq.cli.commands import TLS_OFF_FILE, UP_TLS_DIR
+from dpq.cli.localcluster import ClusterError, LocalCluster
 
 TLS_SUBDIR = "tls"
 
