@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             return up.run(args.nodes, args.data_dir, args.port_base, args.dsn, args.demo,
                           tls=args.tls)
         if args.command == "demo":
-            from dpq import demo
+            from dpq.cli import demo
 
-            demo.main()
+            demo.tour()
             return 0
         if args.command == "certs":
             return commands.certs_init(args.dir, nodes=args.nodes, hosts=args.hosts,
