@@ -26,7 +26,7 @@ from typing import TextIO
 from dpq._fastheap import FastHeap
 from dpq._wrr import SmoothWRR
 from dpq.client import AsyncConsumer, AsyncJob, AsyncProducer, JobSpec
-from dpq.balancer import NodeHealth, weights
+from dpq.gateway.balancer import NodeHealth, weights
 
 QUEUE = "demo"
 BACKLOG_PER_PRIORITY = 100
