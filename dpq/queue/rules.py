@@ -16,7 +16,7 @@ import re
 from enum import StrEnum
 from typing import NamedTuple
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
+from dpq.queue.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.v1 import log_pb2
 
 DAY_MS = 24 * 3600 * 1000

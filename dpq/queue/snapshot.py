@@ -34,8 +34,8 @@ from collections.abc import Iterator
 
 import orjson
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.paxos.sessions import Sessions
+from dpq.queue.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue.state import Job, JobState, QueueState
 
 MAGIC = b"DPQS"

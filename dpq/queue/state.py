@@ -48,11 +48,11 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Protocol
 
-from dpq.heap import PRIORITY_MAX
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.commands import unstamp
+from dpq.queue.heap import PRIORITY_MAX
 from dpq.queue.rules import DEFAULT_QUEUE, Refusal, Refused
 from dpq.v1 import log_pb2
 

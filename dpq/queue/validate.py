@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dpq.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue import rules
+from dpq.queue.heap import PRIORITY_MAX, PRIORITY_MIN
 from dpq.v1 import log_pb2
 
 QUEUE_NAME_CHARS = "letters, digits and _ . : -"
