@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import sys
@@ -201,7 +202,7 @@ class Round:
         for t in load:
             t.start()
         follower = next(i for i in c.ids if i != leader)
-        c.kill_node(follower)  # its channel stays: it reconnects to the restarted node
+        c.stop_node(follower, signal.SIGKILL)  # its channel stays: it reconnects to the restarted node
         info = self.info(leader)
         held = max(n.commit_index for n in info.nodes if n.node_id in (leader, follower))
         target = held + 2 * self.args.snapshot_every  # the same distance in either mode
