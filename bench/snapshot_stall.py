@@ -202,7 +202,8 @@ class Round:
         for t in load:
             t.start()
         follower = next(i for i in c.ids if i != leader)
-        c.stop_node(follower, signal.SIGKILL)  # its channel stays: it reconnects to the restarted node
+        # its channel stays: it reconnects to the restarted node
+        c.stop_node(follower, signal.SIGKILL)
         info = self.info(leader)
         held = max(n.commit_index for n in info.nodes if n.node_id in (leader, follower))
         target = held + 2 * self.args.snapshot_every  # the same distance in either mode
