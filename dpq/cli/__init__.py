@@ -1,4 +1,4 @@
-"""The command line: ``dpq`` (``up``, ``demo``, ``enqueue`` … ``certs``), ``dpq-node``, ``dpq-gateway``.
+"""The command line: ``dpq`` (``up``, ``demo``, ``enqueue`` …), ``dpq-node``, ``dpq-gateway``.
 
 ``main.py`` parses the commands and runs the node and gateway processes;
 ``commands.py`` holds the bodies of the client commands; ``up.py`` is ``dpq up``
