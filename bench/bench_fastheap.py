@@ -13,7 +13,7 @@ timing), aging step 5 s, popped once all are ready:
 * ``fastheap per-item``  -- ``FastHeap.push`` x N then ``FastHeap.pop`` x N
 * ``fastheap batch``     -- one ``push_many`` then one ``pop_many``
 * ``fastheap push_many`` / ``fastheap pop_many`` -- the two halves of the batch
-* ``twin per-item``      -- ``dpq.heap.PyHeap`` (heapq), the same per-item loop
+* ``twin per-item``      -- ``dpq.queue.heap.PyHeap`` (heapq), the same per-item loop
 * ``heapq tuples``       -- bare ``heapq`` on ``(key, seq, id)`` tuples, for scale
 
 Targets (issue 2): per-item >= 5x the twin; batch >= 12x the twin's per-item loop.
@@ -30,7 +30,7 @@ from heapq import heappop, heappush
 import pyperf
 
 from dpq._fastheap import FastHeap
-from dpq.heap import PyHeap
+from dpq.queue.heap import PyHeap
 
 JOBS = 1_000_000
 STEP_US = 5_000_000

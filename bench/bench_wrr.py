@@ -18,7 +18,7 @@ import sys
 import pyperf
 
 from dpq._wrr import SmoothWRR
-from dpq.wrr import PyWRR
+from dpq.gateway.wrr import PyWRR
 
 PICKS = 1_000_000
 
@@ -82,7 +82,7 @@ def report(suite: pyperf.BenchmarkSuite) -> None:
 def main() -> None:
     # One value per process: each is a million picks, long enough on its own.
     runner = pyperf.Runner(processes=6, values=1, warmups=1, loops=1)
-    runner.metadata["description"] = "dpq._wrr vs dpq.wrr twin, 1M picks"
+    runner.metadata["description"] = "dpq._wrr vs dpq.gateway.wrr twin, 1M picks"
     benches = [runner.bench_time_func(name, func, impl, nodes) for name, func, impl, nodes in CASES]
     benches = [b for b in benches if b is not None]
     if not runner.args.worker and benches:

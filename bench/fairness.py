@@ -110,7 +110,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_config(name: str, args: argparse.Namespace, dsn: str, root: Path) -> dict:
-    from dpq.localcluster import LocalCluster
+    from dpq.cli.localcluster import LocalCluster
 
     extra = GATE_OFF if name == "off" else tuple(args.gate_arg)
     cluster = LocalCluster(root / name, nodes=3, dsn=dsn, ports=_free_ports(4),

@@ -1,7 +1,7 @@
 """How long a node's event loop stalls while snapshots are taken and sent (issue 11).
 
 A whole-process scenario, so plain Python rather than pyperf. Each round starts a
-3-node cluster (``dpq.localcluster``, real ``dpq-node`` processes, no gateway) on a
+3-node cluster (``dpq.cli.localcluster``, real ``dpq-node`` processes, no gateway) on a
 fresh database of one embedded PostgreSQL, then
 
 1. preloads ``--jobs`` jobs (batches of 1,000 to the leader), so a snapshot has
@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import sys
@@ -45,12 +46,12 @@ from pathlib import Path
 import grpc
 
 # In a checkout, measure the checkout (built in place), not an installed dpq: the
-# nodes import what this process imports (dpq.localcluster.PACKAGE_ROOT).
+# nodes import what this process imports (dpq.cli.localcluster.PACKAGE_ROOT).
 _CHECKOUT = Path(__file__).resolve().parent.parent
 if (_CHECKOUT / "dpq" / "__init__.py").exists():
     sys.path.insert(0, str(_CHECKOUT))
 
-from dpq.localcluster import LocalCluster
+from dpq.cli.localcluster import LocalCluster
 from dpq.pg import embedded
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
@@ -201,7 +202,8 @@ class Round:
         for t in load:
             t.start()
         follower = next(i for i in c.ids if i != leader)
-        c.kill_node(follower)  # its channel stays: it reconnects to the restarted node
+        # its channel stays: it reconnects to the restarted node
+        c.stop_node(follower, signal.SIGKILL)
         info = self.info(leader)
         held = max(n.commit_index for n in info.nodes if n.node_id in (leader, follower))
         target = held + 2 * self.args.snapshot_every  # the same distance in either mode

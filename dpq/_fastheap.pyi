@@ -1,6 +1,6 @@
 """Type stub for the compiled priority heap (dpq/_fastheap.pyx).
 
-The ordering rules are in the docstring of :mod:`dpq.heap`, whose ``PyHeap``
+The ordering rules are in the docstring of :mod:`dpq.queue.heap`, whose ``PyHeap``
 is this class's pure-Python twin.
 """
 

@@ -3,7 +3,7 @@
 
 ``FastHeap`` keeps the jobs a node owns and hands out the most urgent ready
 one.  The rules (aging key, delayed jobs, the clock, membership) are written
-down once, in the docstring of :mod:`dpq.heap`, whose ``PyHeap`` is this
+down once, in the docstring of :mod:`dpq.queue.heap`, whose ``PyHeap`` is this
 class's pure-Python twin and the oracle of its property tests.  Both must give
 identical answers and identical error messages.
 
@@ -274,7 +274,7 @@ cdef int _table_reserve(Table* t, size_t more) except -1:
     return _rehash(t, cap)
 
 
-# -- messages (dpq.heap builds the same strings) ---------------------------
+# -- messages (dpq.queue.heap builds the same strings) ---------------------------
 
 cdef str _priority_error(object value):
     return (f"priority must be {PRIORITY_MIN} (most urgent) to {PRIORITY_MAX} "
@@ -356,7 +356,7 @@ cdef class FastHeap:
 
     ``FastHeap(aging_step_us=5_000_000)``; 0 means strict priority, then
     ready time, then push order.  Job ids are uint64, times int64
-    microseconds.  See :mod:`dpq.heap` for the ordering rules.
+    microseconds.  See :mod:`dpq.queue.heap` for the ordering rules.
     """
 
     cdef Ready* _ready

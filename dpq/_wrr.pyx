@@ -8,7 +8,7 @@ from a fresh selector every node is picked exactly its weight times, and the
 picks of a heavy node are spread between the others instead of bunched.
 
 The gateway calls :meth:`SmoothWRR.pick_many` once per batch, so the loop runs
-in C without the GIL. ``dpq.wrr.PyWRR`` is the pure-Python twin and the oracle
+in C without the GIL. ``dpq.gateway.wrr.PyWRR`` is the pure-Python twin and the oracle
 in the property tests.
 """
 
@@ -17,7 +17,7 @@ from libc.stdint cimport int64_t, uint32_t
 
 from array import array
 
-from dpq.wrr import MAX_NODES, MAX_WEIGHT, validate_weights
+from dpq.gateway.wrr import MAX_NODES, MAX_WEIGHT, validate_weights
 
 
 cdef class SmoothWRR:

@@ -1,5 +1,5 @@
-"""The failures dpq reports to clients, each mapped to one gRPC status at the edge
-(``dpq.services.errors``). Bad input is ``dpq.queue.validate.InvalidArgument``."""
+"""The failures node and gateway alike report to clients, each mapped to one gRPC status at
+the edge (``dpq.services.errors``). Bad input is ``dpq.queue.validate.InvalidArgument``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Processes that stop when the process that started them dies, however it dies.
+"""Children (of dpq-node, dpq up, the bench) that stop when their starter dies, however it dies.
 
-Why this exists: ``dpq up`` (and every :class:`dpq.localcluster.LocalCluster`)
+Why this exists: ``dpq up`` (and every :class:`dpq.cli.localcluster.LocalCluster`)
 starts nodes and a gateway in sessions of their own (so a Ctrl-C in the
 terminal reaches ``dpq up`` alone, which then stops them in order), and an
 embedded PostgreSQL whose postmaster ``pg_ctl`` daemonises: its parent is

@@ -1,4 +1,4 @@
-"""dpq's two logs, in exactly the forms the product promises (DESIGN.md, "Logs")::
+"""Every dpq process's two logs, in exactly the forms the product promises (DESIGN.md, "Logs")::
 
     2024-12-27 12:34:56.789 [ERROR] <error_route>: <error_message>
     2024-12-27 12:45:00.123 [INFO] index: Received <request_method> request for <request_uri> from IP: <client_IP>

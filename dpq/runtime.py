@@ -1,4 +1,4 @@
-"""How dpq's processes run their asyncio loop: uvloop, and a quieter collector.
+"""How every dpq process (node, gateway, bench worker) runs asyncio: uvloop, a quieter collector.
 
 **uvloop.** grpc.aio hands every completed operation from its own threads to
 the loop through a wake-up socket, and every hop of dpq (client → gateway →

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpq._wrr import SmoothWRR
-from dpq.balancer import SCALE, BalancerPolicy, NodeHealth, weight, weights
+from dpq.gateway.balancer import SCALE, BalancerPolicy, NodeHealth, weight, weights
 
 IDLE = NodeHealth(node_id=1, cpu_percent=10.0, ready_depth=0, consume_rate=100.0)
 

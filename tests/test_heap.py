@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import dpq._fastheap
 from dpq._fastheap import FastHeap
-from dpq.heap import MAX_AGING_STEP_US, STRICT_MAX_US, STRICT_MIN_US, PyHeap
 from dpq.queue import rules
+from dpq.queue.heap import MAX_AGING_STEP_US, STRICT_MAX_US, STRICT_MIN_US, PyHeap
 
 IMPLS = [FastHeap, PyHeap]
 I64_MAX = 2**63 - 1

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import dpq._wrr
 from dpq._wrr import SmoothWRR
-from dpq.wrr import MAX_WEIGHT, PyWRR
+from dpq.gateway.wrr import MAX_WEIGHT, PyWRR
 
 IMPLS = [SmoothWRR, PyWRR]
 

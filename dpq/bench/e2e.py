@@ -203,7 +203,7 @@ def machine() -> dict[str, Any]:
     import grpc
     import psutil
 
-    from dpq.localcluster import PACKAGE_ROOT
+    from dpq.cli.localcluster import PACKAGE_ROOT
 
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -277,7 +277,7 @@ class Run:
 
     def __init__(self, name: str, nodes: int, dsn: str, root: Path, args: argparse.Namespace,
                  progress: Progress, postmaster: int | None) -> None:
-        from dpq.localcluster import LocalCluster
+        from dpq.cli.localcluster import LocalCluster
 
         self.name, self.dsn, self.args, self.progress = name, dsn, args, progress
         ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports

@@ -7,7 +7,7 @@ node's peer port, which the gateway learns from the node's own ClusterInfo
 opens the health stream, and again whenever that stream breaks.
 
 A node counts as reachable while its stream is open and its last report is
-younger than ``stale_s``. The reports feed ``dpq.balancer`` (weights for the
+younger than ``stale_s``. The reports feed ``dpq.gateway.balancer`` (weights for the
 round-robin) and tell the gateway who leads.
 """
 
@@ -19,7 +19,7 @@ import time
 
 import grpc
 
-from dpq.balancer import NodeHealth
+from dpq.gateway.balancer import NodeHealth
 from dpq.services.channels import CHANNEL_OPTIONS, peer_channel
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
@@ -133,7 +133,7 @@ class HealthMonitor:
         return node.report is not None and time.monotonic() - node.received_at <= self.stale_s
 
     def health(self) -> list[NodeHealth]:
-        """Every node that ever reported, for ``dpq.balancer.weights``."""
+        """Every node that ever reported, for ``dpq.gateway.balancer.weights``."""
         out = []
         for node in self.nodes:
             r = node.report

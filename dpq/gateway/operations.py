@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from dpq import balancer
 from dpq.errors import Forwarded, Unavailable
+from dpq.gateway import balancer
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
 from dpq.proposing.proposer import Proposer

@@ -1,6 +1,6 @@
 """Who serves each new job: smooth weighted round-robin over live health.
 
-Weights come from ``dpq.balancer`` fed by the nodes' health reports, refreshed
+Weights come from ``dpq.gateway.balancer`` fed by the nodes' health reports, refreshed
 every ``refresh_s`` and at once when a node's stream breaks; the picks come
 from the compiled ``dpq._wrr`` selector, one call per request.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from dpq import balancer
 from dpq._wrr import SmoothWRR
 from dpq.errors import Unavailable
+from dpq.gateway import balancer
 from dpq.gateway.monitor import HealthMonitor
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dpq.localcluster import PACKAGE_ROOT
+from dpq.cli.localcluster import PACKAGE_ROOT
 
 pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 

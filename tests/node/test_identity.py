@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from support.cluster import Cluster, free_ports, wait_until
 
-from dpq.localcluster import PACKAGE_ROOT
+from dpq.cli.localcluster import PACKAGE_ROOT
 from dpq.node import identity
 from dpq.v1 import queue_pb2
 

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.cluster import Cluster, free_ports, wait_until
 
-from dpq.localcluster import PACKAGE_ROOT
+from dpq.cli.localcluster import PACKAGE_ROOT
 from dpq.v1 import log_pb2, queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)

@@ -31,7 +31,7 @@ import pytest
 from support.cluster import Cluster, free_ports, wait_until
 from support.private_pg import PrivatePostgres
 
-from dpq.localcluster import PACKAGE_ROOT
+from dpq.cli.localcluster import PACKAGE_ROOT
 from dpq.v1 import queue_pb2
 
 pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)

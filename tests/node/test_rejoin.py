@@ -16,7 +16,7 @@ import grpc
 import pytest
 from support.cluster import Cluster, wait_until
 
-from dpq import commands
+from dpq.cli import commands
 from dpq.node import identity
 from dpq.v1 import queue_pb2
 

@@ -22,7 +22,7 @@ import grpc
 import pytest
 from support.cluster import Cluster, wait_until
 
-from dpq import commands
+from dpq.cli import commands
 from dpq.v1 import queue_pb2
 
 pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)

@@ -28,9 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.cluster import Cluster, free_ports, wait_until
 from support.dpq_up import free_port_base
 
-from dpq import commands, up
+from dpq.cli import commands, up
+from dpq.cli.localcluster import PACKAGE_ROOT
 from dpq.client import Consumer, Producer
-from dpq.localcluster import PACKAGE_ROOT
 from dpq.security import certs
 from dpq.security.auth import MISSING_TOKEN, WRONG_TOKEN
 from dpq.security.identity import Identity

@@ -1,6 +1,6 @@
 """Real ``dpq-node`` (and ``dpq-gateway``) processes on loopback, for the tests.
 
-A thin layer over :class:`dpq.localcluster.LocalCluster` (what ``dpq up``
+A thin layer over :class:`dpq.cli.localcluster.LocalCluster` (what ``dpq up``
 runs): free ports for both planes (client and peer), a given DSN, client stubs,
 and waits that poll with a deadline instead of sleeping blindly. The nodes run
 ``--insecure`` unless ``tls=True`` (material for every node, the gateway and
@@ -20,7 +20,7 @@ from typing import Self
 
 import grpc
 
-from dpq.localcluster import LocalCluster
+from dpq.cli.localcluster import LocalCluster
 from dpq.security import certs
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 from support.cluster import wait_until
 
-from dpq.localcluster import PACKAGE_ROOT
+from dpq.cli.localcluster import PACKAGE_ROOT
 
 ENV = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
 # Not the checkout: `python -m` puts the working directory first on sys.path,

@@ -1,4 +1,4 @@
-"""The command-line entry points: ``dpq`` and ``dpq-node``."""
+"""The command-line entry points: ``dpq``, ``dpq-node`` and ``dpq-gateway``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _target(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpq import commands
+    from dpq.cli import commands
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own options: see dpq/bench/e2e.py
@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            from dpq import up
+            from dpq.cli import up
 
             return up.run(args.nodes, args.data_dir, args.port_base, args.dsn, args.demo,
                           tls=args.tls)
         if args.command == "demo":
-            from dpq import demo
+            from dpq.cli import demo
 
-            demo.main()
+            demo.tour()
             return 0
         if args.command == "certs":
             return commands.certs_init(args.dir, nodes=args.nodes, hosts=args.hosts,

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from dpq.commands import TLS_OFF_FILE, UP_TLS_DIR
-from dpq.localcluster import ClusterError, LocalCluster
+from dpq.cli.commands import TLS_OFF_FILE, UP_TLS_DIR
+from dpq.cli.localcluster import ClusterError, LocalCluster
 
 TLS_SUBDIR = "tls"
 
@@ -53,7 +53,7 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
         out=sys.stdout, tls: bool = False) -> int:
     node_args: tuple[str, ...] = ()
     if demo:
-        from dpq import showcase
+        from dpq.cli import demo as showcase
 
         node_args = ("--aging-step-ms", str(showcase.AGING_STEP_MS))
     try:

@@ -171,9 +171,6 @@ class LocalCluster:
             proc.kill()
             proc.wait()
 
-    def kill_node(self, node_id: int) -> None:
-        self.stop_node(node_id, signal.SIGKILL)
-
     def stop(self) -> None:
         """Stop the gateway, every node, and the embedded server."""
         if self.gateway is not None:
