@@ -7,7 +7,8 @@ Each node's long-poll may still ask for one job when the others took all the
 room, so that a job on any node is picked up at once; a consumer thus holds
 at most ``capacity + nodes - 1`` jobs.
 
-Times here are ``time.monotonic()`` seconds of this process: a lease is taken
+Times here are seconds of ``Held.clock`` (``time.monotonic`` unless a test
+passes a fake ``dpq.clock.Clock``; the poller, settler and keeper all read it): a lease is taken
 to end ``lease`` seconds after the request that got (or extended) it was
 sent, which is never later than the server's deadline, whatever its clock.
 """
@@ -18,6 +19,7 @@ import asyncio
 import enum
 from dataclasses import dataclass
 
+from dpq import clock as clocks
 from dpq.v1 import queue_pb2
 
 
@@ -50,8 +52,9 @@ class JobRecord:
 class Held:
     """The records a consumer holds, by job id."""
 
-    def __init__(self, capacity: int = 1) -> None:
+    def __init__(self, capacity: int = 1, clock: clocks.Clock = clocks.monotonic) -> None:
         self.capacity = capacity
+        self.clock = clock
         self._records: dict[int, JobRecord] = {}
         # Jobs whose ack or nack is on its way: done with, so they leave room
         # for new ones (a settle round trip is a Paxos commit: counting it

@@ -2,8 +2,9 @@
 
 Every ``tick`` it extends, in one ExtendLease RPC, the leases of every held
 job past ``fraction`` of its lease (buffered, handed out, or being handled),
-for at most ``max_hold`` seconds after the job arrived. A job whose lease the
-server refuses to extend, or whose lease ran out, is no longer held: it may
+for at most ``max_hold`` seconds after the job arrived (times are ``Held.clock``'s,
+so a test moves them with a fake clock and calls :meth:`LeaseKeeper.once`). A job
+whose lease the server refuses to extend, or whose lease ran out, is no longer held: it may
 be handed to another consumer, and its ack will be refused.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from dpq.client._held import Held, HoldState
 from dpq.client._settle import Settler
@@ -40,7 +40,7 @@ class LeaseKeeper:
 
     async def once(self) -> None:
         """One round: drop the records whose lease ended, extend the ones due."""
-        now = time.monotonic()
+        now = self._held.clock()
         for record in self._held.expired(now):
             if record.state is HoldState.HELD:
                 log.warning("the lease of job %d (attempt %d) ran out: it may be handed out "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -81,7 +80,7 @@ class NodePoller:
         while True:
             await held.wait_for_room()
             n = held.reserve(spec.max_jobs)
-            sent = time.monotonic()
+            sent = held.clock()
             try:
                 response = await self._channels.stub(self.address).Dequeue(
                     spec.request(n), timeout=spec.wait_s + DEQUEUE_MARGIN_S)
@@ -104,7 +103,7 @@ class NodePoller:
             held.receive(n, records)
             for record in records:
                 self._deliver(record)
-            if not records and time.monotonic() - sent < min(spec.wait_s, IDLE_S):
+            if not records and held.clock() - sent < min(spec.wait_s, IDLE_S):
                 await asyncio.sleep(IDLE_S)  # an early empty answer: do not spin
 
     async def _back_off(self, exc: grpc.aio.AioRpcError) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 
+from dpq import clock as clocks
 from dpq.client._endpoints import Endpoints, leader_hint
 from dpq.client.errors import server_error
 
@@ -75,12 +75,13 @@ class RetryCounter:
 
 async def with_retries(endpoints: Endpoints, policy: RetryPolicy, method: str,
                        attempt: Callable[[str], Awaitable[T]],
-                       counter: RetryCounter | None = None) -> T:
+                       counter: RetryCounter | None = None, *,
+                       clock: clocks.Clock = clocks.monotonic) -> T:
     """Run ``attempt(address)`` until it returns, retrying as the policy says.
 
     Raises the :class:`~dpq.client.errors.ServerError` of the last failure.
     """
-    started = time.monotonic()
+    started = clock()
     tries = 0
     while True:
         address = endpoints.current()
@@ -98,7 +99,7 @@ async def with_retries(endpoints: Endpoints, policy: RetryPolicy, method: str,
             if exc.move_on:
                 endpoints.failed(address)
         delay = policy.backoff(tries - 1, busy=code == grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if tries >= policy.max_attempts or time.monotonic() + delay - started > policy.deadline:
+        if tries >= policy.max_attempts or clock() + delay - started > policy.deadline:
             raise server_error(code, f"{details} (gave up after {tries} attempts)", method,
                                address) from None
         log.debug("%s at %s failed with %s (%s); retry %d in %.2fs", method, address,

@@ -85,7 +85,7 @@ class Settler:
         for start in range(0, len(records), MAX_REFS):
             chunk = records[start:start + MAX_REFS]
             request = queue_pb2.ExtendLeaseRequest(jobs=[r.ref for r in chunk], lease_ms=lease_ms)
-            sent = time.monotonic()
+            sent = self._held.clock()
 
             async def attempt(address: str, request: queue_pb2.ExtendLeaseRequest = request,
                               ) -> queue_pb2.RefResponse:
@@ -93,7 +93,7 @@ class Settler:
                     request, timeout=timeout)
 
             response = await with_retries(self.endpoints, retry, "ExtendLease", attempt,
-                                          self.counter)
+                                          self.counter, clock=self._held.clock)
             _check_answers(response, chunk, "ExtendLease")
             now_us = time.time_ns() // 1000
             for record, result in zip(chunk, response.results, strict=True):
@@ -143,7 +143,8 @@ class Settler:
             rpc = getattr(self.endpoints.channels.stub(address), method)
             return await rpc(request, timeout=self._timeout)
 
-        response = await with_retries(self.endpoints, self._retry, method, attempt, self.counter)
+        response = await with_retries(self.endpoints, self._retry, method, attempt, self.counter,
+                                      clock=self._held.clock)
         _check_answers(response, request.jobs, method)
         return [(r.error, tries > 1) for r in response.results]
 

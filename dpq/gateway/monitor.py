@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 
+from dpq import clock as clocks
 from dpq.gateway.balancer import NodeHealth
 from dpq.services.channels import CHANNEL_OPTIONS, peer_channel
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
@@ -82,10 +82,12 @@ class NodeView:
 class HealthMonitor:
     def __init__(self, addresses: list[str], *, interval_ms: int = 250, stale_s: float = 1.5,
                  peer_credentials: grpc.ChannelCredentials | None = None,
-                 client_credentials: grpc.ChannelCredentials | None = None) -> None:
+                 client_credentials: grpc.ChannelCredentials | None = None,
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         self.nodes = [NodeView(a, peer_credentials, client_credentials) for a in addresses]
         self.interval_ms = interval_ms
         self.stale_s = stale_s
+        self.clock = clock
         self.changed = asyncio.Event()
         #: Bumped whenever a node's stream breaks, so users of the weights refresh at once.
         self.version = 0
@@ -111,9 +113,8 @@ class HealthMonitor:
                 stream = node.replication.WatchHealth(
                     replication_pb2.HealthRequest(interval_ms=self.interval_ms))
                 async for report in stream:
-                    node.report, node.received_at = report, time.monotonic()
+                    self.received(node, report)
                     backoff = 0.1
-                    self.changed.set()
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in (grpc.StatusCode.UNAVAILABLE,
                                       grpc.StatusCode.DEADLINE_EXCEEDED) and exc.details() != said:
@@ -129,8 +130,13 @@ class HealthMonitor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
+    def received(self, node: NodeView, report: replication_pb2.NodeHealthReport) -> None:
+        """``node`` reported its health (from its stream; tests call it directly)."""
+        node.report, node.received_at = report, self.clock()
+        self.changed.set()
+
     def reachable(self, node: NodeView) -> bool:
-        return node.report is not None and time.monotonic() - node.received_at <= self.stale_s
+        return node.report is not None and self.clock() - node.received_at <= self.stale_s
 
     def health(self) -> list[NodeHealth]:
         """Every node that ever reported, for ``dpq.gateway.balancer.weights``."""

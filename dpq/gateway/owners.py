@@ -7,9 +7,9 @@ from the compiled ``dpq._wrr`` selector, one call per request.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
+from dpq import clock as clocks
 from dpq._wrr import SmoothWRR
 from dpq.errors import Unavailable
 from dpq.gateway import balancer
@@ -17,9 +17,11 @@ from dpq.gateway.monitor import HealthMonitor
 
 
 class OwnerPicker:
-    def __init__(self, monitor: HealthMonitor, refresh_s: float = 0.1) -> None:
+    def __init__(self, monitor: HealthMonitor, refresh_s: float = 0.1,
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         self._monitor = monitor
         self._refresh_s = refresh_s
+        self._clock = clock
         self._wrr = SmoothWRR()
         self._at = 0.0
         self._version = -1
@@ -27,7 +29,7 @@ class OwnerPicker:
         self.assigned: Counter[int] = Counter()  # jobs given to each node
 
     def pick(self, n: int) -> list[int]:
-        now = time.monotonic()
+        now = self._clock()
         if (now - self._at >= self._refresh_s or not self.weights
                 or self._monitor.version != self._version):
             self._at, self._version = now, self._monitor.version

@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Iterable
 
+from dpq import clock as clocks
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import Grant
@@ -48,12 +48,13 @@ def new_receipt() -> int:
 class Dispatcher:
     def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, proposer: Proposer,
                  *, max_attempts: int, expiry_check_s: float = 0.05,
-                 expire_retry_s: float = 2.0) -> None:
+                 expire_retry_s: float = 2.0, clock: clocks.Clock = clocks.monotonic) -> None:
         self.node_id = node_id
         self.state = state
         self.owned = owned
         self.proposer = proposer
         self.max_attempts = max_attempts
+        self.clock = clock
         self._expiry_check_s = expiry_check_s
         self._expire_retry_us = int(expire_retry_s * 1e6)
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -92,14 +93,14 @@ class Dispatcher:
 
     async def dequeue(self, queue: str, max_jobs: int, wait_ms: int, lease_ms: int,
                       consumer_id: str) -> list[queue_pb2.Job]:
-        deadline = time.monotonic() + wait_ms / 1000
+        deadline = self.clock() + wait_ms / 1000
         while True:
             jobs = await self._lease_ready(queue, max_jobs, lease_ms, consumer_id)
             if jobs:
                 self.delivered += len(jobs)
                 self._starving.pop(queue, None)
                 return jobs
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 return []
             next_due = self.owned.next_due_us(queue)
@@ -111,14 +112,14 @@ class Dispatcher:
         event = asyncio.Event()
         waiters = self._waiters.setdefault(queue, set())
         waiters.add(event)
-        self._starving.setdefault(queue, time.monotonic())
+        self._starving.setdefault(queue, self.clock())
         try:
             await asyncio.wait_for(event.wait(), timeout_s)
         except TimeoutError:
             pass
         finally:
             waiters.discard(event)
-            self._last_parked[queue] = time.monotonic()
+            self._last_parked[queue] = self.clock()
             if not waiters:
                 self._waiters.pop(queue, None)
 

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 import psycopg
 
+from dpq import clock as clocks
 from dpq._wrr import SmoothWRR
 from dpq.paxos.core import Replica
 from dpq.pg import connect, writer
@@ -61,7 +61,8 @@ class LeaderDuties:
     def __init__(self, node_id: int, peers: list[int], state: QueueState, replica: Replica,
                  proposer: Proposer, reachable: Callable[[int], bool], dsn: str, *,
                  writer_interval_s: float, dead_after_s: float,
-                 postgres_timeout_s: float = 10.0) -> None:
+                 postgres_timeout_s: float = 10.0,
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         self._node_id = node_id
         self._peers = sorted(peers)
         self._state = state
@@ -72,10 +73,11 @@ class LeaderDuties:
         self._interval_s = writer_interval_s
         self._dead_after_s = dead_after_s
         self._timeout_s = postgres_timeout_s
+        self._clock = clock
         self._conn: psycopg.AsyncConnection | None = None
         self._migrated = False
         self.outage = Outage(log, "writing to PostgreSQL at " + connect.where(dsn),
-                             first_delay_s=writer_interval_s)
+                             first_delay_s=writer_interval_s, clock=clock)
         self._written: int | None = None  # slot PostgreSQL holds, while we lead
         self._unreachable_since: dict[int, float] = {}
         # Observed batch sizes (for the benchmark): rows per transaction.
@@ -186,7 +188,7 @@ class LeaderDuties:
         return rows
 
     async def _reassign_dead(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         live = [p for p in self._peers if p == self._node_id or self._reachable(p)]
         for peer in self._peers:
             if peer in live:

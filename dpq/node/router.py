@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import grpc
 
+from dpq import clock as clocks
 from dpq.node.applier import Applier
 from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader
@@ -40,7 +41,7 @@ class LeaderRouter:
                  channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
                  election_timeout_s: float = 1.0,
                  last_heard: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         """``addresses``: every node's client address (for "the leader is at …");
         ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
         self.driver = driver

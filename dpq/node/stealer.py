@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from dpq import clock as clocks
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
@@ -30,7 +30,8 @@ log = logging.getLogger("dpq.node.stealer")
 class WorkStealer:
     def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, dispatcher: Dispatcher,
                  proposer: Proposer, *, check_s: float = 0.25, idle_s: float = 0.5,
-                 min_backlog: int = 1, max_steal: int = 1000) -> None:
+                 min_backlog: int = 1, max_steal: int = 1000,
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         self.node_id = node_id
         self.state = state
         self.owned = owned
@@ -40,12 +41,13 @@ class WorkStealer:
         self.idle_s = idle_s
         self.min_backlog = min_backlog
         self.max_steal = max_steal
+        self.clock = clock
         self.stolen = 0
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.check_s)
-            now = time.monotonic()
+            now = self.clock()
             for queue, since in sorted(self.dispatcher.starving(now).items()):
                 if now - since >= self.idle_s and self.owned.ready_count(queue, now_us()) == 0:
                     await self._steal(queue)
@@ -70,6 +72,6 @@ class WorkStealer:
             log.warning("stealing from node %d failed: %s", victim, exc)
             return
         self.stolen += moved or 0
-        self.dispatcher.fed(queue, time.monotonic())
+        self.dispatcher.fed(queue, self.clock())
         log.info("queue %s: took %d of node %d's %d ready jobs for consumers waiting here",
                  queue, moved, victim, backlog)

@@ -13,8 +13,8 @@ Time is a parameter (``clock``), so the tests drive it by hand.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+
+from dpq import clock as clocks
 
 #: Longest wait between two tries: short enough that the writer notices a
 #: server that is back within seconds, long enough to cost nothing while down.
@@ -25,7 +25,7 @@ REMIND_EVERY_S = 60.0
 class Outage:
     def __init__(self, log: logging.Logger, what: str, *, first_delay_s: float = 0.1,
                  max_delay_s: float = MAX_DELAY_S, remind_every_s: float = REMIND_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         self._log = log
         self._what = what
         self._first = first_delay_s

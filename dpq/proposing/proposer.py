@@ -34,12 +34,12 @@ internal ones (checkpoints, expiries, reassignments) keep retrying.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Protocol
 
 import grpc
 
+from dpq import clock as clocks
 from dpq.errors import ResourceExhausted, Unavailable
 from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
@@ -98,7 +98,7 @@ class Proposer:
     def __init__(self, name: str, router: Router, *, max_batch: int = 2048,
                  max_batch_bytes: int = 8 << 20, max_inflight: int = 4,
                  linger_s: float = 0.002, attempt_timeout_s: float = 2.0,
-                 deadline_s: float = 15.0) -> None:
+                 deadline_s: float = 15.0, clock: clocks.Clock = clocks.monotonic) -> None:
         self.client_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._router = router
         self._max_batch = max_batch
@@ -107,6 +107,7 @@ class Proposer:
         self._linger_s = linger_s
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
+        self._clock = clock
         self._seq = 0
         self._window = SeqWindow()
         self._pending: list[tuple[log_pb2.Command, asyncio.Future]] = []
@@ -199,11 +200,11 @@ class Proposer:
 
     async def _until_committed(self, seq: int, data: bytes, kinds: list[str]) -> Applied:
         """Retry the same (client_id, seq) until some leader commits it."""
-        deadline = time.monotonic() + self._deadline_s
+        deadline = self._clock() + self._deadline_s
         backoff = 0.02
         last_error = "no leader elected yet"
         public = not PUBLIC_KINDS.isdisjoint(kinds)
-        while time.monotonic() < deadline:
+        while self._clock() < deadline:
             if public:
                 # A batch already sent may still commit, as when the deadline
                 # passes: the client cannot tell either way (dedup keys make

@@ -1,0 +1,23 @@
+"""The clock every timed part outside the pure core reads, passed in so tests can move it.
+
+A :data:`Clock` is a function returning monotonic seconds, as
+``time.monotonic`` (River's ``TestConfig.Time`` is the model). Components take
+one as a keyword argument defaulting to :data:`monotonic`; a test passes
+``support.clock.FakeClock`` and advances it instead of sleeping. Components
+still *wait* with ``asyncio.sleep``/``wait_for``: the clock decides what is
+due, the loop only decides how often to look.
+
+The core (``dpq.paxos``, ``dpq.queue``) reads no clock at all: times come in
+the commands, stamped by the leader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+#: Monotonic seconds, as ``time.monotonic``.
+Clock = Callable[[], float]
+
+#: The real clock: the default of every component that takes one.
+monotonic: Clock = time.monotonic
