@@ -118,7 +118,7 @@ class LeaderDuties:
             if not self._replica.is_leader:
                 self._unreachable_since.clear()
                 continue
-            await self._reassign_dead()
+            await self.reassign_dead()
 
     async def close(self) -> None:
         await self._reset()
@@ -187,7 +187,8 @@ class LeaderDuties:
         task.add_done_callback(_log_failure)
         return rows
 
-    async def _reassign_dead(self) -> None:
+    async def reassign_dead(self) -> None:
+        """One look: move the jobs of every peer unreachable for ``dead_after_s`` (by ``clock``)."""
         now = self._clock()
         live = [p for p in self._peers if p == self._node_id or self._reachable(p)]
         for peer in self._peers:

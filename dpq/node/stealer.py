@@ -47,10 +47,14 @@ class WorkStealer:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.check_s)
-            now = self.clock()
-            for queue, since in sorted(self.dispatcher.starving(now).items()):
-                if now - since >= self.idle_s and self.owned.ready_count(queue, now_us()) == 0:
-                    await self._steal(queue)
+            await self.check()
+
+    async def check(self) -> None:
+        """One look: steal for every queue starving here for ``idle_s`` (by ``clock``)."""
+        now = self.clock()
+        for queue, since in sorted(self.dispatcher.starving(now).items()):
+            if now - since >= self.idle_s and self.owned.ready_count(queue, now_us()) == 0:
+                await self._steal(queue)
 
     async def _steal(self, queue: str) -> None:
         backlogs = self.state.ready_backlogs(queue)

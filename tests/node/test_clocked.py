@@ -1,0 +1,198 @@
+"""The node's timed parts in one event loop, on a fake clock, with fake collaborators.
+
+Long-polls, work stealing, the leader's dead-node check and the proposer's
+deadline each decide what is
+due from an injected ``dpq.clock.Clock``; here the test advances it, so a
+60-s long-poll, a 0.5-s starvation and a 1.5-s dead-node timeout pass in
+milliseconds of real time. The replicated state, the proposer and the owned
+heap are stand-ins: what is tested is the timing logic, not Paxos or PostgreSQL
+(real-process tests cover those: test_balancing.py, test_failover.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from support.clock import FakeClock
+
+from dpq.errors import Unavailable
+from dpq.node.dispatcher import Dispatcher
+from dpq.node.leader import LeaderDuties
+from dpq.node.stealer import WorkStealer
+from dpq.paxos.core import NotLeader
+from dpq.proposing.proposer import Proposer as RealProposer
+from dpq.v1 import log_pb2
+
+ME, OTHER = 1, 2
+
+
+class Owned:
+    """This node's ready jobs: none (its consumers starve)."""
+
+    def reserve(self, queue, max_jobs, now_us):
+        return []
+
+    def next_due_us(self, queue):
+        return None
+
+    def ready_count(self, queue, now_us):
+        return 0
+
+
+class Proposer:
+    """Records what was proposed; a Reassign moves every job it names."""
+
+    def __init__(self) -> None:
+        self.commands = []
+
+    async def submit(self, command):
+        self.commands.append(command)
+        return len(command.reassign.job_ids)
+
+
+class State:
+    """Node 2 holds a backlog of ready jobs 1..10 in queue ``q``."""
+
+    def __init__(self) -> None:
+        self.jobs = {}
+
+    def ready_backlogs(self, queue):
+        return {OTHER: 10} if queue == "q" else {}
+
+    def ready_jobs_of(self, queue, owner, now_us):
+        return [SimpleNamespace(job_id=i) for i in range(1, 11)] if owner == OTHER else []
+
+    def owned_by(self, node):
+        return iter([SimpleNamespace(job_id=i) for i in range(1, 11)] if node == OTHER else [])
+
+
+async def settle() -> None:
+    """Let the tasks woken by the test run (they wait on events, not on time)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def node_parts(clock: FakeClock):
+    proposer = Proposer()
+    dispatcher = Dispatcher(ME, State(), Owned(), proposer, max_attempts=5, clock=clock)
+    stealer = WorkStealer(ME, State(), Owned(), dispatcher, proposer, idle_s=0.5, clock=clock)
+    return dispatcher, stealer, proposer
+
+
+def test_a_long_poll_ends_when_its_wait_passes_on_the_clock():
+    async def main():
+        clock = FakeClock()
+        dispatcher, _, _ = node_parts(clock)
+        poll = asyncio.create_task(dispatcher.dequeue("q", 1, 60_000, 30_000, "c"))
+        await settle()
+        assert dispatcher.waiting == 1
+        clock.advance(59.9)
+        dispatcher.wake(["q"])  # nothing ready: it parks again
+        await settle()
+        assert not poll.done() and dispatcher.waiting == 1
+        clock.advance(0.1)
+        dispatcher.wake(["q"])
+        assert await asyncio.wait_for(poll, 1) == []
+        assert dispatcher.waiting == 0
+    asyncio.run(main())
+
+
+def test_consumers_starving_for_idle_s_steal_half_the_largest_backlog():
+    async def main():
+        clock = FakeClock()
+        dispatcher, stealer, proposer = node_parts(clock)
+        poll = asyncio.create_task(dispatcher.dequeue("q", 1, 60_000, 30_000, "c"))
+        await settle()
+        assert dispatcher.starving(clock()) == {"q": clock()}
+        clock.advance(0.4)
+        await stealer.check()
+        assert proposer.commands == []  # starving, but not for idle_s yet
+        clock.advance(0.1)
+        await stealer.check()
+        [command] = proposer.commands
+        assert list(command.reassign.job_ids) == [1, 2, 3, 4, 5]  # the most urgent half
+        assert list(command.reassign.owners) == [ME] * 5
+        assert stealer.stolen == 5
+        await stealer.check()
+        assert len(proposer.commands) == 1  # fed: its idle time starts over
+        poll.cancel()
+    asyncio.run(main())
+
+
+def test_a_queue_nobody_parks_on_stops_starving_after_a_second():
+    async def main():
+        clock = FakeClock()
+        dispatcher, _, _ = node_parts(clock)
+        poll = asyncio.create_task(dispatcher.dequeue("q", 1, 100, 30_000, "c"))
+        await settle()
+        clock.advance(0.1)
+        dispatcher.wake(["q"])
+        assert await asyncio.wait_for(poll, 1) == []
+        assert "q" in dispatcher.starving(clock())  # between two long-polls
+        clock.advance(1.01)
+        assert dispatcher.starving(clock()) == {}
+    asyncio.run(main())
+
+
+def test_the_leader_moves_the_jobs_of_a_node_unreachable_for_dead_after_s():
+    async def main():
+        clock = FakeClock()
+        proposer = Proposer()
+        reachable = {2: True, 3: True}
+        duties = LeaderDuties(ME, [1, 2, 3], State(), SimpleNamespace(is_leader=True), proposer,
+                              reachable.__getitem__, "postgresql://127.0.0.1:1/none",
+                              writer_interval_s=0.1, dead_after_s=1.5, clock=clock)
+        await duties.reassign_dead()
+        reachable[OTHER] = False
+        await duties.reassign_dead()  # unreachable from now on
+        clock.advance(1.4)
+        await duties.reassign_dead()
+        assert proposer.commands == []
+        reachable[OTHER] = True  # back in time: its count starts over
+        await duties.reassign_dead()
+        reachable[OTHER] = False
+        await duties.reassign_dead()
+        clock.advance(1.4)
+        await duties.reassign_dead()
+        assert proposer.commands == []
+        clock.advance(0.1)
+        await duties.reassign_dead()
+        [command] = proposer.commands
+        assert sorted(command.reassign.job_ids) == list(range(1, 11))
+        assert set(command.reassign.owners) == {1, 3}  # spread over the live nodes
+    asyncio.run(main())
+
+
+def test_the_proposer_gives_up_at_its_deadline_on_the_clock():
+    class NoLeader:
+        """Every try takes 6 s of the clock and finds no leader."""
+
+        def __init__(self, clock: FakeClock) -> None:
+            self.clock, self.tries = clock, 0
+
+        async def propose(self, client_id, seq, batch, kinds, timeout_s):
+            self.tries += 1
+            self.clock.advance(6.0)
+            raise NotLeader(None)
+
+        def leader_address(self):
+            return None
+
+    async def main():
+        clock = FakeClock()
+        router = NoLeader(clock)
+        proposer = RealProposer("node-1", router, deadline_s=15.0, clock=clock)
+        proposer.start()
+        try:
+            command = log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=1))
+            try:
+                await asyncio.wait_for(proposer.submit(command), 5)
+            except Unavailable as exc:
+                assert "within 15.0s" in str(exc)
+            else:
+                raise AssertionError("the proposer did not give up")
+        finally:
+            await proposer.stop()
+        assert router.tries == 3  # at 6, 12 and 18 s of the clock: past the deadline
+    asyncio.run(main())
