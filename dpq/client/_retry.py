@@ -29,6 +29,13 @@ MOVE_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEE
 RETRYABLE = MOVE_ON | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+def exponential(first: float, multiplier: float, cap: float, n: int) -> float:
+    """``first * multiplier ** n``, at most ``cap``: the one growth curve of the
+    client's delays (RPC retries here, nack delays in ``ExponentialBackoff``);
+    each adds its own jitter."""
+    return min(cap, first * multiplier ** min(n, 64))
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How a call is retried after UNAVAILABLE, DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED.
@@ -49,7 +56,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int, busy: bool = False) -> float:
         """Seconds to wait before retry number ``retry`` (0 for the first)."""
-        cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(retry, 64))
+        cap = exponential(self.initial_backoff, self.multiplier, self.max_backoff, retry)
         if busy:
             cap = max(cap, self.busy_backoff)
         return cap / 2 + random.uniform(0, cap / 2)

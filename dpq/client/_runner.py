@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dpq.client._retry import exponential
 from dpq.client.errors import DpqError
 from dpq.client.job import AsyncJob
 
@@ -39,7 +40,7 @@ class ExponentialBackoff:
 
     def __call__(self, attempt: int) -> float:
         """The delay after attempt number ``attempt`` (1 = the first delivery) failed."""
-        delay = min(self.cap, self.base * 2.0 ** min(max(attempt, 1) - 1, 64))
+        delay = exponential(self.base, 2.0, self.cap, max(attempt, 1) - 1)
         return delay * (1 - random.uniform(0, self.jitter))
 
 

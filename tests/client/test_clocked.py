@@ -12,10 +12,11 @@ import asyncio
 import pytest
 from support.clock import FakeClock
 
+from dpq.client import ExponentialBackoff
 from dpq.client._endpoints import Channels, Endpoints
 from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._keeper import LeaseKeeper
-from dpq.client._retry import Retry, RetryPolicy, with_retries
+from dpq.client._retry import Retry, RetryPolicy, exponential, with_retries
 from dpq.client.errors import ServerError
 from dpq.v1 import queue_pb2
 
@@ -125,3 +126,15 @@ def test_retries_stop_at_max_attempts_when_the_deadline_is_far():
     fast = RetryPolicy(max_attempts=4, deadline=60.0, initial_backoff=0.001, max_backoff=0.001)
     error, tries = retrying(FakeClock(), fast, step_s=0.001)
     assert len(tries) == 4 and "gave up after 4 attempts" in str(error)
+
+
+def test_both_backoffs_follow_the_one_exponential_curve_with_their_own_jitter():
+    nack = ExponentialBackoff(base=1.0, cap=300.0, jitter=0.1)
+    for attempt, full in [(1, 1.0), (2, 2.0), (4, 8.0), (20, 300.0)]:
+        assert full * 0.9 <= nack(attempt) <= full  # shortened by at most 10 %
+    assert ExponentialBackoff(jitter=0)(0) == 1.0  # attempt 0 counts as the first
+    rpc = RetryPolicy(initial_backoff=0.05, max_backoff=2.0, multiplier=2.0, busy_backoff=0.5)
+    for retry, cap in [(0, 0.05), (3, 0.4), (10, 2.0)]:
+        assert all(cap / 2 <= rpc.backoff(retry) <= cap for _ in range(50))  # equal jitter
+    assert all(0.25 <= rpc.backoff(0, busy=True) <= 0.5 for _ in range(50))
+    assert exponential(0.05, 2.0, 2.0, 1000) == 2.0  # no overflow far out
