@@ -7,7 +7,7 @@ import asyncio
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -136,10 +136,15 @@ def test_run_acks_on_return_and_nacks_with_backoff_on_exception(targets, queue, 
 def test_run_extends_the_lease_of_a_handler_that_outlives_it(targets, queue, counts):
     enqueue(targets, queue, ["slow"])
     deliveries = []
-    with Consumer(targets, queue=queue, wait=1, lease=1.5) as consumer:
+    with Consumer(targets, queue=queue, wait=1, lease=1.0) as consumer:
         def handler(job):
             deliveries.append(job.attempt)
-            time.sleep(3.5)  # more than two leases long
+            first = job.lease_expires_at
+            # Hold the job a whole lease past the end of its first one (two leases
+            # long), on leases the keeper extended: a poll, not a fixed sleep.
+            wait_until(lambda: datetime.now(UTC) > first + timedelta(seconds=1.0)
+                       and job.lease_expires_at > datetime.now(UTC), 20,
+                       "the lease extended past two lease lengths")
             consumer.stop()
 
         watchdog = stop_later(consumer, 30)
@@ -156,10 +161,20 @@ def test_sigint_stops_run_after_the_job_in_hand_and_gives_the_rest_back(targets,
     before = signal.getsignal(signal.SIGINT)
     finished = []
     with Consumer(targets, queue=queue, wait=1) as consumer:
+        stopping = threading.Event()
+        stop = consumer.stop
+
+        def stop_and_tell(*, now: bool = False) -> None:  # what the SIGINT handler calls
+            stop(now=now)
+            stopping.set()
+
+        consumer.stop = stop_and_tell
+
         def handler(job):
             if not finished:
-                threading.Timer(0.2, signal.raise_signal, (signal.SIGINT,)).start()
-            time.sleep(0.6)  # still running when the signal comes
+                signal.raise_signal(signal.SIGINT)
+                # still running when the stop is asked for (no race against a timer)
+                assert stopping.wait(10), "SIGINT did not stop the consumer"
             finished.append(job.id)
 
         watchdog = stop_later(consumer, 30)
