@@ -7,6 +7,11 @@ one as a keyword argument defaulting to :data:`monotonic`; a test passes
 still *wait* with ``asyncio.sleep``/``wait_for``: the clock decides what is
 due, the loop only decides how often to look.
 
+Job times (ready_at, lease deadlines) are wall-clock microseconds, because the
+leader stamps them into commands every replica applies: a :data:`WallClock`
+(default :data:`wall_us`) is passed in the same way wherever a part compares
+them with now (lease expiry, due jobs).
+
 The core (``dpq.paxos``, ``dpq.queue``) reads no clock at all: times come in
 the commands, stamped by the leader.
 """
@@ -21,3 +26,10 @@ Clock = Callable[[], float]
 
 #: The real clock: the default of every component that takes one.
 monotonic: Clock = time.monotonic
+
+#: Wall-clock microseconds since the epoch, as job times are kept.
+WallClock = Callable[[], int]
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000

@@ -23,7 +23,6 @@ import secrets
 from collections.abc import Iterable
 
 from dpq import clock as clocks
-from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import Grant
 from dpq.queue.owned import OwnedJobs
@@ -48,13 +47,15 @@ def new_receipt() -> int:
 class Dispatcher:
     def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, proposer: Proposer,
                  *, max_attempts: int, expiry_check_s: float = 0.05,
-                 expire_retry_s: float = 2.0, clock: clocks.Clock = clocks.monotonic) -> None:
+                 expire_retry_s: float = 2.0, clock: clocks.Clock = clocks.monotonic,
+                 wall_us: clocks.WallClock = clocks.wall_us) -> None:
         self.node_id = node_id
         self.state = state
         self.owned = owned
         self.proposer = proposer
         self.max_attempts = max_attempts
         self.clock = clock
+        self.wall_us = wall_us
         self._expiry_check_s = expiry_check_s
         self._expire_retry_us = int(expire_retry_s * 1e6)
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -105,7 +106,7 @@ class Dispatcher:
                 return []
             next_due = self.owned.next_due_us(queue)
             if next_due is not None:
-                remaining = min(remaining, max(0.0, (next_due - now_us()) / 1e6) + 0.001)
+                remaining = min(remaining, max(0.0, (next_due - self.wall_us()) / 1e6) + 0.001)
             await self._park(queue, remaining)
 
     async def _park(self, queue: str, timeout_s: float) -> None:
@@ -125,7 +126,7 @@ class Dispatcher:
 
     async def _lease_ready(self, queue: str, max_jobs: int, lease_ms: int,
                            consumer_id: str) -> list[queue_pb2.Job]:
-        ids = self.owned.reserve(queue, max_jobs, now_us())
+        ids = self.owned.reserve(queue, max_jobs, self.wall_us())
         if not ids:
             return []
         command = log_pb2.Command(lease=log_pb2.LeaseCommand(
@@ -163,14 +164,19 @@ class Dispatcher:
         """Propose an Expire for this node's leases that ran out, forever."""
         while True:
             await asyncio.sleep(self._expiry_check_s)
-            expired = self.owned.expired_leases(now_us(), self._expire_retry_us)
-            for start in range(0, len(expired), MAX_EXPIRE_REFS):
-                command = log_pb2.Command(expire=log_pb2.ExpireCommand(
-                    jobs=[queue_pb2.JobRef(job_id=j, attempt=a, receipt=r)
-                          for j, a, r in expired[start:start + MAX_EXPIRE_REFS]],
-                    max_attempts=self.max_attempts))
-                task = asyncio.create_task(self.proposer.submit(command))
-                task.add_done_callback(_log_failure)
+            self.expire_due()
+
+    def expire_due(self) -> int:
+        """Propose an Expire for the leases that ran out by now; how many leases."""
+        expired = self.owned.expired_leases(self.wall_us(), self._expire_retry_us)
+        for start in range(0, len(expired), MAX_EXPIRE_REFS):
+            command = log_pb2.Command(expire=log_pb2.ExpireCommand(
+                jobs=[queue_pb2.JobRef(job_id=j, attempt=a, receipt=r)
+                      for j, a, r in expired[start:start + MAX_EXPIRE_REFS]],
+                max_attempts=self.max_attempts))
+            task = asyncio.ensure_future(self.proposer.submit(command))
+            task.add_done_callback(_log_failure)
+        return len(expired)
 
 
 def _log_failure(task: asyncio.Future) -> None:

@@ -11,7 +11,6 @@ It also tells the proposer when no leader or quorum is reachable from here
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import grpc
@@ -29,8 +28,7 @@ from dpq.v1 import replication_pb2, replication_pb2_grpc
 READ_YOUR_WRITES_S = 1.0
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
+now_us = clocks.wall_us
 
 
 class LeaderRouter:

@@ -18,7 +18,6 @@ import logging
 
 from dpq import clock as clocks
 from dpq.node.dispatcher import Dispatcher
-from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
@@ -31,7 +30,8 @@ class WorkStealer:
     def __init__(self, node_id: int, state: QueueState, owned: OwnedJobs, dispatcher: Dispatcher,
                  proposer: Proposer, *, check_s: float = 0.25, idle_s: float = 0.5,
                  min_backlog: int = 1, max_steal: int = 1000,
-                 clock: clocks.Clock = clocks.monotonic) -> None:
+                 clock: clocks.Clock = clocks.monotonic,
+                 wall_us: clocks.WallClock = clocks.wall_us) -> None:
         self.node_id = node_id
         self.state = state
         self.owned = owned
@@ -42,6 +42,7 @@ class WorkStealer:
         self.min_backlog = min_backlog
         self.max_steal = max_steal
         self.clock = clock
+        self.wall_us = wall_us
         self.stolen = 0
 
     async def run(self) -> None:
@@ -53,7 +54,7 @@ class WorkStealer:
         """One look: steal for every queue starving here for ``idle_s`` (by ``clock``)."""
         now = self.clock()
         for queue, since in sorted(self.dispatcher.starving(now).items()):
-            if now - since >= self.idle_s and self.owned.ready_count(queue, now_us()) == 0:
+            if now - since >= self.idle_s and self.owned.ready_count(queue, self.wall_us()) == 0:
                 await self._steal(queue)
 
     async def _steal(self, queue: str) -> None:
@@ -64,7 +65,7 @@ class WorkStealer:
         victim, backlog = max(sorted(backlogs.items()), key=lambda item: item[1])
         if backlog < self.min_backlog:
             return
-        jobs = self.state.ready_jobs_of(queue, victim, now_us())
+        jobs = self.state.ready_jobs_of(queue, victim, self.wall_us())
         take = [j.job_id for j in jobs[: min(self.max_steal, (len(jobs) + 1) // 2)]]
         if not take:
             return

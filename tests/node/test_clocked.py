@@ -15,6 +15,7 @@ import asyncio
 from types import SimpleNamespace
 
 from support.clock import FakeClock
+from support.commands import Log, enqueue, lease
 
 from dpq.errors import Unavailable
 from dpq.node.dispatcher import Dispatcher
@@ -22,6 +23,7 @@ from dpq.node.leader import LeaderDuties
 from dpq.node.stealer import WorkStealer
 from dpq.paxos.core import NotLeader
 from dpq.proposing.proposer import Proposer as RealProposer
+from dpq.queue.owned import OwnedJobs
 from dpq.v1 import log_pb2
 
 ME, OTHER = 1, 2
@@ -195,4 +197,29 @@ def test_the_proposer_gives_up_at_its_deadline_on_the_clock():
         finally:
             await proposer.stop()
         assert router.tries == 3  # at 6, 12 and 18 s of the clock: past the deadline
+    asyncio.run(main())
+
+
+def test_a_lease_expires_when_the_wall_clock_passes_its_deadline():
+    # The real state machine and owned heap; job times are wall-clock microseconds,
+    # stamped into the commands, so the test moves a fake wall clock past the lease.
+    log = Log()
+    owned = OwnedJobs(ME, log.state, 200_000)
+    log.state.observer = owned
+    log.run(0, enqueue((1, b"a"), owners=[ME]))
+    log.run(0, lease(1, node=ME, lease_ms=1500))  # deadline: 1.5 s after time 0
+    assert log.state.jobs[1].lease_expires_at_us == 1_500_000
+    wall = [1_499_999]
+    proposer = Proposer()
+    dispatcher = Dispatcher(ME, log.state, owned, proposer, max_attempts=3,
+                            clock=FakeClock(), wall_us=lambda: wall[0])
+
+    async def main():
+        assert dispatcher.expire_due() == 0 and proposer.commands == []
+        wall[0] = 1_500_000
+        assert dispatcher.expire_due() == 1
+        await asyncio.sleep(0)
+        [command] = proposer.commands
+        assert [(r.job_id, r.attempt) for r in command.expire.jobs] == [(1, 1)]
+        assert dispatcher.expire_due() == 0  # asked once; again only after expire_retry_s
     asyncio.run(main())
