@@ -14,6 +14,13 @@ import tomllib
 from collections.abc import Iterable
 from typing import Any
 
+#: ``dpq up``'s ``--port-base``: its gateway listens there, node i on the base + i.
+DEFAULT_PORT_BASE = 7100
+#: Where ``dpq-gateway`` listens by default, and where the client library and the
+#: ``dpq`` commands look when given no target and no ``$DPQ_ADDR``: the local
+#: ``dpq up`` gateway.
+DEFAULT_GATEWAY = f"127.0.0.1:{DEFAULT_PORT_BASE}"
+
 
 class ConfigError(ValueError):
     """A configuration a process cannot start with; the message says what to fix."""
@@ -60,12 +67,13 @@ def reject_unknown(values: dict[str, Any], known: Iterable[str]) -> None:
 def check_int(key: str, value: Any, low: int, high: int | None = None, *,
               what: str = "") -> None:
     """``value`` is a whole number from ``low`` to ``high`` (inclusive; None: no upper limit),
-    else a ConfigError naming the flag, the value and the limit."""
+    else a ConfigError naming the flag, the value and the limit (``what`` says what the upper
+    limit is)."""
     name = f"{flag(key)} {value!r}"
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} is not a whole number")
-    why = f" ({what})" if what else ""
     if value < low:
-        raise ConfigError(f"{name} is too small: at least {low}{why}")
+        raise ConfigError(f"{name} is too small: at least {low}")
     if high is not None and value > high:
+        why = f" ({what})" if what else ""
         raise ConfigError(f"{name} is too large: at most {high}{why}")
