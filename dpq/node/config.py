@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from dpq import settings
 from dpq.node import pglag
-from dpq.queue import validate
+from dpq.queue import rules, validate
 from dpq.queue.validate import Limits
 from dpq.services import admission
 from dpq.services import limits as port_limits
@@ -248,6 +248,11 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
     default = QueuePolicy()
     limits = Limits(max_payload_bytes=values.pop("max_payload_bytes",
                                                  default.limits.max_payload_bytes))
+    # checked here, before the request limit derived from them (the gateway checks the same)
+    settings.check_int("max_payload_bytes", limits.max_payload_bytes, 1, rules.MAX_PAYLOAD_BYTES,
+                       what="the most any node applies")
+    settings.check_int("dedup_window_ms", values.get("dedup_window_ms", default.dedup_window_ms),
+                       0, limits.max_dedup_window_ms, what="366 days")
     policy = QueuePolicy(
         max_attempts=values.pop("max_attempts", default.max_attempts),
         dedup_window_ms=values.pop("dedup_window_ms", default.dedup_window_ms),
