@@ -34,6 +34,7 @@ import grpc
 import dpq
 from dpq import lifeline
 from dpq.services import ports as port_probe
+from dpq.settings import DEFAULT_PORT_BASE
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 #: Child processes import the dpq this process imported (a checkout or site-packages).
@@ -49,7 +50,8 @@ class ClusterError(RuntimeError):
 
 
 class LocalCluster:
-    def __init__(self, root: str | os.PathLike[str], *, nodes: int = 3, port_base: int = 7100,
+    def __init__(self, root: str | os.PathLike[str], *, nodes: int = 3,
+                 port_base: int = DEFAULT_PORT_BASE,
                  host: str = "127.0.0.1", dsn: str | None = None,
                  node_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
                  ports: list[int] | None = None, peer_ports: list[int] | None = None,

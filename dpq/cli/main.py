@@ -8,11 +8,11 @@ import os
 import signal
 import sys
 
-from dpq import runtime
+from dpq import runtime, settings
 
 
 def _target(args: argparse.Namespace) -> str:
-    return args.target or os.environ.get("DPQ_ADDR") or "127.0.0.1:7100"
+    return args.target or os.environ.get("DPQ_ADDR") or settings.DEFAULT_GATEWAY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     def sub(name: str, help: str) -> argparse.ArgumentParser:
         p = commands_.add_parser(name, help=help, description=help)
         if name not in ("up", "demo"):
-            p.add_argument("--target", help="HOST:PORT of a gateway or node "
-                                            "(default: $DPQ_ADDR, else 127.0.0.1:7100)")
+            p.add_argument("--target",
+                           help="HOST:PORT of a gateway or node "
+                                f"(default: $DPQ_ADDR, else {settings.DEFAULT_GATEWAY})")
             p.add_argument("--tls-dir", help="the cluster's TLS folder (ca.pem, token) "
                                              "(default: $DPQ_TLS_DIR, else ./dpq-data/tls "
                                              "if it exists, else plaintext)")
@@ -42,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=3, help="how many nodes (3; 1, 3 or 5)")
     up.add_argument("--dsn", help="PostgreSQL URL (default: an embedded server in the data dir)")
     up.add_argument("--data-dir", default="dpq-data", help="where everything is kept (./dpq-data)")
-    up.add_argument("--port-base", type=int, default=7100,
+    up.add_argument("--port-base", type=int, default=settings.DEFAULT_PORT_BASE,
                     help="gateway on this port, node i on port-base + i for clients and "
-                         "port-base + 10 + i for its peers (7100)")
+                         f"port-base + 10 + i for its peers ({settings.DEFAULT_PORT_BASE})")
     up.add_argument("--demo", action="store_true",
                     help="run a producer/consumer demo of priorities and aging, then stop")
     up.add_argument("--tls", action="store_true",
@@ -254,66 +255,19 @@ def gateway_main(argv: list[str] | None = None) -> int:
     import logging
 
     from dpq import logs
-    from dpq.gateway.app import GatewayConfig
-    from dpq.security import flags
-    from dpq.security.errors import TlsError
-    from dpq.services import admission, limits
+    from dpq.gateway import config as gateway_config
 
-    parser = argparse.ArgumentParser(
-        prog="dpq-gateway",
-        description="Buffer and batch enqueues, spread jobs over the nodes by live health, "
-        "and route the other calls. Example:\n  dpq-gateway --listen 127.0.0.1:7100 "
-        "--nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--listen", default="127.0.0.1:7100",
-                        help="HOST:PORT to serve on (127.0.0.1:7100)")
-    parser.add_argument("--nodes", required=True,
-                        help="the nodes' client addresses (their --listen), comma-separated; "
-                             "each node's peer port is learnt from its ClusterInfo")
-    parser.add_argument("--max-inflight", type=int, default=4,
-                        help="proposals in flight to the leader at once; requests arriving "
-                             "meanwhile ride together in the next one (4)")
-    parser.add_argument("--dedup-window-ms", type=int, default=3_600_000,
-                        help="how long a dedup key is remembered (1 h)")
-    parser.add_argument("--max-payload-bytes", type=int, default=1 << 20,
-                        help="largest payload (1 MiB)")
-    parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
-    parser.add_argument("--log-level", default="WARNING", help="error log level (WARNING)")
-    parser.add_argument("--request-log-level", default="INFO", help="request log level (INFO)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="plaintext on both sides, on a trusted network (the default "
-                             "without TLS flags, said in a warning)")
-    flags.add_arguments(parser)
-    limits.add_arguments(parser, peer=False)
-    admission.add_arguments(parser)
-    args = parser.parse_args(argv)
-    nodes = [a.strip() for a in args.nodes.split(",") if a.strip()]
-    if not nodes or any(":" not in a for a in nodes):
-        print(f"dpq-gateway: --nodes {args.nodes!r} is not a list of HOST:PORT", file=sys.stderr)
-        return 2
     try:
-        material = flags.from_arguments(args, "gateway")
-        values = vars(args)
-        server_limits = limits.from_values(values, args.max_payload_bytes)
-        admission_limits = admission.from_values(values)
-        _probe_ports({"--listen": args.listen})
-    except (TlsError, ValueError, OSError) as exc:
+        config = gateway_config.from_args(argv)
+        _probe_ports({"--listen": config.listen})
+    except (gateway_config.ConfigError, OSError) as exc:
         print(f"dpq-gateway: {exc}", file=sys.stderr)
         return 2
-    if material is not None and args.insecure:
-        print("dpq-gateway: --insecure turns TLS off: give it or the TLS flags, not both",
-              file=sys.stderr)
-        return 2
-    logs.setup(args.log_dir, level=args.log_level, request_level=args.request_log_level)
-    config = GatewayConfig(listen=args.listen, nodes=nodes, max_inflight=args.max_inflight,
-                           dedup_window_ms=args.dedup_window_ms,
-                           max_payload_bytes=args.max_payload_bytes, tls=material,
-                           server_limits=server_limits, admission=admission_limits)
-    if material is None:
+    logs.setup(config.log_dir, level=config.log_level, request_level=config.request_log_level)
+    if config.tls is None:
         logging.getLogger("dpq.gateway").warning(
             "plaintext: the client port %s and the calls to the nodes carry no TLS and no token; "
-            "use TLS (`dpq certs init`, --tls-dir) on any network you do not trust", args.listen)
+            "use TLS (`dpq certs init`, --tls-dir) on any network you do not trust", config.listen)
     try:
         return runtime.run(_serve_gateway(config))
     except KeyboardInterrupt:

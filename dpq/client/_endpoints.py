@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 
 import grpc
 
+from dpq.settings import DEFAULT_GATEWAY
 from dpq.v1 import queue_pb2_grpc
 
 #: The endpoint used when none is given and ``DPQ_ADDR`` is unset: the local
 #: gateway of ``dpq up``.
-DEFAULT_TARGET = "127.0.0.1:7100"
+DEFAULT_TARGET = DEFAULT_GATEWAY
 
 Targets = str | Sequence[str] | None
 PathLike = str | os.PathLike[str]

@@ -11,39 +11,20 @@ ClusterInfo) go over TLS with the token.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from dpq.gateway.config import GatewayConfig
 from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
 from dpq.gateway.owners import OwnerPicker
 from dpq.gateway.router import GatewayRouter
 from dpq.proposing.proposer import Proposer
 from dpq.queue.validate import Limits
-from dpq.services.admission import AdmissionGate, AdmissionLimits
-from dpq.services.limits import ServerLimits
+from dpq.services.admission import AdmissionGate
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
-if TYPE_CHECKING:
-    from dpq.security.tls import TlsMaterial
-
 log = logging.getLogger("dpq.gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    listen: str
-    nodes: list[str]
-    max_inflight: int = 4
-    dedup_window_ms: int = 3_600_000
-    health_interval_ms: int = 250
-    max_payload_bytes: int = 1 << 20
-    #: The gateway certificate, the cluster CA and the clients' token; None: plaintext.
-    tls: TlsMaterial | None = None
-    server_limits: ServerLimits = field(default_factory=ServerLimits)
-    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 class Gateway:

@@ -29,7 +29,7 @@ FORWARD_TIMEOUT_S = 15.0
 class GatewayOperations:
     def __init__(self, monitor: HealthMonitor, proposer: Proposer, owners: OwnerPicker,
                  limits: validate.Limits = validate.DEFAULT_LIMITS,
-                 dedup_window_ms: int = 3_600_000) -> None:
+                 dedup_window_ms: int = validate.DEFAULT_DEDUP_WINDOW_MS) -> None:
         self.monitor = monitor
         self.proposer = proposer
         self.owners = owners

@@ -1,20 +1,52 @@
-"""A node's configuration: flags, or the same keys in a TOML file."""
+"""A node's configuration: flags, or the same keys in a TOML file (flags win).
+
+Every default is a named constant here; the TOML/flag merging is
+:mod:`dpq.settings`, shared with the gateway (:mod:`dpq.gateway.config`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import tomllib
 from dataclasses import dataclass, field
 
+from dpq import settings
 from dpq.node import pglag
-from dpq.node.operations import QueuePolicy
+from dpq.queue import rules, validate
 from dpq.queue.validate import Limits
 from dpq.services import admission
 from dpq.services import limits as port_limits
+from dpq.settings import ConfigError
+
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MEMORY_BUDGET_MB = 1024
+# A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
+# defaults): commits reach followers at once without heartbeats, and a
+# two-core machine starved by load must not depose a leader that is only slow.
+DEFAULT_TICK_MS = 20
+DEFAULT_HEARTBEAT_TICKS = 5
+DEFAULT_ELECTION_TICKS = 50
+DEFAULT_AGING_STEP_MS = 5_000
+DEFAULT_SNAPSHOT_EVERY_SLOTS = 20_000
+DEFAULT_WRITER_INTERVAL_MS = 100
+DEFAULT_DEAD_AFTER_MS = 5_000
+# A PostgreSQL connect or write that takes longer fails and is retried with
+# back-off (a frozen server must not hang the writer).
+DEFAULT_POSTGRES_TIMEOUT_MS = 10_000
+MIN_POSTGRES_TIMEOUT_MS = 100
+DEFAULT_LOG_LEVEL = "WARNING"
+DEFAULT_REQUEST_LOG_LEVEL = "INFO"
 
 
-class ConfigError(ValueError):
-    """A configuration a node cannot start with; the message says what to fix."""
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """The node flags that shape the queue's behaviour."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    dedup_window_ms: int = validate.DEFAULT_DEDUP_WINDOW_MS
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_MB << 20
+    wait_for_postgres: bool = False
+    max_postgres_lag_slots: int = pglag.DEFAULT_MAX_LAG_SLOTS
+    limits: validate.Limits = validate.DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,21 +65,16 @@ class NodeConfig:
     token_file: str | None = None
     insecure: bool = False  # plaintext, unauthenticated planes for a multi-node cluster
     rejoin: bool = False  # the data folder was lost: start as a learner (dpq.node.identity)
-    # A heartbeat every 100 ms and an election after 1-2 s of silence (etcd's
-    # defaults): commits reach followers at once without heartbeats, and a
-    # two-core machine starved by load must not depose a leader that is only slow.
-    tick_ms: int = 20
-    heartbeat_ticks: int = 5
-    election_ticks: int = 50
-    aging_step_ms: int = 5_000
-    snapshot_every_slots: int = 20_000
-    writer_interval_ms: int = 100
-    dead_after_s: float = 5.0
-    # A PostgreSQL connect or write that takes longer fails and is retried with
-    # back-off (a frozen server must not hang the writer).
-    postgres_timeout_ms: int = 10_000
-    log_level: str = "WARNING"
-    request_log_level: str = "INFO"
+    tick_ms: int = DEFAULT_TICK_MS
+    heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS
+    election_ticks: int = DEFAULT_ELECTION_TICKS
+    aging_step_ms: int = DEFAULT_AGING_STEP_MS
+    snapshot_every_slots: int = DEFAULT_SNAPSHOT_EVERY_SLOTS
+    writer_interval_ms: int = DEFAULT_WRITER_INTERVAL_MS
+    dead_after_s: float = DEFAULT_DEAD_AFTER_MS / 1000
+    postgres_timeout_ms: int = DEFAULT_POSTGRES_TIMEOUT_MS
+    log_level: str = DEFAULT_LOG_LEVEL
+    request_log_level: str = DEFAULT_REQUEST_LOG_LEVEL
     policy: QueuePolicy = field(default_factory=QueuePolicy)
     server_limits: port_limits.ServerLimits = field(default_factory=port_limits.ServerLimits)
     admission: admission.AdmissionLimits = field(default_factory=admission.AdmissionLimits)
@@ -78,9 +105,9 @@ class NodeConfig:
                 f"a cluster of {len(self.peers)} nodes needs --dsn: every node writes to one "
                 "shared PostgreSQL database (only a single-node cluster may run on the embedded "
                 "server)")
-        if self.postgres_timeout_ms < 100:
-            raise ConfigError(
-                f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: at least 100")
+        if self.postgres_timeout_ms < MIN_POSTGRES_TIMEOUT_MS:
+            raise ConfigError(f"--postgres-timeout-ms {self.postgres_timeout_ms} is too short: "
+                              f"at least {MIN_POSTGRES_TIMEOUT_MS}")
         if self.snapshot_every_slots < 1:
             raise ConfigError(f"--snapshot-every-slots {self.snapshot_every_slots} is too small: "
                               "at least 1 (a snapshot after that many applied slots)")
@@ -138,7 +165,7 @@ def parse_peers(text: str) -> dict[int, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="a TOML file with the same keys as the flags (flags win)")
+    settings.add_config_argument(parser)
     parser.add_argument("--id", type=int, dest="node_id", help="this node's id (as in --peers)")
     parser.add_argument("--listen",
                         help="HOST:PORT for clients (dpq.v1.Queue), e.g. 127.0.0.1:7101")
@@ -151,21 +178,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
     parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node (default for a "
                                       "single node: an embedded server in the data dir)")
-    parser.add_argument("--max-attempts", type=int, help="deliveries before a job is dead (5)")
+    parser.add_argument("--max-attempts", type=int, help="deliveries before a job is dead "
+                        f"({DEFAULT_MAX_ATTEMPTS})")
     parser.add_argument("--dedup-window-ms", type=int,
-                        help="how long a dedup key is remembered (1 h)")
+                        help="how long a dedup key is remembered "
+                             f"({validate.DEFAULT_DEDUP_WINDOW_MS} = 1 h)")
     parser.add_argument("--aging-step-ms", type=int,
-                        help="waiting time worth one priority level (5000; 0 = strict priority)")
-    parser.add_argument("--max-payload-bytes", type=int, help="largest payload accepted (1 MiB)")
+                        help="waiting time worth one priority level "
+                             f"({DEFAULT_AGING_STEP_MS}; 0 = strict priority)")
+    parser.add_argument("--max-payload-bytes", type=int, help="largest payload accepted "
+                        f"({validate.DEFAULT_MAX_PAYLOAD_BYTES >> 20} MiB)")
     parser.add_argument("--memory-budget-mb", type=int,
                         help="memory the held jobs may cost (payloads, names, keys, per-job "
-                             "structures) before RESOURCE_EXHAUSTED (1024)")
+                             f"structures) before RESOURCE_EXHAUSTED ({DEFAULT_MEMORY_BUDGET_MB})")
     parser.add_argument("--wait-for-postgres", action="store_true", default=None,
                         help="Enqueue returns only once PostgreSQL has the jobs")
     parser.add_argument("--postgres-timeout-ms", type=int,
                         help="a PostgreSQL connect, statement or write batch that takes longer "
                              "fails and is retried with back-off; big batches get 1 s more per "
-                             "20,000 rows (10000)")
+                             f"20,000 rows ({DEFAULT_POSTGRES_TIMEOUT_MS})")
     parser.add_argument("--max-postgres-lag-slots", type=int,
                         help="how many log slots PostgreSQL may fall behind (while it is down or "
                              "slow) before Enqueue answers UNAVAILABLE; acks and leases still "
@@ -173,13 +204,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-every-slots", type=int,
                         help="applied slots between two snapshots; the log before a snapshot is "
                              "dropped, and a follower that needs it catches up by snapshot "
-                             "(20000)")
-    parser.add_argument("--tick-ms", type=int, help="Paxos clock tick (20)")
+                             f"({DEFAULT_SNAPSHOT_EVERY_SLOTS})")
+    parser.add_argument("--tick-ms", type=int, help=f"Paxos clock tick ({DEFAULT_TICK_MS})")
     parser.add_argument("--election-ticks", type=int,
-                        help="ticks without a leader before an election (50)")
-    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats (5)")
+                        help="ticks without a leader before an election "
+                             f"({DEFAULT_ELECTION_TICKS})")
+    parser.add_argument("--heartbeat-ticks", type=int, help="ticks between leader heartbeats "
+                        f"({DEFAULT_HEARTBEAT_TICKS})")
     parser.add_argument("--dead-after-ms", type=int,
-                        help="a node unreachable this long has its jobs moved to others (5000)")
+                        help="a node unreachable this long has its jobs moved to others "
+                             f"({DEFAULT_DEAD_AFTER_MS})")
     parser.add_argument("--tls-dir", help="TLS material from `dpq certs init DIR` (ca.pem, "
                                           "node-<id>.pem, node-<id>-key.pem, token)")
     parser.add_argument("--tls-cert", help="this node's certificate (PEM), instead of --tls-dir")
@@ -192,18 +226,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rejoin", action="store_true", default=None,
                         help="this node lost its data folder (a new disk): start it empty as a "
                              "non-voting learner that catches up and then votes again")
-    parser.add_argument("--log-level", help="error log level (WARNING)")
-    parser.add_argument("--request-log-level", help="request log level (INFO; WARNING silences it)")
+    parser.add_argument("--log-level", help=f"error log level ({DEFAULT_LOG_LEVEL})")
+    parser.add_argument("--request-log-level", help="request log level "
+                        f"({DEFAULT_REQUEST_LOG_LEVEL}; WARNING silences it)")
     port_limits.add_arguments(parser)
     admission.add_arguments(parser)
 
 
 def from_arguments(args: argparse.Namespace) -> NodeConfig:
-    values: dict = {}
-    if args.config:
-        with open(args.config, "rb") as f:
-            values.update({k.replace("-", "_"): v for k, v in tomllib.load(f).items()})
-    values.update({k: v for k, v in vars(args).items() if v is not None and k != "config"})
+    values = settings.merge(args)
     if isinstance(values.get("peers"), str):
         values["peers"] = parse_peers(values["peers"])
     elif isinstance(values.get("peers"), dict):
@@ -217,6 +248,11 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
     default = QueuePolicy()
     limits = Limits(max_payload_bytes=values.pop("max_payload_bytes",
                                                  default.limits.max_payload_bytes))
+    # checked here, before the request limit derived from them (the gateway checks the same)
+    settings.check_int("max_payload_bytes", limits.max_payload_bytes, 1, rules.MAX_PAYLOAD_BYTES,
+                       what="the most any node applies")
+    settings.check_int("dedup_window_ms", values.get("dedup_window_ms", default.dedup_window_ms),
+                       0, limits.max_dedup_window_ms, what="366 days")
     policy = QueuePolicy(
         max_attempts=values.pop("max_attempts", default.max_attempts),
         dedup_window_ms=values.pop("dedup_window_ms", default.dedup_window_ms),
@@ -233,9 +269,6 @@ def from_arguments(args: argparse.Namespace) -> NodeConfig:
         raise ConfigError(str(exc)) from None
     if "dead_after_ms" in values:
         values["dead_after_s"] = values.pop("dead_after_ms") / 1000
-    known = set(NodeConfig.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    settings.reject_unknown(values, NodeConfig.__dataclass_fields__)
     return NodeConfig(policy=policy, server_limits=server_limits, admission=admission_limits,
                       **values)

@@ -10,12 +10,12 @@ PostgreSQL when the node is configured to.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from dpq._wrr import SmoothWRR
 from dpq.errors import ResourceExhausted
 from dpq.node import pglag
 from dpq.node.applier import SlotWatch
+from dpq.node.config import QueuePolicy
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
@@ -26,18 +26,6 @@ from dpq.v1 import log_pb2, queue_pb2
 #: The Paxos log kept in memory between snapshots may take this share of the budget
 #: (1/LOG_SHARE); past it the node takes a snapshot early.
 LOG_SHARE = 4
-
-
-@dataclass(frozen=True, slots=True)
-class QueuePolicy:
-    """The node flags that shape the queue's behaviour."""
-
-    max_attempts: int = 5
-    dedup_window_ms: int = 3_600_000
-    memory_budget_bytes: int = 1 << 30
-    wait_for_postgres: bool = False
-    max_postgres_lag_slots: int = pglag.DEFAULT_MAX_LAG_SLOTS
-    limits: validate.Limits = validate.DEFAULT_LIMITS
 
 
 class NodeOperations:

@@ -23,6 +23,11 @@ QUEUE_NAME_CHARS = "letters, digits and _ . : -"
 _QUEUE_NAME = rules.QUEUE_NAME
 DEFAULT_QUEUE = rules.DEFAULT_QUEUE
 
+#: The one home of the defaults a node and a gateway share (``--max-payload-bytes``,
+#: ``--dedup-window-ms``); the client library leaves both to the server.
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB
+DEFAULT_DEDUP_WINDOW_MS = 3_600_000  # 1 h
+
 
 class InvalidArgument(ValueError):
     """Client input that breaks a documented limit."""
@@ -32,7 +37,7 @@ class InvalidArgument(ValueError):
 class Limits:
     """The limits a node enforces (node flags set the non-default ones)."""
 
-    max_payload_bytes: int = 1 << 20
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_queue_name: int = 128
     max_dedup_key: int = 256
     max_consumer_id: int = 256

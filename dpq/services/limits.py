@@ -26,6 +26,8 @@ from typing import Any
 
 import grpc
 
+from dpq.queue.validate import DEFAULT_MAX_PAYLOAD_BYTES
+
 MIB = 1 << 20
 #: Room for the rest of a request beside the largest payload.
 REQUEST_HEADROOM_BYTES = 16 * MIB
@@ -47,7 +49,7 @@ def default_request_bytes(max_payload_bytes: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    max_request_bytes: int = default_request_bytes(1 * MIB)
+    max_request_bytes: int = default_request_bytes(DEFAULT_MAX_PAYLOAD_BYTES)
     max_peer_message_bytes: int = DEFAULT_MAX_PEER_MESSAGE_BYTES
     health_min_interval_ms: int = DEFAULT_HEALTH_MIN_INTERVAL_MS
     max_health_watchers: int = DEFAULT_MAX_HEALTH_WATCHERS

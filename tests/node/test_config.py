@@ -42,3 +42,22 @@ def test_snapshot_every_slots_below_one_is_refused_naming_the_flag_and_the_limit
                        match=f"--snapshot-every-slots {value} is too small: at least 1"):
         _parse("--id", "1", "--listen", "127.0.0.1:7101", "--data-dir", str(tmp_path),
                "--snapshot-every-slots", value)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--max-payload-bytes", str((64 << 20) + 1),
+     f"--max-payload-bytes {(64 << 20) + 1} is too large: at most {64 << 20}"),
+    ("--dedup-window-ms", "-1", "--dedup-window-ms -1 is too small: at least 0"),
+])
+def test_limits_no_node_could_apply_are_refused_naming_the_flag_and_the_limit(tmp_path, flag,
+                                                                              value, message):
+    with pytest.raises(ConfigError, match=message):
+        _parse("--id", "1", "--listen", "127.0.0.1:7101", "--data-dir", str(tmp_path), flag, value)
+
+
+def test_a_toml_value_of_the_wrong_kind_is_refused_naming_the_key(tmp_path):
+    toml = tmp_path / "node.toml"
+    toml.write_text('max-payload-bytes = "1MiB"\n')
+    with pytest.raises(ConfigError, match="--max-payload-bytes '1MiB' is not a whole number"):
+        _parse("--id", "1", "--listen", "127.0.0.1:7101", "--data-dir", str(tmp_path),
+               "--config", str(toml))

@@ -14,7 +14,8 @@ import pytest
 from support.commands import MEMBERS, Log, ack, enqueue
 
 from dpq.errors import ResourceExhausted
-from dpq.node.operations import NodeOperations, QueuePolicy
+from dpq.node.config import QueuePolicy
+from dpq.node.operations import NodeOperations
 from dpq.queue.commands import batch_of
 from dpq.queue.state import JOB_OVERHEAD, QueueState
 from dpq.queue.validate import InvalidArgument
