@@ -21,8 +21,9 @@ can settle it by guessing the sequential id and the attempt.
 Nothing committed can stop a replica: ``apply`` never raises for any proposal
 data. A slot whose stamp or batch does not decode, and a command that breaks
 the fixed rules of ``dpq.queue.rules`` (checked before anything is changed),
-change nothing and answer with the reason; as a last resort a command whose
-application raises is turned into such a refusal too. Every replica does the
+change nothing and answer with a :class:`~dpq.queue.results.Refused` (the
+reason, an enum, and a detail); as a last resort a command whose application
+raises is turned into such a refusal too. Every replica does the
 same. The refusals of the last slot are in :attr:`QueueState.refusals`, for
 the applier's error log.
 
