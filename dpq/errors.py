@@ -1,24 +1,48 @@
-"""The failures node and gateway alike report to clients, each mapped to one gRPC status at
-the edge (``dpq.services.errors``). Bad input is ``dpq.queue.validate.InvalidArgument``."""
+"""The failures node and gateway alike report to clients, each carrying its gRPC status.
+
+Every one derives from :class:`QueueError`, whose ``code`` is the status the
+edge answers with (``dpq.services.errors``: a lookup, no chain of cases) and
+whose :meth:`~QueueError.details` is the message. The pure cores cannot know
+gRPC: their exceptions (``dpq.queue.validate.InvalidArgument``,
+``dpq.paxos.core.NotLeader``) get their status from the table there.
+"""
 
 from __future__ import annotations
 
 import grpc
 
 
-class Unavailable(Exception):
+class QueueError(Exception):
+    """A failure with the gRPC status it is answered with."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def details(self) -> str:
+        """The status message: what happened and what to do."""
+        return str(self)
+
+
+class Unavailable(QueueError):
     """No leader took the request in time; ``leader`` is the best guess of who leads."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
     def __init__(self, message: str, leader: str | None) -> None:
         super().__init__(message)
         self.leader = leader
 
+    def details(self) -> str:
+        where = f"; the leader is at {self.leader}" if self.leader else "; no leader is known yet"
+        return f"{self}{where}: retry"
 
-class ResourceExhausted(Exception):
+
+class ResourceExhausted(QueueError):
     """The queue is over its memory budget; nothing of the request was taken."""
 
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-class Forwarded(Exception):
+
+class Forwarded(QueueError):
     """A node's answer other than UNAVAILABLE, passed on to the client as it was."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:

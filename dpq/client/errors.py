@@ -15,8 +15,10 @@ what to do about it:
 TLS material the client cannot use raises :class:`dpq.security.errors.TlsError`
 (also exported as ``dpq.client.TlsError``) when the client is made.
 
-A job whose ack, nack or lease extension the server refused raises a
-:class:`JobRefError` (:class:`LeaseLostError`, :class:`JobNotFoundError`).
+A job whose ack, nack or lease extension the server refused (per job: the RPC
+itself succeeded, see ``RefResult``) raises a :class:`JobRefError`: a
+:class:`LeaseLostError` or :class:`JobNotFoundError` for the reasons it knows,
+the base class itself for a reason this client version does not know.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class PartialEnqueueError(DpqError):
 class JobRefError(DpqError):
     """The server refused an ack, nack or lease extension of one job.
 
-    ``reason`` is the server's word for it (``"lease_lost"``, ``"not_found"``).
+    ``reason`` is the server's word for it (``"lease_lost"``, ``"not_found"``: the
+    ``dpq.v1.Refusal`` names, lower case, without ``REFUSAL_``).
     """
 
     def __init__(self, job_id: int, attempt: int, reason: str, action: str) -> None:
@@ -113,7 +116,18 @@ def server_error(code: grpc.StatusCode, details: str, method: str,
     return kind(code, details, method, address)
 
 
+#: ``RefResult.error`` → the exception raised for it; any other reason raises
+#: :class:`JobRefError` itself (never a guess such as LeaseLostError).
+JOB_REF_ERRORS: dict[str, type[JobRefError]] = {
+    "lease_lost": LeaseLostError,
+    # the job is not leased and the reference names no delivery of it: not this
+    # consumer's lease either
+    "not_leased": LeaseLostError,
+    "not_found": JobNotFoundError,
+}
+
+
 def job_ref_error(job_id: int, attempt: int, reason: str, action: str) -> JobRefError:
     """The :class:`JobRefError` subclass for a ``RefResult.error``."""
-    kind = JobNotFoundError if reason == "not_found" else LeaseLostError
+    kind = JOB_REF_ERRORS.get(reason, JobRefError)
     return kind(job_id, attempt, reason, action)

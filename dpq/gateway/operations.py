@@ -20,6 +20,7 @@ from dpq.gateway import balancer
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
 from dpq.proposing.proposer import Proposer
+from dpq.proposing.results import enqueued
 from dpq.queue import validate
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -41,14 +42,9 @@ class GatewayOperations:
         validate.new_jobs(jobs, self.limits)
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self.owners.pick(len(jobs)), dedup_window_us=self._dedup_window_us))
-        result = await self.proposer.submit(command)
-        if isinstance(result, str):
-            raise validate.InvalidArgument(result)
-        if result is None:
-            raise Unavailable("the batch was committed earlier but its job ids are no longer "
-                              "remembered (its jobs are enqueued)", None)
+        ids = enqueued(await self.proposer.submit(command))
         self.jobs += len(jobs)
-        return result
+        return ids
 
     async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]:
         validate.dequeue(request, self.limits)

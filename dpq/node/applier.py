@@ -5,8 +5,8 @@ order. Whoever proposed a batch on this node (its own proposer, or a remote
 proposer through the leader's Propose handler) waits on :meth:`expect` for the
 results of its ``(client_id, seq)``.
 
-Results are normalised here to the plain values of ``dpq.proposing.results``,
-the same whether they come from this node's apply or from the leader over gRPC.
+Results are the state machine's typed values (``dpq.queue.results``), handed
+on as they are: the same types a remote proposer reads back from the leader.
 
 A command the state machine refuses (it broke the fixed rules every replica
 applies, see ``dpq.queue.rules``) changed nothing; each one is logged here as
@@ -19,18 +19,12 @@ import asyncio
 import logging
 
 from dpq.paxos.types import Entry, Snapshot
-from dpq.proposing.results import Applied, Grant
+from dpq.proposing.results import Applied
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
-from dpq.queue.state import Job, QueueState
+from dpq.queue.state import QueueState
 
 log = logging.getLogger("dpq.node.applier")
-
-
-def normalise(result):
-    if isinstance(result, list) and result and isinstance(result[0], Job):
-        return [Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt) for j in result]
-    return result
 
 
 class SlotWatch:
@@ -102,13 +96,12 @@ class Applier:
         for refused in self.state.refusals:
             log.error("slot %d: %s of proposal %r seq %d refused, nothing changed: %s",
                       entry.slot, _command(refused.index, refused.kind),
-                      entry.proposal.client_id[:64], entry.proposal.seq, refused.reason)
+                      entry.proposal.client_id[:64], entry.proposal.seq, refused.refused)
         if not self._expected:
             return
         futures = self._expected.pop((entry.proposal.client_id, entry.proposal.seq), None)
         if futures:
-            applied = Applied(entry.slot,
-                              None if results is None else [normalise(r) for r in results])
+            applied = Applied(entry.slot, results)
             for future in futures:
                 if not future.done():
                     future.set_result(applied)

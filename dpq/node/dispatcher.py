@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dpq import clock as clocks
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import Grant
+from dpq.proposing.results import granted as grants_of
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import Job, QueueState
 from dpq.queue.validate import DEFAULT_LIMITS
@@ -134,7 +135,7 @@ class Dispatcher:
             receipts=[new_receipt() for _ in ids]))
         leasing = asyncio.ensure_future(self.proposer.submit(command))
         try:
-            grants: list[Grant] = _grants(await asyncio.shield(leasing))
+            grants = grants_of(await asyncio.shield(leasing))
         except asyncio.CancelledError:
             # The consumer went away; the lease may still commit. Whatever it
             # grants goes straight back, without costing the jobs an attempt.
@@ -149,7 +150,7 @@ class Dispatcher:
         return [_to_pb(jobs[g.job_id], g) for g in grants if g.job_id in jobs]
 
     def _give_back(self, ids: list[int], leasing: asyncio.Future) -> None:
-        grants = [] if leasing.cancelled() or leasing.exception() else _grants(leasing.result())
+        grants = () if leasing.cancelled() or leasing.exception() else grants_of(leasing.result())
         granted = {g.job_id for g in grants}
         self.owned.release(i for i in ids if i not in granted)
         if grants:
@@ -183,12 +184,6 @@ def _log_failure(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("a lease housekeeping proposal failed (the leases expire instead): %s",
                     task.exception())
-
-
-def _grants(result) -> list[Grant]:
-    """The grants of a Lease's result; a Lease refused whole (a str, logged by the
-    applier) granted nothing."""
-    return [] if isinstance(result, str) else (result or [])
 
 
 def _to_pb(job: Job, grant: Grant) -> queue_pb2.Job:

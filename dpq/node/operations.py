@@ -19,7 +19,9 @@ from dpq.node.config import QueuePolicy
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
+from dpq.proposing.results import Result, enqueued, not_applied
 from dpq.queue import validate
+from dpq.queue.results import Settled
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -62,11 +64,10 @@ class NodeOperations:
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self._pick_owners(len(jobs)), dedup_window_us=dedup_window_us))
         slot, result = await self.proposer.submit_at(command)
-        if isinstance(result, str):
-            raise validate.InvalidArgument(result)
+        ids = enqueued(result)
         if self.policy.wait_for_postgres:
             await self._written.wait_for(slot)
-        return result
+        return ids
 
     def _check_budget(self, incoming: int) -> None:
         """``incoming``: what the new jobs cost (``QueueState.cost_of``), not just payloads."""
@@ -147,8 +148,9 @@ class NodeOperations:
         return self._cluster_info()
 
 
-def _per_ref(result) -> list[str]:
-    """Per-reference errors; a command the state machine refused whole raises."""
-    if isinstance(result, str):
-        raise validate.InvalidArgument(result)
-    return result
+def _per_ref(result: Result | None) -> list[str]:
+    """Per-reference refusals ("" = done; a ``Refusal`` is a str); a command refused whole
+    raises."""
+    if isinstance(result, Settled):
+        return result.errors()
+    raise not_applied(result)

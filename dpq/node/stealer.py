@@ -19,6 +19,7 @@ import logging
 from dpq import clock as clocks
 from dpq.node.dispatcher import Dispatcher
 from dpq.proposing.proposer import Proposer
+from dpq.proposing.results import reassigned
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2
@@ -72,7 +73,7 @@ class WorkStealer:
         command = log_pb2.Command(reassign=log_pb2.ReassignCommand(
             job_ids=take, owners=[self.node_id] * len(take)))
         try:
-            moved = await self.proposer.submit(command)
+            moved = reassigned(await self.proposer.submit(command))
         except Exception as exc:  # noqa: BLE001 - the next check tries again
             log.warning("stealing from node %d failed: %s", victim, exc)
             return

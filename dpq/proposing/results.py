@@ -1,68 +1,118 @@
-"""What a proposed batch yields: plain values per command, the same on a node and a gateway.
+"""What a proposed batch yields, the same on a node and a gateway, and its wire form.
 
-A node's applier normalises the state machine's results to these values
-(``dpq.node.applier``); the leader's Propose handler sends them over gRPC
-(:func:`results_to_pb`) and a remote proposer reads them back
-(:func:`results_from_pb`):
-
-* Enqueue → ``list[int]`` of job ids,
-* Lease → ``list[Grant]``,
-* Ack / Nack / Extend / Expire → ``list[str]`` of per-item errors ("" = ok),
-* a command refused whole → ``str`` (the reason), others → ``None``.
+The results are the state machine's own types (``dpq.queue.results``): a node's
+applier hands them on as they are; the leader's Propose handler sends them over
+gRPC (:func:`results_to_pb`) and a remote proposer reads them back
+(:func:`results_from_pb`) as the same types.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from dpq.errors import Unavailable
+from dpq.queue.results import (
+    Checkpointed,
+    Enqueued,
+    Grant,
+    Leased,
+    Reassigned,
+    Refused,
+    Result,
+    Settled,
+    refusal_from_pb,
+    refusal_to_pb,
+)
+from dpq.queue.validate import InvalidArgument
 from dpq.v1 import replication_pb2
 
-
-class Grant(NamedTuple):
-    """A lease granted on a job: its token (id, attempt, receipt) and deadline."""
-
-    job_id: int
-    attempt: int
-    lease_expires_at_us: int
-    receipt: int
+__all__ = ["Applied", "Grant", "Result", "enqueued", "granted", "not_applied", "reassigned",
+           "results_from_pb", "results_to_pb"]
 
 
 class Applied(NamedTuple):
     slot: int
-    results: list | None  # None: a duplicate whose results are forgotten, or a no-op
+    results: list[Result] | None  # None: a duplicate whose results are forgotten, or a no-op
 
 
-def results_to_pb(results: list | None) -> list[replication_pb2.CommandResult]:
-    out = []
-    for result in results or ():
-        item = replication_pb2.CommandResult()
-        if isinstance(result, str):
-            item.error = result
-        elif isinstance(result, list) and result and isinstance(result[0], Grant):
-            for g in result:
+def enqueued(result: Result | None) -> list[int]:
+    """The job ids of an Enqueue's result; raises what to tell the client otherwise."""
+    if isinstance(result, Enqueued):
+        return list(result.job_ids)
+    raise not_applied(result)
+
+
+def not_applied(result: Result | None) -> Exception:
+    """The exception for a command that has no result of its kind: ``InvalidArgument`` for
+    one the state machine refused whole, ``Unavailable`` for one applied earlier whose
+    results are forgotten (a retry; what it did stands)."""
+    if isinstance(result, Refused):
+        return InvalidArgument(str(result))
+    if result is None:
+        return Unavailable("the batch was committed earlier but its results are no longer "
+                           "remembered (what it did stands)", None)
+    return TypeError(f"unexpected result {result!r}")
+
+
+def granted(result: Result | None) -> tuple[Grant, ...]:
+    """The grants of a Lease's result; a Lease refused whole (logged by the applier) or
+    answered None granted nothing."""
+    return result.grants if isinstance(result, Leased) else ()
+
+
+def reassigned(result: Result | None) -> int:
+    """How many jobs a Reassign moved (0 if it was refused)."""
+    return result.count if isinstance(result, Reassigned) else 0
+
+
+def results_to_pb(results: list[Result] | None) -> list[replication_pb2.CommandResult]:
+    return [_to_pb(result) for result in results or ()]
+
+
+def _to_pb(result: Result) -> replication_pb2.CommandResult:
+    item = replication_pb2.CommandResult()
+    match result:
+        case Refused():
+            item.error, item.refusal = str(result), refusal_to_pb(result.reason)
+        case Enqueued(job_ids):
+            item.job_ids.extend(job_ids)
+        case Leased(grants):
+            for g in grants:
                 item.jobs.add(job_id=g.job_id, attempt=g.attempt,
                               lease_expires_at_us=g.lease_expires_at_us, receipt=g.receipt)
-        elif isinstance(result, list) and result and isinstance(result[0], str):
-            item.errors.extend(result)
-        elif isinstance(result, list):
-            item.job_ids.extend(result)
-        out.append(item)
-    return out
+        case Settled(outcomes):
+            item.errors.extend(result.errors())
+            item.refusals.extend(refusal_to_pb(o) for o in outcomes)
+        case Reassigned(count):
+            item.reassigned = count
+        case Checkpointed(written_slot):
+            item.written_slot = written_slot
+    return item
 
 
-def results_from_pb(items, kinds: list[str]) -> list:
-    """Back to plain values; ``kinds`` are the commands' oneof names, in order."""
-    out = []
+def results_from_pb(items, kinds: list[str]) -> list[Result | None]:
+    """Back to the typed results; ``kinds`` are the commands' oneof names, in order.
+
+    A peer older than the enum fields sent only the strings: they are parsed."""
+    out: list[Result | None] = []
     for item, kind in zip(items, kinds):
         if item.error:
-            out.append(item.error)
+            refused = Refused.parse(item.error)
+            number = refusal_from_pb(item.refusal, "")
+            out.append(refused._replace(reason=number) if number is not None else refused)
         elif kind == "enqueue":
-            out.append(list(item.job_ids))
+            out.append(Enqueued(tuple(item.job_ids)))
         elif kind == "lease":
-            out.append([Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt)
-                        for j in item.jobs])
+            out.append(Leased(tuple(Grant(j.job_id, j.attempt, j.lease_expires_at_us, j.receipt)
+                                    for j in item.jobs)))
         elif kind in ("ack", "nack", "extend", "expire"):
-            out.append(list(item.errors))
+            numbers = list(item.refusals) or [0] * len(item.errors)
+            out.append(Settled(tuple(refusal_from_pb(n, e)
+                                     for n, e in zip(numbers, item.errors, strict=True))))
+        elif kind == "reassign":
+            out.append(Reassigned(item.reassigned))
+        elif kind == "checkpoint":
+            out.append(Checkpointed(item.written_slot))
         else:
             out.append(None)
     return out

@@ -13,9 +13,9 @@ Pure: no I/O, no logging (the applier logs refusals), no clock.
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from typing import NamedTuple
 
+from dpq.queue.results import Refusal, Refused
 from dpq.v1 import log_pb2
 
 # Priorities: 1 is the most urgent. The state machine owns these bounds; dpq/heap.py takes
@@ -44,31 +44,20 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 DEFAULT_QUEUE = "default"
 
 
-class Refusal(StrEnum):
-    """Why a committed command (or a whole slot) changed nothing."""
-
-    UNPARSABLE = "unparsable"  # the stamp or the CommandBatch does not decode
-    BAD_PROPOSAL = "bad_proposal"  # client id or seq out of range
-    UNKNOWN = "unknown_command"  # no command kind this version knows
-    INVALID = "invalid"  # a field outside its fixed limit
-    NOT_MEMBER = "not_member"  # a node id that is not in the cluster
-    FAILED = "failed"  # applying it raised: a bug, turned into a refusal
-
-
-class Refused(NamedTuple):
+class RefusalRecord(NamedTuple):
     """One refusal of the slot just applied, for the applier's error log."""
 
     index: int  # the command's position in its batch; -1: the whole slot
     kind: str  # "enqueue", "lease", … or "batch"
-    reason: str  # "<Refusal>: <detail>", also the command's result
+    refused: Refused  # also the command's result
 
 
-def reason(refusal: Refusal, detail: str) -> str:
-    return f"{refusal}: {detail}"
+def reason(refusal: Refusal, detail: str) -> Refused:
+    return Refused(refusal, detail)
 
 
 def problem(command: log_pb2.Command, kind: str | None, members: frozenset[int], slot: int,
-            known_queues: dict[str, str]) -> str | None:
+            known_queues: dict[str, str]) -> Refused | None:
     """Why ``command`` (applied in ``slot``) must be refused, or None.
 
     ``known_queues``: names already held, which need no second look.
@@ -79,7 +68,7 @@ def problem(command: log_pb2.Command, kind: str | None, members: frozenset[int],
     return check(getattr(command, kind), members, slot, known_queues)
 
 
-def _not_members(ids, members: frozenset[int], what: str) -> str | None:
+def _not_members(ids, members: frozenset[int], what: str) -> Refused | None:
     strangers = set(ids) - members
     if strangers:
         return reason(Refusal.NOT_MEMBER,
@@ -87,11 +76,11 @@ def _not_members(ids, members: frozenset[int], what: str) -> str | None:
     return None
 
 
-def _over(field: str, value: int, limit: int) -> str:
+def _over(field: str, value: int, limit: int) -> Refused:
     return reason(Refusal.INVALID, f"{field} {value} over the limit of {limit}")
 
 
-def _enqueue(cmd: log_pb2.EnqueueCommand, members, slot, known) -> str | None:
+def _enqueue(cmd: log_pb2.EnqueueCommand, members, slot, known) -> Refused | None:
     jobs, owners = cmd.jobs, cmd.owners
     if len(owners) != len(jobs):
         return reason(Refusal.INVALID, f"{len(jobs)} jobs but {len(owners)} owners")
@@ -117,13 +106,13 @@ def _enqueue(cmd: log_pb2.EnqueueCommand, members, slot, known) -> str | None:
     return None
 
 
-def _lease_ms(lease_ms: int) -> str | None:
+def _lease_ms(lease_ms: int) -> Refused | None:
     if not 1 <= lease_ms <= MAX_LEASE_MS:
         return reason(Refusal.INVALID, f"lease_ms {lease_ms} outside 1..{MAX_LEASE_MS}")
     return None
 
 
-def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> str | None:
+def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> Refused | None:
     if cmd.node not in members:
         return reason(Refusal.NOT_MEMBER,
                       f"node {cmd.node} not among the members {sorted(members)}")
@@ -137,27 +126,27 @@ def _lease(cmd: log_pb2.LeaseCommand, members, slot, known) -> str | None:
     return _lease_ms(cmd.lease_ms)
 
 
-def _refs_only(cmd, members, slot, known) -> str | None:
+def _refs_only(cmd, members, slot, known) -> Refused | None:
     return None  # each reference is checked against the job it names
 
 
-def _nack(cmd: log_pb2.NackCommand, members, slot, known) -> str | None:
+def _nack(cmd: log_pb2.NackCommand, members, slot, known) -> Refused | None:
     if cmd.delay_ms > MAX_DELAY_MS:
         return _over("delay_ms", cmd.delay_ms, MAX_DELAY_MS)
     return None
 
 
-def _extend(cmd: log_pb2.ExtendCommand, members, slot, known) -> str | None:
+def _extend(cmd: log_pb2.ExtendCommand, members, slot, known) -> Refused | None:
     return _lease_ms(cmd.lease_ms)
 
 
-def _reassign(cmd: log_pb2.ReassignCommand, members, slot, known) -> str | None:
+def _reassign(cmd: log_pb2.ReassignCommand, members, slot, known) -> Refused | None:
     if len(cmd.owners) != len(cmd.job_ids):
         return reason(Refusal.INVALID, f"{len(cmd.job_ids)} job ids but {len(cmd.owners)} owners")
     return _not_members(cmd.owners, members, "owners")
 
 
-def _checkpoint(cmd: log_pb2.CheckpointCommand, members, slot, known) -> str | None:
+def _checkpoint(cmd: log_pb2.CheckpointCommand, members, slot, known) -> Refused | None:
     # A checkpoint can only vouch for slots before its own: a later one would
     # make every replica forget changes PostgreSQL does not have yet.
     if cmd.written_slot >= slot:

@@ -21,8 +21,9 @@ can settle it by guessing the sequential id and the attempt.
 Nothing committed can stop a replica: ``apply`` never raises for any proposal
 data. A slot whose stamp or batch does not decode, and a command that breaks
 the fixed rules of ``dpq.queue.rules`` (checked before anything is changed),
-change nothing and answer with the reason; as a last resort a command whose
-application raises is turned into such a refusal too. Every replica does the
+change nothing and answer with a :class:`~dpq.queue.results.Refused` (the
+reason, an enum, and a detail); as a last resort a command whose application
+raises is turned into such a refusal too. Every replica does the
 same. The refusals of the last slot are in :attr:`QueueState.refusals`, for
 the applier's error log.
 
@@ -52,13 +53,25 @@ from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.commands import unstamp
-from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, Refusal, Refused
+from dpq.queue.results import (
+    Checkpointed,
+    Enqueued,
+    Grant,
+    Leased,
+    Reassigned,
+    Refusal,
+    Refused,
+    Result,
+    Settled,
+)
+from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, RefusalRecord
 from dpq.v1 import log_pb2
 
-LEASE_LOST = "lease_lost"
-NOT_FOUND = "not_found"
-NOT_LEASED = "not_leased"
-OK = ""
+LEASE_LOST = Refusal.LEASE_LOST
+NOT_FOUND = Refusal.NOT_FOUND
+NOT_LEASED = Refusal.NOT_LEASED
+#: A job reference settled (acked, nacked, extended, expired): no refusal.
+OK = None
 
 #: How many results of recent proposals a client can get back after a retry,
 #: and for how many clients (least recently applied ones are forgotten first).
@@ -234,9 +247,9 @@ class QueueState:
         self._touched_by_slot: deque[tuple[int, list[int]]] = deque()
         self._slot_touches: list[int] = []
         # (client_id, seq) -> results, so a retried proposal gets its answer back
-        self._results: OrderedDict[str, OrderedDict[int, list]] = OrderedDict()
+        self._results: OrderedDict[str, OrderedDict[int, list[Result]]] = OrderedDict()
         #: The commands of the last applied slot that were refused.
-        self.refusals: list[Refused] = []
+        self.refusals: list[RefusalRecord] = []
         # While a snapshot is being written: job_id -> the job as it was when the
         # snapshot began, for every job changed or removed since (copy-on-write).
         self._frozen: dict[int, Job] | None = None
@@ -285,13 +298,14 @@ class QueueState:
 
     # ---------------------------------------------------------------- applying
 
-    def apply(self, slot: int, proposal: Proposal) -> list | None:
+    def apply(self, slot: int, proposal: Proposal) -> list[Result] | None:
         """Apply one committed slot; return one result per command, or None.
 
-        None means the slot changed nothing: a no-op, or a retry of a proposal
+        Each result has the type of its command (``dpq.queue.results``). None
+        means the slot changed nothing: a no-op, or a retry of a proposal
         already applied whose results are no longer remembered. A retry whose
         results are remembered gets them again, unchanged. A refused command's
-        result is its reason (a str); a slot refused whole answers ``[reason]``.
+        result is a :class:`Refused`; a slot refused whole answers ``[Refused]``.
         Never raises for any proposal (only for a slot applied out of order).
         """
         if slot <= self.applied_slot:
@@ -325,11 +339,11 @@ class QueueState:
         self._remember(client_id, seq, results)
         return results
 
-    def _refuse_slot(self, why: str) -> list[str]:
-        self.refusals.append(Refused(-1, "batch", why))
+    def _refuse_slot(self, why: Refused) -> list[Result]:
+        self.refusals.append(RefusalRecord(-1, "batch", why))
         return [why]
 
-    def _apply_command(self, slot: int, index: int, command: log_pb2.Command):
+    def _apply_command(self, slot: int, index: int, command: log_pb2.Command) -> Result:
         kind = command.WhichOneof("kind")
         try:
             why = rules.problem(command, kind, self.members, slot, self._queue_names)
@@ -337,10 +351,10 @@ class QueueState:
                 return _APPLY[kind](self, getattr(command, kind))
         except Exception as exc:  # noqa: BLE001 - a bug must not stop every replica
             why = rules.reason(Refusal.FAILED, _describe(exc))
-        self.refusals.append(Refused(index, kind or "none", why))
+        self.refusals.append(RefusalRecord(index, kind or "none", why))
         return why
 
-    def _enqueue(self, cmd: log_pb2.EnqueueCommand) -> list[int]:
+    def _enqueue(self, cmd: log_pb2.EnqueueCommand) -> Enqueued:
         now = self.clock_us
         window = cmd.dedup_window_us
         dedup_expires = now + window
@@ -371,9 +385,9 @@ class QueueState:
                 self.held_bytes += DEDUP_OVERHEAD + len(dedup_key)
             self.observer.job_changed(job, owner, JobState.GONE)
             ids.append(job_id)
-        return ids
+        return Enqueued(tuple(ids))
 
-    def _lease(self, cmd: log_pb2.LeaseCommand) -> list[Job]:
+    def _lease(self, cmd: log_pb2.LeaseCommand) -> Leased:
         """Grant what is still the proposer's to grant; skip the rest.
 
         A job qualifies if its proposer owns it and it is READY and due at this
@@ -385,7 +399,7 @@ class QueueState:
         now = self.clock_us
         expires = now + cmd.lease_ms * 1000
         node, consumer = cmd.node, cmd.consumer_id  # one str for every job of the lease
-        granted: list[Job] = []
+        granted: list[Grant] = []
         for job_id, receipt in zip(cmd.job_ids, cmd.receipts):
             job = self.jobs.get(job_id)
             if job is None or job.owner != node:
@@ -395,13 +409,13 @@ class QueueState:
             self._leave_ready(job)
             self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
             self.observer.job_changed(job, job.owner, JobState.READY)
-            # A copy: the result must say what was granted, not what a later
-            # command (in this batch, or before a retry reads the remembered
-            # result) makes of the job.
-            granted.append(job.copy())
-        return granted
+            # Values, not the job: the result must say what was granted, not what
+            # a later command (in this batch, or before a retry reads the
+            # remembered result) makes of the job.
+            granted.append(Grant(job_id, job.attempt, expires, receipt))
+        return Leased(tuple(granted))
 
-    def _ack(self, cmd: log_pb2.AckCommand) -> list[str]:
+    def _ack(self, cmd: log_pb2.AckCommand) -> Settled:
         results = []
         for ref in cmd.jobs:
             job, error = self._leased_job(ref)
@@ -416,20 +430,20 @@ class QueueState:
                 if self.counts[job.queue].empty:
                     self._forget_queue(job.queue)
             results.append(error)
-        return results
+        return Settled(tuple(results))
 
-    def _nack(self, cmd: log_pb2.NackCommand) -> list[str]:
+    def _nack(self, cmd: log_pb2.NackCommand) -> Settled:
         return self._release(cmd.jobs, cmd.max_attempts, cmd.delay_ms * 1000, must_be_expired=False,
                              undelivered=cmd.undelivered)
 
-    def _expire(self, cmd: log_pb2.ExpireCommand) -> list[str]:
+    def _expire(self, cmd: log_pb2.ExpireCommand) -> Settled:
         return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
 
     def _release(
         self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int,
         must_be_expired: bool,
         undelivered: bool = False,
-    ) -> list[str]:
+    ) -> Settled:
         now = self.clock_us
         results = []
         for ref in refs:
@@ -449,9 +463,9 @@ class QueueState:
                 self._touch(job.job_id)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
             results.append(error)
-        return results
+        return Settled(tuple(results))
 
-    def _extend(self, cmd: log_pb2.ExtendCommand) -> list[str]:
+    def _extend(self, cmd: log_pb2.ExtendCommand) -> Settled:
         expires = self.clock_us + cmd.lease_ms * 1000
         results = []
         for ref in cmd.jobs:
@@ -462,9 +476,9 @@ class QueueState:
                 self._touch(job.job_id)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
             results.append(error)
-        return results
+        return Settled(tuple(results))
 
-    def _reassign(self, cmd: log_pb2.ReassignCommand) -> int:
+    def _reassign(self, cmd: log_pb2.ReassignCommand) -> Reassigned:
         moved = 0
         for job_id, owner in zip(cmd.job_ids, cmd.owners):
             job = self.jobs.get(job_id)
@@ -479,12 +493,12 @@ class QueueState:
             self._touch(job_id)
             self.observer.job_changed(job, previous_owner, job.state)
             moved += 1
-        return moved
+        return Reassigned(moved)
 
-    def _checkpoint(self, cmd: log_pb2.CheckpointCommand) -> None:
+    def _checkpoint(self, cmd: log_pb2.CheckpointCommand) -> Checkpointed:
         written_slot = cmd.written_slot
         if written_slot <= self.written_slot:
-            return
+            return Checkpointed(self.written_slot)
         self.written_slot = written_slot
         touched, by_slot = self._touched, self._touched_by_slot
         while by_slot and by_slot[0][0] <= written_slot:
@@ -492,6 +506,7 @@ class QueueState:
             for job_id in ids:
                 if touched.get(job_id, written_slot + 1) <= written_slot:
                     del touched[job_id]
+        return Checkpointed(written_slot)
 
     # ------------------------------------------------------------ memory cost
 
@@ -509,7 +524,7 @@ class QueueState:
 
     # ----------------------------------------------------------------- helpers
 
-    def _leased_job(self, ref: log_pb2.JobRef) -> tuple[Job | None, str]:
+    def _leased_job(self, ref: log_pb2.JobRef) -> tuple[Job | None, Refusal | None]:
         """The job behind a lease token, or why the token is no good.
 
         An ack whose lease ran out is still taken while nobody else leased the
@@ -591,7 +606,7 @@ class QueueState:
                 del self.dedup[(queue, key)]
                 self.held_bytes -= DEDUP_OVERHEAD + len(key)
 
-    def _remember(self, client_id: str, seq: int, results: list) -> None:
+    def _remember(self, client_id: str, seq: int, results: list[Result]) -> None:
         remembered = self._results.get(client_id)
         if remembered is None:
             remembered = self._results[client_id] = OrderedDict()
@@ -687,7 +702,7 @@ _APPLY = {
 }
 
 
-def _proposal_problem(client_id: str, seq: int) -> str | None:
+def _proposal_problem(client_id: str, seq: int) -> Refused | None:
     """Why a proposal's identity cannot be recorded (the sessions table must encode it)."""
     if seq > rules.MAX_SEQ:
         return rules.reason(Refusal.BAD_PROPOSAL, f"seq {seq} over {rules.MAX_SEQ}")

@@ -1,4 +1,9 @@
-"""Exceptions of the core → gRPC status codes, at the edge and nowhere else."""
+"""Exceptions of the core → gRPC status codes, at the edge and nowhere else.
+
+A :class:`dpq.errors.QueueError` carries its own code; the pure cores' exceptions,
+which cannot import gRPC, are in :data:`CORE_CODES`. Anything else is a bug:
+logged, and answered INTERNAL.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,36 @@ import logging
 
 import grpc
 
-from dpq.errors import Forwarded, ResourceExhausted, Unavailable
+from dpq.errors import QueueError
 from dpq.paxos.core import NotLeader
 from dpq.queue.validate import InvalidArgument
 
 log = logging.getLogger("dpq.services")
 
+#: The status of each exception of the pure cores (and of their subclasses).
+CORE_CODES: dict[type[Exception], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotLeader: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The status code and message for ``exc``, or None if it is not an expected failure."""
+    if isinstance(exc, QueueError):
+        return exc.code, exc.details()
+    for kind in type(exc).__mro__:
+        code = CORE_CODES.get(kind)
+        if code is not None:
+            return code, str(exc)
+    return None
+
 
 async def abort_for(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
-    if isinstance(exc, InvalidArgument):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, ResourceExhausted):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    if isinstance(exc, Unavailable):
-        where = f"; the leader is at {exc.leader}" if exc.leader else "; no leader is known yet"
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}{where}: retry")
-    if isinstance(exc, Forwarded):
-        await context.abort(exc.code, str(exc))
-    if isinstance(exc, NotLeader):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}")
-    log.error("%s", exc, exc_info=exc, extra={"route": method})
-    await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    status = status_of(exc)
+    if status is None:
+        log.error("%s", exc, exc_info=exc, extra={"route": method})
+        status = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+    await context.abort(*status)
 
 
 def mapped(method):

@@ -1,10 +1,20 @@
-"""The public ``dpq.v1.Queue`` service of a node: protobuf in, core calls, protobuf out."""
+"""The public ``dpq.v1.Queue`` service of a node: protobuf in, core calls, protobuf out.
+
+Ack, Nack and ExtendLease answer per job (``RefResult``), as SQS's
+DeleteMessageBatch does: a job whose lease was lost (or that is gone) is one
+item refused with ``lease_lost`` (``not_found``), its ``reason`` enum beside the
+string, and the other jobs of the request are still settled. The RPC itself
+fails only for the request as a whole: INVALID_ARGUMENT for a bad field,
+UNAVAILABLE when no leader commits it. FAILED_PRECONDITION is never used for
+a lost lease (one lost job must not fail the rest of a batch).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from dpq.queue.results import refusal_to_pb
 from dpq.services.admission import AdmissionGate
 from dpq.services.errors import abort_for, mapped
 from dpq.v1 import queue_pb2, queue_pb2_grpc
@@ -15,6 +25,7 @@ class QueueOperations(Protocol):
 
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]: ...
     async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]: ...
+    # Per reference "" (done) or why not: a dpq.queue.results.Refusal, or a node's string.
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]: ...
     async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]: ...
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]: ...
@@ -24,7 +35,8 @@ class QueueOperations(Protocol):
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
     return queue_pb2.RefResponse(results=[
-        queue_pb2.RefResult(job_id=ref.job_id, ok=not error, error=error)
+        queue_pb2.RefResult(job_id=ref.job_id, ok=not error, error=str(error),
+                            reason=refusal_to_pb(error))
         for ref, error in zip(refs, errors)
     ])
 

@@ -34,7 +34,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from dpq import logs
-from dpq.errors import ResourceExhausted, Unavailable
+from dpq.errors import QueueError
 from dpq.paxos.core import InvalidProposal, ProposalRefused
 from dpq.paxos.messages import Message
 from dpq.paxos.types import proposal_problem
@@ -213,10 +213,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             self._admit(batch)
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
-        except ResourceExhausted as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except Unavailable as exc:  # PostgreSQL too far behind for new jobs
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except QueueError as exc:  # over the budget; PostgreSQL too far behind for new jobs
+            # str, not details(): the proposer reads POSTGRES_BEHIND at the start of it
+            await context.abort(exc.code, str(exc))
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)

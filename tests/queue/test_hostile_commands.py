@@ -23,16 +23,18 @@ from support.commands import (
     enqueue,
     expire,
     extend,
+    grants,
     lease,
     nack,
     reassign,
+    settled,
 )
 
 from dpq.paxos.types import Proposal
 from dpq.queue import rules, snapshot
 from dpq.queue.commands import batch_of, stamp
 from dpq.queue.owned import OwnedJobs
-from dpq.queue.rules import Refusal
+from dpq.queue.results import Enqueued, Refusal, Refused
 from dpq.queue.state import LEASE_LOST, OK, JobState, QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -61,7 +63,7 @@ def replay(slots: list[Proposal]) -> tuple[Replica, Replica]:
         assert repr(ra) == repr(rb)
         assert a.state.refusals == b.state.refusals
         # the rules catch it all before anything changes: no command fails half-way
-        assert not [r for r in a.state.refusals if r.reason.startswith(Refusal.FAILED)]
+        assert not [r for r in a.state.refusals if r.refused.reason == Refusal.FAILED]
     dumped = snapshot.dump(a.state)
     assert dumped == snapshot.dump(b.state)
     # what a replica holds, it can also save and load again
@@ -216,10 +218,10 @@ def test_a_mutated_snapshot_loads_or_is_a_snapshot_error(steps, edits):
 
 def refused(log: Log, command, at_ms=0):
     [result] = log.run(at_ms, command)
-    assert isinstance(result, str), result
+    assert isinstance(result, Refused), result
     [(index, kind, why)] = log.state.refusals
     assert (index, why) == (0, result)
-    return kind, result
+    return kind, str(result)
 
 
 def test_a_checkpoint_past_its_own_slot_is_refused():
@@ -282,8 +284,8 @@ def test_structural_refusals_change_nothing(command, reason):
 def test_a_refused_command_does_not_stop_the_others_in_its_batch():
     log = Log()
     results = log.run(0, enqueue((1, b"a")), enqueue((1, b"b"), owners=[8]), enqueue((2, b"c")))
-    assert results[0] == [1] and results[2] == [2]
-    assert results[1].startswith("not_member")
+    assert results[0] == Enqueued((1,)) and results[2] == Enqueued((2,))
+    assert results[1].reason == Refusal.NOT_MEMBER
     assert [(r.index, r.kind) for r in log.state.refusals] == [(1, "enqueue")]
 
 
@@ -296,8 +298,8 @@ def test_a_refused_command_does_not_stop_the_others_in_its_batch():
 def test_a_slot_that_does_not_decode_is_a_no_op_that_says_why(data, start):
     state = QueueState(members=MEMBERS)
     [why] = state.apply(1, Proposal("c1", 1, data))
-    assert why.startswith(start)
-    assert state.refusals == [rules.Refused(-1, "batch", why)]
+    assert isinstance(why, Refused) and str(why).startswith(start)
+    assert state.refusals == [rules.RefusalRecord(-1, "batch", why)]
     assert state.jobs == {} and state.applied_slot == 1 and state.clock_us == 0
     # a retry of the same proposal is answered the same, and applied no more
     assert state.apply(2, Proposal("c1", 1, data)) == [why]
@@ -316,7 +318,7 @@ def test_the_largest_seq_and_client_id_taken_still_fit_a_snapshot():
 def test_a_proposal_whose_identity_cannot_be_kept_is_refused(client, seq):
     state = QueueState(members=MEMBERS)
     [why] = state.apply(1, Proposal(client, seq, stamp(0, batch_of(enqueue((1, b"a"))))))
-    assert why.startswith(Refusal.BAD_PROPOSAL) and state.jobs == {}
+    assert why.reason == Refusal.BAD_PROPOSAL and state.jobs == {}
     assert client not in state.sessions
     snapshot.dump(state)
 
@@ -331,7 +333,7 @@ def test_a_command_that_raises_is_a_deterministic_no_op(monkeypatch):
     log = Log()
     log.run(0, enqueue((1, b"a")))
     results = log.run(1, ack((1, 1)), enqueue((1, b"b")))
-    assert results == ["failed: RuntimeError: a bug", [2]]
+    assert results == [Refused(Refusal.FAILED, "RuntimeError: a bug"), Enqueued((2,))]
     assert [(r.index, r.kind) for r in log.state.refusals] == [(0, "ack")]
 
 
@@ -340,13 +342,14 @@ def test_a_command_that_raises_is_a_deterministic_no_op(monkeypatch):
 def test_an_ack_without_the_right_receipt_is_lease_lost_and_the_job_stays_leased():
     log = Log()
     log.run(0, enqueue((1, b"a")))
-    [[job]] = log.run(0, lease(1, receipts=[0xABCDEF]))
+    [job] = grants(log.run(0, lease(1, receipts=[0xABCDEF])))
     assert job.receipt == 0xABCDEF
     # (job_id, attempt) right, receipt wrong or missing
-    assert log.run(1, ack((1, 1, 0xABCDEE), (1, 1, 0))) == [[LEASE_LOST, LEASE_LOST]]
-    assert log.run(2, extend((1, 1, 7)), nack((1, 1, 7))) == [[LEASE_LOST], [LEASE_LOST]]
+    assert log.run(1, ack((1, 1, 0xABCDEE), (1, 1, 0))) == [settled(LEASE_LOST, LEASE_LOST)]
+    lost = settled(LEASE_LOST)
+    assert log.run(2, extend((1, 1, 7)), nack((1, 1, 7))) == [lost, lost]
     assert log.state.jobs[1].state == JobState.LEASED
-    assert log.run(4, ack((1, 1, 0xABCDEF))) == [[OK]]
+    assert log.run(4, ack((1, 1, 0xABCDEF))) == [settled(OK)]
     assert 1 not in log.state.jobs
 
 
@@ -354,9 +357,9 @@ def test_expire_quotes_the_receipt_too():
     log = Log()
     log.run(0, enqueue((1, b"a")))
     log.run(0, lease(1, lease_ms=10, receipts=[42]))
-    assert log.run(20, expire((1, 1, 41))) == [[LEASE_LOST]]
+    assert log.run(20, expire((1, 1, 41))) == [settled(LEASE_LOST)]
     assert log.state.jobs[1].state == JobState.LEASED
-    assert log.run(21, expire((1, 1, 42))) == [[OK]]
+    assert log.run(21, expire((1, 1, 42))) == [settled(OK)]
     job = log.state.jobs[1]
     assert (job.state, job.receipt) == (JobState.READY, 0)
 
@@ -367,7 +370,7 @@ def test_a_new_lease_has_a_new_receipt_and_snapshots_keep_it():
     log.run(0, lease(1, lease_ms=10, receipts=[5]))
     log.run(20, expire((1, 1, 5)))
     log.run(30, lease(1, receipts=[6]))
-    assert log.run(31, ack((1, 2, 5))) == [[LEASE_LOST]]
+    assert log.run(31, ack((1, 2, 5))) == [settled(LEASE_LOST)]
     restored = snapshot.load(snapshot.dump(log.state), members=MEMBERS)
     assert restored.jobs[1].receipt == 6 and restored.jobs[1] == log.state.jobs[1]
 

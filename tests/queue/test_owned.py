@@ -13,6 +13,7 @@ from support.commands import (
     enqueue,
     expire,
     extend,
+    grants,
     lease,
     nack,
     reassign,
@@ -42,7 +43,7 @@ def test_reserved_jobs_return_when_the_lease_is_not_granted():
     log, owned = make(node=1)
     log.run(0, enqueue((1, b"a"), (1, b"b")))
     ids = owned.reserve("q", 2, 0)
-    [granted] = log.run(1, lease(ids[0], node=1))
+    granted = grants(log.run(1, lease(ids[0], node=1)))
     assert [j.job_id for j in granted] == [1] and owned.reserved == {2}
     owned.release(ids)  # job 2's lease proposal was lost
     assert owned.reserved == set() and owned.reserve("q", 5, 0) == [2]
@@ -51,7 +52,7 @@ def test_reserved_jobs_return_when_the_lease_is_not_granted():
 def test_delayed_and_nacked_jobs_wait_for_their_time():
     log, owned = make(node=1)
     log.run(0, enqueue((1, b"a")))
-    [[_]] = log.run(0, lease(*owned.reserve("q", 1, 0)))
+    [_] = grants(log.run(0, lease(*owned.reserve("q", 1, 0))))
     log.run(10, nack((1, 1), delay_ms=100))
     assert owned.reserve("q", 1, 50 * MS) == [] and owned.next_due_us("q") == 110 * MS
     assert owned.reserve("q", 1, 110 * MS) == [1]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dpq.paxos.types import Proposal
 from dpq.queue.commands import batch_of, stamp
+from dpq.queue.results import Enqueued, Leased, Refusal, Settled
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -20,6 +21,22 @@ MEMBERS = frozenset({1, 2, 3})
 def receipt(job_id: int) -> int:
     """The receipt the helpers below lease a job with (a node draws it at random)."""
     return 0xD0_0000_0000 + job_id
+
+
+def settled(*outcomes: Refusal | None) -> Settled:
+    """The result of an Ack, Nack, Extend or Expire: per reference None (done) or a refusal."""
+    return Settled(outcomes)
+
+
+def enqueued(*job_ids: int) -> Enqueued:
+    return Enqueued(job_ids)
+
+
+def grants(results: list) -> list:
+    """The grants of a slot of one Lease command."""
+    [result] = results
+    assert isinstance(result, Leased), result
+    return list(result.grants)
 
 
 class Recorder:
