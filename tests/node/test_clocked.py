@@ -24,6 +24,7 @@ from dpq.node.stealer import WorkStealer
 from dpq.paxos.core import NotLeader
 from dpq.proposing.proposer import Proposer as RealProposer
 from dpq.queue.owned import OwnedJobs
+from dpq.queue.results import Reassigned
 from dpq.v1 import log_pb2
 
 ME, OTHER = 1, 2
@@ -50,7 +51,7 @@ class Proposer:
 
     async def submit(self, command):
         self.commands.append(command)
-        return len(command.reassign.job_ids)
+        return Reassigned(len(command.reassign.job_ids))
 
 
 class State:
