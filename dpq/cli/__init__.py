@@ -1,6 +1,7 @@
 """The command line: ``dpq`` (``up``, ``demo``, ``enqueue`` …), ``dpq-node``, ``dpq-gateway``.
 
-``main.py`` parses the commands and runs the node and gateway processes;
+``main.py`` parses the commands (the node and gateway processes run from
+``dpq/node/main.py`` and ``dpq/gateway/main.py``);
 ``commands.py`` holds the bodies of the client commands; ``up.py`` is ``dpq up``
 over ``localcluster.py`` (a whole cluster of real processes on one machine, also
 used by the tests and the benchmark); ``demo.py`` is ``dpq demo`` and

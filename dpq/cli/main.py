@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 import sys
 
-from dpq import runtime, settings
+from dpq import settings
+from dpq.gateway.main import gateway_main
+from dpq.node.main import node_main
+
+__all__ = ["gateway_main", "main", "node_main"]
 
 
 def _target(args: argparse.Namespace) -> str:
@@ -119,181 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     except commands.CommandError as exc:
         print(f"dpq {args.command}: {exc}", file=sys.stderr)
         return 1
-
-
-def node_main(argv: list[str] | None = None) -> int:
-    """``dpq-node``: run one node of a cluster until SIGINT or SIGTERM."""
-    from dpq import logs
-    from dpq.node import config
-
-    parser = argparse.ArgumentParser(
-        prog="dpq-node",
-        description="Run one dpq node. Three nodes on one machine, for example:\n"
-        "  dpq-node --id 1 --listen 127.0.0.1:7101 --peer-listen 127.0.0.1:7111 "
-        "--peers 1=127.0.0.1:7111,2=127.0.0.1:7112,3=127.0.0.1:7113 "
-        "--data-dir data/n1 --dsn postgresql://... --tls-dir certs\n"
-        "Clients use --listen; the nodes talk to each other on --peer-listen.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    config.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config.from_arguments(args)
-        _probe_ports({"--listen": cfg.listen, "--peer-listen": cfg.peer_listen})
-    except (config.ConfigError, OSError) as exc:
-        print(f"dpq-node: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(os.path.join(cfg.data_dir, "logs"), level=cfg.log_level,
-               request_level=cfg.request_log_level)
-    try:
-        return runtime.run(_serve_node(cfg))
-    except KeyboardInterrupt:
-        return 0
-
-
-def _probe_ports(addresses: dict[str, str]) -> None:
-    """Fail fast, before anything starts, if a port to listen on is taken (by flag)."""
-    from dpq.services import ports
-
-    for flag, address in addresses.items():
-        if address:
-            ports.probe(address, flag)
-
-
-async def _serve_node(cfg) -> int:
-    from dpq.node import identity, planes
-    from dpq.node.config import ConfigError
-    from dpq.node.node import Node, StartError
-
-    try:
-        credentials = planes.credentials(cfg)
-    except ConfigError as exc:
-        print(f"dpq-node: {exc}", file=sys.stderr)
-        return 2
-    embedded = watchdog = None
-    dsn = cfg.dsn
-    if not dsn:
-        from dpq.lifeline import Lifeline
-        from dpq.pg import embedded as embedded_pg
-
-        # Its postmaster is not our child: stop it if this process is killed.
-        watchdog = Lifeline()
-        watchdog.watch_postgres(os.path.join(cfg.data_dir, "postgres"))
-        embedded = await asyncio.to_thread(embedded_pg.start,
-                                           os.path.join(cfg.data_dir, "postgres"))
-        dsn = embedded.dsn
-
-    def let_go() -> None:
-        if embedded is not None:
-            embedded.stop()
-        if watchdog is not None:
-            watchdog.close()
-
-    if not await _postgres_at_start(cfg, dsn):
-        let_go()
-        return 2
-    try:
-        who = await identity.establish(cfg.data_dir, cfg.node_id, dsn, rejoin=cfg.rejoin)
-    except identity.IdentityError as exc:
-        print(f"dpq-node {cfg.node_id}: {exc}", file=sys.stderr)
-        let_go()
-        return 2
-    try:
-        node = Node(cfg, dsn, who, credentials)
-    except StartError as exc:
-        print(exc, file=sys.stderr)
-        let_go()
-        return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        try:
-            await node.start()
-        except OSError as exc:  # a port taken since the probe
-            print(f"dpq-node: {exc}", file=sys.stderr)
-            return 2
-        runtime.tune_for_server()
-        peers = f", peers on {cfg.peer_listen} (port {node.peer_port})" if cfg.peer_listen else ""
-        print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port}){peers}, "
-              f"cluster {who.fingerprint}", flush=True)
-        signalled = asyncio.create_task(stop.wait())
-        died = asyncio.create_task(node.stopped.wait())
-        await asyncio.wait([signalled, died], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await node.stop()
-        let_go()
-    if node.failed is not None:
-        print(f"dpq-node {cfg.node_id} stopped: {node.failed!r} (see the error log)",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _postgres_at_start(cfg, dsn: str) -> bool:
-    """Refuse a DSN that cannot work (False); a server that is only down is a warning."""
-    import logging
-
-    from dpq.pg import connect
-
-    try:
-        down = await connect.prepare(dsn, cfg.postgres_timeout_ms / 1000)
-    except connect.DsnError as exc:
-        print(f"dpq-node: {exc}", file=sys.stderr)
-        return False
-    if down is not None:
-        logging.getLogger("dpq.node").warning(
-            "PostgreSQL at %s is not reachable (%s): starting anyway; the queue serves from the "
-            "log and the leader migrates and writes once PostgreSQL is back",
-            connect.where(dsn), down)
-    return True
-
-
-def gateway_main(argv: list[str] | None = None) -> int:
-    """``dpq-gateway``: the enqueue manager in front of a cluster."""
-    import logging
-
-    from dpq import logs
-    from dpq.gateway import config as gateway_config
-
-    try:
-        config = gateway_config.from_args(argv)
-        _probe_ports({"--listen": config.listen})
-    except (gateway_config.ConfigError, OSError) as exc:
-        print(f"dpq-gateway: {exc}", file=sys.stderr)
-        return 2
-    logs.setup(config.log_dir, level=config.log_level, request_level=config.request_log_level)
-    if config.tls is None:
-        logging.getLogger("dpq.gateway").warning(
-            "plaintext: the client port %s and the calls to the nodes carry no TLS and no token; "
-            "use TLS (`dpq certs init`, --tls-dir) on any network you do not trust", config.listen)
-    try:
-        return runtime.run(_serve_gateway(config))
-    except KeyboardInterrupt:
-        return 0
-
-
-async def _serve_gateway(config) -> int:
-    from dpq.gateway.app import Gateway
-    
-    try:
-        gateway = Gateway(config)
-    except OSError as exc:
-        print(f"dpq-gateway: {exc}", file=sys.stderr)
-        return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
-    runtime.tune_for_server()
-    print(f"dpq-gateway serving on {config.listen} (port {gateway.port})", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await gateway.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,6 @@
 
 import sys
 
-from dpq.cli import gateway_main
+from dpq.gateway.main import gateway_main
 
 sys.exit(gateway_main())

@@ -2,6 +2,6 @@
 
 import sys
 
-from dpq.cli import node_main
+from dpq.node.main import node_main
 
 sys.exit(node_main())

@@ -28,6 +28,13 @@ def split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def probe_all(addresses: dict[str, str]) -> None:
+    """Fail fast, before anything starts, if a port to listen on is taken (by flag)."""
+    for flag, address in addresses.items():
+        if address:
+            probe(address, flag)
+
+
 def probe(address: str, what: str = "") -> None:
     """Raise :class:`PortTaken` if binding ``address`` would fail because it is in use.
 
