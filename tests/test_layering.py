@@ -6,6 +6,9 @@
 * ``dpq/gateway`` shares batching with the node through ``dpq.proposing`` and
   imports nothing from ``dpq.node`` (so a gateway process loads no driver or WAL);
 * ``dpq/proposing`` is used by both, and imports neither;
+* the node and the gateway run from their own ``main.py`` and import nothing from
+  the command line (``dpq.cli`` imports them); the node uses the gateway's WRR
+  twin through ``dpq._wrr`` but none of the gateway's process;
 * the pure cores ``dpq/paxos`` and ``dpq/queue`` do no I/O: no gRPC, no asyncio,
   no PostgreSQL, and nothing from the layers above them.
 
@@ -24,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE_FORBIDDEN = ("dpq.node", "dpq.services", "dpq.gateway", "dpq.pg", "grpc", "asyncio")
 
 RULES: dict[str, tuple[str, ...]] = {
-    "dpq/services": ("dpq.node", "dpq.gateway"),
-    "dpq/gateway": ("dpq.node",),
+    "dpq/services": ("dpq.node", "dpq.gateway", "dpq.cli"),
+    "dpq/gateway": ("dpq.node", "dpq.cli"),
+    "dpq/node": ("dpq.cli", "dpq.gateway.app", "dpq.gateway.main", "dpq.gateway.operations"),
     "dpq/proposing": ("dpq.node", "dpq.gateway", "dpq.services"),
     "dpq/paxos": CORE_FORBIDDEN,
     "dpq/queue": CORE_FORBIDDEN,
