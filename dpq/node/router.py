@@ -39,9 +39,11 @@ class LeaderRouter:
                  channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
                  election_timeout_s: float = 1.0,
                  last_heard: Callable[[int], float] | None = None,
-                 clock: clocks.Clock = clocks.monotonic) -> None:
+                 clock: clocks.Clock = clocks.monotonic,
+                 wall_us: clocks.WallClock = clocks.wall_us) -> None:
         """``addresses``: every node's client address (for "the leader is at …");
-        ``cluster_id``: presented with every forwarded proposal (it proves a node)."""
+        ``cluster_id``: presented with every forwarded proposal (it proves a node);
+        ``wall_us``: the leader's clock stamped into every proposal (job times)."""
         self.driver = driver
         self.applier = applier
         self.addresses = addresses
@@ -55,6 +57,7 @@ class LeaderRouter:
         self._heard_s = 2 * election_timeout_s
         self._last_heard = last_heard or (lambda node_id: 0.0)
         self._clock = clock
+        self._wall_us = wall_us
         # A node starts knowing no leader and having heard nobody: the first
         # campaign may start only after 2E.
         self._leaderless_since: float | None = clock() + election_timeout_s
@@ -107,7 +110,7 @@ class LeaderRouter:
         """Stamp and propose on this (leader) node; wait until applied here."""
         future = self.applier.expect(client_id, seq)
         try:
-            self.driver.propose(Proposal(client_id, seq, stamp(now_us(), batch)))
+            self.driver.propose(Proposal(client_id, seq, stamp(self._wall_us(), batch)))
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         finally:
             self.applier.forget(client_id, seq, future)
