@@ -56,7 +56,7 @@ from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.messages import Message
-from dpq.paxos.types import Snapshot
+from dpq.paxos.types import Entry, Snapshot
 from dpq.paxos.wal import WriteAheadLog
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import enqueued
@@ -257,7 +257,9 @@ class InProcessNode:
         # Seeded: the same ticks elect the same leader on every run.
         self.replica = Replica(config, random.Random(node_id), recovered=self.wal.recovered)
         self.applier = Applier(self.state, self.owned)
-        self.driver = _Driver(self.replica, self.wal, net.sender(node_id), self.applier.apply,
+        #: ``(slot, client_id, seq)`` of every entry applied here, in order (no-ops too).
+        self.applied: list[tuple[int, str, int]] = []
+        self.driver = _Driver(self.replica, self.wal, net.sender(node_id), self._apply,
                               self._install_snapshot, self._after_apply, tick_s=NO_TICKER_S,
                               check_snapshot=snapshots.validate)
         net.drivers[node_id] = self.driver
@@ -307,6 +309,10 @@ class InProcessNode:
         self.driver.close()
 
     # The node's callbacks, as in dpq.node.node.Node.
+
+    def _apply(self, entry: Entry) -> None:
+        self.applied.append((entry.slot, entry.proposal.client_id, entry.proposal.seq))
+        self.applier.apply(entry)
 
     def _after_apply(self) -> None:
         self.applier.after_batch()
