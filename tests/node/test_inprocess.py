@@ -172,3 +172,26 @@ def test_a_proposal_retried_at_a_new_leader_after_a_partition_applies_once(tmp_p
         assert same_everywhere(cluster)
         assert list(cluster.nodes[old].state.jobs) == [job_id]  # once, on every node
     run(tmp_path, test)
+
+
+def test_the_leader_moves_the_jobs_of_a_node_cut_off_for_dead_after_s(tmp_path):
+    async def test(cluster: InProcessCluster):
+        leader = await cluster.elect()
+        dead, live = cluster.followers()
+        ids = await cluster.enqueue_owned(via=leader, owners=[dead] * 4)
+        await cluster.until(lambda: same_everywhere(cluster), "the jobs are everywhere")
+        cluster.net.cut(dead)
+        duties = cluster.nodes[leader].duties
+        await duties.reassign_dead()  # unreachable from now on (dead_after_s: 1.5 s)
+        cluster.advance(1.4)
+        await duties.reassign_dead()
+        assert {cluster.nodes[leader].state.jobs[i].owner for i in ids} == {dead}  # not yet
+        cluster.advance(0.1)
+        await duties.reassign_dead()  # returns once the Reassign is applied on the leader
+        await cluster.until(lambda: same_everywhere(cluster, [leader, live]),
+                            "the Reassign reaches the live follower")
+        for n in (leader, live):
+            owners = sorted(cluster.nodes[n].state.jobs[i].owner for i in ids)
+            assert owners == sorted([leader, live] * 2)  # spread over the live nodes
+        assert [j.owner for j in cluster.nodes[dead].state.jobs.values()] == [dead] * 4
+    run(tmp_path, test)
