@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 import psutil
 
+from dpq import clock as clocks
 from dpq.node.dispatcher import Dispatcher
-from dpq.node.router import now_us
 from dpq.paxos.core import Replica
 from dpq.queue.owned import OwnedJobs
 from dpq.v1 import replication_pb2
@@ -63,8 +62,12 @@ class CpuMeter:
 class HealthReporter:
     def __init__(self, node_id: int, replica: Replica, owned: OwnedJobs, dispatcher: Dispatcher,
                  applied_index, counters,
-                 progress: Callable[[], Progress] = Progress) -> None:
+                 progress: Callable[[], Progress] = Progress, *,
+                 clock: clocks.Clock = clocks.monotonic,
+                 wall_us: clocks.WallClock = clocks.wall_us) -> None:
         self.node_id = node_id
+        self._clock = clock
+        self._wall_us = wall_us
         self._replica = replica
         self._owned = owned
         self._dispatcher = dispatcher
@@ -75,11 +78,11 @@ class HealthReporter:
         self._cpu_percent = 0.0
         self._rate = 0.0
         self._last_delivered = dispatcher.delivered
-        self._last_t = time.monotonic()
+        self._last_t = clock()
 
     def sample(self) -> None:
         """Refresh CPU and consume rate (called on a timer)."""
-        now = time.monotonic()
+        now = self._clock()
         dt = now - self._last_t
         if dt <= 0:
             return
@@ -94,7 +97,7 @@ class HealthReporter:
         status = self._replica.status()
         return replication_pb2.NodeHealthReport(
             node_id=self.node_id, cpu_percent=self._cpu_percent,
-            ready_depth=self._owned.depth(now_us()), consume_rate=self._rate,
+            ready_depth=self._owned.depth(self._wall_us()), consume_rate=self._rate,
             waiting_consumers=self._dispatcher.waiting, role=status.role.value,
             leader_id=status.leader_hint or 0, commit_index=status.commit,
             applied_index=self._applied_index(), ballot=str(status.promised),

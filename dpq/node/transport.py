@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
 import grpc
 
+from dpq import clock as clocks
 from dpq.node import wire
 from dpq.node.snapshot_pieces import PIECE_BYTES, Assembled, Reassembler, SnapshotPiece
 from dpq.paxos.messages import InstallSnapshot, Message
@@ -135,9 +135,11 @@ class Transport:
 
     def __init__(self, node_id: int, peers: dict[int, str], *, cluster_id: str,
                  client_address: str,
-                 channel: Callable[[str], grpc.aio.Channel]) -> None:
+                 channel: Callable[[str], grpc.aio.Channel],
+                 clock: clocks.Clock = clocks.monotonic) -> None:
         """``peers``: every node's peer address; ``channel(address)`` opens a link's channel."""
         self.node_id = node_id
+        self.clock = clock
         self.cluster_id = cluster_id
         hello = replication_pb2.PeerBatch(cluster_id=cluster_id, sender=node_id,
                                           client_address=client_address)
@@ -196,7 +198,7 @@ class Transport:
                                 "refused peer traffic from node %d: not a peer of node %d "
                                 "(logged once per source)", sender, self.node_id)
             raise PeerRefused(f"PeerBatch.sender {sender} is not a peer of node {self.node_id}")
-        link.last_heard = time.monotonic()
+        link.last_heard = self.clock()
         link.refused = False
         address = batch.client_address
         if address and len(address) <= MAX_ADDRESS_CHARS and ":" in address:
@@ -247,7 +249,7 @@ class Transport:
     def heard_from(self, node_id: int) -> None:
         link = self.links.get(node_id)
         if link is not None:
-            link.last_heard = time.monotonic()
+            link.last_heard = self.clock()
 
     def reachable(self, node_id: int, within_s: float) -> bool:
         if node_id == self.node_id:
@@ -258,4 +260,4 @@ class Transport:
         # Followers rarely hear each other; an open connection counts too.
         if link.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
             return True
-        return time.monotonic() - link.last_heard <= within_s
+        return self.clock() - link.last_heard <= within_s

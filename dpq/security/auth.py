@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import grpc
 
+from dpq import clock as clocks
 from dpq import logs
 from dpq.security import identity as identities
 from dpq.security.identity import Identity, Role
@@ -49,13 +49,14 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 class _Throttled:
     """One warning line per reason per :data:`LOG_EVERY_S`, counting the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: clocks.Clock = clocks.monotonic) -> None:
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._count: dict[str, int] = {}
 
     def warn(self, reason: str, peer: str) -> None:
         self._count[reason] = self._count.get(reason, 0) + 1
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
             return
         self._last[reason] = now

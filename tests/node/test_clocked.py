@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import grpc
 from support.clock import FakeClock
 from support.commands import Log, enqueue, lease
 
 from dpq.errors import Unavailable
 from dpq.node.dispatcher import Dispatcher
+from dpq.node.health import HealthReporter
 from dpq.node.leader import LeaderDuties
 from dpq.node.stealer import WorkStealer
+from dpq.node.transport import Transport
 from dpq.paxos.core import NotLeader
 from dpq.proposing.proposer import Proposer as RealProposer
 from dpq.queue.owned import OwnedJobs
@@ -223,4 +226,37 @@ def test_a_lease_expires_when_the_wall_clock_passes_its_deadline():
         [command] = proposer.commands
         assert [(r.job_id, r.attempt) for r in command.expire.jobs] == [(1, 1)]
         assert dispatcher.expire_due() == 0  # asked once; again only after expire_retry_s
+    asyncio.run(main())
+
+
+def test_the_consume_rate_follows_deliveries_over_the_clock():
+    clock = FakeClock()
+    dispatcher = SimpleNamespace(delivered=0, waiting=0)
+    reporter = HealthReporter(ME, replica=None, owned=None, dispatcher=dispatcher,
+                              applied_index=lambda: 0, counters=dict, clock=clock)
+    for _ in range(20):  # 100 jobs a second for 20 s (ten half-lives)
+        clock.advance(1.0)
+        dispatcher.delivered += 100
+        reporter.sample()
+    assert 99.0 < reporter._rate <= 100.0
+    for _ in range(20):  # then nothing: the rate decays to ~0 over the same time
+        clock.advance(1.0)
+        reporter.sample()
+    assert reporter._rate < 0.1
+
+
+def test_a_peer_counts_as_reachable_within_s_of_the_last_message_on_the_clock():
+    async def main():
+        clock = FakeClock()
+        # A real channel that never connects (nothing dials it): only messages count.
+        transport = Transport(ME, {ME: "127.0.0.1:9", OTHER: "127.0.0.1:9"}, cluster_id="c" * 32,
+                              client_address="", channel=grpc.aio.insecure_channel, clock=clock)
+        assert not transport.reachable(OTHER, within_s=5.0)  # never heard
+        transport.heard_from(OTHER)
+        clock.advance(5.0)
+        assert transport.reachable(OTHER, within_s=5.0)
+        clock.advance(0.001)
+        assert not transport.reachable(OTHER, within_s=5.0)
+        assert transport.reachable(ME, within_s=5.0)
+        await transport.stop()
     asyncio.run(main())
