@@ -147,7 +147,8 @@ class Dispatcher:
         granted = {g.job_id for g in grants}
         self.owned.release(i for i in ids if i not in granted)
         jobs = self.state.jobs
-        return [_to_pb(jobs[g.job_id], g) for g in grants if g.job_id in jobs]
+        step = self.owned.aging_step_us
+        return [_to_pb(jobs[g.job_id], g, step) for g in grants if g.job_id in jobs]
 
     def _give_back(self, ids: list[int], leasing: asyncio.Future) -> None:
         grants = () if leasing.cancelled() or leasing.exception() else grants_of(leasing.result())
@@ -186,8 +187,10 @@ def _log_failure(task: asyncio.Future) -> None:
                     task.exception())
 
 
-def _to_pb(job: Job, grant: Grant) -> queue_pb2.Job:
+def _to_pb(job: Job, grant: Grant, aging_step_us: int) -> queue_pb2.Job:
     return queue_pb2.Job(job_id=job.job_id, queue=job.queue, priority=job.priority,
                          payload=job.payload, created_at_us=job.created_at_us,
                          attempt=grant.attempt, lease_expires_at_us=grant.lease_expires_at_us,
-                         receipt=grant.receipt)
+                         receipt=grant.receipt,
+                         ready_at_us=max(job.created_at_us, job.ready_at_us),
+                         aging_step_us=aging_step_us)

@@ -35,6 +35,11 @@ class OwnedJobs:
         # queues that got ready jobs since the dispatcher last looked
         self.woken: set[str] = set()
 
+    @property
+    def aging_step_us(self) -> int:
+        """The step of the aged key (0: strict priority); consumers order by it too."""
+        return self._aging_step_us
+
     # ------------------------------------------------------ QueueState observer
 
     def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None:
