@@ -4,7 +4,9 @@ A node serves only the jobs it owns, so a consumer learns the nodes with
 ClusterInfo (from a gateway or any node) and keeps a long-poll open on every
 one of them, skipping a node that fails and retrying it with backoff, and
 refreshing the node list every ``refresh_interval`` seconds. Jobs arrive in a
-small local buffer and are handed out in arrival order.
+small local buffer and are handed out most urgent first by the nodes' aged key
+(``dpq.client._ordered``): a job waiting there is overtaken by a more urgent
+one that arrives from another node.
 
 ``Consumer`` runs an ``AsyncConsumer`` on a private event loop thread (see
 ``dpq.client._loop``): one implementation, and grpc.aio holds the long-polls
@@ -48,6 +50,7 @@ from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._keeper import LeaseKeeper
 from dpq.client._loop import LoopThread
 from dpq.client._membership import Membership
+from dpq.client._ordered import UrgentFirst
 from dpq.client._poller import PollSpec
 from dpq.client._retry import RetryPolicy
 from dpq.client._runner import ExponentialBackoff, Runner, RunSummary
@@ -57,8 +60,6 @@ from dpq.client._tasks import TaskSet
 from dpq.client.errors import ClientClosedError
 from dpq.client.job import AsyncJob, Job
 from dpq.client.spec import DEFAULT_QUEUE
-
-_WAKE = object()  # in the buffer: look at the consumer's state
 
 
 def _default_consumer_id() -> str:
@@ -118,7 +119,7 @@ class AsyncConsumer:
         self._membership = Membership(self._seeds, self._channels, discover=discover,
                                       interval=refresh_interval, retry=self._retry,
                                       on_nodes=self._fleet.update)
-        self._buffer: asyncio.Queue[Any] = asyncio.Queue()
+        self._buffer = UrgentFirst()
         self._started = False
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -195,7 +196,7 @@ class AsyncConsumer:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self._buffer.put_nowait(_WAKE)
+        self._buffer.wake()
         if self._started:
             self._wind_down = asyncio.get_running_loop().create_task(self._stop_polling())
 
@@ -244,23 +245,23 @@ class AsyncConsumer:
             if self._stopping.is_set():
                 return None
             item = await self._buffer.get()
-            if item is _WAKE:
-                self._buffer.put_nowait(_WAKE)  # for the next waiter
+            if item is None:
+                self._buffer.wake()  # for the next waiter
                 continue
-            if self._stopping.is_set() and isinstance(item, JobRecord):
+            if self._stopping.is_set():
                 # Stopped while waiting: not handed out; given back with the rest.
-                self._buffer.put_nowait(item)
+                self._buffer.put(item)
                 continue
-            if isinstance(item, JobRecord) and item.state is HoldState.HELD:
+            if item.state is HoldState.HELD:
                 return AsyncJob(item, self._settler)
 
     def _deliver(self, record: JobRecord) -> None:
-        self._buffer.put_nowait(record)
+        self._buffer.put(record)
 
     def _crashed(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
-        self._buffer.put_nowait(_WAKE)
+        self._buffer.wake()
         if not self._stopping.is_set():
             self.stop()
 
@@ -268,12 +269,8 @@ class AsyncConsumer:
         if self._membership_task is not None:
             await TaskSet.cancel(self._membership_task)
         await self._fleet.close()
-        buffered: list[JobRecord] = []
-        while not self._buffer.empty():
-            item = self._buffer.get_nowait()
-            if isinstance(item, JobRecord):
-                buffered.append(item)
-        self._buffer.put_nowait(_WAKE)
+        buffered = self._buffer.drain()
+        self._buffer.wake()
         await self._settler.release(buffered)
 
 
