@@ -103,6 +103,10 @@ def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
 
 # ------------------------------------------------------------------ consume
 
+#: How long ``dpq consume`` waits at most for every node's first answer.
+GATHER_S = 5.0
+
+
 def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: float,
             lease_s: float, out: TextIO, tls_dir: str | None = None) -> int:
     from dpq.client import Consumer, DpqError
@@ -111,6 +115,8 @@ def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: fl
     try:
         with Consumer(target, queue=queue, wait=min(wait_s, 30.0), lease=lease_s,
                       max_jobs=min(count or 10, 100), tls_dir=tls_dir) as consumer:
+            # Every node's ready jobs first, so the first line is the cluster's most urgent.
+            consumer._gather(min(wait_s, GATHER_S))
             for job in consumer:
                 print(f"{job.id}\tp{job.priority}\tattempt {job.attempt}\t{job.queue}\t"
                       f"{job.payload.decode('utf-8', 'backslashreplace')}", file=out, flush=True)

@@ -35,6 +35,7 @@ class PollerFleet:
         self._deliver = deliver
         self._fatal = fatal
         self._pollers: dict[str, tuple[NodePoller, asyncio.Task[Any]]] = {}
+        self._listed = asyncio.Event()  # the node list came at least once
         self.closed = False
 
     @property
@@ -46,6 +47,7 @@ class PollerFleet:
         """Poll exactly ``nodes``; the unreachable ones start with a backoff."""
         if self.closed:
             return
+        self._listed.set()
         for address, reachable in nodes.items():
             if address in self._pollers:
                 continue
@@ -64,6 +66,11 @@ class PollerFleet:
         # is proposed there, with no forwarding hop through a gateway or follower.
         self._settle_endpoints.replace([*live, *(a for a in nodes if a not in live), *self._seeds],
                                        current=live[0] if live else None)
+
+    async def first_round(self) -> None:
+        """Return once the nodes are known and each answered its first (non-waiting) Dequeue."""
+        await self._listed.wait()
+        await asyncio.gather(*(p.answered.wait() for p, _ in list(self._pollers.values())))
 
     async def close(self) -> None:
         """Stop every long-poll."""

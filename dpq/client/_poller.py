@@ -2,7 +2,10 @@
 
 A node serves only the jobs it owns, so a consumer runs one of these per node.
 A node that fails is retried with exponential backoff (and jitter); the other
-nodes' loops are not affected. A status no retry can fix (``INVALID_ARGUMENT``
+nodes' loops are not affected. The first Dequeue does not wait: it takes
+what the node has ready now, so that a consumer starting on a backlog sees
+every node's jobs (and orders them) before it settles into long-polls;
+``answered`` is set once that first round is over. A status no retry can fix (``INVALID_ARGUMENT``
 for a bad queue name, ``UNIMPLEMENTED``, …) ends the loop and is reported.
 """
 
@@ -45,10 +48,10 @@ class PollSpec:
     max_hold_s: float
     consumer_id: str
 
-    def request(self, n: int) -> queue_pb2.DequeueRequest:
-        """A Dequeue for up to ``n`` jobs."""
-        return queue_pb2.DequeueRequest(queue=self.queue, max_jobs=n,
-                                        wait_ms=max(0, round(self.wait_s * 1000)),
+    def request(self, n: int, wait: bool = True) -> queue_pb2.DequeueRequest:
+        """A Dequeue for up to ``n`` jobs (a long-poll unless ``wait`` is False)."""
+        wait_ms = max(0, round(self.wait_s * 1000)) if wait else 0
+        return queue_pb2.DequeueRequest(queue=self.queue, max_jobs=n, wait_ms=wait_ms,
                                         lease_ms=max(1, round(self.lease_s * 1000)),
                                         consumer_id=self.consumer_id)
 
@@ -67,13 +70,23 @@ class NodePoller:
         self._deliver = deliver
         self._fatal = fatal
         self.failures = 0
+        # Set after the first Dequeue answered or failed (or at once for a
+        # suspect node): what the node had ready then is delivered.
+        self.answered = asyncio.Event()
 
     def suspect(self) -> None:
         """The cluster says the node is unreachable: begin with a backoff, as if it had failed."""
         self.failures = max(self.failures, 1)
+        self.answered.set()  # not worth waiting for
 
     async def run(self) -> None:
         """Poll until cancelled (or a fatal status)."""
+        try:
+            await self._poll()
+        finally:
+            self.answered.set()
+
+    async def _poll(self) -> None:
         spec, held = self._spec, self._held
         if self.failures:
             await asyncio.sleep(self._retry.backoff(self.failures - 1))
@@ -81,11 +94,13 @@ class NodePoller:
             await held.wait_for_room()
             n = held.reserve(spec.max_jobs)
             sent = held.clock()
+            first = not self.answered.is_set()
             try:
                 response = await self._channels.stub(self.address).Dequeue(
-                    spec.request(n), timeout=spec.wait_s + DEQUEUE_MARGIN_S)
+                    spec.request(n, wait=not first), timeout=spec.wait_s + DEQUEUE_MARGIN_S)
             except grpc.aio.AioRpcError as exc:
                 held.unreserve(n)
+                self.answered.set()
                 if exc.code() in FATAL:
                     self._fatal(server_error(exc.code(), exc.details() or "", "Dequeue",
                                              self.address))
@@ -103,7 +118,8 @@ class NodePoller:
             held.receive(n, records)
             for record in records:
                 self._deliver(record)
-            if not records and held.clock() - sent < min(spec.wait_s, IDLE_S):
+            self.answered.set()
+            if not records and not first and held.clock() - sent < min(spec.wait_s, IDLE_S):
                 await asyncio.sleep(IDLE_S)  # an early empty answer: do not spin
 
     async def _back_off(self, exc: grpc.aio.AioRpcError) -> None:

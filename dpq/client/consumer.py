@@ -224,6 +224,21 @@ class AsyncConsumer:
 
     # --------------------------------------------------------------- inside
 
+    async def _gather(self, timeout: float) -> None:
+        """Start polling; return once every node answered with what it had ready
+        (those jobs are then held, in order), or after ``timeout`` seconds, or
+        once stopped. For ``dpq consume``: its first line is then the most
+        urgent job of the whole cluster, not of the node that answered first."""
+        self._start(self._iteration_capacity())
+        gathering = asyncio.ensure_future(self._fleet.first_round())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([gathering, stopping], timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gathering.cancel()
+            stopping.cancel()
+
     def _iteration_capacity(self) -> int:
         return self._prefetch or self._max_jobs
 
@@ -331,6 +346,10 @@ class Consumer:
         """The next job, or None after ``timeout`` seconds or once stopped."""
         job = self._loop.run(self._async.receive(timeout))
         return Job(job, self._loop) if job is not None else None
+
+    def _gather(self, timeout: float) -> None:
+        """See :meth:`AsyncConsumer._gather`."""
+        self._loop.run(self._async._gather(timeout))
 
     def run(self, handler: Callable[[Job], object], concurrency: int = 1, *,
             grace: float = 30.0, handle_signals: bool = True) -> RunSummary:
