@@ -65,3 +65,12 @@ def test_a_job_never_delivered_stays_ready() -> None:
     jobs = {1: (1, 0), 2: (5, 0), 3: (5, 0)}
     got = out_of_order(jobs, [(2, 2 * MS), (3, 3 * MS)], MS)
     assert got["out_of_order"] == 2 and got["share"] == 1.0
+
+
+def test_the_aging_step_is_the_nodes_setting() -> None:
+    from dpq.bench.e2e import aging_step_ms
+    from dpq.node.config import DEFAULT_AGING_STEP_MS
+
+    assert aging_step_ms([]) == DEFAULT_AGING_STEP_MS
+    assert aging_step_ms(["--tick-ms=5", "--aging-step-ms=0"]) == 0
+    assert aging_step_ms(["--aging-step-ms", "70", "--tick-ms", "5"]) == 70
