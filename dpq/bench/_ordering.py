@@ -34,15 +34,19 @@ STRICT = 1 << 60
 
 def out_of_order(job_ids: Sequence[int], priorities: Sequence[int], returned_ns: Sequence[int],
                  delivered_ids: Sequence[int], delivered_ns: Sequence[int],
-                 aging_step_ns: int) -> dict[str, float | int | None]:
+                 aging_step_ns: int | None) -> dict[str, float | int | None]:
     """Jobs: id, priority and enqueue-return time (ns) at the same index; deliveries: job id
-    and time (ns), redeliveries included (the first counts).
+    and time (ns), redeliveries included (the first counts). ``aging_step_ns=None``
+    compares priorities alone (a lower priority number ready elsewhere, order within a
+    priority not judged).
 
     ``{"deliveries": judged, "out_of_order": count, "share": count / judged (None if 0)}``.
     """
     n = len(job_ids)
     # One int per key, so the sorts and the heap compare plain ints.
-    if aging_step_ns:
+    if aging_step_ns is None:
+        keys = list(priorities)
+    elif aging_step_ns:
         keys = [r + (p - 1) * aging_step_ns for p, r in zip(priorities, returned_ns, strict=True)]
     else:
         keys = [p * STRICT + r for p, r in zip(priorities, returned_ns, strict=True)]

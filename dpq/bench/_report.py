@@ -218,7 +218,10 @@ def _cores_line(st: dict[str, Any], idle_nodes: float | None) -> str:
 
 def _ordering_part(label: str, o: dict[str, Any]) -> str:
     share = "–" if o.get("share") is None else f"{o['share']:.2%}"
-    return f"{label} {share} ({o.get('out_of_order', 0):,} of {o.get('deliveries', 0):,})"
+    prio = o.get("share_by_priority")
+    by_prio = "" if prio is None else f", by priority alone {prio:.2%}"
+    return (f"{label} {share} ({o.get('out_of_order', 0):,} of {o.get('deliveries', 0):,}"
+            f"{by_prio})")
 
 
 def _lat(v: float | None) -> str:

@@ -136,7 +136,7 @@ def test_the_low_rate_phase_reports_latencies_cores_and_order(run: tuple[dict, s
         order = result["runs"]["3-node"][key]["ordering"]
         assert order["deliveries"] == result["runs"]["3-node"][key]["checks"]["delivered_distinct"]
         assert 0 <= order["out_of_order"] <= order["deliveries"]
-        assert order["aging_step_ms"] == 5000
+        assert order["aging_step_ms"] == 5000 and 0 <= order["share_by_priority"] <= 1
     assert "latency, ms, low rate at 500 jobs/s" in stdout
     assert "out of order" in stdout and "nodes, cores" in stdout
 
