@@ -77,9 +77,9 @@ def test_the_aging_step_is_the_nodes_setting() -> None:
 
 
 def test_by_priority_alone_order_within_a_priority_is_not_judged() -> None:
-    jobs = {1: (3, 0), 2: (3, 1 * MS), 3: (1, 2 * MS)}
+    jobs = {1: (3, 0), 2: (3, 1 * MS), 3: (1, 5 * MS + 500_000)}
     # Job 2 before the older job 1 (same priority): out of order by aged key only.
-    # Job 1 while the priority-1 job 3 waits: out of order both ways.
+    # Job 1 while the priority-1 job 3 (ready at 5.5 ms) waits: out of order both ways.
     deliveries = [(2, 5 * MS), (1, 6 * MS), (3, 7 * MS)]
     assert out_of_order(jobs, deliveries, 1000 * MS)["out_of_order"] == 2
     assert out_of_order(jobs, deliveries, None)["out_of_order"] == 1
