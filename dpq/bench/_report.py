@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 BAR = 24
+HEADS = ["3n enq", "3n cons", "3n peak", "3n steady", "3n low", "1n enq", "1n cons"]
 
 
 class Progress:
@@ -121,11 +122,14 @@ def table(result: dict[str, Any]) -> str:
                          f"{_fmt_frac(frac, '1-node', kind, size):>8}")
     lines.append("  (3n/1n enq: dpq's enqueue rate as a fraction of the ceiling)")
 
-    st = r3.get("steady")
-    if st:
+    for st_key in ("steady_low", "steady"):
+        st = r3.get(st_key)
+        if not st:
+            continue
         peak = _get(r3, "steady_peak", "delivered_per_s")
         share = f", {st['offered_rate'] / peak:.0%} of the steady peak" if peak else ""
-        lines += ["", (f"latency, ms, steady state at {st['offered_rate']:,.0f} jobs/s offered "
+        what = "low rate" if st_key == "steady_low" else "steady state"
+        lines += ["", (f"latency, ms, {what} at {st['offered_rate']:,.0f} jobs/s offered "
                        f"for {o['steady_seconds']:g}s (3 nodes{share})"),
                   f"{'':<44}{'p50':>9}{'p99':>9}{'p999':>9}{'max':>9}{'n':>9}"]
         for label, key in [("enqueue, per job (scheduled → id returned)", "enqueue_latency"),
@@ -143,6 +147,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"  targets: enqueue p99 ≤ {targets.get('enqueue_p99_ms')} ms, end-to-end "
                      f"p99 ≤ {targets.get('e2e_p99_ms')} ms; delivered before the enqueue "
                      f"returned: {st['delivered_before_return']:,}")
+        lines.append(_cores_line(st, _get(r3, "idle_cpu_per_s", "nodes")))
+    if any(_get(r3, k, "ordering") for k in ("steady_peak", "steady", "steady_low")):
+        step = next(_get(r3, k, "ordering", "aging_step_ms") for k in
+                    ("steady_peak", "steady", "steady_low") if _get(r3, k, "ordering"))
+        lines.append(f"  out of order (a more urgent job by aged key, aging step {step} ms, was "
+                     "ready), target < 1 %: " + "; ".join(
+                         _ordering_part(label, _get(r3, k, "ordering"))
+                         for label, k in (("peak", "steady_peak"), ("half peak", "steady"),
+                                          ("low rate", "steady_low"))
+                         if _get(r3, k, "ordering")))
     enq = r3.get("enqueue")
     if enq:
         s = enq["call_latency"]
@@ -152,9 +166,9 @@ def table(result: dict[str, Any]) -> str:
                      f"per producer)")
 
     lines += ["", f"{'CPU seconds per 1,000 jobs':<30}" + "".join(
-        f"{h:>11}" for h in ["3n enq", "3n cons", "3n peak", "3n steady", "1n enq", "1n cons"])]
-    cols = [(r3, "enqueue"), (r3, "consume"), (r3, "steady_peak"), (r3, "steady"), (r1, "enqueue"),
-            (r1, "consume")]
+        f"{h:>11}" for h in HEADS)]
+    cols = [(r3, "enqueue"), (r3, "consume"), (r3, "steady_peak"), (r3, "steady"),
+            (r3, "steady_low"), (r1, "enqueue"), (r1, "consume")]
     kinds = ["nodes", "gateway", "postgres", "producers", "consumers", "driver", "total"]
     for kind in kinds:
         lines.append(f"  {kind:<28}" + "".join(
@@ -165,8 +179,10 @@ def table(result: dict[str, Any]) -> str:
             f"{name} " + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
             for name, d in zip(("3 nodes", "1 node"), idle, strict=True) if d))
         lines.append("  (each phase's window runs from its start until PostgreSQL caught up)")
+    lines.append(f"  {'nodes, cores (CPU s per s)':<28}" + "".join(
+        f"{_num(_get(r, ph, 'cpu_cores', 'nodes'), '.3f'):>11}" for r, ph in cols))
     lines += ["", f"{'batch sizes (counters, per phase)':<30}" + "".join(
-        f"{h:>11}" for h in ["3n enq", "3n cons", "3n peak", "3n steady", "1n enq", "1n cons"])]
+        f"{h:>11}" for h in HEADS)]
     for label, key in [("Paxos entries per fsync", "paxos_entries_per_sync"),
                        ("commands per proposal", "commands_per_proposal"),
                        ("writer rows per transaction", "writer_rows_per_transaction"),
@@ -174,6 +190,9 @@ def table(result: dict[str, Any]) -> str:
                        ("gateway requests per proposal", "gateway_requests_per_proposal")]:
         lines.append(f"  {label:<28}" + "".join(
             f"{_num(_get(r, ph, 'counters', 'batch_sizes', key), ',.1f'):>11}" for r, ph in cols))
+    lines.append(f"  {'producer requests per job':<28}" + "".join(
+        f"{_num(_get(r, ph, 'messages_per_job', 'producer_requests'), '.4f'):>11}"
+        for r, ph in cols))
     lines.append(f"  {'load average (1 min), start':<28}" + "".join(
         f"{(_get(r, ph, 'load_before') or '–').split()[0]:>11}" for r, ph in cols))
     lines.append(f"  {'leader elected during phase':<28}" + "".join(
@@ -187,6 +206,22 @@ def table(result: dict[str, Any]) -> str:
     if result.get("error"):
         lines += ["", f"STOPPED EARLY: {result['error']}"]
     return "\n".join(lines)
+
+
+def _cores_line(st: dict[str, Any], idle_nodes: float | None) -> str:
+    cores = st.get("cpu_cores") or {}
+    idle = "" if idle_nodes is None else f" (idle: {idle_nodes:.3f})"
+    return (f"  CPU in cores (CPU s per s of the phase): nodes together "
+            f"{_num(cores.get('nodes'), '.3f')}{idle}, gateway {_num(cores.get('gateway'), '.3f')}"
+            f", PostgreSQL {_num(cores.get('postgres'), '.3f')}")
+
+
+def _ordering_part(label: str, o: dict[str, Any]) -> str:
+    share = "–" if o.get("share") is None else f"{o['share']:.2%}"
+    prio = o.get("share_by_priority")
+    by_prio = "" if prio is None else f", by priority alone {prio:.2%}"
+    return (f"{label} {share} ({o.get('out_of_order', 0):,} of {o.get('deliveries', 0):,}"
+            f"{by_prio})")
 
 
 def _lat(v: float | None) -> str:

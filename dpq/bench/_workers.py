@@ -174,6 +174,8 @@ async def _main(spec: WorkerSpec, start, stop, progress, results) -> dict[str, A
         publisher.cancel()
         await client.close()
     progress[spec.index] = shared.count
+    if spec.kind == "producer":  # requests sent (retries included): messages per job
+        out["requests"] = client.stats.requests
     out.update(kind=spec.kind, index=spec.index, pid=os.getpid(), cpu_s=cpu1 - cpu0,
                started_ns=t0, ended_ns=t1, stopped_early=shared.stopped and spec.kind != "consumer")
     return out
@@ -215,13 +217,14 @@ async def _paced(producer, work: Paced, shared: _Shared, priorities: bytes, fill
     total = len(priorities)
     interval = 1e9 / work.rate
     ids, latency_ns, returned_ns = array("q"), array("q"), array("q")
+    prios = array("b")  # each answered job's priority, beside its id (the ordering figure)
     errors: list[str] = []
     pack = HEAD.pack
     # Stop offering at the end of the window and a little more (a producer
     # starved of CPU catches up in bursts, and its lateness shows in the latency).
     last_offer = t0 + int((work.seconds * 1.25 + 1) * 1e9)
 
-    def answered(due: int, future: asyncio.Future[int]) -> None:
+    def answered(due: int, priority: int, future: asyncio.Future[int]) -> None:
         now = time.monotonic_ns()
         if future.cancelled():
             errors.append("cancelled")
@@ -229,6 +232,7 @@ async def _paced(producer, work: Paced, shared: _Shared, priorities: bytes, fill
             errors.append(repr(future.exception()))
         else:
             ids.append(future.result())
+            prios.append(priority)
             returned_ns.append(now)
             latency_ns.append(now - due)
             shared.count += 1
@@ -241,7 +245,7 @@ async def _paced(producer, work: Paced, shared: _Shared, priorities: bytes, fill
         while k < total and t0 + k * interval <= now:
             due = t0 + int(k * interval)
             future = producer.submit(pack(due, k) + filler, priorities[k], queue)
-            future.add_done_callback(lambda f, due=due: answered(due, f))
+            future.add_done_callback(lambda f, due=due, p=priorities[k]: answered(due, p, f))
             k += 1
         if k < total:
             # At least a millisecond: uvloop's timers have that resolution, and a
@@ -249,7 +253,8 @@ async def _paced(producer, work: Paced, shared: _Shared, priorities: bytes, fill
             await asyncio.sleep(max(0.001, (t0 + k * interval - time.monotonic_ns()) / 1e9))
     offered_ns = time.monotonic_ns()
     await asyncio.wait_for(producer.flush(), max(1.0, timeout_s - (offered_ns - t0) / 1e9))
-    return {"ids": ids, "latency_ns": latency_ns, "returned_ns": returned_ns, "offered": k,
+    return {"ids": ids, "priorities": prios, "latency_ns": latency_ns,
+            "returned_ns": returned_ns, "offered": k,
             "scheduled": total, "offered_until_ns": offered_ns, "errors": len(errors),
             "first_errors": errors[:5]}
 

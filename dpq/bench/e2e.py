@@ -35,18 +35,28 @@ Phases, each measured on its own:
       consumer's handler got it (both CLOCK_MONOTONIC, one clock on one
       machine), and from its scheduled send time.
 
+   c. low rate: the same at a fixed ``--low-rate`` (1,000 jobs/s), the rate
+      most users run at: latencies, and the nodes' CPU in cores (CPU seconds
+      per second of the phase, all node processes together; the idle
+      cluster's is printed beside it).
+
    "Half of the measured peak" is half of (a), not of phase 1: phase 1 has no
    consumers, and half of its rate is more than the cluster can deliver, so
    the queue would grow all through the window and the latencies would be
    those of the growing backlog.
 
+   After each steady part, the ordering figure (``dpq.bench._ordering``): the
+   share of deliveries made while a strictly more urgent job (aged key, with
+   the nodes' ``--aging-step-ms``) was ready in the cluster.
+
 ``--repeat 3`` runs it all three times and reports the median of each figure
 (the targets are medians of three; see ``dpq/bench/_medians.py``).
 
-Beside each phase: CPU seconds per 1,000 jobs by process kind (psutil on
+Beside each phase: CPU seconds per 1,000 jobs and per second (cores) by process kind (psutil on
 the pids; PostgreSQL with all its children; workers report their own), and
 batch sizes at every hop from the counters of nodes and gateway (differences
-over the phase, catch-up included), and whether a leader was elected during
+over the phase, catch-up included), the producers' requests per job (the
+client library's count), and whether a leader was elected during
 the phase (a new ballot: its figures then include the election). With
 ``--dsn``, PostgreSQL's CPU is that of the whole server (when it runs on this
 machine), other users' work included.
@@ -84,7 +94,7 @@ from typing import Any, Self
 
 import psycopg
 
-from dpq.bench import _ceiling, _medians, _probe
+from dpq.bench import _ceiling, _medians, _ordering, _probe
 from dpq.bench._phase import BenchError, run_phase
 from dpq.bench._report import Progress, table
 from dpq.bench._stats import ratio, summarize_ns
@@ -127,6 +137,9 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--rate", type=float,
                    help="offered rate of the steady latency run, jobs/s, all producers "
                         "(default: half of the steady peak)")
+    c.add_argument("--low-rate", type=float, default=1000.0,
+                   help="offered rate of the low-rate latency run, jobs/s, all producers "
+                        "(1000; 0 skips it)")
     c.add_argument("--steady-seconds", type=float, default=None, help="steady window (20)")
     c.add_argument("--steady-batch-size", type=int, default=500,
                    help="the batching producer's largest batch in phase 3 (500)")
@@ -178,6 +191,8 @@ def parse(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace
         p.error("--steady-seconds must not be negative and --rate must be positive")
     if args.peak_rate is not None and args.peak_rate < 0:
         p.error("--peak-rate must not be negative")
+    if args.low_rate < 0:
+        p.error("--low-rate must not be negative")
     if args.peak_rate == 0 and args.rate is None:
         p.error("--peak-rate 0 skips the peak, whose half is the default --rate: give --rate")
     args.copy_batch_sizes = [int(s) for s in args.copy_batches.split(",") if s.strip()]
@@ -237,6 +252,19 @@ def no_sigint():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def aging_step_ms(node_args: list[str]) -> int:
+    """The nodes' aging step: the last ``--aging-step-ms`` in ``--node-arg``, else the default."""
+    from dpq.node.config import DEFAULT_AGING_STEP_MS
+
+    step = DEFAULT_AGING_STEP_MS
+    for i, arg in enumerate(node_args):
+        if arg.startswith("--aging-step-ms="):
+            step = int(arg.split("=", 1)[1])
+        elif arg == "--aging-step-ms" and i + 1 < len(node_args):
+            step = int(node_args[i + 1])
+    return step
 
 
 def _load() -> str:
@@ -343,6 +371,7 @@ class Run:
             before["counters"] = _probe.snapshot_counters(cluster.gateway_address,
                                                           cluster.peer_addresses)
             before["cpu"] = self.meter.read()
+            before["cpu_ns"] = time.monotonic_ns()
             before["driver"] = _probe.own_cpu()
             before["load"] = _load()
             self.progress.begin(f"{self.name} · {label}")  # the clock starts now
@@ -363,8 +392,11 @@ class Run:
         written_ns = time.monotonic_ns()
         after_counters = _probe.snapshot_counters(cluster.gateway_address, cluster.peer_addresses)
         cpu = self.meter.read()
+        cpu_window_s = (time.monotonic_ns() - before["cpu_ns"]) / 1e9
         measured = {
             "cpu_s": {k: cpu[k] - before["cpu"][k] for k in cpu},
+            # The meter's window: from the start until PostgreSQL caught up.
+            "cpu_window_s": cpu_window_s,
             "counters": _probe.counter_deltas(before["counters"], after_counters),
             "load_before": before["load"],
             "load_after": _load(),
@@ -379,6 +411,11 @@ class Run:
             measured["cpu_s"][kind] = sum(r["cpu_s"] for r in results.values()
                                           if r["kind"] + "s" == kind)
         measured["cpu_s"]["total"] = sum(measured["cpu_s"].values())
+        # CPU seconds per second of the window (workers: of the same window, roughly).
+        measured["cpu_cores"] = {k: v / cpu_window_s for k, v in measured["cpu_s"].items()}
+        requests = sum(r.get("requests", 0) for r in results.values() if r["kind"] == "producer")
+        jobs = sum(len(r["ids"]) for r in results.values() if r["kind"] == "producer")
+        measured["messages_per_job"] = {"producer_requests": ratio(requests, jobs)}
         return t0, results, measured
 
     @staticmethod
@@ -430,7 +467,7 @@ class Run:
 
     def steady(self, rate: float, key: str = "steady") -> None:
         """Phase 3 at ``rate`` offered; its figures go under ``key``
-        (``steady_peak`` for part a, ``steady`` for part b)."""
+        (``steady_peak`` for part a, ``steady`` for part b, ``steady_low`` for part c)."""
         a = self.args
         timeout_s = self._timeout(round(rate * a.steady_seconds), a.steady_seconds)
         specs = [self._spec(i, a.seed * 1000 + 500 + i,
@@ -438,7 +475,7 @@ class Run:
                             timeout_s)
                  for i in range(a.producers)]
         specs += self._consumers(a.producers, timeout_s)
-        label = "steady peak" if key == "steady_peak" else "steady"
+        label = {"steady_peak": "steady peak", "steady_low": "low rate"}.get(key, "steady")
         t0, results, m = self._phase(f"{label} {rate:,.0f}/s", specs, None, 0)
         window_end = t0 + int(a.steady_seconds * 1e9)
         prods = [r for r in results.values() if r["kind"] == "producer"]
@@ -476,6 +513,7 @@ class Run:
             "e2e_from_return": summarize_ns(from_return),
             "e2e_from_send": summarize_ns(from_send),
             "delivered_before_return": early,
+            "ordering": self._ordering(prods, cons),
             "checks": _checks(ids, delivered, results),
             "cpu_per_1000_jobs": self._per_1000(m, len(ids)), **m,
         }
@@ -483,7 +521,27 @@ class Run:
         self.progress.end(
             f"{st['delivered_per_s'] or 0:,.0f}/s delivered of {rate:,.0f}/s offered; enqueue "
             f"p99 {_ms(st['enqueue_latency']['p99'])}, end-to-end p99 "
-            f"{_ms(st['e2e_from_return']['p99'])}")
+            f"{_ms(st['e2e_from_return']['p99'])}; nodes {st['cpu_cores']['nodes']:.2f} cores; "
+            f"out of order {_pct(st['ordering']['share'])}")
+
+    def _ordering(self, prods: list[dict[str, Any]], cons: list[dict[str, Any]],
+                  ) -> dict[str, Any]:
+        step_ms = aging_step_ms(self.args.node_arg)
+        t0 = time.process_time()
+
+        def cat(rs: list[dict[str, Any]], field: str) -> list[int]:
+            return [x for r in rs for x in r[field]]
+
+        out: dict[str, Any] = _ordering.out_of_order(
+            cat(prods, "ids"), cat(prods, "priorities"), cat(prods, "returned_ns"),
+            cat(cons, "ids"), cat(cons, "delivered_ns"), step_ms * 1_000_000)
+        out["aging_step_ms"] = step_ms
+        # Priorities alone: most of the figure above can be order within one priority.
+        out["share_by_priority"] = _ordering.out_of_order(
+            cat(prods, "ids"), cat(prods, "priorities"), cat(prods, "returned_ns"),
+            cat(cons, "ids"), cat(cons, "delivered_ns"), None)["share"]
+        out["computed_in_cpu_s"] = time.process_time() - t0
+        return out
 
 
 def _s(v: float | None) -> str:
@@ -492,6 +550,10 @@ def _s(v: float | None) -> str:
 
 def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f} ms"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2%}"
 
 
 # ------------------------------------------------------------------ databases
@@ -583,6 +645,9 @@ def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress
                     if rate is None:
                         rate = max(1.0, (run.result["steady_peak"]["delivered_per_s"] or 0) / 2)
                     run.steady(rate)
+                if ((nodes == 3 or args.single_node_steady) and args.steady_seconds > 0
+                        and args.low_rate > 0):
+                    run.steady(args.low_rate, "steady_low")
     finally:
         with contextlib.suppress(Exception):
             if dbs is not None and args.dsn:

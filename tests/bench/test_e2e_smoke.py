@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow  # real processes (see pyproject: markers)
 JOBS = 2000
 RATE = 1000
 PEAK_RATE = 3000
+LOW_RATE = 500
 STEADY_S = 2
 
 
@@ -38,7 +39,7 @@ def _env() -> dict[str, str]:
 def run(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("e2e") / "e2e.json"
     cmd = [sys.executable, "-m", "dpq.bench.e2e", "--jobs", str(JOBS), "--rate", str(RATE),
-           "--peak-rate", str(PEAK_RATE),
+           "--peak-rate", str(PEAK_RATE), "--low-rate", str(LOW_RATE),
            "--steady-seconds", str(STEADY_S), "--copy-batches", "100,1000", "--copy-rounds", "1",
            "--dsn", pg_dsn, "--json", str(out), "--no-progress", "--stall-seconds", "30",
            "--phase-timeout", "90"]
@@ -119,6 +120,25 @@ def test_steady_state_latencies_cover_every_job(run: tuple[dict, str]) -> None:
     assert st["enqueue_latency"]["min"] >= 0  # counted from the scheduled time, never before it
     assert st["delivered_per_s"] > 0 and st["cpu_per_1000_jobs"]["producers"] > 0
     assert "steady" not in run[0]["runs"]["1-node"]  # only with --single-node-steady
+    assert "steady_low" not in run[0]["runs"]["1-node"]
+
+
+def test_the_low_rate_phase_reports_latencies_cores_and_order(run: tuple[dict, str]) -> None:
+    result, stdout = run
+    low = result["runs"]["3-node"]["steady_low"]
+    jobs = LOW_RATE * STEADY_S
+    assert low["offered_rate"] == LOW_RATE and low["enqueued"] == jobs
+    assert low["checks"]["missing"] == 0 and low["checks"]["duplicate_deliveries"] == 0
+    assert low["enqueue_latency"]["n"] == low["e2e_from_return"]["n"] == jobs
+    assert low["cpu_cores"]["nodes"] > 0 and low["cpu_window_s"] > 0
+    assert low["messages_per_job"]["producer_requests"] > 0
+    for key in ("steady_peak", "steady", "steady_low"):
+        order = result["runs"]["3-node"][key]["ordering"]
+        assert order["deliveries"] == result["runs"]["3-node"][key]["checks"]["delivered_distinct"]
+        assert 0 <= order["out_of_order"] <= order["deliveries"]
+        assert order["aging_step_ms"] == 5000 and 0 <= order["share_by_priority"] <= 1
+    assert "latency, ms, low rate at 500 jobs/s" in stdout
+    assert "out of order" in stdout and "nodes, cores" in stdout
 
 
 def test_the_steady_peak_runs_before_the_latency_run(run: tuple[dict, str]) -> None:
