@@ -18,7 +18,7 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paxos.test_core import Cluster, prop  # tests/ is on the path (pyproject)
+from support.paxos_cluster import Cluster, prop
 
 from dpq.node import wire
 from dpq.paxos import messages as m

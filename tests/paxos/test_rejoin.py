@@ -10,10 +10,9 @@ apply, advance), as in test_core.py.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
-from support.paxos_disk import Disk
+from support.paxos_cluster import Cluster, prop
 
 from dpq.paxos import (
     VOTER_CLIENT_ID,
@@ -21,7 +20,6 @@ from dpq.paxos import (
     Accepted,
     Ballot,
     Config,
-    Entry,
     HardState,
     InstallSnapshot,
     Notice,
@@ -34,99 +32,8 @@ from dpq.paxos import (
     is_config,
 )
 from dpq.paxos.core import InvalidProposal, NotLeader
-from dpq.paxos.messages import Message, Promise
+from dpq.paxos.messages import Promise
 from dpq.paxos.types import ZERO_BALLOT, voter_of, voter_proposal
-
-
-def prop(n: int) -> Proposal:
-    return Proposal("c", n, f"c{n}".encode())
-
-
-class Cluster:
-    """Replicas 1..n, a hand-cranked network, and every notice each one gave."""
-
-    def __init__(self, n: int = 3, **config) -> None:
-        self.ids = list(range(1, n + 1))
-        self.config = {"election_ticks": 10, "heartbeat_ticks": 2, **config}
-        self.disks = {i: Disk() for i in self.ids}
-        self.nodes = {i: self._new(i) for i in self.ids}
-        self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
-        self.snapshots: dict[int, list[Snapshot]] = {i: [] for i in self.ids}
-        self.notices: dict[int, list[Notice]] = {i: [] for i in self.ids}
-        self.net: list[Message] = []
-        self.sent: list[Message] = []
-        #: Called after every step of a delivery (to check an invariant all along).
-        self.watch: Callable[[], None] = lambda: None
-
-    def _new(self, i: int, **kw) -> Replica:
-        return Replica(Config(i, tuple(self.ids), **self.config), random.Random(i), **kw)
-
-    def drive(self, i: int) -> None:
-        node = self.nodes[i]
-        while node.has_ready():
-            rd = node.ready()
-            self.notices[i].extend(node.take_notices())
-            self.disks[i].persist(rd)
-            self.net.extend(rd.messages)
-            self.sent.extend(rd.messages)
-            if rd.snapshot is not None:
-                self.snapshots[i].append(rd.snapshot)
-            self.applied[i].extend(rd.committed)
-            node.advance(rd)
-        self.notices[i].extend(node.take_notices())
-
-    def deliver(self, drop: Callable[[Message], bool] = lambda m: False,
-                rounds: int = 200) -> None:
-        for i in self.ids:
-            self.drive(i)
-        for _ in range(rounds):
-            if not self.net:
-                return
-            batch, self.net = self.net, []
-            for m in batch:
-                if not drop(m):
-                    self.nodes[m.dst].step(m)
-                    self.drive(m.dst)
-                    self.watch()
-        raise AssertionError("network did not quiesce")
-
-    def tick(self, i: int, n: int = 1) -> None:
-        for _ in range(n):
-            self.nodes[i].tick()
-        self.drive(i)
-
-    def elect(self, i: int, drop: Callable[[Message], bool] = lambda m: False) -> None:
-        for _ in range(3):
-            node = self.nodes[i]
-            for _ in range(2 * self.config["election_ticks"]):
-                node.tick()
-                if node.role is Role.CANDIDATE:
-                    break
-            self.drive(i)
-            self.deliver(drop)
-            if node.is_leader:
-                return
-        raise AssertionError(f"node {i} was not elected")
-
-    def heartbeats(self, leader: int, times: int = 20,
-                   drop: Callable[[Message], bool] = lambda m: False) -> None:
-        for _ in range(times):
-            self.tick(leader, self.config["heartbeat_ticks"])
-            self.deliver(drop)
-
-    def lose_disk(self, i: int) -> None:
-        """Node i loses all its persistent state and restarts as a learner."""
-        self.disks[i] = Disk()
-        self.nodes[i] = self._new(i, learner=True)
-        self.applied[i] = []
-        self.snapshots[i] = []
-        self.net = [m for m in self.net if m.dst != i and m.src != i]
-
-    def values(self, i: int) -> list[Proposal]:
-        return [e.proposal for e in self.applied[i] if not is_config(e.proposal)]
-
-    def kinds(self, i: int, kind: str) -> list[Notice]:
-        return [n for n in self.notices[i] if n.kind == kind]
 
 
 def committed_cluster(n: int = 3, slots: int = 5, **config) -> Cluster:
