@@ -93,6 +93,11 @@ class HealthReporter:
         self._rate = weight * self._rate + (1 - weight) * instant
         self._last_delivered, self._last_t = delivered, now
 
+    @property
+    def consume_rate(self) -> float:
+        """Jobs handed to consumers per second, smoothed (half-life RATE_HALF_LIFE_S)."""
+        return self._rate
+
     def report(self) -> replication_pb2.NodeHealthReport:
         status = self._replica.status()
         return replication_pb2.NodeHealthReport(

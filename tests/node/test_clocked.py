@@ -238,11 +238,11 @@ def test_the_consume_rate_follows_deliveries_over_the_clock():
         clock.advance(1.0)
         dispatcher.delivered += 100
         reporter.sample()
-    assert 99.0 < reporter._rate <= 100.0
+    assert 99.0 < reporter.consume_rate <= 100.0
     for _ in range(20):  # then nothing: the rate decays to ~0 over the same time
         clock.advance(1.0)
         reporter.sample()
-    assert reporter._rate < 0.1
+    assert reporter.consume_rate < 0.1
 
 
 def test_a_peer_counts_as_reachable_within_s_of_the_last_message_on_the_clock():
