@@ -104,6 +104,32 @@ def counter_deltas(before: Counters, after: Counters) -> dict[str, object]:
     }
 
 
+#: gRPC methods by hop, as the servers count them (``dpq.services.counting``):
+#: each message is counted once, by the server that receives it or sends it.
+HOPS: dict[str, tuple[str, ...]] = {
+    "producers -> gateway": ("Queue/Enqueue", "Queue/EnqueueStream"),
+    "proposals to the leader": ("Replication/Propose", "Replication/ProposeStream"),
+    "Paxos between nodes": ("Replication/Stream",),
+    "consumers <-> nodes": ("Queue/Dequeue", "Queue/Ack", "Queue/Nack", "Queue/ExtendLease",
+                            "Queue/Consume"),
+}
+
+
+def messages_per_job(deltas: dict[str, object], jobs: int) -> dict[str, float | None]:
+    """gRPC messages (in and out) per job at every hop, from :func:`counter_deltas`,
+    and all of them together (health reports and the rest included)."""
+    counts: dict[str, float] = {}
+    for source in (deltas["total"], deltas["gateway"]):
+        for key, n in source.items():  # type: ignore[union-attr]
+            if key.startswith(("rpc.in.", "rpc.out.")):
+                method = key.split(".", 2)[2]
+                counts[method] = counts.get(method, 0.0) + n
+    per = {hop: (sum(counts.get(m, 0.0) for m in methods) / jobs if jobs else None)
+           for hop, methods in HOPS.items()}
+    per["all gRPC messages"] = sum(counts.values()) / jobs if jobs else None
+    return per
+
+
 # ------------------------------------------------------------------------ CPU
 
 class ProcessCpu:

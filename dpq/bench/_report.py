@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from dpq.bench import _probe
+
 BAR = 24
 HEADS = ["3n enq", "3n cons", "3n peak", "3n steady", "3n low", "1n enq", "1n cons"]
 
@@ -193,6 +195,11 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"  {'producer requests per job':<28}" + "".join(
         f"{_num(_get(r, ph, 'messages_per_job', 'producer_requests'), '.4f'):>11}"
         for r, ph in cols))
+    lines += ["", f"{'gRPC messages per job (in + out)':<30}" + "".join(
+        f"{h:>11}" for h in HEADS)]
+    for hop in [*_probe.HOPS, "all gRPC messages"]:
+        lines.append(f"  {hop:<28}" + "".join(
+            f"{_num(_get(r, ph, 'messages_per_job', hop), '.3f'):>11}" for r, ph in cols))
     lines.append(f"  {'load average (1 min), start':<28}" + "".join(
         f"{(_get(r, ph, 'load_before') or '–').split()[0]:>11}" for r, ph in cols))
     lines.append(f"  {'leader elected during phase':<28}" + "".join(

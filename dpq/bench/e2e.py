@@ -415,7 +415,11 @@ class Run:
         measured["cpu_cores"] = {k: v / cpu_window_s for k, v in measured["cpu_s"].items()}
         requests = sum(r.get("requests", 0) for r in results.values() if r["kind"] == "producer")
         jobs = sum(len(r["ids"]) for r in results.values() if r["kind"] == "producer")
-        measured["messages_per_job"] = {"producer_requests": ratio(requests, jobs)}
+        delivered = sum(len(r["ids"]) for r in results.values()
+                        if r["kind"] == "consumer")
+        measured["messages_per_job"] = {
+            "producer_requests": ratio(requests, jobs),
+            **_probe.messages_per_job(measured["counters"], max(jobs, delivered))}
         return t0, results, measured
 
     @staticmethod

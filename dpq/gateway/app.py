@@ -54,6 +54,7 @@ class Gateway:
             credentials=server_credentials, interceptors=interceptors,
             limits=config.server_limits)
         self.port = self.server.port
+        self.ops.messages = self.server.messages.totals
 
     async def start(self) -> None:
         self.monitor.start()

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -37,6 +37,8 @@ class GatewayOperations:
         self.limits = limits
         self._dedup_window_us = dedup_window_ms * 1000
         self.jobs = 0
+        #: The server's messages in and out per method (set by the app once it serves).
+        self.messages: Callable[[], dict[str, float]] = dict
 
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]:
         validate.new_jobs(jobs, self.limits)
@@ -103,6 +105,7 @@ class GatewayOperations:
         info.counters["gateway.proposals"] = self.proposer.proposals
         info.counters["gateway.requests"] = self.proposer.commands
         info.counters["gateway.jobs"] = self.jobs
+        info.counters.update(self.messages())
         return info
 
     async def _to_leader(self, method: str, request):

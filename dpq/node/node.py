@@ -291,6 +291,8 @@ class Node:
             "peers.refused_proposals": (self.replication.refused_proposals
                                         if self.replication is not None else 0),
             "state.held_bytes": self.state.held_bytes,
+            **(self._server.messages.totals() if self._server is not None else {}),
+            **(self._peer_server.messages.totals() if self._peer_server is not None else {}),
         }
 
     def progress(self) -> Progress:

@@ -1,5 +1,5 @@
 """A gRPC server with what every dpq process serves besides its own services:
-the request log, gRPC health checking and reflection, an exclusive port
+the request log, message counts, gRPC health checking and reflection, an exclusive port
 (``dpq.services.ports``), a clear status for bodies that are too big or do not
 parse (``dpq.services.decoding``) and the port limits (``dpq.services.limits``)."""
 
@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dpq import logs
 from dpq.services import ports
+from dpq.services.counting import MessageCounter
 from dpq.services.decoding import DecodingInterceptor
 from dpq.services.limits import DEFAULT_LIMITS, HealthWatchLimiter, ServerLimits
 
@@ -50,8 +51,10 @@ class Server:
         # Responses (a Dequeue of many big jobs, a snapshot) may be as big as
         # the peer plane allows; requests are capped per service.
         send = max(receive, limits.max_peer_message_bytes)
+        #: Messages in and out per method (``dpq.services.counting``).
+        self.messages = MessageCounter()
         self.server = grpc.aio.server(
-            interceptors=[logs.RequestLogInterceptor(), *interceptors,
+            interceptors=[self.messages, logs.RequestLogInterceptor(), *interceptors,
                           DecodingInterceptor(limits.limit_for),
                           HealthWatchLimiter(limits)],
             options=[*ports.EXCLUSIVE, *KEEPALIVE,
