@@ -1,14 +1,13 @@
-"""Batching with a short wait only under load: items that arrive while batches are
-in flight leave together.
+"""Batching that follows the load: items submitted close together leave together.
 
-The same rule as the node's proposer: when nothing is in flight, a batch goes
-out at once (a lone item under light load is never held back). While batches
-are in flight, the next one waits for a free slot among ``max_inflight`` and
-for up to ``linger`` seconds of company, unless it is full first (``max_items``
-items / ``max_bytes`` bytes). The wait bounds the calls a busy stream makes to
-about one per ``linger``: without it, a steady trickle of items would leave
-one by one as fast as the round trip allows, and the per-call cost (~0.3 ms
-of CPU on each side in Python gRPC) would fill the machine at any rate.
+How long a batch waits for company is the node proposer's rule
+(:class:`dpq.cadence.Cadence`): a lone item on an idle path leaves at once;
+the more batches have been leaving lately, the longer the gap before the next
+one (a few milliseconds at most), unless it is full first (``max_items``
+items / ``max_bytes`` bytes); at most ``max_inflight`` batches are in flight.
+Without the gap a steady trickle of items would leave one by one as fast as
+the round trip allows, and the per-call cost (~0.3 ms of CPU on each side in
+Python gRPC) would fill the machine at any rate.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from dpq.cadence import Cadence
 from dpq.client.errors import DpqError
 
 T = TypeVar("T")
@@ -33,10 +33,10 @@ class Coalescer(Generic[T, R]):
 
     def __init__(self, send: Send[T, R], *, max_items: int, max_inflight: int,
                  max_bytes: int | None = None, size: Callable[[T], int] | None = None,
-                 linger: float = 0.002) -> None:
+                 cadence: Cadence | None = None) -> None:
         self._send = send
         self._max_items = max_items
-        self._linger = linger
+        self._cadence = cadence if cadence is not None else Cadence()
         self._timer: asyncio.TimerHandle | None = None
         self._max_bytes = max_bytes
         self._size = size
@@ -64,10 +64,19 @@ class Coalescer(Generic[T, R]):
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
     def _pump(self) -> None:
-        if self._inflight and self._linger > 0 and len(self._pending) < self._max_items:
-            # Busy: let the next batch gather for a moment (see the module's doc).
-            if self._timer is None and self._pending:
-                self._timer = asyncio.get_running_loop().call_later(self._linger, self._lingered)
+        if not self._pending:
+            return
+        full = len(self._pending) >= self._max_items
+        if self._timer is not None:
+            if not full:
+                return
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        delay = self._cadence.delay(loop.time())
+        if delay > 0 and not full:
+            # Busy lately: let the next batch gather for a moment (see the module's doc).
+            self._timer = loop.call_later(delay, self._lingered)
             return
         self._send_ready()
 
@@ -80,7 +89,9 @@ class Coalescer(Generic[T, R]):
             batch = self._take()
             if not batch:
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
+            loop = asyncio.get_running_loop()
+            self._cadence.sent(loop.time())
+            task = loop.create_task(self._run(batch))
             self._inflight.add(task)
             task.add_done_callback(self._done)
 

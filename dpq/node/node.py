@@ -279,6 +279,7 @@ class Node:
             "paxos.synced_entries": self.driver.synced_entries,
             "proposer.proposals": self.proposer.proposals,
             "proposer.commands": self.proposer.commands,
+            **{f"proposer.{kind}": float(n) for kind, n in self.proposer.kinds.items()},
             "writer.transactions": self.leader_duties.transactions,
             "writer.rows": self.leader_duties.rows,
             "dispatcher.delivered": self.dispatcher.delivered,

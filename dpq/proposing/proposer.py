@@ -3,13 +3,14 @@
 Every part of a node that changes the queue (Enqueue and Ack handlers, the
 long-poll dispatcher, lease expiry, the leader's writer) calls
 :meth:`Proposer.submit` with one command and awaits its result. The proposer
-packs everything submitted while the previous proposals were in flight into
-one ``CommandBatch`` (one Paxos slot, one fsync on every node), up to
-``max_inflight`` batches at once. When nothing is in flight a command leaves at
-once; while batches are in flight the next one waits up to ``linger_s`` for
-company (unless it is full), so a steady trickle makes one slot per
-``linger_s`` rather than one per command as fast as the round trip allows
-(each slot costs every node an fsync and messages, whatever its size).
+packs everything submitted meanwhile into one ``CommandBatch`` (one Paxos
+slot, one fsync on every node), up to ``max_inflight`` batches at once. How
+long a batch waits for company follows the load (:class:`dpq.cadence.Cadence`):
+a lone command at an idle node leaves at once, and the busier the proposer,
+the longer the gap between two batches (a few milliseconds at most), so a
+steady trickle makes few slots instead of one per command as fast as the
+round trip allows (each slot costs every node an fsync and messages,
+whatever its size).
 
 Each batch carries ``(client_id, seq)``. It is retried with the same pair —
 at the new leader after a leader change, or after a timeout — and the state
@@ -35,11 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from typing import Protocol
 
 import grpc
 
 from dpq import clock as clocks
+from dpq.cadence import Cadence
 from dpq.errors import ResourceExhausted, Unavailable
 from dpq.paxos.core import NotLeader, ProposalRefused
 from dpq.paxos.sessions import DEFAULT_WINDOW
@@ -97,14 +100,14 @@ class Proposer:
 
     def __init__(self, name: str, router: Router, *, max_batch: int = 2048,
                  max_batch_bytes: int = 8 << 20, max_inflight: int = 4,
-                 linger_s: float = 0.002, attempt_timeout_s: float = 2.0,
+                 cadence: Cadence | None = None, attempt_timeout_s: float = 2.0,
                  deadline_s: float = 15.0, clock: clocks.Clock = clocks.monotonic) -> None:
         self.client_id = f"{name}-{uuid.uuid4().hex[:12]}"
         self._router = router
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._slots = asyncio.Semaphore(max_inflight)
-        self._linger_s = linger_s
+        self._cadence = cadence if cadence is not None else Cadence()
         self._attempt_timeout_s = attempt_timeout_s
         self._deadline_s = deadline_s
         self._clock = clock
@@ -117,6 +120,8 @@ class Proposer:
         # Observed batch sizes (for the benchmark): commands per proposal.
         self.proposals = 0
         self.commands = 0
+        #: Commands proposed, by kind (``lease``, ``ack``, ``expire``, …).
+        self.kinds: Counter[str] = Counter()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever(), name="proposer")
@@ -152,10 +157,12 @@ class Proposer:
             self._wake.clear()
             while self._pending:
                 await self._slots.acquire()
-                if self._inflight and self._linger_s > 0 and len(self._pending) < self._max_batch:
-                    await asyncio.sleep(self._linger_s)
+                delay = self._cadence.delay(self._clock())
+                if delay > 0 and len(self._pending) < self._max_batch:
+                    await asyncio.sleep(delay)
                 await self._window.admit(self._seq + 1)
                 batch = self._take()
+                self._cadence.sent(self._clock())
                 self._seq += 1
                 task = asyncio.create_task(self._run_batch(self._seq, batch))
                 self._inflight.add(task)
@@ -180,6 +187,7 @@ class Proposer:
             kinds = [c.WhichOneof("kind") for c in commands]
             self.proposals += 1
             self.commands += len(commands)
+            self.kinds.update(kinds)
             try:
                 slot, results = await self._until_committed(seq, data, kinds)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
