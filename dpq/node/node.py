@@ -204,6 +204,7 @@ class Node:
         await self.snapshotter.stop()
         self.driver.stop()
         await self.proposer.stop()
+        self.router.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
