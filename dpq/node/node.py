@@ -280,6 +280,7 @@ class Node:
             "paxos.synced_entries": self.driver.synced_entries,
             "proposer.proposals": self.proposer.proposals,
             "proposer.commands": self.proposer.commands,
+            "proposer.streams_opened": self.router.streams_opened,
             "writer.transactions": self.leader_duties.transactions,
             "writer.rows": self.leader_duties.rows,
             "dispatcher.delivered": self.dispatcher.delivered,

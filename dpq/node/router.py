@@ -143,6 +143,11 @@ class LeaderRouter:
             return Applied(response.slot, None)
         return Applied(response.slot, results_from_pb(response.results, kinds))
 
+    @property
+    def streams_opened(self) -> int:
+        """ProposeStreams opened to leaders so far (a counter: 1 per leader while all is well)."""
+        return sum(stream.opened for stream in self._streams.values())
+
     def close(self) -> None:
         """End the proposal streams to other nodes (the node is stopping)."""
         for stream in self._streams.values():

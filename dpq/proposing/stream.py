@@ -52,6 +52,12 @@ class _Open:
         self.reader = asyncio.create_task(self._read(), name="propose-stream")
 
     async def _requests(self) -> AsyncIterator[replication_pb2.ProposeRequest]:
+        # The leader sends its headers at once (an old one its UNIMPLEMENTED):
+        # nothing is written before, since a write racing the server's status
+        # makes gRPC report INTERNAL instead of that status.
+        await self.call.initial_metadata()
+        if self.call.done():
+            return
         while True:
             request = await self.outbox.get()
             if request is _CLOSED:

@@ -271,6 +271,9 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
             await context.abort(exc.code, str(exc))
 
     async def ProposeStream(self, request_iterator, context):
+        # Headers at once: the proposer writes nothing before them
+        # (dpq.proposing.stream), so it tells an old leader's UNIMPLEMENTED apart.
+        await context.send_initial_metadata(())
         caller = self.caller(context)
 
         async def answer(request: replication_pb2.ProposeRequest):

@@ -157,7 +157,7 @@ class FakeNet:
 
 
 class _Context:
-    """The little of ``grpc.aio.ServicerContext`` that ``Propose`` uses."""
+    """The little of ``grpc.aio.ServicerContext`` that ``Propose`` and ``ProposeStream`` use."""
 
     def __init__(self, caller: int) -> None:
         self._caller = caller
@@ -167,6 +167,9 @@ class _Context:
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    async def send_initial_metadata(self, metadata) -> None:
+        pass
 
 
 class FakeChannel:
@@ -250,6 +253,12 @@ class _FakeStreamCall:
         async for response in handler:
             self._check_connected("an answer")
             yield self._deserialize(response.SerializeToString())
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return False
 
     def cancel(self) -> bool:
         return True
