@@ -40,12 +40,18 @@ def code_of(call, *args, **kwargs) -> grpc.StatusCode:
 
 def forged(cluster: Cluster, node_id: int, command: log_pb2.Command, cluster_id: str = "",
            seq: int | None = None) -> grpc.RpcError:
-    """A Propose to node ``node_id``'s peer port, as an outsider would send it."""
+    """A Propose to node ``node_id``'s peer port, as an outsider would send it: unary,
+    and again on a ProposeStream, which must end with the same status and message."""
     request = replication_pb2.ProposeRequest(
         client_id=f"outsider-{secrets.token_hex(4)}", seq=seq or 1, cluster_id=cluster_id,
         batch=log_pb2.CommandBatch(commands=[command]).SerializeToString())
+    stub = cluster.replication_stub(node_id)
     with pytest.raises(grpc.RpcError) as info:
-        cluster.replication_stub(node_id).Propose(request, timeout=10)
+        stub.Propose(request, timeout=10)
+    with pytest.raises(grpc.RpcError) as streamed:
+        list(stub.ProposeStream(iter([request]), timeout=10))
+    assert (streamed.value.code(), streamed.value.details()) \
+        == (info.value.code(), info.value.details())
     return info.value
 
 
@@ -141,6 +147,11 @@ def test_a_proposal_without_the_cluster_id_may_only_enqueue(cluster):
         cluster.replication_stub(leader).Propose(junk, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "CommandBatch" in info.value.details()
+    # on a stream it is answered alone, the same way, and the stream goes on
+    [answer] = cluster.replication_stub(leader).ProposeStream(iter([junk]), timeout=10)
+    assert (answer.client_id, answer.seq) == ("outsider", 1)
+    assert (answer.error_code, answer.error) == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                                 info.value.details())
 
     after = stats(cluster, queue, leader)
     assert (after.leased, sum(after.ready_by_priority)) == (1, 0)  # nothing changed

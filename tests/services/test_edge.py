@@ -61,6 +61,7 @@ def _no_python(details: str) -> None:
     ("node", "/dpq.v1.Queue/EnqueueStream", "stream", "dpq.v1.EnqueueRequest"),
     ("gateway", "/dpq.v1.Queue/EnqueueStream", "stream", "dpq.v1.EnqueueRequest"),
     ("peer", "/dpq.v1.Replication/Propose", "unary", "dpq.v1.ProposeRequest"),
+    ("peer", "/dpq.v1.Replication/ProposeStream", "stream", "dpq.v1.ProposeRequest"),
     ("peer", "/dpq.v1.Replication/Stream", "client-stream", "dpq.v1.PeerBatch"),
     ("peer", "/dpq.v1.Replication/WatchHealth", "server-stream", "dpq.v1.HealthRequest"),
     ("node", "/grpc.health.v1.Health/Check", "unary", "grpc.health.v1.HealthCheckRequest"),
@@ -77,7 +78,9 @@ def test_a_body_that_does_not_parse_is_invalid_argument_naming_the_method(
         elif kind == "client-stream":
             call = lambda: channel.stream_unary(method)(iter([JUNK]), timeout=10)
         else:  # one good message, then junk: the good one is answered, the junk ends the call
-            good = queue_pb2.EnqueueRequest(jobs=[queue_pb2.NewJob(priority=3)])
+            good = (replication_pb2.ProposeRequest(client_id="edge", seq=1)
+                    if message == "dpq.v1.ProposeRequest" else
+                    queue_pb2.EnqueueRequest(jobs=[queue_pb2.NewJob(priority=3)]))
             answers = []
 
             def call():
