@@ -238,3 +238,19 @@ def test_insecure_mode_is_announced_once(cluster):
     for i in cluster.ids:
         text = cluster.log_path(i).read_text(errors="replace")
         assert text.count("--insecure: the client port") == 1, text[-2000:]
+
+
+def test_followers_propose_on_one_long_lived_stream_to_the_leader(cluster):
+    leader = cluster.wait_leader()
+    for follower in (i for i in cluster.ids if i != leader):
+        before = cluster.report(follower).counters["proposer.streams_opened"]
+        for n in range(3):  # three proposals, one after the other
+            ids = cluster.stub(follower).Enqueue(queue_pb2.EnqueueRequest(jobs=[
+                queue_pb2.NewJob(queue="streamed", priority=3, payload=b"%d" % n)]),
+                timeout=15).job_ids
+            assert len(ids) == 1
+        opened = cluster.report(follower).counters["proposer.streams_opened"]
+        # on a stream, and one stream carried all three (unless the leader changed meanwhile)
+        assert opened >= 1
+        if cluster.wait_leader() == leader:
+            assert opened - before <= 1, (before, opened)
