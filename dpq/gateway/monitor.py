@@ -1,7 +1,7 @@
 """The gateway's live view of every node, from each node's WatchHealth stream.
 
 The gateway is given the nodes' client addresses (``--nodes``); Queue calls go
-there. Replication (WatchHealth, and Propose to the leader) is served on each
+there. Replication (WatchHealth, and ProposeStream to the leader) is served on each
 node's peer port, which the gateway learns from the node's own ClusterInfo
 (``peer_address`` of the entry whose id is the answering node's) before it
 opens the health stream, and again whenever that stream breaks.
@@ -20,6 +20,7 @@ import grpc
 
 from dpq import clock as clocks
 from dpq.gateway.balancer import NodeHealth
+from dpq.proposing.stream import ProposalStream
 from dpq.services.channels import CHANNEL_OPTIONS, peer_channel
 from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_grpc
 
@@ -47,6 +48,8 @@ class NodeView:
         self.peer_address: str | None = None
         self.peer_channel: grpc.aio.Channel | None = None
         self.replication: replication_pb2_grpc.ReplicationStub | None = None
+        #: Proposals to this node while it leads, on one stream over ``peer_channel``.
+        self.proposals: ProposalStream | None = None
         self._peer_credentials = peer_credentials
         self.report: replication_pb2.NodeHealthReport | None = None
         self.received_at = 0.0
@@ -68,8 +71,12 @@ class NodeView:
             self.peer_address = me.peer_address
             self.peer_channel = peer_channel(me.peer_address, self._peer_credentials)
             self.replication = replication_pb2_grpc.ReplicationStub(self.peer_channel)
+            self.proposals = ProposalStream(self.replication)
 
     async def close_peer(self) -> None:
+        if self.proposals is not None:
+            self.proposals.close()
+            self.proposals = None
         if self.peer_channel is not None:
             await self.peer_channel.close(grace=None)
             self.peer_channel = self.replication = None

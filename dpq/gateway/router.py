@@ -1,4 +1,6 @@
-"""How a gateway's proposals reach the leader: its Propose RPC, on the leader's peer port.
+"""How a gateway's proposals reach the leader: its ProposeStream, on the leader's peer port
+(one long-lived stream per node, ``NodeView.proposals``; unary Propose to a node
+that does not serve it).
 
 A gateway presents no cluster id, so a node takes only Enqueue commands from it
 (``dpq.services.replication``): everything else a gateway does is forwarded to
@@ -29,12 +31,11 @@ class GatewayRouter:
     async def propose(self, client_id: str, seq: int, batch: bytes, kinds: list[str],
                       timeout_s: float) -> Applied:
         leader = self._monitor.leader()
-        stub = leader.replication if leader is not None else None
-        if stub is None:
+        proposals = leader.proposals if leader is not None else None
+        if proposals is None:
             raise NotLeader(None)
-        response = await stub.Propose(
-            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch),
-            timeout=timeout_s)
+        response = await proposals.propose(
+            replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch), timeout_s)
         if response.duplicate and not response.results:
             raise Unavailable("the batch was committed earlier but its results are no longer "
                               "remembered (its jobs are enqueued)", leader.address)

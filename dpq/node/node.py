@@ -204,6 +204,7 @@ class Node:
         await self.snapshotter.stop()
         self.driver.stop()
         await self.proposer.stop()
+        self.router.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -283,6 +284,7 @@ class Node:
             "writer.transactions": self.leader_duties.transactions,
             "writer.rows": self.leader_duties.rows,
             "dispatcher.delivered": self.dispatcher.delivered,
+            "proposer.streams_opened": self.router.streams_opened,
             "stealer.stolen": self.stealer.stolen,
             "state.applied_slot": self.state.applied_slot,
             "state.jobs": len(self.state.jobs),

@@ -1,5 +1,6 @@
 """How a node's proposals reach the leader: its own driver when it leads, else the
-leader's Propose RPC on the peer port.
+leader's ProposeStream on the peer port (one long-lived stream per leader,
+``dpq.proposing.stream``; unary Propose to a leader that does not serve it).
 
 :class:`LeaderRouter` is the node's ``dpq.proposing.proposer.Router`` (the
 gateway has its own, ``dpq.gateway.router``), and it serves the leader's side
@@ -21,6 +22,7 @@ from dpq.node.driver import ReplicaDriver
 from dpq.paxos.core import NotLeader
 from dpq.paxos.types import Proposal
 from dpq.proposing.results import Applied, results_from_pb
+from dpq.proposing.stream import ProposalStream
 from dpq.queue.commands import stamp
 from dpq.v1 import replication_pb2, replication_pb2_grpc
 
@@ -33,7 +35,7 @@ now_us = clocks.wall_us
 
 class LeaderRouter:
     """Where proposals go: this node's driver when it leads, else the leader's
-    Propose RPC. Also serves the leader side of that RPC."""
+    ProposeStream. Also serves the leader side of that RPC."""
 
     def __init__(self, driver: ReplicaDriver, applier: Applier, addresses: dict[int, str],
                  channel_for: Callable[[int], grpc.aio.Channel], *, cluster_id: str = "",
@@ -49,7 +51,7 @@ class LeaderRouter:
         self.addresses = addresses
         self.cluster_id = cluster_id
         self._channel_for = channel_for
-        self._stubs: dict[int, replication_pb2_grpc.ReplicationStub] = {}
+        self._streams: dict[int, ProposalStream] = {}
         # Elections take milliseconds once one starts; an election timeout E
         # without a leader means a campaign failed or none could start. Peers
         # count as heard for 2E, the longest a follower waits to campaign.
@@ -122,15 +124,14 @@ class LeaderRouter:
             raise NotLeader(None)
         if leader == self.driver.replica.node_id:
             return await self.propose_local(client_id, seq, batch, timeout_s)
-        stub = self._stubs.get(leader)
-        if stub is None:
+        stream = self._streams.get(leader)
+        if stream is None:
             stub = replication_pb2_grpc.ReplicationStub(self._channel_for(leader))
-            self._stubs[leader] = stub
-        response = await stub.Propose(
+            stream = self._streams[leader] = ProposalStream(stub)
+        response = await stream.propose(
             replication_pb2.ProposeRequest(client_id=client_id, seq=seq, batch=batch,
                                            cluster_id=self.cluster_id),
-            timeout=timeout_s,
-        )
+            timeout_s)
         # Read your writes: answer once this node has applied the slot too, so a
         # Stats or Dequeue here right after sees it. Bounded: a lagging node
         # still answers, it catches up in the background.
@@ -141,3 +142,14 @@ class LeaderRouter:
         if response.duplicate and not response.results:
             return Applied(response.slot, None)
         return Applied(response.slot, results_from_pb(response.results, kinds))
+
+    @property
+    def streams_opened(self) -> int:
+        """ProposeStreams opened to leaders so far (a counter: 1 per leader while all is well)."""
+        return sum(stream.opened for stream in self._streams.values())
+
+    def close(self) -> None:
+        """End the proposal streams to other nodes (the node is stopping)."""
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()

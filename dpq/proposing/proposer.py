@@ -20,8 +20,9 @@ because ``seq`` starts again from 1.
 
 A node and a gateway each batch with a :class:`Proposer`; only the
 :class:`Router` to the leader differs (``dpq.node.router.LeaderRouter``: this
-node's driver or the leader's Propose RPC; ``dpq.gateway.router``: the
-leader's Propose RPC from the gateway's health view).
+node's driver or the leader's ProposeStream; ``dpq.gateway.router``: the
+leader's ProposeStream from the gateway's health view; both through
+``dpq.proposing.stream``, which fails the way a unary Propose call fails).
 
 A node cut off from its quorum cannot commit anything, and a client waiting
 the proposer's whole deadline (15 s) to learn it would rather try another

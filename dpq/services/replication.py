@@ -8,13 +8,18 @@ Who may say what (in ``--insecure`` mode too):
 * Propose: a caller presenting this cluster's id is a node and may propose any
   command; a caller without one (a gateway) only Enqueue commands; a wrong id
   is PERMISSION_DENIED.
+* ProposeStream: every proposal on it is checked exactly as Propose checks one
+  (:meth:`ReplicationServicer.propose` serves both) and answered when it
+  commits; a refusal other than PERMISSION_DENIED is answered in that
+  proposal's ProposeResponse (``error_code``, ``error``) and the stream goes on,
+  while PERMISSION_DENIED ends the stream with the status Propose answers.
 
 Under mutual TLS (``mutual_tls``), the verified certificate decides as well:
 
 * Stream: every batch's ``sender`` must be the node the caller's certificate
   names (``dpq.security.auth.node_mismatch``), else PERMISSION_DENIED before
   anything in it is looked at;
-* Propose: only a node certificate that also presents this cluster's id may
+* Propose and ProposeStream: only a node certificate that also presents this cluster's id may
   propose any command; a gateway certificate may propose only Enqueue, as a
   caller without the id.
 
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -43,6 +48,7 @@ from dpq.queue.validate import InvalidArgument
 from dpq.security import auth
 from dpq.security.cluster_id import OnceLog, fingerprint, same_cluster
 from dpq.security.identity import Role
+from dpq.services.pipelined import answered_as_completed
 from dpq.v1 import log_pb2, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("dpq.services.replication")
@@ -50,6 +56,9 @@ log = logging.getLogger("dpq.services.replication")
 DEFAULT_HEALTH_INTERVAL_MS = 250
 #: The only command a caller without the cluster id (a gateway) may propose.
 GATEWAY_KINDS = frozenset({"enqueue"})
+#: Proposals of one ProposeStream being committed at once; past it the stream is not
+#: read (a proposer keeps a few batches in flight, and their retries).
+DEFAULT_STREAM_INFLIGHT = 64
 
 
 class PeerRefused(Exception):
@@ -95,9 +104,20 @@ class HealthSource(Protocol):
 
 
 class Refused(Exception):
+    """A proposal refused or not committed: the status and message its caller gets."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class Caller(NamedTuple):
+    """A Propose caller: its IP (for the log) and what its verified certificate says it
+    is (``role``, ``node_id``: mutual TLS only, else None)."""
+
+    ip: str
+    role: Role | None
+    node_id: int | None
 
 
 def authorize(request: replication_pb2.ProposeRequest, cluster_id: str,
@@ -142,7 +162,8 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, driver: MessageSink, transport: PeerInbox, router: LocalProposer,
                  health: HealthSource, admit: Callable[[log_pb2.CommandBatch], object], *,
                  cluster_id: str,
-                 mutual_tls: bool = False, timeout_s: float = 5.0) -> None:
+                 mutual_tls: bool = False, timeout_s: float = 5.0,
+                 stream_inflight: int = DEFAULT_STREAM_INFLIGHT) -> None:
         self._driver = driver
         self._transport = transport
         self._router = router
@@ -151,6 +172,7 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         self._cluster_id = cluster_id
         self._mutual_tls = mutual_tls
         self._timeout_s = timeout_s
+        self._stream_inflight = stream_inflight
         self._refusals = OnceLog(log)
         self.refused_proposals = 0
 
@@ -189,48 +211,88 @@ class ReplicationServicer(replication_pb2_grpc.ReplicationServicer):
         # alike, by the node's admit (dpq.queue.validate.commands).
         return batch
 
-    async def Propose(self, request, context):
-        problem = proposal_problem(request.client_id, request.seq, 0)
-        if problem is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {problem}")
+    def caller(self, context) -> Caller:
+        """Who is calling, as far as the peer port can tell (once per call or stream)."""
         role, node_id = None, None
         if self._mutual_tls:
             presented = auth.peer_identity(context)
             # The role interceptor lets only node and gateway certificates this far.
             role = presented.role if presented is not None else "client"
             node_id = presented.node_id if presented is not None else None
+        return Caller(logs.client_ip(context.peer()), role, node_id)
+
+    async def propose(self, request: replication_pb2.ProposeRequest,
+                      caller: Caller) -> replication_pb2.ProposeResponse:
+        """One proposal, for Propose and ProposeStream alike: checked (who may propose
+        what, then whether it is valid), committed, answered; else :class:`Refused`
+        with the status and message the caller is told."""
+        problem = proposal_problem(request.client_id, request.seq, 0)
+        if problem is not None:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {problem}")
         try:
-            batch = self.check(request, role, node_id)
+            batch = self.check(request, caller.role, caller.node_id)
         except Refused as exc:
             self.refused_proposals += 1
             presented = fingerprint(request.cluster_id) if request.cluster_id else "none"
-            self._refusals.warn((presented, logs.client_ip(context.peer())),
+            self._refusals.warn((presented, caller.ip),
                                 "refused a proposal from %s (cluster %s): %s (logged once per "
-                                "source)", logs.client_ip(context.peer()), presented, exc)
-            await context.abort(exc.code, str(exc))
+                                "source)", caller.ip, presented, exc)
+            raise
         try:
             # checked like public requests (dpq.queue.validate.commands)
             self._admit(batch)
         except InvalidArgument as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Replication/Propose: {exc}") from None
         except QueueError as exc:  # over the budget; PostgreSQL too far behind for new jobs
             # str, not details(): the proposer reads POSTGRES_BEHIND at the start of it
-            await context.abort(exc.code, str(exc))
+            raise Refused(exc.code, str(exc)) from None
         try:
             applied = await self._router.propose_local(request.client_id, request.seq,
                                                        request.batch, self._timeout_s)
         except InvalidProposal as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Replication/Propose: {exc}")
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Replication/Propose: {exc}") from None
         except ProposalRefused as exc:
             leader = self._router.leader_address()
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{exc}" + (f"; the leader is at {leader}" if leader else ""))
+            raise Refused(grpc.StatusCode.UNAVAILABLE,
+                          f"{exc}" + (f"; the leader is at {leader}" if leader else "")) from None
         except TimeoutError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"not committed within {self._timeout_s}s: retry")
+            raise Refused(grpc.StatusCode.UNAVAILABLE,
+                          f"not committed within {self._timeout_s}s: retry") from None
         return replication_pb2.ProposeResponse(
             slot=applied.slot, duplicate=applied.results is None,
             results=results_to_pb(applied.results))
+
+    async def Propose(self, request, context):
+        try:
+            return await self.propose(request, self.caller(context))
+        except Refused as exc:
+            await context.abort(exc.code, str(exc))
+
+    async def ProposeStream(self, request_iterator, context):
+        # Headers at once: the proposer writes nothing before them
+        # (dpq.proposing.stream), so it tells an old leader's UNIMPLEMENTED apart.
+        await context.send_initial_metadata(())
+        caller = self.caller(context)
+
+        async def answer(request: replication_pb2.ProposeRequest):
+            try:
+                response = await self.propose(request, caller)
+            except Refused as exc:
+                if exc.code == grpc.StatusCode.PERMISSION_DENIED:
+                    raise  # a caller that may not propose this: the stream ends, as Propose
+                response = replication_pb2.ProposeResponse(error_code=exc.code.value[0],
+                                                           error=str(exc))
+            response.client_id, response.seq = request.client_id, request.seq
+            return response
+
+        try:
+            async for response in answered_as_completed(request_iterator, answer,
+                                                        max_inflight=self._stream_inflight):
+                yield response
+        except Refused as exc:
+            await context.abort(exc.code, str(exc))
 
     async def WatchHealth(self, request, context):
         interval_s = (request.interval_ms or DEFAULT_HEALTH_INTERVAL_MS) / 1000

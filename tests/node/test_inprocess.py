@@ -41,10 +41,11 @@ def test_a_job_enqueued_through_a_follower_is_committed_everywhere_and_leased_el
         leader = await cluster.elect()
         via, consumer = cluster.followers()
         jobs = [queue_pb2.NewJob(queue="q", priority=1, payload=b"p%d" % i) for i in range(3)]
-        # The follower forwards the batch to the leader's Propose; its owners are
-        # spread over the three nodes.
+        # The follower forwards the batch on its ProposeStream to the leader; its
+        # owners are spread over the three nodes.
         ids = await cluster.nodes[via].ops.enqueue(jobs)
         assert len(ids) == 3
+        assert cluster.nodes[via].router.streams_opened == 1
         await cluster.until(lambda: same_everywhere(cluster), "all three apply the enqueue")
         for state in cluster.states().values():
             assert sorted(state.jobs) == sorted(ids)
@@ -148,7 +149,7 @@ def test_a_proposal_retried_at_a_new_leader_after_a_partition_applies_once(tmp_p
         assert new != old
         while cluster.nodes[old].replica.is_leader:  # check-quorum: it steps down
             await cluster.tick(nodes=[old])
-        # The old leader's Propose fails; the follower's proposer retries the same
+        # The old leader's stream fails; the follower's proposer retries the same
         # (client id, seq) at the new leader, which already holds the batch.
         [job_id] = await asyncio.wait_for(enqueue, 5)
         proposer = cluster.nodes[via].proposer

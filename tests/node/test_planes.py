@@ -40,12 +40,18 @@ def code_of(call, *args, **kwargs) -> grpc.StatusCode:
 
 def forged(cluster: Cluster, node_id: int, command: log_pb2.Command, cluster_id: str = "",
            seq: int | None = None) -> grpc.RpcError:
-    """A Propose to node ``node_id``'s peer port, as an outsider would send it."""
+    """A Propose to node ``node_id``'s peer port, as an outsider would send it: unary,
+    and again on a ProposeStream, which must end with the same status and message."""
     request = replication_pb2.ProposeRequest(
         client_id=f"outsider-{secrets.token_hex(4)}", seq=seq or 1, cluster_id=cluster_id,
         batch=log_pb2.CommandBatch(commands=[command]).SerializeToString())
+    stub = cluster.replication_stub(node_id)
     with pytest.raises(grpc.RpcError) as info:
-        cluster.replication_stub(node_id).Propose(request, timeout=10)
+        stub.Propose(request, timeout=10)
+    with pytest.raises(grpc.RpcError) as streamed:
+        list(stub.ProposeStream(iter([request]), timeout=10))
+    assert (streamed.value.code(), streamed.value.details()) \
+        == (info.value.code(), info.value.details())
     return info.value
 
 
@@ -141,6 +147,11 @@ def test_a_proposal_without_the_cluster_id_may_only_enqueue(cluster):
         cluster.replication_stub(leader).Propose(junk, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "CommandBatch" in info.value.details()
+    # on a stream it is answered alone, the same way, and the stream goes on
+    [answer] = cluster.replication_stub(leader).ProposeStream(iter([junk]), timeout=10)
+    assert (answer.client_id, answer.seq) == ("outsider", 1)
+    assert (answer.error_code, answer.error) == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                                 info.value.details())
 
     after = stats(cluster, queue, leader)
     assert (after.leased, sum(after.ready_by_priority)) == (1, 0)  # nothing changed
@@ -227,3 +238,19 @@ def test_insecure_mode_is_announced_once(cluster):
     for i in cluster.ids:
         text = cluster.log_path(i).read_text(errors="replace")
         assert text.count("--insecure: the client port") == 1, text[-2000:]
+
+
+def test_followers_propose_on_one_long_lived_stream_to_the_leader(cluster):
+    leader = cluster.wait_leader()
+    for follower in (i for i in cluster.ids if i != leader):
+        before = cluster.report(follower).counters["proposer.streams_opened"]
+        for n in range(3):  # three proposals, one after the other
+            ids = cluster.stub(follower).Enqueue(queue_pb2.EnqueueRequest(jobs=[
+                queue_pb2.NewJob(queue="streamed", priority=3, payload=b"%d" % n)]),
+                timeout=15).job_ids
+            assert len(ids) == 1
+        opened = cluster.report(follower).counters["proposer.streams_opened"]
+        # on a stream, and one stream carried all three (unless the leader changed meanwhile)
+        assert opened >= 1
+        if cluster.wait_leader() == leader:
+            assert opened - before <= 1, (before, opened)

@@ -99,11 +99,15 @@ def test_a_junk_propose_is_refused_and_never_reaches_the_log(node):
                              (batch_of(log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
                                  jobs=[queue_pb2.NewJob(queue="a\nb", priority=1)], owners=[1]))),
                               "commands[0].enqueue.jobs[0].queue")):
+            request = replication_pb2.ProposeRequest(client_id="intruder", seq=9, batch=batch)
             with pytest.raises(grpc.RpcError) as err:
-                stub.Propose(replication_pb2.ProposeRequest(client_id="intruder", seq=9,
-                                                            batch=batch), timeout=10)
+                stub.Propose(request, timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert err.value.details().startswith(f"Replication/Propose: {field}")
+            # the same on a stream, answered alone
+            [answer] = stub.ProposeStream(iter([request]), timeout=10)
+            assert (answer.error_code, answer.error) == (
+                grpc.StatusCode.INVALID_ARGUMENT.value[0], err.value.details())
     serves(node, "after")  # anything proposed before is applied by now
     assert not [line for line in error_lines(node) if "'intruder' seq 9" in line]
     assert node.stub(1).Stats(queue_pb2.StatsRequest(), timeout=10).queues == []

@@ -250,6 +250,9 @@ class _Context:
     def __init__(self) -> None:
         self.code = self.details = None
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5555"
+
     async def abort(self, code, details):
         self.code, self.details = code, details
         raise _Aborted(details)

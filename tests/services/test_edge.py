@@ -61,6 +61,7 @@ def _no_python(details: str) -> None:
     ("node", "/dpq.v1.Queue/EnqueueStream", "stream", "dpq.v1.EnqueueRequest"),
     ("gateway", "/dpq.v1.Queue/EnqueueStream", "stream", "dpq.v1.EnqueueRequest"),
     ("peer", "/dpq.v1.Replication/Propose", "unary", "dpq.v1.ProposeRequest"),
+    ("peer", "/dpq.v1.Replication/ProposeStream", "stream", "dpq.v1.ProposeRequest"),
     ("peer", "/dpq.v1.Replication/Stream", "client-stream", "dpq.v1.PeerBatch"),
     ("peer", "/dpq.v1.Replication/WatchHealth", "server-stream", "dpq.v1.HealthRequest"),
     ("node", "/grpc.health.v1.Health/Check", "unary", "grpc.health.v1.HealthCheckRequest"),
@@ -76,13 +77,21 @@ def test_a_body_that_does_not_parse_is_invalid_argument_naming_the_method(
             call = lambda: list(channel.unary_stream(method)(JUNK, timeout=10))
         elif kind == "client-stream":
             call = lambda: channel.stream_unary(method)(iter([JUNK]), timeout=10)
-        else:  # one good message, then junk: the good one is answered, the junk ends the call
-            good = queue_pb2.EnqueueRequest(jobs=[queue_pb2.NewJob(priority=3)])
+        else:  # one good message, answered; then junk, which ends the call
+            good = (replication_pb2.ProposeRequest(client_id="edge", seq=1)
+                    if message == "dpq.v1.ProposeRequest" else
+                    queue_pb2.EnqueueRequest(jobs=[queue_pb2.NewJob(priority=3)]))
             answers = []
 
+            def requests():
+                yield good.SerializeToString()
+                # (a stream answers as requests complete: junk sent at once may end
+                # it before the good one's answer is out)
+                wait_until(lambda: answers, 30, "the good message to be answered")
+                yield JUNK
+
             def call():
-                answers.extend(channel.stream_stream(method)(
-                    iter([good.SerializeToString(), JUNK]), timeout=30))
+                answers.extend(channel.stream_stream(method)(requests(), timeout=30))
 
         details = _refused(call, grpc.StatusCode.INVALID_ARGUMENT)
         assert details == f"{method}: the request body is not a valid {message}"

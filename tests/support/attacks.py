@@ -53,9 +53,31 @@ def batch(*commands: log_pb2.Command) -> bytes:
 
 def propose(stub, data: bytes, *, cluster: str = "", seq: int = 1,
             client_id: str | None = None) -> replication_pb2.ProposeResponse:
-    return stub.Propose(replication_pb2.ProposeRequest(
+    """A forged Propose. When it is refused, the same request on a ProposeStream must be
+    refused with the same status and message (the stream ended, or the proposal
+    answered alone), so every attack tries both ways in."""
+    request = replication_pb2.ProposeRequest(
         client_id=client_id or f"forger-{secrets.token_hex(4)}", seq=seq, batch=data,
-        cluster_id=cluster), timeout=RPC_S)
+        cluster_id=cluster)
+    try:
+        return stub.Propose(request, timeout=RPC_S)
+    except grpc.RpcError as exc:
+        assert streamed_refusal(stub, request) == (exc.code(), exc.details())
+        raise
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def streamed_refusal(stub, request: replication_pb2.ProposeRequest) -> tuple:
+    """``(code, details)`` of ``request`` refused on a ProposeStream of its own."""
+    try:
+        [answer] = stub.ProposeStream(iter([request]), timeout=RPC_S)
+    except grpc.RpcError as exc:
+        # an interceptor's refusal names the method it refused
+        return exc.code(), exc.details().replace("Replication/ProposeStream",
+                                                 "Replication/Propose")
+    return _CODES[answer.error_code], answer.error
 
 
 def ballot_of(cluster: Cluster, node_id: int) -> tuple[int, int]:

@@ -10,10 +10,11 @@ NodeOperations, LeaderDuties — with three things replaced:
   destination's ``driver.deliver`` one loop turn later, and can cut a node off
   (:meth:`FakeNet.cut`, :meth:`FakeNet.heal`) or drop chosen messages
   (:meth:`FakeNet.drop_if`);
-* the leader's Propose RPC: a follower's LeaderRouter gets a stand-in channel
-  (:class:`FakeChannel`) that calls the leader's real ``ReplicationServicer.Propose``
-  in process (request and response still go through their protobuf bytes; an
-  abort becomes the ``grpc.aio.AioRpcError`` a real call would raise);
+* the leader's ProposeStream and Propose RPCs: a follower's LeaderRouter gets a
+  stand-in channel (:class:`FakeChannel`) that calls the leader's real
+  ``ReplicationServicer`` methods in process (requests and responses still go
+  through their protobuf bytes; an abort becomes the ``grpc.aio.AioRpcError`` a
+  real call would raise);
 * time: one :class:`~support.clock.FakeClock` (monotonic seconds) and one
   :class:`FakeWallClock` (job times, the leader's stamp) shared by every node.
   Paxos ticks come only from :meth:`InProcessCluster.tick` (the drivers' own
@@ -156,7 +157,7 @@ class FakeNet:
 
 
 class _Context:
-    """The little of ``grpc.aio.ServicerContext`` that ``Propose`` uses."""
+    """The little of ``grpc.aio.ServicerContext`` that ``Propose`` and ``ProposeStream`` use."""
 
     def __init__(self, caller: int) -> None:
         self._caller = caller
@@ -167,13 +168,17 @@ class _Context:
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
+    async def send_initial_metadata(self, metadata) -> None:
+        pass
+
 
 class FakeChannel:
     """A channel from node ``caller`` to node ``callee``'s peer port, in process.
 
-    Only unary-unary methods (Propose) are served: each call runs the callee's
-    real servicer method. A call across a cut fails as UNAVAILABLE, and so does
-    one whose answer would cross a cut made while it ran (the answer is lost).
+    Unary-unary (Propose) and stream-stream (ProposeStream) methods are served:
+    each call runs the callee's real servicer method. A call across a cut fails
+    as UNAVAILABLE, and so does one whose answer would cross a cut made while it
+    ran (the answer is lost); a stream fails as a whole, as a broken connection.
     """
 
     def __init__(self, cluster: InProcessCluster, caller: int, callee: int) -> None:
@@ -206,14 +211,57 @@ class FakeChannel:
     def stream_unary(self, method: str, *args, **kwargs):
         return self._not_served(method)
 
-    def stream_stream(self, method: str, *args, **kwargs):
-        return self._not_served(method)
+    def stream_stream(self, method: str, request_serializer, response_deserializer, **_):
+        name = method.rsplit("/", 1)[-1]
+
+        def call(request_iterator, **_):
+            return _FakeStreamCall(self._cluster, self._caller, self._callee, name,
+                                   request_iterator, request_serializer, response_deserializer)
+
+        return call
 
     @staticmethod
     def _not_served(method: str):
         def call(*args, **kwargs):
             raise NotImplementedError(f"{method} is not served in process (Paxos goes by FakeNet)")
         return call
+
+
+class _FakeStreamCall:
+    """A bidirectional call from ``caller`` served by ``callee``'s real servicer method."""
+
+    def __init__(self, cluster: InProcessCluster, caller: int, callee: int, name: str,
+                 requests, serialize, deserialize) -> None:
+        self._cluster, self._caller, self._callee = cluster, caller, callee
+        self._name, self._requests = name, requests
+        self._serialize, self._deserialize = serialize, deserialize
+
+    def _check_connected(self, what: str) -> None:
+        if not self._cluster.net.connected(self._caller, self._callee):
+            raise _unavailable(f"{what} crossed the cut between nodes {self._caller} and "
+                               f"{self._callee}")
+
+    async def _decoded(self):
+        async for request in self._requests:
+            self._check_connected("a request")
+            yield type(request).FromString(self._serialize(request))
+
+    async def __aiter__(self):
+        self._check_connected("the call")
+        servicer = self._cluster.nodes[self._callee].servicer
+        handler = getattr(servicer, self._name)(self._decoded(), _Context(self._caller))
+        async for response in handler:
+            self._check_connected("an answer")
+            yield self._deserialize(response.SerializeToString())
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return True
 
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:
