@@ -10,7 +10,9 @@ applied batch that makes jobs ready wakes every session of the queue, and each
 leases up to its own credits (the heap hands each job to one of them).
 
 Settlements on the stream go through the node's unary ack/nack/extend and are
-answered with the request's ``request_id``. A bad field ends the stream with
+answered with the request's ``request_id``. A stream silent for the opening's
+``wait_ms`` gets an empty message, so the consumer can tell a quiet node from
+a lost one. A bad field ends the stream with
 ``INVALID_ARGUMENT`` naming it (``ack.jobs[2].attempt``, ``credits``, …), and
 so does any failure to lease or settle (``UNAVAILABLE`` without a leader): the
 client reconnects and settles what was unanswered through the unary RPCs.
@@ -98,6 +100,7 @@ class ConsumeSession:
                                   "opening (queue, lease_ms, consumer_id)")
         self.queue = validate.consume_open(opening.open, self._limits)
         self.lease_ms, self.consumer_id = opening.open.lease_ms, opening.open.consumer_id
+        idle_s = opening.open.wait_ms / 1000 or None  # a heartbeat after this long
         self._take(opening)
         consumers = self._consumers
         consumers.opened += 1
@@ -106,7 +109,11 @@ class ConsumeSession:
         reader = asyncio.ensure_future(self._read(requests, pusher))
         try:
             while True:
-                item = await self._out.get()
+                try:
+                    item = await asyncio.wait_for(self._out.get(), idle_s)
+                except TimeoutError:
+                    yield queue_pb2.ConsumeResponse()  # still here
+                    continue
                 if item is _END:
                     return
                 if isinstance(item, BaseException):

@@ -126,6 +126,7 @@ def consume_open(opening, limits: Limits = DEFAULT_LIMITS) -> str:
     lease(opening.lease_ms, limits, "open.lease_ms")
     _at_most("open.consumer_id", len(opening.consumer_id), limits.max_consumer_id,
              " characters")
+    _at_most("open.wait_ms", opening.wait_ms, limits.max_wait_ms, " ms")
     return queue
 
 
