@@ -151,8 +151,10 @@ class NodeStream:
         silent_s = spec.wait_s + DEQUEUE_MARGIN_S if spec.wait_s > 0 else None
         granter: asyncio.Task[None] | None = None
         try:
-            await self._write(call, lambda n: queue_pb2.ConsumeRequest(open=opening, credits=n),
-                              at_least=1, always=True)
+            with contextlib.suppress(StreamBroken):  # the call failed: reading raises why
+                await self._write(call, lambda n: queue_pb2.ConsumeRequest(open=opening,
+                                                                           credits=n),
+                                  at_least=1, always=True)
             while True:
                 try:
                     response = await asyncio.wait_for(call.read(), silent_s)
