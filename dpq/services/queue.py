@@ -76,8 +76,12 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
 
     async def Consume(self, request_iterator,
                       context) -> AsyncIterator[queue_pb2.ConsumeResponse]:
+        consume = getattr(self._ops, "consume", None)
+        if consume is None:  # operations that predate Consume: the client long-polls instead
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "Consume is not served here: long-poll with Dequeue")
         try:
-            async for response in self._ops.consume(request_iterator):
+            async for response in consume(request_iterator):
                 yield response
         except grpc.aio.AbortError:
             raise  # a request that did not decode: the status is set already
