@@ -48,3 +48,9 @@ class Forwarded(QueueError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
         self.code = code
+
+
+class Unimplemented(QueueError):
+    """An RPC this server does not serve (a gateway's ``Consume``): the client falls back."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED

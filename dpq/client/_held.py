@@ -5,7 +5,9 @@ are held (buffered, handed to the user, or being handled), and asks for no
 more than the room left, counting what other long-polls already asked for.
 Each node's long-poll may still ask for one job when the others took all the
 room, so that a job on any node is picked up at once; a consumer thus holds
-at most ``capacity + nodes - 1`` jobs.
+at most ``capacity + nodes - 1`` jobs. A node's Consume stream grants credits
+by the same rule (:meth:`Held.top_up`): what it has granted and not yet
+received counts as reserved.
 
 Times here are seconds of ``Held.clock`` (``time.monotonic`` unless a test
 passes a fake ``dpq.clock.Clock``; the poller, settler and keeper all read it): a lease is taken
@@ -63,6 +65,7 @@ class Held:
         self._reserved = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._changed = asyncio.Event()  # replaced on every change (see ``changes``)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -81,6 +84,27 @@ class Held:
         self._reserved += n
         return n
 
+    def top_up(self, max_jobs: int, have: int, at_least: int = 1) -> int:
+        """How many more credits a stream that has ``have`` granted and unused may grant now.
+
+        The same rule as :meth:`reserve` for a stream holding at most
+        ``max_jobs``: 0 while the consumer is full, at least 1 for a stream with
+        none; 0 if that is fewer than ``at_least`` (a stream that still has
+        credits tops up in bigger steps). Counted as reserved until received.
+        """
+        if self._busy() >= self.capacity:
+            return 0
+        n = min(max_jobs - have, max(1 - have, self.capacity - self._busy() - self._reserved))
+        if n < max(1, at_least):
+            return 0
+        self._reserved += n
+        return n
+
+    @property
+    def changes(self) -> asyncio.Event:
+        """An event set at the next change of what is held or reserved (take it, then look)."""
+        return self._changed
+
     def receive(self, reserved: int, records: list[JobRecord]) -> None:
         """A long-poll that reserved ``reserved`` got ``records``."""
         self._reserved -= reserved
@@ -94,6 +118,7 @@ class Held:
     def unreserve(self, reserved: int) -> None:
         """A long-poll that reserved ``reserved`` got nothing."""
         self._reserved -= reserved
+        self._poke()
 
     def settling(self, record: JobRecord) -> None:
         """``record``'s ack or nack is on its way: it no longer takes room."""
@@ -125,3 +150,8 @@ class Held:
             self._room.set()
         else:
             self._room.clear()
+        self._poke()
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -61,7 +61,8 @@ class NodePoller:
 
     def __init__(self, address: str, channels: Channels, spec: PollSpec, held: Held,
                  retry: RetryPolicy, deliver: Callable[[JobRecord], None],
-                 fatal: Callable[[ServerError], None]) -> None:
+                 fatal: Callable[[ServerError], None],
+                 answered: asyncio.Event | None = None) -> None:
         self.address = address
         self._channels = channels
         self._spec = spec
@@ -71,8 +72,9 @@ class NodePoller:
         self._fatal = fatal
         self.failures = 0
         # Set after the first Dequeue answered or failed (or at once for a
-        # suspect node): what the node had ready then is delivered.
-        self.answered = asyncio.Event()
+        # suspect node): what the node had ready then is delivered. A Consume
+        # stream that falls back to long-polls passes its own.
+        self.answered = answered if answered is not None else asyncio.Event()
 
     def suspect(self) -> None:
         """The cluster says the node is unreachable: begin with a backoff, as if it had failed."""

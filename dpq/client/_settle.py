@@ -1,8 +1,11 @@
-"""Acks, nacks and lease extensions: few RPCs for many jobs, any node will do.
+"""Acks, nacks and lease extensions: few messages for many jobs.
 
 Acks (and nacks with the same delay) from concurrent handlers are gathered
-into one RPC (:class:`~dpq.client._coalesce.Coalescer`). Lease extensions come
-from the lease keeper already in one list and go as one RPC.
+into one batch (:class:`~dpq.client._coalesce.Coalescer`). Lease extensions come
+from the lease keeper already in one list. A batch goes, for the jobs of each
+node whose Consume stream is open (``route``), as one message on that stream,
+and for the rest as one unary RPC to any node (the leader first). A settlement
+whose stream broke before it was answered is sent again as a unary RPC: a retry.
 
 A retried ack or nack may find its own first try already applied: the server
 then answers ``not_found`` (acked) or ``lease_lost`` (given back). After a
@@ -11,12 +14,15 @@ retry those answers count as success; on a first try they are errors.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sized
+from collections.abc import Awaitable, Callable, Sized
+from typing import Protocol
 
 from dpq.client._coalesce import Coalescer
+from dpq.client._consume_stream import StreamBroken
 from dpq.client._endpoints import Endpoints
 from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._retry import RetryCounter, RetryPolicy, with_retries
@@ -31,6 +37,17 @@ MAX_REFS = 10_000  # the server's limit per request
 _Result = tuple[str, bool]
 
 
+class Route(Protocol):
+    """A node's open Consume stream (``dpq.client._consume_stream.NodeStream``)."""
+
+    async def settle(self, kind: str, refs: list[queue_pb2.JobRef], value: int,
+                     timeout: float) -> list[queue_pb2.RefResult]: ...
+
+
+def _no_route(address: str) -> Route | None:
+    return None
+
+
 class Settler:
     """Sends acks, nacks and extensions for a consumer's held jobs."""
 
@@ -40,10 +57,12 @@ class Settler:
         self._retry = retry
         self._held = held
         self._timeout = timeout
-        self._acks: Coalescer[queue_pb2.JobRef, _Result] = Coalescer(
+        self._acks: Coalescer[JobRecord, _Result] = Coalescer(
             self._send_acks, max_items=MAX_REFS, max_inflight=2)
-        self._nacks: dict[int, Coalescer[queue_pb2.JobRef, _Result]] = {}
+        self._nacks: dict[int, Coalescer[JobRecord, _Result]] = {}
         self.counter = RetryCounter()
+        #: The open Consume stream to a node's address, if any (set by the consumer).
+        self.route: Callable[[str], Route | None] = _no_route
 
     async def ack(self, record: JobRecord) -> None:
         """Ack the job: done, gone. Raises ``JobRefError`` if the server refuses."""
@@ -66,7 +85,7 @@ class Settler:
         for start in range(0, len(records), MAX_REFS):
             chunk = records[start:start + MAX_REFS]
             try:
-                await self._send_nacks([r.ref for r in chunk], 0)
+                await self._send_nacks(chunk, 0)
             except Exception as exc:  # noqa: BLE001 - their leases run out instead
                 log.warning("could not give back %d jobs (they return when their leases "
                             "run out): %s", len(chunk), exc)
@@ -84,21 +103,17 @@ class Settler:
         errors: list[str] = []
         for start in range(0, len(records), MAX_REFS):
             chunk = records[start:start + MAX_REFS]
-            request = queue_pb2.ExtendLeaseRequest(jobs=[r.ref for r in chunk], lease_ms=lease_ms)
             sent = self._held.clock()
 
-            async def attempt(address: str, request: queue_pb2.ExtendLeaseRequest = request,
-                              ) -> queue_pb2.RefResponse:
-                return await self.endpoints.channels.stub(address).ExtendLease(
-                    request, timeout=timeout)
+            async def unary(refs: list[queue_pb2.JobRef]) -> list[_Result]:
+                return await self._send("ExtendLease", queue_pb2.ExtendLeaseRequest(
+                    jobs=refs, lease_ms=lease_ms), retry, timeout)
 
-            response = await with_retries(self.endpoints, retry, "ExtendLease", attempt,
-                                          self.counter, clock=self._held.clock)
-            _check_answers(response, chunk, "ExtendLease")
+            results = await self._routed(chunk, "extend", lease_ms, unary, timeout)
             now_us = time.time_ns() // 1000
-            for record, result in zip(chunk, response.results, strict=True):
-                errors.append(result.error)
-                if not result.error and record.state is HoldState.HELD:
+            for record, (error, _) in zip(chunk, results, strict=True):
+                errors.append(error)
+                if not error and record.state is HoldState.HELD:
                     record.deadline = max(record.deadline, sent + lease_ms / 1000)
                     record.lease_expires_at_us = now_us + lease_ms * 1000
         return errors
@@ -109,12 +124,12 @@ class Settler:
             await batcher.drain()
 
     async def _settle(self, record: JobRecord, action: str,
-                      batcher: Coalescer[queue_pb2.JobRef, _Result]) -> None:
+                      batcher: Coalescer[JobRecord, _Result]) -> None:
         if record.state is HoldState.SETTLED:
             return
         self._held.settling(record)
         try:
-            error, retried = await batcher.submit(record.ref)
+            error, retried = await batcher.submit(record)
         finally:
             self._held.discard(record)
         if error and not retried:
@@ -125,30 +140,72 @@ class Settler:
                       record.pb.job_id, error)
         record.state = HoldState.SETTLED
 
-    async def _send_acks(self, refs: list[queue_pb2.JobRef]) -> list[_Result]:
-        request = queue_pb2.AckRequest(jobs=refs)
-        return await self._send("Ack", request)
+    async def _send_acks(self, records: list[JobRecord]) -> list[_Result]:
+        return await self._routed(records, "ack", 0,
+                                  lambda refs: self._send("Ack", queue_pb2.AckRequest(jobs=refs)))
 
-    async def _send_nacks(self, refs: list[queue_pb2.JobRef], delay_ms: int) -> list[_Result]:
-        request = queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms)
-        return await self._send("Nack", request)
+    async def _send_nacks(self, records: list[JobRecord], delay_ms: int) -> list[_Result]:
+        return await self._routed(records, "nack", delay_ms, lambda refs: self._send(
+            "Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms)))
 
-    async def _send(self, method: str, request: queue_pb2.AckRequest | queue_pb2.NackRequest,
-                    ) -> list[_Result]:
+    async def _routed(self, records: list[JobRecord], kind: str, value: int,
+                      unary: Callable[[list[queue_pb2.JobRef]], Awaitable[list[_Result]]],
+                      timeout: float | None = None) -> list[_Result]:
+        """Settle ``records``: on their node's open stream where there is one, else with
+        ``unary``, which also takes over (as a retry) what a broken stream left
+        unanswered. One result per record, in order."""
+        results: list[_Result] = [("", False)] * len(records)
+        by_node: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            by_node.setdefault(record.address, []).append(i)
+        rest: list[int] = []
+        streamed: list[tuple[Route, list[int]]] = []
+        for address, indexes in by_node.items():
+            stream = self.route(address)
+            if stream is None:
+                rest += indexes
+            else:
+                streamed.append((stream, indexes))
+
+        async def by_rpc(indexes: list[int], retry: bool = False) -> None:
+            if indexes:
+                answers = await unary([records[i].ref for i in indexes])
+                for i, (error, retried) in zip(indexes, answers, strict=True):
+                    results[i] = (error, retried or retry)
+
+        async def on_stream(stream: Route, indexes: list[int]) -> None:
+            refs = [records[i].ref for i in indexes]
+            try:
+                answers = await stream.settle(kind, refs, value, timeout or self._timeout)
+            except StreamBroken as exc:
+                log.debug("%s of %d jobs: %s; sent again as an RPC", kind, len(refs), exc)
+                self.counter.retries += 1
+                await by_rpc(indexes, retry=True)
+                return
+            _check_answers(answers, refs, f"Consume ({kind})")
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = (answer.error, False)
+
+        await asyncio.gather(by_rpc(rest), *(on_stream(s, ix) for s, ix in streamed))
+        return results
+
+    async def _send(self, method: str, request: queue_pb2.AckRequest | queue_pb2.NackRequest
+                    | queue_pb2.ExtendLeaseRequest, retry: RetryPolicy | None = None,
+                    timeout: float | None = None) -> list[_Result]:
         tries = 0
 
         async def attempt(address: str) -> queue_pb2.RefResponse:
             nonlocal tries
             tries += 1
             rpc = getattr(self.endpoints.channels.stub(address), method)
-            return await rpc(request, timeout=self._timeout)
+            return await rpc(request, timeout=timeout or self._timeout)
 
-        response = await with_retries(self.endpoints, self._retry, method, attempt, self.counter,
-                                      clock=self._held.clock)
-        _check_answers(response, request.jobs, method)
+        response = await with_retries(self.endpoints, retry or self._retry, method, attempt,
+                                      self.counter, clock=self._held.clock)
+        _check_answers(response.results, request.jobs, method)
         return [(r.error, tries > 1) for r in response.results]
 
 
-def _check_answers(response: queue_pb2.RefResponse, asked: Sized, method: str) -> None:
-    if len(response.results) != len(asked):
-        raise DpqError(f"{method}: {len(response.results)} results for {len(asked)} jobs")
+def _check_answers(results: Sized, asked: Sized, method: str) -> None:
+    if len(results) != len(asked):
+        raise DpqError(f"{method}: {len(results)} results for {len(asked)} jobs")

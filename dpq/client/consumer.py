@@ -1,8 +1,9 @@
 """Consumers: :class:`AsyncConsumer` (asyncio) and :class:`Consumer` (blocking).
 
 A node serves only the jobs it owns, so a consumer learns the nodes with
-ClusterInfo (from a gateway or any node) and keeps a long-poll open on every
-one of them, skipping a node that fails and retrying it with backoff, and
+ClusterInfo (from a gateway or any node) and keeps a Consume stream open on
+every one of them (``dpq.client._consume_stream``; a long-poll where the node
+or gateway has none), skipping a node that fails and retrying it with backoff, and
 refreshing the node list every ``refresh_interval`` seconds. Jobs arrive in a
 small local buffer and are handed out most urgent first by the nodes' aged key
 (``dpq.client._ordered``): a job waiting there is overtaken by a more urgent
@@ -116,6 +117,7 @@ class AsyncConsumer:
         self._fleet = PollerFleet(self._channels, spec, self._held, self._retry, self._tasks,
                                   self._settler.endpoints, self._seeds, self._deliver,
                                   self._crashed)
+        self._settler.route = self._fleet.stream_for  # a node's jobs settle on its stream
         self._membership = Membership(self._seeds, self._channels, discover=discover,
                                       interval=refresh_interval, retry=self._retry,
                                       on_nodes=self._fleet.update)

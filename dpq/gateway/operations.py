@@ -5,17 +5,20 @@
 * Dequeue: forwarded to the reachable node with the most ready jobs (a node
   serves the jobs it owns; the client library instead keeps a long-poll open
   on every node, and idle nodes steal backlogs, so either way jobs flow).
+* Consume: not served (UNIMPLEMENTED): a node pushes only the jobs it owns, so
+  the client library opens its streams on the nodes and falls back to
+  long-polls through a gateway.
 * Ack / Nack / ExtendLease, Stats, ClusterInfo: forwarded to the leader,
   or to any reachable node when no leader is known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
-from dpq.errors import Forwarded, Unavailable
+from dpq.errors import Forwarded, Unavailable, Unimplemented
 from dpq.gateway import balancer
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
@@ -55,6 +58,11 @@ class GatewayOperations:
         response = await self._forward(candidates, "Dequeue", request,
                                        timeout=request.wait_ms / 1000 + FORWARD_TIMEOUT_S)
         return list(response.jobs)
+
+    def consume(self, requests: AsyncIterator[queue_pb2.ConsumeRequest],
+                ) -> AsyncIterator[queue_pb2.ConsumeResponse]:
+        raise Unimplemented("Consume is served by the nodes, not by a gateway: open it on "
+                            "the nodes ClusterInfo lists, or long-poll with Dequeue here")
 
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]:
         validate.refs(refs, self.limits)

@@ -97,21 +97,22 @@ class Dispatcher:
                       consumer_id: str) -> list[queue_pb2.Job]:
         deadline = self.clock() + wait_ms / 1000
         while True:
-            jobs = await self._lease_ready(queue, max_jobs, lease_ms, consumer_id)
+            jobs = await self.lease(queue, max_jobs, lease_ms, consumer_id)
             if jobs:
-                self.delivered += len(jobs)
-                self._starving.pop(queue, None)
                 return jobs
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return []
-            next_due = self.owned.next_due_us(queue)
-            if next_due is not None:
-                remaining = min(remaining, max(0.0, (next_due - self.wall_us()) / 1e6) + 0.001)
-            await self._park(queue, remaining)
+            await self.park(queue, asyncio.Event(), remaining)
 
-    async def _park(self, queue: str, timeout_s: float) -> None:
-        event = asyncio.Event()
+    async def park(self, queue: str, event: asyncio.Event, timeout_s: float | None) -> None:
+        """Wait as a consumer with nothing to get: until :meth:`wake` (or anyone) sets
+        ``event``, the next delayed job of ``queue`` is due, or ``timeout_s`` (None: no limit)
+        runs out. Counted in :attr:`waiting` meanwhile, and marks the queue starving."""
+        next_due = self.owned.next_due_us(queue)
+        if next_due is not None:
+            due_s = max(0.0, (next_due - self.wall_us()) / 1e6) + 0.001
+            timeout_s = due_s if timeout_s is None else min(timeout_s, due_s)
         waiters = self._waiters.setdefault(queue, set())
         waiters.add(event)
         self._starving.setdefault(queue, self.clock())
@@ -124,6 +125,20 @@ class Dispatcher:
             self._last_parked[queue] = self.clock()
             if not waiters:
                 self._waiters.pop(queue, None)
+
+    async def lease(self, queue: str, max_jobs: int, lease_ms: int,
+                    consumer_id: str) -> list[queue_pb2.Job]:
+        """Lease up to ``max_jobs`` ready jobs of ``queue`` in one Lease command; [] if none.
+
+        The one path from the heap to a consumer (long-polls and Consume
+        streams). Cancelled while the Lease commits (the consumer went away),
+        whatever it grants goes straight back (:meth:`give_back`).
+        """
+        jobs = await self._lease_ready(queue, max_jobs, lease_ms, consumer_id)
+        if jobs:
+            self.delivered += len(jobs)
+            self._starving.pop(queue, None)
+        return jobs
 
     async def _lease_ready(self, queue: str, max_jobs: int, lease_ms: int,
                            consumer_id: str) -> list[queue_pb2.Job]:
@@ -150,17 +165,23 @@ class Dispatcher:
         step = self.owned.aging_step_us
         return [_to_pb(jobs[g.job_id], g, step) for g in grants if g.job_id in jobs]
 
+    def give_back(self, jobs: Iterable[queue_pb2.Job]) -> None:
+        """Jobs leased but never sent to their consumer: ready again at once, no attempt
+        spent (an undelivered Nack)."""
+        refs = [queue_pb2.JobRef(job_id=j.job_id, attempt=j.attempt, receipt=j.receipt)
+                for j in jobs]
+        if refs:
+            command = log_pb2.Command(nack=log_pb2.NackCommand(
+                jobs=refs, max_attempts=self.max_attempts, undelivered=True))
+            task = asyncio.ensure_future(self.proposer.submit(command))
+            task.add_done_callback(_log_failure)
+
     def _give_back(self, ids: list[int], leasing: asyncio.Future) -> None:
         grants = () if leasing.cancelled() or leasing.exception() else grants_of(leasing.result())
         granted = {g.job_id for g in grants}
         self.owned.release(i for i in ids if i not in granted)
-        if grants:
-            command = log_pb2.Command(nack=log_pb2.NackCommand(
-                jobs=[queue_pb2.JobRef(job_id=g.job_id, attempt=g.attempt, receipt=g.receipt)
-                      for g in grants],
-                max_attempts=self.max_attempts, undelivered=True))
-            task = asyncio.ensure_future(self.proposer.submit(command))
-            task.add_done_callback(_log_failure)
+        self.give_back(queue_pb2.Job(job_id=g.job_id, attempt=g.attempt, receipt=g.receipt)
+                       for g in grants)
 
     async def run_expiry(self) -> None:
         """Propose an Expire for this node's leases that ran out, forever."""

@@ -9,13 +9,14 @@ PostgreSQL when the node is configured to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from dpq._wrr import SmoothWRR
 from dpq.errors import ResourceExhausted
 from dpq.node import pglag
 from dpq.node.applier import SlotWatch
 from dpq.node.config import QueuePolicy
+from dpq.node.consume import Consumers
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
@@ -51,6 +52,8 @@ class NodeOperations:
         #: The node snapshots (and drops its in-memory log) when the log holds this much.
         self.log_bytes_limit = policy.memory_budget_bytes // LOG_SHARE
         self._owners = SmoothWRR()
+        #: The Consume streams open on this node, and their message counts.
+        self.consumers = Consumers(dispatcher, self, policy.limits)
         self._owner_set: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ enqueue
@@ -113,6 +116,10 @@ class NodeOperations:
         queue = validate.dequeue(request, self.policy.limits)
         return await self.dispatcher.dequeue(queue, request.max_jobs, request.wait_ms,
                                              request.lease_ms, request.consumer_id)
+
+    def consume(self, requests: AsyncIterator[queue_pb2.ConsumeRequest],
+                ) -> AsyncIterator[queue_pb2.ConsumeResponse]:
+        return self.consumers.serve(requests)
 
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]:
         validate.refs(refs, self.policy.limits)

@@ -47,6 +47,7 @@ class Limits:
     max_wait_ms: int = 60_000
     max_lease_ms: int = 12 * 3600 * 1000  # 12 hours, as SQS's visibility timeout
     max_refs: int = 10_000
+    max_consume_credits: int = 10_000  # jobs a Consume stream may be owed at once
     # Proposals between nodes (Replication/Propose):
     max_commands: int = 100_000  # per batch
     max_reassign: int = 1_000_000  # job ids per Reassign
@@ -117,6 +118,24 @@ def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
     _at_most("wait_ms", request.wait_ms, limits.max_wait_ms, " ms")
     _at_most("consumer_id", len(request.consumer_id), limits.max_consumer_id, " characters")
     return queue
+
+
+def consume_open(opening, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Check the opening of a Consume stream (``ConsumeOpen``); return its queue name."""
+    queue = queue_name(opening.queue, "open.queue", limits)
+    lease(opening.lease_ms, limits, "open.lease_ms")
+    _at_most("open.consumer_id", len(opening.consumer_id), limits.max_consumer_id,
+             " characters")
+    _at_most("open.wait_ms", opening.wait_ms, limits.max_wait_ms, " ms")
+    return queue
+
+
+def credits(outstanding: int, more: int, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check that ``more`` credits on top of ``outstanding`` stay within the limit."""
+    if outstanding + more > limits.max_consume_credits:
+        raise InvalidArgument(
+            f"credits: {more} more would make {outstanding + more} jobs outstanding on this "
+            f"stream, over the limit of {limits.max_consume_credits}")
 
 
 def refs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs") -> None:

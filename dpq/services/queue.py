@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+import grpc
+
 from dpq.queue.results import refusal_to_pb
 from dpq.services.admission import AdmissionGate
 from dpq.services.errors import abort_for, mapped
@@ -25,6 +27,9 @@ class QueueOperations(Protocol):
 
     async def enqueue(self, jobs: Sequence[queue_pb2.NewJob]) -> list[int]: ...
     async def dequeue(self, request: queue_pb2.DequeueRequest) -> list[queue_pb2.Job]: ...
+    # A Consume stream: requests in, pushes and settlement answers out; ends by raising.
+    def consume(self, requests: AsyncIterator[queue_pb2.ConsumeRequest],
+                ) -> AsyncIterator[queue_pb2.ConsumeResponse]: ...
     # Per reference "" (done) or why not: a dpq.queue.results.Refusal, or a node's string.
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]: ...
     async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]: ...
@@ -68,6 +73,20 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def Dequeue(self, request, context):
         return queue_pb2.DequeueResponse(jobs=await self._ops.dequeue(request))
+
+    async def Consume(self, request_iterator,
+                      context) -> AsyncIterator[queue_pb2.ConsumeResponse]:
+        consume = getattr(self._ops, "consume", None)
+        if consume is None:  # operations that predate Consume: the client long-polls instead
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "Consume is not served here: long-poll with Dequeue")
+        try:
+            async for response in consume(request_iterator):
+                yield response
+        except grpc.aio.AbortError:
+            raise  # a request that did not decode: the status is set already
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, ends the stream
+            await abort_for(exc, context, "/dpq.v1.Queue/Consume")
 
     @mapped
     async def Ack(self, request, context):
