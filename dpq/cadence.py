@@ -17,6 +17,13 @@ at once; a busy one settles where ``rate = 1 / gap``, i.e. at about
 gathering between them. Batches that fill up (by size) leave regardless: the
 caller checks that.
 
+The callers wait only while a batch of theirs is in flight: with nothing in
+flight, what is pending is all there is to send (the next items often wait on
+this batch's answer: a consumer's next lease on its ack), so waiting would
+only add latency. Measured on the 2-core machine, a gap kept also with nothing
+in flight (5 ms at most) cost a closed loop (consume + ack) about a quarter of
+its rate and bought no fewer messages per job at 1,000 jobs/s.
+
 Pure: the caller passes the time (seconds, any monotonic origin).
 """
 
@@ -27,7 +34,7 @@ import math
 #: Seconds of gap per batch-per-second of rate: a busy path settles near 100 batches/s.
 DEFAULT_GAP_PER_RATE_S = 1e-4
 #: The longest a batch waits for company, whatever the rate.
-DEFAULT_MAX_GAP_S = 0.005
+DEFAULT_MAX_GAP_S = 0.002
 #: How far back the rate looks (the decay's time constant).
 DEFAULT_WINDOW_S = 0.5
 

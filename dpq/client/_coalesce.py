@@ -1,9 +1,9 @@
 """Batching that follows the load: items submitted close together leave together.
 
 How long a batch waits for company is the node proposer's rule
-(:class:`dpq.cadence.Cadence`): a lone item on an idle path leaves at once;
-the more batches have been leaving lately, the longer the gap before the next
-one (a few milliseconds at most), unless it is full first (``max_items``
+(:class:`dpq.cadence.Cadence`): with no batch in flight an item leaves at
+once; while one is, the more batches have been leaving lately, the longer the
+gap before the next one (2 ms at most), unless it is full first (``max_items``
 items / ``max_bytes`` bytes); at most ``max_inflight`` batches are in flight.
 Without the gap a steady trickle of items would leave one by one as fast as
 the round trip allows, and the per-call cost (~0.3 ms of CPU on each side in
@@ -73,7 +73,7 @@ class Coalescer(Generic[T, R]):
             self._timer.cancel()
             self._timer = None
         loop = asyncio.get_running_loop()
-        delay = self._cadence.delay(loop.time())
+        delay = self._cadence.delay(loop.time()) if self._inflight else 0.0
         if delay > 0 and not full:
             # Busy lately: let the next batch gather for a moment (see the module's doc).
             self._timer = loop.call_later(delay, self._lingered)

@@ -6,8 +6,8 @@ long-poll dispatcher, lease expiry, the leader's writer) calls
 packs everything submitted meanwhile into one ``CommandBatch`` (one Paxos
 slot, one fsync on every node), up to ``max_inflight`` batches at once. How
 long a batch waits for company follows the load (:class:`dpq.cadence.Cadence`):
-a lone command at an idle node leaves at once, and the busier the proposer,
-the longer the gap between two batches (a few milliseconds at most), so a
+a command leaves at once when no batch is in flight; while one is, the busier
+the proposer, the longer the gap between two batches (2 ms at most), so a
 steady trickle makes few slots instead of one per command as fast as the
 round trip allows (each slot costs every node an fsync and messages,
 whatever its size).
@@ -158,7 +158,7 @@ class Proposer:
             self._wake.clear()
             while self._pending:
                 await self._slots.acquire()
-                delay = self._cadence.delay(self._clock())
+                delay = self._cadence.delay(self._clock()) if self._inflight else 0.0
                 if delay > 0 and len(self._pending) < self._max_batch:
                     await asyncio.sleep(delay)
                 await self._window.admit(self._seq + 1)

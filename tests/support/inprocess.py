@@ -25,7 +25,7 @@ Nothing runs on its own timer: lease expiry (``dispatcher.expire_due()``),
 stealing (``stealer.check()``) and dead-node reassignment
 (``duties.reassign_dead()``) run when the test calls them, and PostgreSQL is
 absent (LeaderDuties' writer never runs). What still takes real time: the
-WAL's fsyncs (in the driver's thread), the proposer's cadence gap (≤ 5 ms) and its
+WAL's fsyncs (in the driver's thread), the proposer's cadence gap (≤ 2 ms) and its
 retry back-off (20 ms, doubling) — so tests wait for outcomes with
 :meth:`InProcessCluster.until`, never with fixed sleeps.
 
