@@ -151,13 +151,23 @@ class Settler:
     async def _routed(self, records: list[JobRecord], kind: str, value: int,
                       unary: Callable[[list[queue_pb2.JobRef]], Awaitable[list[_Result]]],
                       timeout: float | None = None) -> list[_Result]:
-        """Settle ``records``: on their node's open stream where there is one, else with
-        ``unary``, which also takes over (as a retry) what a broken stream left
-        unanswered. One result per record, in order."""
+        """Settle ``records``: all of them on the stream to the settle endpoint (the
+        leader, when known: any node takes any job's settlement, and the leader
+        proposes it without a hop) when that stream is open, else each on its node's
+        open stream, else with ``unary``, which also takes over (as a retry) what a
+        broken stream left unanswered. One result per record, in order.
+
+        One stream for the whole batch matters: settling on every node's stream
+        makes each node propose its share, three small Paxos slots where one does
+        (measured: a fifth less consume + ack throughput on the 2-core machine)."""
         results: list[_Result] = [("", False)] * len(records)
         by_node: dict[str, list[int]] = {}
-        for i, record in enumerate(records):
-            by_node.setdefault(record.address, []).append(i)
+        preferred = self.endpoints.current()
+        if self.route(preferred) is not None:
+            by_node[preferred] = list(range(len(records)))
+        else:
+            for i, record in enumerate(records):
+                by_node.setdefault(record.address, []).append(i)
         rest: list[int] = []
         streamed: list[tuple[Route, list[int]]] = []
         for address, indexes in by_node.items():
