@@ -10,11 +10,18 @@ next ``dpq up`` bound the same ports beside them. Signals that can be caught
 (SIGINT, SIGTERM, SIGHUP) are handled by ``dpq up`` itself; for the ones that
 cannot, two mechanisms, both needed:
 
-* :func:`popen_kwargs` makes each child ask the kernel for SIGTERM when its
-  parent dies (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec, so it
-  holds across ``start_new_session``). It covers direct children only, and
-  fires when the *thread* that forked them ends, so it is set only for
-  children started from the main thread.
+* :func:`child_env` tells each child (in its environment) to ask the kernel
+  for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), which the
+  child does first thing (:func:`adopt`, in ``python -m dpq.node`` and
+  ``python -m dpq.gateway``; it holds across ``start_new_session``, and a parent
+  already gone by then is noticed by its pid). It covers direct children only,
+  and fires when the *thread* that forked them ends, so it is asked only of
+  children started from the main thread. Not between fork and exec: a
+  ``preexec_fn`` makes ``subprocess`` fork() instead of vfork(), which runs
+  gRPC's fork handlers in the child; grpcio 1.85 restarts its poller thread
+  there, ``close_fds`` then closes the epoll fd under it, and the child aborts
+  before exec ("epoll_wait error: Bad file descriptor", grpc/grpc#43055; seen
+  in CI from a test process that had used gRPC).
 * :class:`Lifeline` starts a watchdog (``python -m dpq.lifeline``) that holds
   the read end of a pipe whose write end only the owner holds. The kernel
   closes that end when the owner dies, so the watchdog reads EOF, SIGTERMs the
@@ -50,30 +57,43 @@ _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 def _die_with(parent: int) -> None:
-    """In the child, before exec: SIGTERM when the parent dies (or has died already)."""
+    """In the child: SIGTERM when the parent dies (or has died already)."""
     if _libc is not None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def popen_kwargs(cpus: set[int] | None = None) -> dict[str, Any]:
-    """``subprocess.Popen`` arguments for a child that dies with this process.
+#: In a child's environment: the pid of the parent it must die with, and its CPUs ("0,1").
+PARENT_ENV = "DPQ_DIE_WITH_PARENT"
+CPUS_ENV = "DPQ_CPUS"
 
-    Its own session (Ctrl-C in a terminal reaches the owner, not it), the
-    parent-death signal when started from the main thread, and ``cpus`` as its
-    CPU affinity if given."""
-    parent = os.getpid()
-    pdeath = _libc is not None and threading.current_thread() is threading.main_thread()
 
-    def setup() -> None:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        if pdeath:
-            _die_with(parent)
+def popen_kwargs() -> dict[str, Any]:
+    """``subprocess.Popen`` arguments for a child of its own session (Ctrl-C in a
+    terminal reaches the owner, not it); with :func:`child_env` in its environment."""
+    return {"start_new_session": True}
 
-    return {"start_new_session": True,
-            "preexec_fn": setup if (cpus or pdeath) else None}
+
+def child_env(cpus: set[int] | None = None) -> dict[str, str]:
+    """Environment entries for a child that dies with this process (when started
+    from the main thread) and runs on ``cpus`` if given; the child calls :func:`adopt`."""
+    env = {}
+    if _libc is not None and threading.current_thread() is threading.main_thread():
+        env[PARENT_ENV] = str(os.getpid())
+    if cpus:
+        env[CPUS_ENV] = ",".join(str(c) for c in sorted(cpus))
+    return env
+
+
+def adopt() -> None:
+    """In a child started with :func:`child_env`: take its CPUs and die with its parent."""
+    cpus = os.environ.pop(CPUS_ENV, "")
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    parent = os.environ.pop(PARENT_ENV, "")
+    if parent:
+        _die_with(int(parent))
 
 
 class Lifeline:

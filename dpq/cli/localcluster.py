@@ -155,12 +155,12 @@ class LocalCluster:
 
     def _spawn(self, cmd: list[str], data: Path, cpus: set[int] | None) -> subprocess.Popen:
         data.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+        env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT, **lifeline.child_env(cpus))
         watchdog = self.lifeline()
         with open(data / "stderr.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd, cwd=data, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                **lifeline.popen_kwargs(cpus))  # own session; dies with us
+                **lifeline.popen_kwargs())  # own session; dies with us (child_env)
         watchdog.watch(proc.pid)
         return proc
 

@@ -139,3 +139,31 @@ def test_a_single_node_killed_takes_its_embedded_postgres_with_it(tmp_path):
             node.kill()
         if postmaster is not None and postmaster.is_running():
             postmaster.kill()
+
+
+def test_a_child_takes_its_cpus_and_its_parents_death_from_its_environment():
+    """lifeline.child_env / adopt (no preexec_fn: see dpq.lifeline), in a real child."""
+    import os
+    import subprocess
+    import sys
+
+    from dpq import lifeline
+
+    probe = ("import ctypes, os, signal\n"
+             "from dpq import lifeline\n"
+             "lifeline.adopt()\n"
+             "libc = ctypes.CDLL(None)\n"
+             "sig = ctypes.c_int()\n"
+             "libc.prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+             "print(sig.value, sorted(os.sched_getaffinity(0)), "
+             "lifeline.PARENT_ENV in os.environ)\n")
+    cpus = {min(os.sched_getaffinity(0))}
+    from dpq.cli.localcluster import PACKAGE_ROOT  # the dpq this test imported
+
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT, **lifeline.child_env(cpus))
+    assert env[lifeline.PARENT_ENV] == str(os.getpid())
+    done = subprocess.run([sys.executable, "-c", probe], check=False, env=env,
+                          capture_output=True, text=True, timeout=60,
+                          **lifeline.popen_kwargs())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{int(signal.SIGTERM)} {sorted(cpus)} False"
