@@ -161,7 +161,8 @@ def _selector(sel: queue_pb2.JobSelector, known) -> Refused | None:
     if sel.state not in _JOB_STATES:
         return reason(Refusal.INVALID, f"selector.state {sel.state} is not a JobState")
     if not 0 <= sel.priority <= PRIORITY_MAX:
-        return reason(Refusal.INVALID, f"selector.priority {sel.priority} outside 0..{PRIORITY_MAX}")
+        return reason(Refusal.INVALID,
+                      f"selector.priority {sel.priority} outside 0..{PRIORITY_MAX}")
     if len(sel.dedup_key_prefix) > MAX_NAME_CHARS:
         return _over("selector.dedup_key_prefix characters", len(sel.dedup_key_prefix),
                      MAX_NAME_CHARS)

@@ -21,7 +21,8 @@ from support.commands import (
     settled,
 )
 
-from dpq.queue import snapshot, state as state_module
+from dpq.queue import snapshot
+from dpq.queue import state as state_module
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.results import Affected, Paused, Refusal, Refused
 from dpq.queue.state import JobState
