@@ -82,7 +82,7 @@ def list_jobs(state: QueueState, request: queue_pb2.ListJobsRequest, limit: int,
             return (_READY_GROUP, *sort_key(job, aging_step_us))
         return (_OTHER_GROUP, job.job_id, 0, 0)
 
-    matches: Callable[[Job], bool] = lambda job: (  # noqa: E731 - read once, below
+    matches: Callable[[Job], bool] = lambda job: (
         (not request.queue or job.queue == request.queue)
         and (not request.priority or job.priority == request.priority)
         and (not wanted or selector.public_state(job, now_us) == wanted))
