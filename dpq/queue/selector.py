@@ -40,11 +40,14 @@ def selects_everything(selector: queue_pb2.JobSelector) -> bool:
 
 
 def select(jobs: Mapping[int, Job], selector: queue_pb2.JobSelector, now_us: int) -> list[Job]:
-    """The jobs ``selector`` picks, in job id order (a list: the caller changes them)."""
+    """The jobs ``selector`` picks, in job id order (a list: the caller changes them).
+
+    Without job ids this looks at every job: O(jobs), on every replica (see the
+    scan figures in README's "Managing jobs")."""
     if selector.job_ids:
         candidates: Iterator[Job] = (jobs[i] for i in sorted(set(selector.job_ids)) if i in jobs)
-    else:
-        candidates = (jobs[i] for i in sorted(jobs))
+    else:  # jobs enter the dict at enqueue, so its order is already job id order
+        candidates = iter(jobs.values())
     queue = selector.queue
     wanted = selector.state
     priority = selector.priority
