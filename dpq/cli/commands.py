@@ -1,5 +1,5 @@
 """The bodies of ``dpq enqueue``, ``dpq consume``, ``dpq stats``, ``dpq status`` and
-``dpq certs init``.
+``dpq certs init`` (``dpq job …`` and ``dpq queue …``: ``manage.py``).
 
 Each takes parsed arguments and an output stream and returns an exit code; a
 failure the user can act on is one line on stderr (``CommandError``).
@@ -24,16 +24,17 @@ class CommandError(Exception):
     """One line for the user; the command exits non-zero."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def duration(text: str) -> float:
-    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or plain seconds → seconds."""
+    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or plain seconds → seconds."""
     match = _DURATION.match(text)
     if not match:
         # argparse shows this message as it is (a ValueError it would replace)
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 250ms, 5s, 2m or 1h")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 250ms, 5s, 2m, 1h or 1d")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
