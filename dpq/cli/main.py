@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("--wait", type=commands.duration, default=10.0, help="long-poll wait (10s)")
     con.add_argument("--lease", type=commands.duration, default=30.0, help="lease per job (30s)")
 
-    st = sub("stats", "ready/delayed/leased/dead jobs by queue and priority")
+    st = sub("stats", "ready/delayed/leased/dead/cancelled jobs by queue and priority, "
+                      "and paused queues")
     st.add_argument("--queue", default="", help="one queue (default: all)")
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
     manage.add_commands(commands_, _client_options)  # dpq job …, dpq queue …

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TextIO
 
-from dpq.cli.commands import CommandError, duration
+from dpq.cli.commands import CommandError, duration, span
 from dpq.client._retry import RetryPolicy
 from dpq.client.admin import (
     Admin,
@@ -245,15 +245,6 @@ def table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) ->
     return ["  ".join(c.rjust(w) if i in right else c.ljust(w)
                       for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
             for r in rows]
-
-
-def span(seconds: float) -> str:
-    """A length of time in its largest whole unit: ``45s``, ``10m``, ``2h``, ``3d``."""
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 def relative(when: datetime | None, now: datetime) -> str:

@@ -204,3 +204,14 @@ def test_json_is_plain_values_with_the_payload_exact():
     assert why["holds"] == ["dead"] and why["waiting_consumers"] == 2
     assert why["job"]["job_id"] == 17
     assert to_json(Affected(3, 0, 7)) == {"count": 3, "deferred": 0, "slot": 7}
+
+
+def test_stats_says_whether_and_how_long_a_queue_is_paused():
+    from dpq.cli.commands import _paused
+    from dpq.v1 import queue_pb2
+
+    now_us = 1_700_000_000_000_000
+    assert _paused(queue_pb2.QueueStats(queue="q"), now_us) == "no"
+    assert _paused(queue_pb2.QueueStats(paused=True), now_us) == "until resumed"
+    assert _paused(queue_pb2.QueueStats(paused=True, paused_until_us=now_us + 600_000_000),
+                   now_us) == "for 10m"
