@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, target: str, tls_dir: str | None, out: TextIO,
         raise CommandError(_reach_error(exc, target, tls_dir)) from None
     except ServerError as exc:
         raise CommandError(f"{exc.details} ({exc.code.name})") from None
-    except (TlsError, TypeError, ValueError) as exc:
+    except (TlsError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     now = now or datetime.now(UTC)
     if args.json:
