@@ -30,7 +30,8 @@ CREATE TABLE jobs (
     consumer_id      TEXT,                        -- set while leased
     updated_slot     BIGINT NOT NULL,             -- the log slot this row reflects
     CONSTRAINT queue_not_empty CHECK (queue <> ''),
-    CONSTRAINT attempts_not_negative CHECK (attempts >= 0)
+    CONSTRAINT attempts_not_negative CHECK (attempts >= 0),
+    last_error       TEXT                         -- the last nack's error (0004)
 );
 
 COMMENT ON TABLE jobs IS
@@ -39,6 +40,8 @@ COMMENT ON COLUMN jobs.deliver_after IS
     'When the job is (or was) due: created_at, or later for a delayed or nacked job.';
 COMMENT ON COLUMN jobs.updated_slot IS
     'The replicated-log slot this row reflects; a write for an older slot never overwrites it.';
+COMMENT ON COLUMN jobs.last_error IS
+    'The error of the job''s last nack (or "lease expired"); NULL when it never failed.';
 
 -- An operator listing the ready jobs of a queue, most urgent and oldest first.
 CREATE INDEX jobs_ready_idx ON jobs (queue, priority, created_at, job_id)

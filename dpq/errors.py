@@ -54,3 +54,9 @@ class Unimplemented(QueueError):
     """An RPC this server does not serve (a gateway's ``Consume``): the client falls back."""
 
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class NotFound(QueueError):
+    """No such job (never enqueued, or ended long enough ago to be forgotten)."""
+
+    code = grpc.StatusCode.NOT_FOUND

@@ -8,8 +8,11 @@
 * Consume: not served (UNIMPLEMENTED): a node pushes only the jobs it owns, so
   the client library opens its streams on the nodes and falls back to
   long-polls through a gateway.
-* Ack / Nack / ExtendLease, Stats, ClusterInfo: forwarded to the leader,
-  or to any reachable node when no leader is known.
+* Ack / Nack / ExtendLease, Stats, ClusterInfo, and the managing of jobs
+  (GetJob, ListJobs, the bulk actions, pauses): forwarded to the leader, whose
+  replica is the freshest, or to any reachable node when no leader is known.
+* ExplainJob: forwarded to the job's owner node, the only one that knows the
+  consumers waiting for it (the leader says who owns it).
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ class GatewayOperations:
         response = await self._to_leader("Ack", queue_pb2.AckRequest(jobs=refs))
         return [r.error for r in response.results]
 
-    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int,
+                   error: str = "") -> list[str]:
         validate.refs(refs, self.limits)
         validate.nack_delay(delay_ms, self.limits)
-        response = await self._to_leader("Nack",
-                                         queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms))
+        validate.nack_error(error, self.limits)
+        response = await self._to_leader(
+            "Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms, error=error))
         return [r.error for r in response.results]
 
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
@@ -115,6 +120,60 @@ class GatewayOperations:
         info.counters["gateway.jobs"] = self.jobs
         info.counters.update(self.messages())
         return info
+
+    # ------------------------------------------------------------ managing jobs
+    # Checked here too, so a bad request costs no hop; the leader checks again.
+
+    async def get_job(self, job_id: int, with_payload: bool = True) -> queue_pb2.JobInfo:
+        validate.job_id(job_id)
+        return await self._to_leader("GetJob", queue_pb2.GetJobRequest(
+            job_id=job_id, without_payload=not with_payload))
+
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
+        validate.list_jobs(request, self.limits)
+        return await self._to_leader("ListJobs", request)
+
+    async def cancel_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.limits)
+        return await self._to_leader("CancelJobs", queue_pb2.CancelJobsRequest(selector=selector))
+
+    async def retry_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.limits)
+        return await self._to_leader("RetryJobs", queue_pb2.RetryJobsRequest(selector=selector))
+
+    async def set_priority(self, selector: queue_pb2.JobSelector,
+                           priority: int) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.limits)
+        validate.priority(priority)
+        return await self._to_leader("SetPriority", queue_pb2.SetPriorityRequest(
+            selector=selector, priority=priority))
+
+    async def pause_queue(self, queue: str, duration_ms: int) -> queue_pb2.QueuePaused:
+        validate.queue_name(queue, "queue", self.limits)
+        validate.pause_duration(duration_ms, self.limits)
+        return await self._to_leader("PauseQueue", queue_pb2.PauseQueueRequest(
+            queue=queue, duration_ms=duration_ms))
+
+    async def resume_queue(self, queue: str) -> queue_pb2.QueuePaused:
+        validate.queue_name(queue, "queue", self.limits)
+        return await self._to_leader("ResumeQueue", queue_pb2.ResumeQueueRequest(queue=queue))
+
+    async def purge_queue(self, queue: str) -> queue_pb2.JobsAffected:
+        validate.queue_name(queue, "queue", self.limits)
+        return await self._to_leader("PurgeQueue", queue_pb2.PurgeQueueRequest(queue=queue))
+
+    async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse:
+        validate.job_id(job_id)
+        info = await self.get_job(job_id, with_payload=False)
+        request = queue_pb2.ExplainJobRequest(job_id=job_id)
+        owner = self.monitor.by_id(info.owner_node) if info.owner_node else None
+        if owner is not None and owner.report is not None:
+            try:
+                return await self._forward([owner], "ExplainJob", request,
+                                           timeout=FORWARD_TIMEOUT_S)
+            except Unavailable:
+                pass  # the owner is down: the leader's view, without its consumers
+        return await self._to_leader("ExplainJob", request)
 
     async def _to_leader(self, method: str, request):
         leader = self.monitor.leader()

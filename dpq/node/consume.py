@@ -48,7 +48,8 @@ class Settlements(Protocol):
     """The node's settlements (``NodeOperations``): per reference "" or why not."""
 
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]: ...
-    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]: ...
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int,
+                   error: str = "") -> list[str]: ...
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]: ...
 
 
@@ -171,7 +172,7 @@ class ConsumeSession:
             if kind == "ack":
                 errors = await settlements.ack(body.jobs)
             elif kind == "nack":
-                errors = await settlements.nack(body.jobs, body.delay_ms)
+                errors = await settlements.nack(body.jobs, body.delay_ms, body.error)
             else:
                 errors = await settlements.extend(body.jobs, body.lease_ms)
         except InvalidArgument as exc:

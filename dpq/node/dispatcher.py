@@ -70,6 +70,10 @@ class Dispatcher:
         """Long-polls parked on this node now."""
         return sum(len(w) for w in self._waiters.values())
 
+    def waiting_for(self, queue: str) -> int:
+        """Consumers (long-polls and Consume streams) parked on ``queue`` here now."""
+        return len(self._waiters.get(queue, ()))
+
     def starving(self, now: float, gone_after_s: float = 1.0) -> dict[str, float]:
         """Queues whose consumers wait here with nothing to get, and since when.
 
@@ -109,8 +113,9 @@ class Dispatcher:
         """Wait as a consumer with nothing to get: until :meth:`wake` (or anyone) sets
         ``event``, the next delayed job of ``queue`` is due, or ``timeout_s`` (None: no limit)
         runs out. Counted in :attr:`waiting` meanwhile, and marks the queue starving."""
-        next_due = self.owned.next_due_us(queue)
-        if next_due is not None:
+        until = self.state.paused.get(queue)
+        next_due = self.owned.next_due_us(queue) if until is None else (until or None)
+        if next_due is not None:  # the next delayed job, or the end of a timed pause
             due_s = max(0.0, (next_due - self.wall_us()) / 1e6) + 0.001
             timeout_s = due_s if timeout_s is None else min(timeout_s, due_s)
         waiters = self._waiters.setdefault(queue, set())
@@ -142,7 +147,10 @@ class Dispatcher:
 
     async def _lease_ready(self, queue: str, max_jobs: int, lease_ms: int,
                            consumer_id: str) -> list[queue_pb2.Job]:
-        ids = self.owned.reserve(queue, max_jobs, self.wall_us())
+        now = self.wall_us()
+        if self.state.paused and self.state.is_paused(queue, now):
+            return []  # the Lease would grant nothing: wait for Resume (a queue_changed wake)
+        ids = self.owned.reserve(queue, max_jobs, now)
         if not ids:
             return []
         command = log_pb2.Command(lease=log_pb2.LeaseCommand(

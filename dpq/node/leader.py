@@ -42,7 +42,7 @@ from dpq.paxos.core import Replica
 from dpq.pg import connect, writer
 from dpq.pg.outage import Outage
 from dpq.proposing.proposer import Proposer
-from dpq.queue.state import QueueState
+from dpq.queue.state import JobState, QueueState
 from dpq.v1 import log_pb2
 
 log = logging.getLogger("dpq.node.leader")
@@ -169,7 +169,7 @@ class LeaderDuties:
         upserts, deletes = [], []
         for job_id in touched:
             job = state.jobs.get(job_id)
-            if job is None:
+            if job is None or job.state == JobState.CANCELLED:  # acked, purged or cancelled
                 deletes.append(job_id)
             else:
                 upserts.append(job.copy())  # the state moves on while we await

@@ -129,7 +129,8 @@ class Node:
         self.ops = NodeOperations(config.node_id, list(config.peers), self.state, self.proposer,
                                   self.dispatcher, config.policy, self._reachable,
                                   self.applier.written, self.cluster_info,
-                                  log_bytes=lambda: self.applier.log_bytes)
+                                  log_bytes=lambda: self.applier.log_bytes,
+                                  applied=self.applier.applied)
         self.stealer = WorkStealer(config.node_id, self.state, self.owned, self.dispatcher,
                                    self.proposer)
         self.loopwatch = LoopWatch()

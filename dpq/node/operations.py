@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from dpq._wrr import SmoothWRR
-from dpq.errors import ResourceExhausted
+from dpq.errors import NotFound, ResourceExhausted
 from dpq.node import pglag
 from dpq.node.applier import SlotWatch
 from dpq.node.config import QueuePolicy
@@ -20,8 +20,8 @@ from dpq.node.consume import Consumers
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
-from dpq.proposing.results import Result, enqueued, not_applied
-from dpq.queue import validate
+from dpq.proposing.results import Result, affected, enqueued, not_applied, paused
+from dpq.queue import inspect, validate
 from dpq.queue.results import Settled
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
@@ -36,7 +36,8 @@ class NodeOperations:
                  proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
                  reachable: Callable[[int], bool], written: SlotWatch,
                  cluster_info: Callable[[], queue_pb2.ClusterInfoResponse],
-                 log_bytes: Callable[[], int] = lambda: 0) -> None:
+                 log_bytes: Callable[[], int] = lambda: 0,
+                 applied: SlotWatch | None = None) -> None:
         self.node_id = node_id
         self.peer_ids = sorted(peer_ids)
         self.members = frozenset(peer_ids)
@@ -46,6 +47,9 @@ class NodeOperations:
         self.policy = policy
         self._reachable = reachable
         self._written = written
+        # this replica's applied slot: an operator's change is answered once it is
+        # applied here too, so a read that follows on this node sees it
+        self._applied = applied
         self._cluster_info = cluster_info
         # the Paxos log kept in memory since the last snapshot
         self._log_bytes = log_bytes
@@ -126,17 +130,97 @@ class NodeOperations:
         return _per_ref(await self.proposer.submit(
             log_pb2.Command(ack=log_pb2.AckCommand(jobs=refs))))
 
-    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]:
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int,
+                   error: str = "") -> list[str]:
         validate.refs(refs, self.policy.limits)
         validate.nack_delay(delay_ms, self.policy.limits)
+        validate.nack_error(error, self.policy.limits)
         return _per_ref(await self.proposer.submit(log_pb2.Command(nack=log_pb2.NackCommand(
-            jobs=refs, delay_ms=delay_ms, max_attempts=self.policy.max_attempts))))
+            jobs=refs, delay_ms=delay_ms, max_attempts=self.policy.max_attempts,
+            error=error))))
 
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
         validate.refs(refs, self.policy.limits)
         validate.lease(lease_ms, self.policy.limits)
         return _per_ref(await self.proposer.submit(log_pb2.Command(extend=log_pb2.ExtendCommand(
             jobs=refs, lease_ms=lease_ms))))
+
+    # ------------------------------------------------------------ managing jobs
+
+    async def cancel_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.policy.limits)
+        return await self._affect(log_pb2.Command(cancel=log_pb2.CancelCommand(
+            selector=selector)))
+
+    async def retry_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.policy.limits)
+        return await self._affect(log_pb2.Command(retry=log_pb2.RetryCommand(selector=selector)))
+
+    async def set_priority(self, selector: queue_pb2.JobSelector,
+                           priority: int) -> queue_pb2.JobsAffected:
+        validate.selector(selector, self.policy.limits)
+        validate.priority(priority)
+        return await self._affect(log_pb2.Command(set_priority=log_pb2.SetPriorityCommand(
+            selector=selector, priority=priority)))
+
+    async def purge_queue(self, queue: str) -> queue_pb2.JobsAffected:
+        queue = validate.queue_name(queue, "queue", self.policy.limits)
+        return await self._affect(log_pb2.Command(purge=log_pb2.PurgeCommand(queue=queue)))
+
+    async def pause_queue(self, queue: str, duration_ms: int) -> queue_pb2.QueuePaused:
+        queue = validate.queue_name(queue, "queue", self.policy.limits)
+        validate.pause_duration(duration_ms, self.policy.limits)
+        return await self._pause(log_pb2.Command(pause=log_pb2.PauseCommand(
+            queue=queue, duration_ms=duration_ms)))
+
+    async def resume_queue(self, queue: str) -> queue_pb2.QueuePaused:
+        queue = validate.queue_name(queue, "queue", self.policy.limits)
+        return await self._pause(log_pb2.Command(resume=log_pb2.ResumeCommand(queue=queue)))
+
+    async def _affect(self, command: log_pb2.Command) -> queue_pb2.JobsAffected:
+        slot, result = await self._operate(command)
+        done = affected(result)
+        return queue_pb2.JobsAffected(count=done.count, deferred=done.deferred, slot=slot)
+
+    async def _pause(self, command: log_pb2.Command) -> queue_pb2.QueuePaused:
+        slot, result = await self._operate(command)
+        now = paused(result)
+        return queue_pb2.QueuePaused(queue=now.queue, paused=now.paused,
+                                     paused_until_us=now.until_us, was_paused=now.was_paused,
+                                     slot=slot)
+
+    async def _operate(self, command: log_pb2.Command) -> tuple[int, Result | None]:
+        """Propose an operator's command; answer once this replica applied it too."""
+        slot, result = await self.proposer.submit_at(command)
+        if self._applied is not None:
+            await self._applied.wait_for(slot)
+        return slot, result
+
+    async def get_job(self, job_id: int, with_payload: bool = True) -> queue_pb2.JobInfo:
+        validate.job_id(job_id)
+        info = inspect.job_info(self.state, job_id, now_us(), self.dispatcher.owned.aging_step_us,
+                                with_payload)
+        if info is None:
+            raise NotFound(f"job_id: no job {job_id} on node {self.node_id} (never enqueued, "
+                           "or it ended long enough ago to be forgotten)")
+        return info
+
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest) -> queue_pb2.ListJobsResponse:
+        limit = validate.list_jobs(request, self.policy.limits)
+        return inspect.list_jobs(self.state, request, limit, now_us(),
+                                 self.dispatcher.owned.aging_step_us)
+
+    async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse:
+        validate.job_id(job_id)
+        job = self.state.jobs.get(job_id)
+        waiting = (self.dispatcher.waiting_for(job.queue)
+                   if job is not None and job.owner == self.node_id else None)
+        out = inspect.explain(self.state, job_id, now_us(), self.dispatcher.owned.aging_step_us,
+                              node_id=self.node_id, waiting_consumers=waiting)
+        if out is None:
+            raise NotFound(f"job_id: no job {job_id} on node {self.node_id} (never enqueued, "
+                           "or it ended long enough ago to be forgotten)")
+        return out
 
     # ---------------------------------------------------------------- read-only
 
@@ -147,8 +231,12 @@ class NodeOperations:
         out = []
         for name in names:
             ready, delayed, leased, dead = self.state.stats(name, now)
-            out.append(queue_pb2.QueueStats(queue=name, ready_by_priority=ready, delayed=delayed,
-                                            leased=leased, dead=dead))
+            counts = self.state.counts.get(name)
+            out.append(queue_pb2.QueueStats(
+                queue=name, ready_by_priority=ready, delayed=delayed, leased=leased, dead=dead,
+                paused=self.state.is_paused(name, now),
+                paused_until_us=self.state.paused.get(name, 0),
+                cancelled=counts.cancelled if counts is not None else 0))
         return out
 
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:

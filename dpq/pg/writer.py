@@ -76,7 +76,8 @@ _NULL = struct.pack(">i", -1)
 _I32 = struct.Struct(">i")
 # Field count, then (length, value) of job_id, priority, created_at, attempts,
 # owner_node, deliver_after, updated_slot; then lease_expires_at (a value, or
-# NULL) and the payload's length — the column order of copy_jobs/copy_stage.
+# NULL) and the payload's length — the column order of copy_jobs/copy_stage
+# (after the payload: queue, state, consumer_id, then last_error).
 _FIXED_HEAD = ">h iq ii iq ii ii iq iq"
 _ROW_WITH_LEASE = struct.Struct(_FIXED_HEAD + " iq i").pack
 _ROW_NO_LEASE = struct.Struct(_FIXED_HEAD + " i i").pack
@@ -99,12 +100,12 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
         lease = job.lease_expires_at_us
         if lease:
             head = _ROW_WITH_LEASE(
-                12, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
+                13, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
                 4, job.owner, 8, job.ready_at_us - e, 8, slot, 8, lease - e, len(payload),
             )
         else:
             head = _ROW_NO_LEASE(
-                12, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
+                13, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
                 4, job.owner, 8, job.ready_at_us - e, 8, slot, -1, len(payload),
             )
         key = (job.queue, job.state, job.consumer_id)
@@ -114,6 +115,13 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
         append(head)
         append(payload)
         append(tail)
+        error = job.last_error
+        if error:
+            encoded = error.encode()
+            append(_I32.pack(len(encoded)))
+            append(encoded)
+        else:
+            append(_NULL)
         size += len(payload) + 100
         if size >= CHUNK_BYTES:
             yield b"".join(out)
@@ -234,7 +242,8 @@ async def load_jobs(conn: psycopg.AsyncConnection) -> list[Job]:
             _STATES[state],
             lease or 0,
             consumer or "",
+            last_error=last_error or "",
         )
         for (job_id, queue, priority, payload, created, ready, owner, attempt, state, lease,
-             consumer) in await cur.fetchall()
+             consumer, last_error) in await cur.fetchall()
     ]

@@ -12,10 +12,12 @@ from typing import NamedTuple
 
 from dpq.errors import Unavailable
 from dpq.queue.results import (
+    Affected,
     Checkpointed,
     Enqueued,
     Grant,
     Leased,
+    Paused,
     Reassigned,
     Refused,
     Result,
@@ -26,8 +28,8 @@ from dpq.queue.results import (
 from dpq.queue.validate import InvalidArgument
 from dpq.v1 import replication_pb2
 
-__all__ = ["Applied", "Grant", "Result", "enqueued", "granted", "not_applied", "reassigned",
-           "results_from_pb", "results_to_pb"]
+__all__ = ["Applied", "Grant", "Result", "affected", "enqueued", "granted", "not_applied",
+           "paused", "reassigned", "results_from_pb", "results_to_pb"]
 
 
 class Applied(NamedTuple):
@@ -60,6 +62,25 @@ def granted(result: Result | None) -> tuple[Grant, ...]:
     return result.grants if isinstance(result, Leased) else ()
 
 
+#: The commands whose result is :class:`Affected`.
+_AFFECTING = frozenset({"cancel", "retry", "set_priority", "purge"})
+
+
+def affected(result: Result | None) -> Affected:
+    """What a Cancel, Retry, SetPriority or Purge did; raises what to tell the client
+    otherwise."""
+    if isinstance(result, Affected):
+        return result
+    raise not_applied(result)
+
+
+def paused(result: Result | None) -> Paused:
+    """A queue's pause after a Pause or Resume; raises what to tell the client otherwise."""
+    if isinstance(result, Paused):
+        return result
+    raise not_applied(result)
+
+
 def reassigned(result: Result | None) -> int:
     """How many jobs a Reassign moved (0 if it was refused)."""
     return result.count if isinstance(result, Reassigned) else 0
@@ -87,6 +108,11 @@ def _to_pb(result: Result) -> replication_pb2.CommandResult:
             item.reassigned = count
         case Checkpointed(written_slot):
             item.written_slot = written_slot
+        case Affected(count, deferred):
+            item.affected, item.deferred = count, deferred
+        case Paused(queue, paused, until_us, was_paused):
+            item.queue, item.paused = queue, paused
+            item.paused_until_us, item.was_paused = until_us, was_paused
     return item
 
 
@@ -113,6 +139,10 @@ def results_from_pb(items, kinds: list[str]) -> list[Result | None]:
             out.append(Reassigned(item.reassigned))
         elif kind == "checkpoint":
             out.append(Checkpointed(item.written_slot))
+        elif kind in _AFFECTING:
+            out.append(Affected(item.affected, item.deferred))
+        elif kind in ("pause", "resume"):
+            out.append(Paused(item.queue, item.paused, item.paused_until_us, item.was_paused))
         else:
             out.append(None)
     return out

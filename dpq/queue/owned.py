@@ -47,9 +47,10 @@ class OwnedJobs:
         if mine and job.state == JobState.READY:
             if job.job_id not in self.reserved:
                 heap = self._heap(job.queue)
-                if job.job_id not in heap:
-                    heap.push(job.job_id, job.priority, job.created_at_us, job.ready_at_us)
-                    self.woken.add(job.queue)
+                if job.job_id in heap:  # still READY: its priority changed, so its key
+                    heap.remove(job.job_id)
+                heap.push(job.job_id, job.priority, job.created_at_us, job.ready_at_us)
+                self.woken.add(job.queue)
             return
         if previous_owner == self.node_id or previous_state == JobState.READY:
             heap = self.heaps.get(job.queue)
@@ -60,6 +61,10 @@ class OwnedJobs:
         if mine and job.state == JobState.LEASED:
             self.reserved.discard(job.job_id)
             heapq.heappush(self._leases, (job.lease_expires_at_us, job.job_id, job.attempt))
+
+    def queue_changed(self, queue: str) -> None:
+        """Paused or resumed: waiting consumers look again (a resumed queue may deliver)."""
+        self.woken.add(queue)
 
     def rebuild(self) -> None:
         """Derive everything from the state machine (after a restart or a snapshot)."""

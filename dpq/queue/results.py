@@ -12,6 +12,9 @@ Ack, Nack, Extend,     :class:`Settled` — per job reference, None (done) or th
 Expire                 :class:`Refusal` of that one job
 Reassign               :class:`Reassigned` — how many jobs moved
 Checkpoint             :class:`Checkpointed` — the slot PostgreSQL now holds
+Cancel, Retry,         :class:`Affected` — how many jobs changed (and, for a
+SetPriority, Purge     Cancel, how many leased ones are cancelled when their lease ends)
+Pause, Resume          :class:`Paused` — the queue's pause after the command
 any, refused whole     :class:`Refused` — the reason and a detail for people
 =====================  ==========================================================
 
@@ -134,5 +137,18 @@ class Checkpointed(NamedTuple):
     written_slot: int  # the state's written slot after the command (never lower)
 
 
+class Affected(NamedTuple):
+    count: int  # jobs changed
+    deferred: int = 0  # Cancel: leased jobs cancelled once their lease ends unacked
+
+
+class Paused(NamedTuple):
+    queue: str
+    paused: bool
+    until_us: int  # 0 with paused: until resumed
+    was_paused: bool  # before the command
+
+
 #: What one command yields.
-Result = Enqueued | Leased | Settled | Reassigned | Checkpointed | Refused
+Result = (Enqueued | Leased | Settled | Reassigned | Checkpointed | Affected | Paused
+          | Refused)

@@ -16,7 +16,8 @@ import re
 from typing import NamedTuple
 
 from dpq.queue.results import Refusal, Refused
-from dpq.v1 import log_pb2
+from dpq.queue.selector import selects_everything
+from dpq.v1 import log_pb2, queue_pb2
 
 # Priorities: 1 is the most urgent. The state machine owns these bounds; dpq/heap.py takes
 # them from here, dpq/_fastheap.pyx compiles its own copy (tests/test_heap.py: they agree).
@@ -38,6 +39,11 @@ MAX_DEDUP_WINDOW_US = 366 * DAY_MS * 1000
 #: (a signed 64-bit floor that may move one past the seq).
 MAX_CLIENT_ID_BYTES = 1024
 MAX_SEQ = 2**62
+#: A nack's error text, in bytes of UTF-8 (the public limit is 1,024).
+MAX_ERROR_BYTES = 4096
+#: Job ids one selector may name (the public limit is 10,000).
+MAX_SELECTOR_IDS = 1_000_000
+_JOB_STATES = frozenset(queue_pb2.JobState.values())
 
 #: Letters, digits and ``_ . : -`` (the public API's rule, shared with validate).
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -133,7 +139,55 @@ def _refs_only(cmd, members, slot, known) -> Refused | None:
 def _nack(cmd: log_pb2.NackCommand, members, slot, known) -> Refused | None:
     if cmd.delay_ms > MAX_DELAY_MS:
         return _over("delay_ms", cmd.delay_ms, MAX_DELAY_MS)
+    if len(cmd.error) > MAX_ERROR_BYTES:  # characters ≤ bytes: a cheap first look
+        size = len(cmd.error.encode())
+        if size > MAX_ERROR_BYTES:
+            return _over("error bytes", size, MAX_ERROR_BYTES)
     return None
+
+
+def _queue_name(field: str, queue: str, known) -> Refused | None:
+    if queue and queue not in known and (
+            len(queue) > MAX_NAME_CHARS or not QUEUE_NAME.fullmatch(queue)):
+        return reason(Refusal.INVALID, f"{field} {queue[:64]!r} is not a queue name")
+    return None
+
+
+def _selector(sel: queue_pb2.JobSelector, known) -> Refused | None:
+    if selects_everything(sel) and not sel.all:
+        return reason(Refusal.INVALID, "an empty selector without all")
+    if len(sel.job_ids) > MAX_SELECTOR_IDS:
+        return _over("selector.job_ids", len(sel.job_ids), MAX_SELECTOR_IDS)
+    if sel.state not in _JOB_STATES:
+        return reason(Refusal.INVALID, f"selector.state {sel.state} is not a JobState")
+    if not 0 <= sel.priority <= PRIORITY_MAX:
+        return reason(Refusal.INVALID,
+                      f"selector.priority {sel.priority} outside 0..{PRIORITY_MAX}")
+    if len(sel.dedup_key_prefix) > MAX_NAME_CHARS:
+        return _over("selector.dedup_key_prefix characters", len(sel.dedup_key_prefix),
+                     MAX_NAME_CHARS)
+    return _queue_name("selector.queue", sel.queue, known)
+
+
+def _selected(cmd, members, slot, known) -> Refused | None:
+    return _selector(cmd.selector, known)
+
+
+def _set_priority(cmd: log_pb2.SetPriorityCommand, members, slot, known) -> Refused | None:
+    if not PRIORITY_MIN <= cmd.priority <= PRIORITY_MAX:
+        return reason(Refusal.INVALID,
+                      f"priority {cmd.priority} outside {PRIORITY_MIN}..{PRIORITY_MAX}")
+    return _selector(cmd.selector, known)
+
+
+def _pause(cmd: log_pb2.PauseCommand, members, slot, known) -> Refused | None:
+    if cmd.duration_ms > MAX_DELAY_MS:
+        return _over("duration_ms", cmd.duration_ms, MAX_DELAY_MS)
+    return _queue_name("queue", cmd.queue, known)
+
+
+def _queue_only(cmd, members, slot, known) -> Refused | None:
+    return _queue_name("queue", cmd.queue, known)
 
 
 def _extend(cmd: log_pb2.ExtendCommand, members, slot, known) -> Refused | None:
@@ -164,4 +218,10 @@ _CHECKS = {
     "expire": _refs_only,
     "reassign": _reassign,
     "checkpoint": _checkpoint,
+    "cancel": _selected,
+    "retry": _selected,
+    "set_priority": _set_priority,
+    "pause": _pause,
+    "resume": _queue_only,
+    "purge": _queue_only,
 }

@@ -1,7 +1,7 @@
 """The queue state machine as bytes, for Paxos snapshots.
 
 A snapshot lets a node restart without replaying the whole log, lets the log be
-compacted, and brings a far-behind follower up to date. Layout (version 3)::
+compacted, and brings a far-behind follower up to date. Layout (version 4)::
 
     b"DPQS" | u16 version | u32 meta length | meta (JSON) |
     u32 sessions length | sessions |
@@ -10,9 +10,11 @@ compacted, and brings a far-behind follower up to date. Layout (version 3)::
 
 A dedup row is ``_DEDUP`` (job id, expiry, name lengths) then the queue name and
 the key; a touched row is ``_TOUCHED`` (job id, slot). Each job is a fixed-size
-header (``_JOB``) followed by its consumer id and its payload; payload bytes are
-copied, never re-encoded. Version 2 kept the dedup keys and the touched jobs in
-the JSON part; version 1 had no lease receipts. Both still load.
+header (``_JOB``) followed by its consumer id, its payload, its dedup key and its
+last error; payload bytes are copied, never re-encoded. The paused queues are in
+the JSON part. Version 3 had no dedup key, last error, cancel flag or pauses;
+version 2 kept the dedup keys and the touched jobs in the JSON part; version 1
+had no lease receipts. All still load.
 
 A snapshot of a big state takes long to write (about 1 µs a job), so
 :class:`Dump` writes it a piece at a time: the caller runs :meth:`Dump.step`
@@ -39,14 +41,17 @@ from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue.state import Job, JobState, QueueState
 
 MAGIC = b"DPQS"
-VERSION = 3
+VERSION = 4
 _HEAD = struct.Struct("<4sHI")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 # job_id, queue index, priority, created, ready_at, lease_expires, owner, attempt,
-# state, consumer id length, payload length, receipt
-_JOB = struct.Struct("<QIbqqqIIBIIQ")
+# state, consumer id length, payload length, receipt, dedup key length, last error
+# length, flags (_CANCEL_REQUESTED)
+_JOB = struct.Struct("<QIbqqqIIBIIQIIB")
+_JOB_V3 = struct.Struct("<QIbqqqIIBIIQ")
 _JOB_V1 = struct.Struct("<QIbqqqIIBII")
+_CANCEL_REQUESTED = 1
 # job_id, expires_at_us, queue name length, key length
 _DEDUP = struct.Struct("<QqII")
 # job_id, slot
@@ -90,6 +95,7 @@ class Dump:
             "applied_slot": state.applied_slot,
             "written_slot": state.written_slot,
             "queues": queues,
+            "paused": sorted(state.paused.items()),
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -111,11 +117,15 @@ class Dump:
         for job_id in job_ids:
             job = frozen.get(job_id) or jobs[job_id]
             consumer = job.consumer_id.encode()
+            dedup_key = job.dedup_key.encode()
+            last_error = job.last_error.encode()
             yield pack(job.job_id, index[job.queue], job.priority, job.created_at_us,
                        job.ready_at_us, job.lease_expires_at_us, job.owner, job.attempt,
-                       job.state, len(consumer), len(job.payload), job.receipt)
+                       job.state, len(consumer), len(job.payload), job.receipt,
+                       len(dedup_key), len(last_error),
+                       _CANCEL_REQUESTED if job.cancel_requested else 0)
             yield consumer
-            yield job.payload
+            yield job.payload + dedup_key + last_error if dedup_key or last_error else job.payload
 
     def step(self, budget: int) -> bool:
         """Write about ``budget`` more rows; True once the snapshot is complete."""
@@ -185,7 +195,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     if len(view) < _HEAD.size:
         raise SnapshotError(f"{len(view)} bytes is too short for a snapshot header")
     magic, version, meta_len = _HEAD.unpack_from(view)
-    if magic != MAGIC or version not in (1, 2, VERSION):
+    if magic != MAGIC or version not in (1, 2, 3, VERSION):
         raise SnapshotError(f"not a version 1-{VERSION} dpq snapshot (magic {magic!r}, "
                             f"version {version})")
     at = _HEAD.size
@@ -207,25 +217,33 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
         at = _load_dedup(view, at, state)
         at = _load_touched(view, at, state)
     queues = [str(q) for q in meta["queues"]]
+    for queue, until in meta.get("paused", ()):
+        state.paused[str(queue)] = _count(until)
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
-    job_struct = _JOB_V1 if version == 1 else _JOB
+    job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3}.get(version, _JOB)
     unpack, size = job_struct.unpack_from, job_struct.size
     for _ in range(count):
         (job_id, qi, priority, created, ready_at, lease_expires, owner, attempt, job_state,
-         consumer_len, payload_len, *receipt) = unpack(view, at)
+         consumer_len, payload_len, *rest) = unpack(view, at)
         at += size
+        receipt, dedup_len, error_len, flags = (*rest, 0, 0, 0, 0)[:4]
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX or job_state == JobState.GONE:
             raise SnapshotError(f"job {job_id}: priority {priority}, state {job_state}")
-        if at + consumer_len + payload_len > len(view):
+        if at + consumer_len + payload_len + dedup_len + error_len > len(view):
             raise SnapshotError(f"job {job_id} runs past the end of the snapshot")
         consumer = bytes(view[at : at + consumer_len]).decode()
         at += consumer_len
         payload = bytes(view[at : at + payload_len])
         at += payload_len
+        dedup_key = bytes(view[at : at + dedup_len]).decode()
+        at += dedup_len
+        last_error = bytes(view[at : at + error_len]).decode()
+        at += error_len
         state.restore_job(
             Job(job_id, queues[qi], priority, payload, created, ready_at, owner, attempt,
-                JobState(job_state), lease_expires, consumer, receipt[0] if receipt else 0)
+                JobState(job_state), lease_expires, consumer, receipt, dedup_key, last_error,
+                bool(flags & _CANCEL_REQUESTED))
         )
     if at != len(view):
         raise SnapshotError(f"{len(view) - at} bytes left over after {count} jobs")

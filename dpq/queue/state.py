@@ -11,6 +11,17 @@ Job life cycle (DESIGN.md, "The replicated log and the state machine")::
     Enqueue ──▶ READY ──Lease──▶ LEASED ──Ack──▶ (gone)
                   ▲                │
                   └─Nack / Expire──┘──(max attempts)──▶ DEAD
+                  ▲                                        │
+                  └───────────────Retry────────────────────┤
+                                                 Cancel ──▶ CANCELLED ──(evicted, Purge)──▶ (gone)
+
+Operators act on jobs with bulk commands whose selector (``dpq.queue.selector``)
+every replica resolves against the same state: Cancel (READY, delayed and DEAD
+jobs become CANCELLED at once; a LEASED one when its lease ends without an
+ack), Retry (DEAD and CANCELLED jobs become READY with a fresh attempt budget),
+SetPriority, and per queue Pause / Resume (a paused queue leases nothing) and
+Purge (everything not leased is removed). The newest ``MAX_CANCELLED_KEPT``
+cancelled jobs are kept for Retry; older ones are removed in job id order.
 
 A READY job whose ``ready_at_us`` is in the future is *delayed*. ``attempt``
 counts deliveries: a lease sets ``attempt += 1`` and stores the ``receipt`` its
@@ -44,20 +55,23 @@ Two kinds of derived, non-replicated consumers watch the state:
 from __future__ import annotations
 
 import heapq
+import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from enum import IntEnum
 from typing import Protocol
 
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal, is_config
-from dpq.queue import rules
+from dpq.queue import rules, selector
 from dpq.queue.commands import unstamp
+from dpq.queue.jobs import Job, JobState
 from dpq.queue.results import (
+    Affected,
     Checkpointed,
     Enqueued,
     Grant,
     Leased,
+    Paused,
     Reassigned,
     Refusal,
     Refused,
@@ -91,79 +105,12 @@ DEDUP_OVERHEAD = 300
 #: A queue beyond its name (counters, interned name, the owner's FastHeap):
 #: measured 4,186 B with 100,000 queues.
 QUEUE_OVERHEAD = 4500
-
-
-class JobState(IntEnum):
-    READY = 0
-    LEASED = 1
-    DEAD = 2
-    #: Acked: the job is no longer in the state machine. Only observers see it.
-    GONE = 3
-
-
-class Job:
-    """One job as every replica holds it."""
-
-    __slots__ = (  # in constructor order, which as_tuple follows
-        "job_id",
-        "queue",
-        "priority",
-        "payload",
-        "created_at_us",
-        "ready_at_us",
-        "attempt",
-        "state",
-        "owner",
-        "lease_expires_at_us",
-        "consumer_id",
-        "receipt",
-    )
-
-    def __init__(
-        self,
-        job_id: int,
-        queue: str,
-        priority: int,
-        payload: bytes,
-        created_at_us: int,
-        ready_at_us: int,
-        owner: int,
-        attempt: int = 0,
-        state: JobState = JobState.READY,
-        lease_expires_at_us: int = 0,
-        consumer_id: str = "",
-        receipt: int = 0,
-    ) -> None:
-        self.job_id = job_id
-        self.queue = queue
-        self.priority = priority
-        self.payload = payload
-        self.created_at_us = created_at_us
-        self.ready_at_us = ready_at_us
-        self.owner = owner
-        self.attempt = attempt
-        self.state = state
-        self.lease_expires_at_us = lease_expires_at_us
-        self.consumer_id = consumer_id
-        self.receipt = receipt  # of the current lease; 0 when not leased
-
-    def copy(self) -> Job:
-        """A detached copy (the writer keeps one while the state moves on)."""
-        return Job(self.job_id, self.queue, self.priority, self.payload, self.created_at_us,
-                   self.ready_at_us, self.owner, self.attempt, self.state,
-                   self.lease_expires_at_us, self.consumer_id, self.receipt)
-
-    def as_tuple(self) -> tuple:
-        return tuple(getattr(self, name) for name in Job.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and self.as_tuple() == other.as_tuple()
-
-    def __repr__(self) -> str:
-        return (
-            f"Job(#{self.job_id} {self.queue!r} p{self.priority} {self.state.name} "
-            f"attempt={self.attempt} owner={self.owner} ready_at={self.ready_at_us})"
-        )
+#: Cancelled jobs kept (with their payloads) so RetryJobs can bring them back.
+MAX_CANCELLED_KEPT = 10_000
+#: Acked and removed jobs whose end a replica remembers for GetJob (not replicated).
+FINISHED_REMEMBERED = 65_536
+#: How far back a queue's drain rate looks (leader time, µs): the decay's time constant.
+DRAIN_WINDOW_US = 60_000_000
 
 
 class Observer(Protocol):
@@ -171,17 +118,46 @@ class Observer(Protocol):
 
     def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None: ...
 
+    def queue_changed(self, queue: str) -> None:
+        """The queue was paused or resumed (a resumed queue's consumers should look again)."""
+
 
 class _Silent:
     def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None:
         pass
 
+    def queue_changed(self, queue: str) -> None:
+        pass
+
+
+class DrainRate:
+    """Jobs leased per second from one queue lately, by the leader's clock: an
+    exponentially decaying count (derived on every replica, not replicated)."""
+
+    __slots__ = ("_count", "_last_us")
+
+    def __init__(self) -> None:
+        self._count = 0.0
+        self._last_us = 0
+
+    def add(self, n: int, now_us: int) -> None:
+        if self._last_us:
+            self._count *= math.exp(-max(0, now_us - self._last_us) / DRAIN_WINDOW_US)
+        self._count += n
+        self._last_us = max(self._last_us, now_us)
+
+    def per_second(self, now_us: int) -> float:
+        if not self._last_us:
+            return 0.0
+        decay = math.exp(-max(0, now_us - self._last_us) / DRAIN_WINDOW_US)
+        return self._count * decay / (DRAIN_WINDOW_US / 1e6)
+
 
 class QueueCounts:
     """Per-queue counters kept in step with the jobs, so Stats is O(queues)."""
 
-    __slots__ = ("dead", "delayed_by_priority", "delayed_heap", "leased", "ready_by_owner",
-                 "ready_by_priority")
+    __slots__ = ("cancelled", "dead", "delayed_by_priority", "delayed_heap", "leased",
+                 "ready_by_owner", "ready_by_priority")
 
     def __init__(self) -> None:
         self.ready_by_priority = [0] * PRIORITY_MAX  # READY jobs, delayed ones included
@@ -189,6 +165,7 @@ class QueueCounts:
         self.delayed_by_priority = [0] * PRIORITY_MAX
         self.leased = 0
         self.dead = 0
+        self.cancelled = 0
         # (ready_at_us, priority) of READY jobs that were delayed when they
         # became ready. A delayed job cannot leave READY before it is due (a
         # lease needs it due), so an entry is only ever removed by time.
@@ -207,7 +184,7 @@ class QueueCounts:
 
     @property
     def empty(self) -> bool:
-        return not (any(self.ready_by_priority) or self.leased or self.dead)
+        return not (any(self.ready_by_priority) or self.leased or self.dead or self.cancelled)
 
 
 def _decrement(counts: dict[int, int], key: int) -> None:
@@ -254,6 +231,17 @@ class QueueState:
         # snapshot began, for every job changed or removed since (copy-on-write).
         self._frozen: dict[int, Job] | None = None
         self._frozen_below = 0  # jobs from this id on were born after the snapshot began
+        #: queue -> until (leader µs; 0: until resumed). Replicated (in snapshots).
+        self.paused: dict[str, int] = {}
+        # ids of CANCELLED jobs, smallest first: evicted past MAX_CANCELLED_KEPT
+        # (stale ids of jobs retried or purged since are skipped)
+        self._cancelled_ids: list[int] = []
+        self.cancelled_kept = 0
+        #: job_id -> (JobState.GONE or CANCELLED, when): what GetJob says of a job
+        #: this replica saw end. Derived, bounded, not in snapshots.
+        self.finished: OrderedDict[int, tuple[JobState, int]] = OrderedDict()
+        #: queue -> jobs leased per second lately (for ExplainJob). Derived.
+        self.drain: dict[str, DrainRate] = {}
 
     def reset(self) -> None:
         """Forget everything (before loading a snapshot); observers and members stay."""
@@ -334,7 +322,11 @@ class QueueState:
             else:
                 self.clock_us = max(self.clock_us, leader_time_us)
                 self._prune_dedup()
+                if self.paused:
+                    self._prune_pauses()
                 results = [self._apply_command(slot, i, c) for i, c in enumerate(commands)]
+                if self.cancelled_kept > MAX_CANCELLED_KEPT:
+                    self._evict_cancelled()
                 self._end_slot(slot)
         self._remember(client_id, seq, results)
         return results
@@ -373,7 +365,8 @@ class QueueState:
             job_id = self.next_job_id
             self.next_job_id = job_id + 1
             payload = new.payload
-            job = Job(job_id, queue, new.priority, payload, now, now + new.delay_ms * 1000, owner)
+            job = Job(job_id, queue, new.priority, payload, now, now + new.delay_ms * 1000, owner,
+                      dedup_key=dedup_key)
             self.jobs[job_id] = job
             self.payload_bytes += len(payload)
             self.held_bytes += JOB_OVERHEAD + len(payload)
@@ -399,6 +392,7 @@ class QueueState:
         now = self.clock_us
         expires = now + cmd.lease_ms * 1000
         node, consumer = cmd.node, cmd.consumer_id  # one str for every job of the lease
+        paused = self.paused
         granted: list[Grant] = []
         for job_id, receipt in zip(cmd.job_ids, cmd.receipts):
             job = self.jobs.get(job_id)
@@ -406,6 +400,8 @@ class QueueState:
                 continue
             if job.state != JobState.READY or job.ready_at_us > now:
                 continue
+            if paused and job.queue in paused:
+                continue  # paused since it was reserved (pauses are pruned when they end)
             self._leave_ready(job)
             self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
             self.observer.job_changed(job, job.owner, JobState.READY)
@@ -413,6 +409,12 @@ class QueueState:
             # a later command (in this batch, or before a retry reads the
             # remembered result) makes of the job.
             granted.append(Grant(job_id, job.attempt, expires, receipt))
+        if granted:
+            queue = self.jobs[granted[0].job_id].queue  # a node leases one queue at a time
+            drain = self.drain.get(queue)
+            if drain is None:
+                drain = self.drain[queue] = DrainRate()
+            drain.add(len(granted), now)
         return Leased(tuple(granted))
 
     def _ack(self, cmd: log_pb2.AckCommand) -> Settled:
@@ -426,6 +428,7 @@ class QueueState:
                 self.held_bytes -= JOB_OVERHEAD + len(job.payload)
                 job.state = JobState.GONE
                 self._touch(job.job_id)
+                self._finished(job.job_id, JobState.GONE)
                 self.observer.job_changed(job, job.owner, JobState.LEASED)
                 if self.counts[job.queue].empty:
                     self._forget_queue(job.queue)
@@ -434,15 +437,17 @@ class QueueState:
 
     def _nack(self, cmd: log_pb2.NackCommand) -> Settled:
         return self._release(cmd.jobs, cmd.max_attempts, cmd.delay_ms * 1000, must_be_expired=False,
-                             undelivered=cmd.undelivered)
+                             undelivered=cmd.undelivered, last_error=cmd.error)
 
     def _expire(self, cmd: log_pb2.ExpireCommand) -> Settled:
-        return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True)
+        return self._release(cmd.jobs, cmd.max_attempts, 0, must_be_expired=True,
+                             last_error="lease expired")
 
     def _release(
         self, refs: Iterable[log_pb2.JobRef], max_attempts: int, delay_us: int,
         must_be_expired: bool,
         undelivered: bool = False,
+        last_error: str = "",
     ) -> Settled:
         now = self.clock_us
         results = []
@@ -454,7 +459,11 @@ class QueueState:
                 self._set_unleased(job)
                 if undelivered:
                     job.attempt -= 1  # nobody saw this delivery
-                if max_attempts and job.attempt >= max_attempts and not undelivered:
+                elif last_error:
+                    job.last_error = last_error
+                if job.cancel_requested:
+                    self._become_cancelled(job)
+                elif max_attempts and job.attempt >= max_attempts and not undelivered:
                     job.state = JobState.DEAD
                     self.counts[job.queue].dead += 1
                 else:
@@ -482,7 +491,7 @@ class QueueState:
         moved = 0
         for job_id, owner in zip(cmd.job_ids, cmd.owners):
             job = self.jobs.get(job_id)
-            if job is None or job.state == JobState.DEAD or job.owner == owner:
+            if job is None or job.state in _UNSERVED or job.owner == owner:
                 continue
             self._keep(job)
             previous_owner, job.owner = job.owner, owner
@@ -507,6 +516,183 @@ class QueueState:
                 if touched.get(job_id, written_slot + 1) <= written_slot:
                     del touched[job_id]
         return Checkpointed(written_slot)
+
+
+    # ------------------------------------------------------------ managing jobs
+
+    def _cancel(self, cmd: log_pb2.CancelCommand) -> Affected:
+        """READY (delayed too) and DEAD jobs become CANCELLED; a LEASED one is marked and
+        becomes CANCELLED when its lease ends without an ack (an ack still succeeds)."""
+        count = deferred = 0
+        delayed: set[str] = set()
+        for job in selector.select(self.jobs, cmd.selector, self.clock_us):
+            state = job.state
+            if state == JobState.LEASED:
+                if not job.cancel_requested:
+                    self._keep(job)
+                    job.cancel_requested = True
+                    self._touch(job.job_id)
+                    deferred += 1
+                continue
+            if state == JobState.CANCELLED:
+                continue
+            self._keep(job)
+            if state == JobState.READY:
+                if job.ready_at_us > self.clock_us:
+                    delayed.add(job.queue)
+                self._leave_ready(job)
+            else:
+                self.counts[job.queue].dead -= 1
+            self._become_cancelled(job)
+            self._touch(job.job_id)
+            self.observer.job_changed(job, job.owner, state)
+            count += 1
+        self._recount_delayed(delayed)
+        return Affected(count, deferred)
+
+    def _retry(self, cmd: log_pb2.RetryCommand) -> Affected:
+        """DEAD and CANCELLED jobs become READY now, with a fresh attempt budget (the
+        DLQ redrive). Their ready time becomes now: they queue behind what waited."""
+        now, count = self.clock_us, 0
+        for job in selector.select(self.jobs, cmd.selector, now):
+            state = job.state
+            if state not in _UNSERVED:
+                continue
+            self._keep(job)
+            counts = self.counts[job.queue]
+            if state == JobState.DEAD:
+                counts.dead -= 1
+            else:
+                counts.cancelled -= 1
+                self.cancelled_kept -= 1
+                self.finished.pop(job.job_id, None)
+            job.attempt = 0
+            job.cancel_requested = False
+            job.ready_at_us = now
+            self._enter_ready(job)
+            self._touch(job.job_id)
+            self.observer.job_changed(job, job.owner, state)
+            count += 1
+        return Affected(count)
+
+    def _set_priority(self, cmd: log_pb2.SetPriorityCommand) -> Affected:
+        """Every selected job gets the new priority; a READY one keeps its ready time, so
+        its aged key is recomputed from it (its place in time)."""
+        priority, count = cmd.priority, 0
+        delayed: set[str] = set()
+        for job in selector.select(self.jobs, cmd.selector, self.clock_us):
+            if job.priority == priority:
+                continue
+            self._keep(job)
+            if job.state == JobState.READY:
+                by_priority = self.counts[job.queue].ready_by_priority
+                by_priority[job.priority - 1] -= 1
+                by_priority[priority - 1] += 1
+                if job.ready_at_us > self.clock_us:
+                    delayed.add(job.queue)
+            job.priority = priority
+            self._touch(job.job_id)
+            self.observer.job_changed(job, job.owner, job.state)
+            count += 1
+        self._recount_delayed(delayed)
+        return Affected(count)
+
+    def _pause(self, cmd: log_pb2.PauseCommand) -> Paused:
+        queue = cmd.queue or rules.DEFAULT_QUEUE
+        was = self.is_paused(queue, self.clock_us)
+        until = self.clock_us + cmd.duration_ms * 1000 if cmd.duration_ms else 0
+        self.paused[queue] = until
+        self.observer.queue_changed(queue)
+        return Paused(queue, True, until, was)
+
+    def _resume(self, cmd: log_pb2.ResumeCommand) -> Paused:
+        queue = cmd.queue or rules.DEFAULT_QUEUE
+        was = self.is_paused(queue, self.clock_us)
+        self.paused.pop(queue, None)
+        self.observer.queue_changed(queue)
+        return Paused(queue, False, 0, was)
+
+    def _purge(self, cmd: log_pb2.PurgeCommand) -> Affected:
+        """Remove every job of the queue that is not leased (READY, delayed, DEAD and
+        CANCELLED alike); GetJob then says CANCELLED."""
+        queue = cmd.queue or rules.DEFAULT_QUEUE
+        doomed = [job for job in self.jobs.values()
+                  if job.queue == queue and job.state != JobState.LEASED]
+        for job in doomed:
+            self._remove(job)
+        if doomed:
+            self._recount_delayed({queue})
+        return Affected(len(doomed))
+
+    def is_paused(self, queue: str, now_us: int) -> bool:
+        until = self.paused.get(queue)
+        return until is not None and (until == 0 or now_us < until)
+
+    def _prune_pauses(self) -> None:
+        now = self.clock_us
+        for queue in [q for q, until in self.paused.items() if until and until <= now]:
+            del self.paused[queue]
+            self.observer.queue_changed(queue)
+
+    def _become_cancelled(self, job: Job) -> None:
+        """``job`` (READY or DEAD counters already left, or just unleased) is CANCELLED."""
+        job.state = JobState.CANCELLED
+        job.cancel_requested = False
+        self.counts[job.queue].cancelled += 1
+        self.cancelled_kept += 1
+        heapq.heappush(self._cancelled_ids, job.job_id)
+        self._finished(job.job_id, JobState.CANCELLED)
+
+    def _evict_cancelled(self) -> None:
+        """Remove the oldest cancelled jobs (by id) past ``MAX_CANCELLED_KEPT``."""
+        ids, jobs = self._cancelled_ids, self.jobs
+        while self.cancelled_kept > MAX_CANCELLED_KEPT and ids:
+            job = jobs.get(heapq.heappop(ids))
+            if job is not None and job.state == JobState.CANCELLED:
+                self._remove(job)
+
+    def _remove(self, job: Job) -> None:
+        """Take a job that is not leased out of the state for good (Purge, eviction)."""
+        self._keep(job)
+        counts, state = self.counts[job.queue], job.state
+        if state == JobState.READY:
+            self._leave_ready(job)
+        elif state == JobState.DEAD:
+            counts.dead -= 1
+        elif state == JobState.CANCELLED:
+            counts.cancelled -= 1
+            self.cancelled_kept -= 1
+        del self.jobs[job.job_id]
+        self.payload_bytes -= len(job.payload)
+        self.held_bytes -= JOB_OVERHEAD + len(job.payload)
+        job.state = JobState.GONE
+        self._touch(job.job_id)
+        self._finished(job.job_id, JobState.CANCELLED)
+        self.observer.job_changed(job, job.owner, state)
+        if counts.empty:
+            self._forget_queue(job.queue)
+
+    def _recount_delayed(self, queues: set[str]) -> None:
+        """Rebuild the delay counters of ``queues`` after jobs left READY (or changed
+        priority) before they were due: the counters assume only time removes a delay."""
+        if not queues:
+            return
+        now = self.clock_us
+        for queue in queues:
+            counts = self.counts.get(queue)
+            if counts is not None:
+                counts.delayed_heap = []
+                counts.delayed_by_priority = [0] * PRIORITY_MAX
+        for job in self.jobs.values():
+            if (job.queue in queues and job.state == JobState.READY
+                    and job.ready_at_us > now):
+                self.counts[job.queue].delay(job.ready_at_us, job.priority)
+
+    def _finished(self, job_id: int, how: JobState) -> None:
+        finished = self.finished
+        finished[job_id] = (how, self.clock_us)
+        if len(finished) > FINISHED_REMEMBERED:
+            finished.popitem(last=False)
 
     # ------------------------------------------------------------ memory cost
 
@@ -625,7 +811,7 @@ class QueueState:
         return [job_id for job_id, slot in self._touched.items() if slot > after_slot]
 
     def queues(self) -> list[str]:
-        return sorted(q for q, c in self.counts.items() if not c.empty)
+        return sorted({q for q, c in self.counts.items() if not c.empty} | set(self.paused))
 
     def stats(self, queue: str, now_us: int) -> tuple[list[int], int, int, int]:
         """``(ready_by_priority, delayed, leased, dead)`` of one queue at ``now_us``."""
@@ -688,6 +874,10 @@ class QueueState:
             counts.leased += 1
         elif job.state == JobState.DEAD:
             counts.dead += 1
+        elif job.state == JobState.CANCELLED:
+            counts.cancelled += 1
+            self.cancelled_kept += 1
+            heapq.heappush(self._cancelled_ids, job.job_id)
 
 
 _APPLY = {
@@ -699,7 +889,16 @@ _APPLY = {
     "expire": QueueState._expire,
     "reassign": QueueState._reassign,
     "checkpoint": QueueState._checkpoint,
+    "cancel": QueueState._cancel,
+    "retry": QueueState._retry,
+    "set_priority": QueueState._set_priority,
+    "pause": QueueState._pause,
+    "resume": QueueState._resume,
+    "purge": QueueState._purge,
 }
+
+#: Held but not served: no owner hands them out, Retry brings them back.
+_UNSERVED = (JobState.DEAD, JobState.CANCELLED)
 
 
 def _proposal_problem(client_id: str, seq: int) -> Refused | None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from dpq.queue import rules
 from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
-from dpq.v1 import log_pb2
+from dpq.queue.selector import selects_everything
+from dpq.v1 import log_pb2, queue_pb2
 
 QUEUE_NAME_CHARS = "letters, digits and _ . : -"
 _QUEUE_NAME = rules.QUEUE_NAME
@@ -53,6 +54,11 @@ class Limits:
     max_reassign: int = 1_000_000  # job ids per Reassign
     max_attempts: int = 1_000_000  # a Nack's or Expire's max_attempts
     max_dedup_window_ms: int = rules.MAX_DEDUP_WINDOW_US // 1000
+    # Managing jobs:
+    max_error_bytes: int = 1024  # a nack's error (UTF-8)
+    max_list_jobs: int = 1000  # one ListJobs page
+    max_selector_ids: int = 10_000  # job ids in one JobSelector
+    max_pause_ms: int = 30 * 24 * 3600 * 1000  # 30 days
 
 
 DEFAULT_LIMITS = Limits()
@@ -155,6 +161,77 @@ def refs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs") -
 
 def nack_delay(delay_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "delay_ms") -> None:
     _at_most(field, delay_ms, limits.max_delay_ms, " ms")
+
+
+def nack_error(error: str, limits: Limits = DEFAULT_LIMITS, field: str = "error") -> None:
+    if len(error) * 4 > limits.max_error_bytes:  # else it fits whatever its characters
+        _at_most(field, len(error.encode()), limits.max_error_bytes, " bytes of UTF-8")
+
+
+# ------------------------------------------------------------------ managing jobs
+
+#: The JobState names a request may use, for messages.
+_STATE_NAMES = ", ".join(queue_pb2.JobState.keys())
+
+
+def job_id(value: int, field: str = "job_id") -> int:
+    if value == 0:
+        raise InvalidArgument(f"{field}: 0 is not a job id (ids start at 1)")
+    return value
+
+
+def job_state(value: int, field: str = "state") -> int:
+    if value not in queue_pb2.JobState.values():
+        raise InvalidArgument(f"{field}: {value} is not a JobState (one of {_STATE_NAMES})")
+    return value
+
+
+def priority_filter(value: int, field: str = "priority") -> int:
+    """A priority to match: 0 (any) or 1..5."""
+    if value and not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise InvalidArgument(
+            f"{field}: {value} is outside {PRIORITY_MIN}..{PRIORITY_MAX} (0 means any)")
+    return value
+
+
+def priority(value: int, field: str = "priority") -> int:
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise InvalidArgument(
+            f"{field}: {value} is outside {PRIORITY_MIN}..{PRIORITY_MAX} (1 is the most urgent)")
+    return value
+
+
+def selector(sel: queue_pb2.JobSelector, limits: Limits = DEFAULT_LIMITS,
+             field: str = "selector") -> None:
+    """Check a ``JobSelector``: an empty one must say ``all``."""
+    if selects_everything(sel) and not sel.all:
+        raise InvalidArgument(
+            f"{field}: no field is set, which would select every job of every queue; "
+            f"set {field}.all = true to mean that")
+    _at_most(f"{field}.job_ids", len(sel.job_ids), limits.max_selector_ids, " job ids")
+    for i, value in enumerate(sel.job_ids):
+        job_id(value, f"{field}.job_ids[{i}]")
+    if sel.queue:
+        queue_name(sel.queue, f"{field}.queue", limits)
+    job_state(sel.state, f"{field}.state")
+    priority_filter(sel.priority, f"{field}.priority")
+    _at_most(f"{field}.dedup_key_prefix", len(sel.dedup_key_prefix), limits.max_dedup_key,
+             " characters")
+
+
+def list_jobs(request: queue_pb2.ListJobsRequest, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Check a ListJobs request; return its page size."""
+    if request.queue:
+        queue_name(request.queue, "queue", limits)
+    job_state(request.state)
+    priority_filter(request.priority)
+    _at_most("limit", request.limit, limits.max_list_jobs, " jobs")
+    return request.limit or min(100, limits.max_list_jobs)
+
+
+def pause_duration(duration_ms: int, limits: Limits = DEFAULT_LIMITS,
+                   field: str = "duration_ms") -> None:
+    _at_most(field, duration_ms, limits.max_pause_ms, " ms")
 
 
 def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "lease_ms") -> None:
@@ -262,6 +339,7 @@ def _check_ack(cmd: log_pb2.AckCommand, where: str, limits: Limits, members) -> 
 def _check_nack(cmd: log_pb2.NackCommand, where: str, limits: Limits, members) -> None:
     refs(cmd.jobs, limits, f"{where}.jobs")
     nack_delay(cmd.delay_ms, limits, f"{where}.delay_ms")
+    nack_error(cmd.error, limits, f"{where}.error")
     _max_attempts(f"{where}.max_attempts", cmd.max_attempts, limits)
 
 
@@ -282,6 +360,25 @@ def _check_reassign(cmd: log_pb2.ReassignCommand, where: str, limits: Limits,
     _members(f"{where}.owners", cmd.owners, members)
 
 
+def _check_selected(cmd, where: str, limits: Limits, members) -> None:
+    selector(cmd.selector, limits, f"{where}.selector")
+
+
+def _check_set_priority(cmd: log_pb2.SetPriorityCommand, where: str, limits: Limits,
+                        members) -> None:
+    selector(cmd.selector, limits, f"{where}.selector")
+    priority(cmd.priority, f"{where}.priority")
+
+
+def _check_pause(cmd: log_pb2.PauseCommand, where: str, limits: Limits, members) -> None:
+    queue_name(cmd.queue, f"{where}.queue", limits)
+    pause_duration(cmd.duration_ms, limits, f"{where}.duration_ms")
+
+
+def _check_queue(cmd, where: str, limits: Limits, members) -> None:
+    queue_name(cmd.queue, f"{where}.queue", limits)
+
+
 _PROPOSAL_CHECKS = {
     "enqueue": _check_enqueue,
     "lease": _check_lease,
@@ -290,5 +387,11 @@ _PROPOSAL_CHECKS = {
     "extend": _check_extend,
     "expire": _check_expire,
     "reassign": _check_reassign,
+    "cancel": _check_selected,
+    "retry": _check_selected,
+    "set_priority": _check_set_priority,
+    "pause": _check_pause,
+    "resume": _check_queue,
+    "purge": _check_queue,
     # no "checkpoint": only the leader's writer proposes one, on the leader
 }

@@ -32,10 +32,23 @@ class QueueOperations(Protocol):
                 ) -> AsyncIterator[queue_pb2.ConsumeResponse]: ...
     # Per reference "" (done) or why not: a dpq.queue.results.Refusal, or a node's string.
     async def ack(self, refs: Sequence[queue_pb2.JobRef]) -> list[str]: ...
-    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int) -> list[str]: ...
+    async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int,
+                   error: str = "") -> list[str]: ...
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]: ...
     async def stats(self, queue: str) -> list[queue_pb2.QueueStats]: ...
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse: ...
+    # Managing jobs (dpq.queue.inspect reads, one log command per change):
+    async def get_job(self, job_id: int, with_payload: bool = True) -> queue_pb2.JobInfo: ...
+    async def list_jobs(self, request: queue_pb2.ListJobsRequest,
+                        ) -> queue_pb2.ListJobsResponse: ...
+    async def cancel_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected: ...
+    async def retry_jobs(self, selector: queue_pb2.JobSelector) -> queue_pb2.JobsAffected: ...
+    async def set_priority(self, selector: queue_pb2.JobSelector,
+                           priority: int) -> queue_pb2.JobsAffected: ...
+    async def pause_queue(self, queue: str, duration_ms: int) -> queue_pb2.QueuePaused: ...
+    async def resume_queue(self, queue: str) -> queue_pb2.QueuePaused: ...
+    async def purge_queue(self, queue: str) -> queue_pb2.JobsAffected: ...
+    async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse: ...
 
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
@@ -94,7 +107,8 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
 
     @mapped
     async def Nack(self, request, context):
-        return _ref_response(request.jobs, await self._ops.nack(request.jobs, request.delay_ms))
+        return _ref_response(request.jobs, await self._ops.nack(request.jobs, request.delay_ms,
+                                                                request.error))
 
     @mapped
     async def ExtendLease(self, request, context):
@@ -107,3 +121,41 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def ClusterInfo(self, request, context):
         return await self._ops.cluster_info()
+
+    # ------------------------------------------------------------ managing jobs
+
+    @mapped
+    async def GetJob(self, request, context):
+        return await self._ops.get_job(request.job_id, not request.without_payload)
+
+    @mapped
+    async def ListJobs(self, request, context):
+        return await self._ops.list_jobs(request)
+
+    @mapped
+    async def CancelJobs(self, request, context):
+        return await self._ops.cancel_jobs(request.selector)
+
+    @mapped
+    async def RetryJobs(self, request, context):
+        return await self._ops.retry_jobs(request.selector)
+
+    @mapped
+    async def SetPriority(self, request, context):
+        return await self._ops.set_priority(request.selector, request.priority)
+
+    @mapped
+    async def PauseQueue(self, request, context):
+        return await self._ops.pause_queue(request.queue, request.duration_ms)
+
+    @mapped
+    async def ResumeQueue(self, request, context):
+        return await self._ops.resume_queue(request.queue)
+
+    @mapped
+    async def PurgeQueue(self, request, context):
+        return await self._ops.purge_queue(request.queue)
+
+    @mapped
+    async def ExplainJob(self, request, context):
+        return await self._ops.explain_job(request.job_id)

@@ -62,6 +62,7 @@ class State:
 
     def __init__(self) -> None:
         self.jobs = {}
+        self.paused = {}
 
     def ready_backlogs(self, queue):
         return {OTHER: 10} if queue == "q" else {}

@@ -328,3 +328,18 @@ async def test_operators_list_ready_jobs_most_urgent_and_oldest_first(pg_db):
         cur = await conn.execute("EXPLAIN " + QUERIES["list_ready_jobs"],
                                  {"queue": "default", "limit": 10})
         assert "jobs_ready_idx" in "\n".join(row[0] for row in await cur.fetchall())
+
+
+@run_async
+async def test_a_dead_job_keeps_its_last_error_on_either_path(pg_db):
+    fresh = ready(1)
+    fresh.state, fresh.attempt, fresh.last_error = JobState.DEAD, 3, "ValueError: row 7 ✗"
+    plain = ready(2)
+    async with await connect(pg_db) as conn:
+        await write_batch(conn, [fresh, plain], [], 5)  # new rows: COPY straight in
+        known = ready(2)
+        known.last_error = "lease expired"
+        await write_batch(conn, [known], [], 6)  # a known row: staged and merged
+        assert await load_jobs(conn) == [fresh, known]
+        cur = await conn.execute("SELECT job_id, last_error FROM jobs ORDER BY job_id")
+        assert await cur.fetchall() == [(1, "ValueError: row 7 ✗"), (2, "lease expired")]

@@ -407,7 +407,7 @@ def test_a_version_1_snapshot_still_loads_without_receipts():
         (1, 2, b"a", 0)]
 
 
-def test_a_version_2_snapshot_still_loads_and_is_saved_again_as_version_3():
+def test_a_version_2_snapshot_still_loads_and_is_saved_again_as_the_current_version():
     # Written by version 2 (dedup keys and touched jobs in its JSON part): three jobs
     # of queue q (job 1 leased), job 4 of queue "other" with dedup key k1.
     v2 = (DATA / "snapshot-v2.bin").read_bytes()
@@ -417,8 +417,23 @@ def test_a_version_2_snapshot_still_loads_and_is_saved_again_as_version_3():
     assert state.jobs[1].state == JobState.LEASED and state.jobs[1].receipt != 0
     assert state.dedup == {("other", "k1"): (4, 60_002_000)}
     assert state.touched_items() == [(1, 2), (2, 1), (3, 1), (4, 3)]
-    v3 = snapshot.dump(state)
-    assert v3[4:6] == b"\x03\x00"
-    again = snapshot.load(v3, members=MEMBERS)
+    current = snapshot.dump(state)
+    assert current[4:6] == snapshot.VERSION.to_bytes(2, "little")
+    again = snapshot.load(current, members=MEMBERS)
     assert again.jobs == state.jobs and again.dedup == state.dedup
     assert again.touched_items() == state.touched_items()
+
+def test_a_version_3_snapshot_still_loads_without_the_fields_of_version_4():
+    # Written by version 3: jobs 1, 2 of queue q (2 delayed), job 3 of "mail" leased
+    # by w1, the dedup key k1 of job 1; no dedup keys on jobs, no errors, no pauses.
+    v3 = (DATA / "snapshot-v3.bin").read_bytes()
+    assert v3[4:6] == b"\x03\x00"
+    state = snapshot.load(v3, members=MEMBERS)
+    assert [(j.job_id, j.queue, j.payload, j.state, j.receipt, j.dedup_key, j.last_error,
+             j.cancel_requested) for j in state.jobs.values()] == [
+        (1, "q", b"a", JobState.READY, 0, "", "", False),
+        (2, "q", b"bb", JobState.READY, 0, "", "", False),
+        (3, "mail", b"ccc", JobState.LEASED, 77, "", "", False)]
+    assert state.dedup == {("q", "k1"): (1, 60_000_000)} and state.paused == {}
+    again = snapshot.load(snapshot.dump(state), members=MEMBERS)
+    assert again.jobs == state.jobs

@@ -203,7 +203,7 @@ def recount(state: QueueState, now_us: int) -> dict:
             q["ready"][job.priority - 1] += 1
         elif job.state == JobState.LEASED:
             q["leased"] += 1
-        else:
+        elif job.state == JobState.DEAD:
             q["dead"] += 1
     return {name: (q["ready"], q["delayed"], q["leased"], q["dead"]) for name, q in out.items()}
 
@@ -231,10 +231,20 @@ def test_replicas_agree_and_counters_match_the_jobs(steps):
             owners = Counter(j.owner for j in a.state.jobs.values()
                              if j.queue == queue and j.state == JobState.READY)
             assert a.state.ready_backlogs(queue) == dict(owners)
-        # every job is READY, LEASED or DEAD; a leased job holds a real attempt
+        # every job is READY, LEASED, DEAD or CANCELLED; a leased job holds a real
+        # attempt; only a leased job waits to be cancelled
         for job in a.state.jobs.values():
-            assert job.state in (JobState.READY, JobState.LEASED, JobState.DEAD)
+            assert job.state in (JobState.READY, JobState.LEASED, JobState.DEAD,
+                                 JobState.CANCELLED)
             assert job.state != JobState.LEASED or job.attempt >= 1
+            assert not job.cancel_requested or job.state == JobState.LEASED
+        for queue in {j.queue for j in a.state.jobs.values()}:
+            cancelled = sum(1 for j in a.state.jobs.values()
+                            if j.queue == queue and j.state == JobState.CANCELLED)
+            assert a.state.counts[queue].cancelled == cancelled
+        assert a.state.cancelled_kept == sum(
+            1 for j in a.state.jobs.values() if j.state == JobState.CANCELLED)
+        assert a.state.paused == b.state.paused
     assert all(n == 1 for n in acked.values())  # no job acked twice
     assert not set(acked) & set(a.state.jobs)  # acked jobs are gone
 
@@ -262,12 +272,13 @@ def test_a_snapshot_restores_a_replica_that_then_stays_in_step(before, after):
     assert snapshot.dump(b.state) == snapshot.dump(a.state)
     for queue in a.state.queues():
         assert a.state.stats(queue, now * MS) == b.state.stats(queue, now * MS)
+    assert a.state.paused == b.state.paused
 
 
 def test_snapshot_refuses_foreign_bytes():
     from dpq.queue import snapshot
 
-    with pytest.raises(snapshot.SnapshotError, match="not a version 1-3 dpq snapshot"):
+    with pytest.raises(snapshot.SnapshotError, match="not a version 1-4 dpq snapshot"):
         snapshot.load(b"NOPE" + bytes(20))
     with pytest.raises(snapshot.SnapshotError, match="too short"):
         snapshot.load(b"DP")

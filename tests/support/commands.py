@@ -46,6 +46,9 @@ class Recorder:
     def job_changed(self, job, previous_owner, previous_state):
         self.events.append((job.job_id, previous_owner, job.owner, previous_state, job.state))
 
+    def queue_changed(self, queue):
+        self.events.append(("queue", queue))
+
 
 class Log:
     """Feeds commands to a state machine the way committed slots would."""
@@ -120,7 +123,55 @@ def checkpoint(slot):
     return log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
 
 
-commands = st.one_of(
+def selector(job_ids=(), queue="", state=0, priority=0, dedup_key_prefix="", all=False):
+    return queue_pb2.JobSelector(job_ids=job_ids, queue=queue, state=state, priority=priority,
+                                 dedup_key_prefix=dedup_key_prefix, all=all)
+
+
+def cancel(**sel):
+    return log_pb2.Command(cancel=log_pb2.CancelCommand(selector=selector(**sel)))
+
+
+def retry(**sel):
+    return log_pb2.Command(retry=log_pb2.RetryCommand(selector=selector(**sel)))
+
+
+def set_priority(new_priority, **sel):
+    return log_pb2.Command(set_priority=log_pb2.SetPriorityCommand(selector=selector(**sel),
+                                                                   priority=new_priority))
+
+
+def pause(queue="q", duration_ms=0):
+    return log_pb2.Command(pause=log_pb2.PauseCommand(queue=queue, duration_ms=duration_ms))
+
+
+def resume(queue="q"):
+    return log_pb2.Command(resume=log_pb2.ResumeCommand(queue=queue))
+
+
+def purge(queue="q"):
+    return log_pb2.Command(purge=log_pb2.PurgeCommand(queue=queue))
+
+
+#: Selectors of the bulk commands: by ids, by queue and state, by priority, by dedup prefix.
+selectors = st.one_of(
+    st.builds(lambda ids: {"job_ids": ids}, st.lists(st.integers(1, 30), min_size=1, max_size=4)),
+    st.builds(lambda q, s: {"queue": q, "state": s}, st.sampled_from(["a", "b"]),
+              st.sampled_from([0, 1, 2, 3, 4, 6])),
+    st.builds(lambda p: {"priority": p}, st.integers(1, 5)),
+    st.builds(lambda k: {"dedup_key_prefix": k}, st.sampled_from(["k", "k1"])),
+)
+
+admin_commands = st.one_of(
+    st.builds(lambda sel: cancel(**sel), selectors),
+    st.builds(lambda sel: retry(**sel), selectors),
+    st.builds(lambda p, sel: set_priority(p, **sel), st.integers(1, 5), selectors),
+    st.builds(pause, st.sampled_from(["a", "b"]), st.sampled_from([0, 300])),
+    st.builds(resume, st.sampled_from(["a", "b"])),
+    st.builds(purge, st.sampled_from(["a", "b"])),
+)
+
+queue_commands = st.one_of(
     st.builds(
         lambda jobs, owners: enqueue(
             *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k)
@@ -150,5 +201,8 @@ commands = st.one_of(
     st.builds(lambda ids, owner: reassign(ids, [owner] * len(ids)),
               st.lists(st.integers(1, 30), max_size=3), st.integers(1, 3)),
 )
+
+#: Any command a proposer sends, the operators' bulk commands about one time in six.
+commands = st.one_of(queue_commands, queue_commands, admin_commands)
 
 

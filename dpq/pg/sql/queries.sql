@@ -22,21 +22,21 @@ CREATE TEMP TABLE IF NOT EXISTS dpq_stage (LIKE jobs) ON COMMIT DELETE ROWS;
 -- Binary COPY of new rows straight into jobs; the column order is the one
 -- dpq.pg.writer encodes (fixed-width columns first).
 COPY jobs (job_id, priority, created_at, attempts, owner_node, deliver_after, updated_slot,
-           lease_expires_at, payload, queue, state, consumer_id)
+           lease_expires_at, payload, queue, state, consumer_id, last_error)
 FROM STDIN (FORMAT BINARY);
 
 -- copy_stage --
 -- The same rows, into the staging table.
 COPY dpq_stage (job_id, priority, created_at, attempts, owner_node, deliver_after, updated_slot,
-                lease_expires_at, payload, queue, state, consumer_id)
+                lease_expires_at, payload, queue, state, consumer_id, last_error)
 FROM STDIN (FORMAT BINARY);
 
 -- upsert_from_stage --
 -- Staged rows into jobs; an existing row changes only for a newer slot.
 INSERT INTO jobs (job_id, priority, payload, created_at, queue, state, attempts, owner_node,
-                  deliver_after, lease_expires_at, consumer_id, updated_slot)
+                  deliver_after, lease_expires_at, consumer_id, updated_slot, last_error)
 SELECT job_id, priority, payload, created_at, queue, state, attempts, owner_node,
-       deliver_after, lease_expires_at, consumer_id, updated_slot
+       deliver_after, lease_expires_at, consumer_id, updated_slot, last_error
 FROM dpq_stage
 ON CONFLICT (job_id) DO UPDATE SET
     priority = EXCLUDED.priority,
@@ -49,7 +49,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     deliver_after = EXCLUDED.deliver_after,
     lease_expires_at = EXCLUDED.lease_expires_at,
     consumer_id = EXCLUDED.consumer_id,
-    updated_slot = EXCLUDED.updated_slot
+    updated_slot = EXCLUDED.updated_slot,
+    last_error = EXCLUDED.last_error
 WHERE jobs.updated_slot < EXCLUDED.updated_slot;
 
 -- delete_jobs --
@@ -68,7 +69,7 @@ SELECT applied_slot FROM dpq_cluster WHERE id = 1;
 -- Every job, as the state machine holds it (times as timestamptz, loaded as
 -- microseconds by dpq.pg.writer).
 SELECT job_id, queue, priority, payload, created_at, deliver_after, owner_node, attempts,
-       state::text, lease_expires_at, consumer_id
+       state::text, lease_expires_at, consumer_id, last_error
 FROM jobs
 ORDER BY job_id;
 

@@ -1,0 +1,94 @@
+"""One job as every replica holds it, and the states it goes through.
+
+See :mod:`dpq.queue.state` for the life cycle. Plain data: no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class JobState(IntEnum):
+    READY = 0
+    LEASED = 1
+    DEAD = 2
+    #: Acked: the job is no longer in the state machine. Only observers see it.
+    GONE = 3
+    #: Removed by CancelJobs; the newest cancelled jobs are kept for RetryJobs.
+    CANCELLED = 4
+
+
+class Job:
+    """One job as every replica holds it."""
+
+    __slots__ = (  # in constructor order, which as_tuple follows
+        "job_id",
+        "queue",
+        "priority",
+        "payload",
+        "created_at_us",
+        "ready_at_us",
+        "attempt",
+        "state",
+        "owner",
+        "lease_expires_at_us",
+        "consumer_id",
+        "receipt",
+        "dedup_key",
+        "last_error",
+        "cancel_requested",
+    )
+
+    def __init__(
+        self,
+        job_id: int,
+        queue: str,
+        priority: int,
+        payload: bytes,
+        created_at_us: int,
+        ready_at_us: int,
+        owner: int,
+        attempt: int = 0,
+        state: JobState = JobState.READY,
+        lease_expires_at_us: int = 0,
+        consumer_id: str = "",
+        receipt: int = 0,
+        dedup_key: str = "",
+        last_error: str = "",
+        cancel_requested: bool = False,
+    ) -> None:
+        self.job_id = job_id
+        self.queue = queue
+        self.priority = priority
+        self.payload = payload
+        self.created_at_us = created_at_us
+        self.ready_at_us = ready_at_us
+        self.owner = owner
+        self.attempt = attempt
+        self.state = state
+        self.lease_expires_at_us = lease_expires_at_us
+        self.consumer_id = consumer_id
+        self.receipt = receipt  # of the current lease; 0 when not leased
+        self.dedup_key = dedup_key  # as enqueued, for selectors (kept past the dedup window)
+        self.last_error = last_error  # of the last nack (or expiry)
+        # CancelJobs found it leased: cancelled when the lease ends without an ack
+        self.cancel_requested = cancel_requested
+
+    def copy(self) -> Job:
+        """A detached copy (the writer keeps one while the state moves on)."""
+        return Job(self.job_id, self.queue, self.priority, self.payload, self.created_at_us,
+                   self.ready_at_us, self.owner, self.attempt, self.state,
+                   self.lease_expires_at_us, self.consumer_id, self.receipt, self.dedup_key,
+                   self.last_error, self.cancel_requested)
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in Job.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and self.as_tuple() == other.as_tuple()
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(#{self.job_id} {self.queue!r} p{self.priority} {self.state.name} "
+            f"attempt={self.attempt} owner={self.owner} ready_at={self.ready_at_us})"
+        )
