@@ -81,9 +81,14 @@ def test_show_list_and_explain_for_people_and_scripts(gateway, run):
     code, out, err = run("job", "explain", str(low))
     assert code == 0, err
     assert out.startswith(f"job {low} in queue cli-read: ready, priority 5")
-    assert "ahead of it: " in out and "2 in the cluster" in out and "priority_ahead" in out
+    assert "2 in the cluster" in out  # (on its own node: those the balancer put there)
+    assert "held by: " in out and "answered by node " in out
     why = as_json(run, "job", "explain", str(low))
-    assert why["ahead_in_cluster"] == 2 and "priority_ahead" in why["holds"]
+    assert why["ahead_in_cluster"] == 2
+    assert ("priority_ahead" in why["holds"]) == (why["ahead_on_node"] > 0)
+    # nobody consumes cli-read (known when the owner node answered)
+    assert ("no_consumers" in why["holds"]) == (why["waiting_consumers"] == 0)
+    assert why["waiting_consumers"] in (0, None)
 
 
 def test_cancel_retry_and_priority_by_ids_and_by_filters(gateway, run):

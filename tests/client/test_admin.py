@@ -218,7 +218,11 @@ def test_explain_counts_the_jobs_ahead_and_names_the_hold(admin, targets, queue)
     why = admin.explain_job(late)
     assert why.job.job_id == late and why.job.state is JobState.READY
     assert why.ahead_in_cluster == 3 and why.ahead_on_node <= 3
-    assert Hold.PRIORITY_AHEAD in why.holds
+    # more urgent jobs hold it back where it is served: on its owner node
+    assert (Hold.PRIORITY_AHEAD in why.holds) == (why.ahead_on_node > 0)
+    # nobody consumes the queue (known when the owner node answered)
+    assert (Hold.NO_CONSUMERS in why.holds) == (why.waiting_consumers == 0)
+    assert why.waiting_consumers in (0, None)
     assert len(why.reasons) >= 1 and all(why.reasons)
     assert why.answered_by in (1, 2, 3) and why.as_of_slot > 0
 
