@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from google.protobuf import text_format
+
 from dpq.paxos.types import Entry, Snapshot
 from dpq.proposing.results import Applied
 from dpq.queue import snapshot as snapshots
@@ -97,6 +99,10 @@ class Applier:
             log.error("slot %d: %s of proposal %r seq %d refused, nothing changed: %s",
                       entry.slot, _command(refused.index, refused.kind),
                       entry.proposal.client_id[:64], entry.proposal.seq, refused.refused)
+        for kind, body, result in self.state.operations:  # the audit trail of operators
+            log.info("slot %d: %s {%s} from %r: %s", entry.slot, kind,
+                     text_format.MessageToString(body, as_one_line=True)[:300],
+                     entry.proposal.client_id[:64], result)
         if not self._expected:
             return
         futures = self._expected.pop((entry.proposal.client_id, entry.proposal.seq), None)

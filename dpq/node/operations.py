@@ -9,6 +9,7 @@ PostgreSQL when the node is configured to.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from dpq._wrr import SmoothWRR
@@ -29,6 +30,9 @@ from dpq.v1 import log_pb2, queue_pb2
 #: The Paxos log kept in memory between snapshots may take this share of the budget
 #: (1/LOG_SHARE); past it the node takes a snapshot early.
 LOG_SHARE = 4
+#: How long an operator's change waits to be applied on the node asked (it is
+#: committed already; a read that follows may then see the state before it).
+APPLY_WAIT_S = 5.0
 
 
 class NodeOperations:
@@ -193,7 +197,10 @@ class NodeOperations:
         """Propose an operator's command; answer once this replica applied it too."""
         slot, result = await self.proposer.submit_at(command)
         if self._applied is not None:
-            await self._applied.wait_for(slot)
+            try:  # committed already: a replica slow to learn it only delays the answer
+                await asyncio.wait_for(self._applied.wait_for(slot), APPLY_WAIT_S)
+            except TimeoutError:
+                pass
         return slot, result
 
     async def get_job(self, job_id: int, with_payload: bool = True) -> queue_pb2.JobInfo:

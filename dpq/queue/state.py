@@ -227,6 +227,9 @@ class QueueState:
         self._results: OrderedDict[str, OrderedDict[int, list[Result]]] = OrderedDict()
         #: The commands of the last applied slot that were refused.
         self.refusals: list[RefusalRecord] = []
+        #: The operators' commands of the last applied slot and their results, for
+        #: the applier's audit log: ``(kind, command body, result)``.
+        self.operations: list[tuple[str, object, Result]] = []
         # While a snapshot is being written: job_id -> the job as it was when the
         # snapshot began, for every job changed or removed since (copy-on-write).
         self._frozen: dict[int, Job] | None = None
@@ -300,6 +303,8 @@ class QueueState:
             raise ValueError(f"slot {slot} applied twice (last applied {self.applied_slot})")
         self.applied_slot = slot
         self.refusals = []
+        if self.operations:
+            self.operations = []
         if proposal.is_noop or is_config(proposal):  # a config entry is the core's own
             return None
         client_id, seq = proposal.client_id, proposal.seq
@@ -340,7 +345,11 @@ class QueueState:
         try:
             why = rules.problem(command, kind, self.members, slot, self._queue_names)
             if why is None:
-                return _APPLY[kind](self, getattr(command, kind))
+                body = getattr(command, kind)
+                result = _APPLY[kind](self, body)
+                if kind in OPERATOR_KINDS:
+                    self.operations.append((kind, body, result))
+                return result
         except Exception as exc:  # noqa: BLE001 - a bug must not stop every replica
             why = rules.reason(Refusal.FAILED, _describe(exc))
         self.refusals.append(RefusalRecord(index, kind or "none", why))
@@ -896,6 +905,9 @@ _APPLY = {
     "resume": QueueState._resume,
     "purge": QueueState._purge,
 }
+
+#: The commands only operators send (GetJob and friends read; these change).
+OPERATOR_KINDS = frozenset({"cancel", "retry", "set_priority", "pause", "resume", "purge"})
 
 #: Held but not served: no owner hands them out, Retry brings them back.
 _UNSERVED = (JobState.DEAD, JobState.CANCELLED)

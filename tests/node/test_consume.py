@@ -230,3 +230,26 @@ def test_two_streams_on_one_queue_share_the_ready_jobs(tmp_path):
         await one.responses.aclose()
         await two.responses.aclose()
     run(tmp_path, test)
+
+
+def test_a_paused_queue_pushes_nothing_until_resumed_then_the_stream_wakes(tmp_path):
+    async def test(cluster: InProcessCluster):
+        await cluster.elect()
+        node = cluster.followers()[0]
+        ops = cluster.nodes[node].ops
+        paused = await ops.pause_queue("q", 0)
+        assert paused.paused and not paused.was_paused
+        ids = await cluster.enqueue_owned(via=node, owners=[node] * 3)
+        stream = Stream(cluster, node, credits=10)
+        assert list((await stream.next()).jobs) == []  # the opening's answer: nothing
+        await cluster.settle()
+        assert cluster.nodes[node].state.stats("q", cluster.wall())[2] == 0  # none leased
+        resumed = await ops.resume_queue("q")
+        assert resumed.was_paused and not resumed.paused
+        pushed = []
+        while len(pushed) < 3:
+            pushed += [j.job_id for j in (await stream.next()).jobs]
+        assert sorted(pushed) == ids
+        stream.half_close()
+
+    run(tmp_path, test)
