@@ -1,5 +1,5 @@
 """The bodies of ``dpq enqueue``, ``dpq consume``, ``dpq stats``, ``dpq status`` and
-``dpq certs init``.
+``dpq certs init`` (``dpq job …`` and ``dpq queue …``: ``manage.py``).
 
 Each takes parsed arguments and an output stream and returns an exit code; a
 failure the user can act on is one line on stderr (``CommandError``).
@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -24,17 +25,27 @@ class CommandError(Exception):
     """One line for the user; the command exits non-zero."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def duration(text: str) -> float:
-    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or plain seconds → seconds."""
+    """``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"1d"`` or plain seconds → seconds."""
     match = _DURATION.match(text)
     if not match:
         # argparse shows this message as it is (a ValueError it would replace)
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 250ms, 5s, 2m or 1h")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration like 250ms, 5s, 2m, 1h or 1d")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def span(seconds: float) -> str:
+    """A length of time in its largest whole unit: ``45s``, ``10m``, ``2h``, ``3d``."""
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 #: Where ``dpq up --tls`` keeps the material, relative to where it was started.
@@ -143,16 +154,26 @@ def stats(target: str, *, queue: str, out: TextIO, tls_dir: str | None = None) -
             queues = stub.Stats(queue_pb2.StatsRequest(queue=queue), timeout=10).queues
         except grpc.RpcError as exc:
             raise _rpc_error(exc, target, tls_dir) from exc
-    rows = [["queue", "p1", "p2", "p3", "p4", "p5", "ready", "delayed", "leased", "dead"]]
+    rows = [["queue", "p1", "p2", "p3", "p4", "p5", "ready", "delayed", "leased", "dead",
+             "cancelled", "paused"]]
+    now_us = time.time_ns() // 1000
     for q in queues:
         ready = list(q.ready_by_priority) + [0] * (5 - len(q.ready_by_priority))
         rows.append([q.queue, *map(str, ready), str(sum(ready)), str(q.delayed), str(q.leased),
-                     str(q.dead)])
+                     str(q.dead), str(q.cancelled), _paused(q, now_us)])
     if len(rows) == 1:
         print("no jobs in any queue" if not queue else f"queue {queue!r} holds no jobs", file=out)
         return 0
     _table(rows, out)
     return 0
+
+
+def _paused(q: queue_pb2.QueueStats, now_us: int) -> str:
+    if not q.paused:
+        return "no"
+    if not q.paused_until_us:
+        return "until resumed"
+    return f"for {span(max(0, q.paused_until_us - now_us) / 1e6)}"
 
 
 # ------------------------------------------------------------------- status

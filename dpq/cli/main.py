@@ -17,8 +17,17 @@ def _target(args: argparse.Namespace) -> str:
     return args.target or os.environ.get("DPQ_ADDR") or settings.DEFAULT_GATEWAY
 
 
+def _client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target",
+                   help="HOST:PORT of a gateway or node "
+                        f"(default: $DPQ_ADDR, else {settings.DEFAULT_GATEWAY})")
+    p.add_argument("--tls-dir", help="the cluster's TLS folder (ca.pem, token) "
+                                     "(default: $DPQ_TLS_DIR, else ./dpq-data/tls "
+                                     "if it exists, else plaintext)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from dpq.cli import commands
+    from dpq.cli import commands, manage
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own options: see dpq/bench/e2e.py
@@ -33,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     def sub(name: str, help: str) -> argparse.ArgumentParser:
         p = commands_.add_parser(name, help=help, description=help)
         if name not in ("up", "demo"):
-            p.add_argument("--target",
-                           help="HOST:PORT of a gateway or node "
-                                f"(default: $DPQ_ADDR, else {settings.DEFAULT_GATEWAY})")
-            p.add_argument("--tls-dir", help="the cluster's TLS folder (ca.pem, token) "
-                                             "(default: $DPQ_TLS_DIR, else ./dpq-data/tls "
-                                             "if it exists, else plaintext)")
+            _client_options(p)
         return p
 
     up = sub("up", "start a local cluster (nodes + gateway) until Ctrl-C")
@@ -73,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     con.add_argument("--wait", type=commands.duration, default=10.0, help="long-poll wait (10s)")
     con.add_argument("--lease", type=commands.duration, default=30.0, help="lease per job (30s)")
 
-    st = sub("stats", "ready/delayed/leased/dead jobs by queue and priority")
+    st = sub("stats", "ready/delayed/leased/dead/cancelled jobs by queue and priority, "
+                      "and paused queues")
     st.add_argument("--queue", default="", help="one queue (default: all)")
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
+    manage.add_commands(commands_, _client_options)  # dpq job …, dpq queue …
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
     commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
     certs = commands_.add_parser("certs", help="TLS material for a cluster (dpq certs init)")
@@ -115,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             return commands.consume(target, queue=args.queue, count=args.count, ack=args.ack,
                                     wait_s=args.wait, lease_s=args.lease, out=sys.stdout,
                                     tls_dir=tls)
+        if args.command in manage.COMMANDS:
+            return manage.run(args, target, tls, out=sys.stdout)
         if args.command == "stats":
             return commands.stats(target, queue=args.queue, out=sys.stdout, tls_dir=tls)
         return commands.status(target, out=sys.stdout, tls_dir=tls)
     except commands.CommandError as exc:
-        print(f"dpq {args.command}: {exc}", file=sys.stderr)
+        print(f"dpq {getattr(args, 'full_command', args.command)}: {exc}", file=sys.stderr)
         return 1
 
 

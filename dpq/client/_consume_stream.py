@@ -247,9 +247,10 @@ class NodeStream:
     # ------------------------------------------------------------ settlements
 
     async def settle(self, kind: str, refs: Sequence[queue_pb2.JobRef], value: int,
-                     timeout: float) -> list[queue_pb2.RefResult]:
-        """Ack (``kind`` "ack"), nack (delay ``value`` ms) or extend (by ``value`` ms) on
-        the stream; one result per ref. Raises :class:`StreamBroken` if no answer comes."""
+                     timeout: float, error: str = "") -> list[queue_pb2.RefResult]:
+        """Ack (``kind`` "ack"), nack (delay ``value`` ms, ``error`` the jobs' last_error)
+        or extend (by ``value`` ms) on the stream; one result per ref. Raises
+        :class:`StreamBroken` if no answer comes."""
         call = self._call
         if call is None or not self.ready:
             raise StreamBroken(f"no Consume stream to {self.address} is open")
@@ -265,6 +266,7 @@ class NodeStream:
             elif kind == "nack":
                 request.nack.jobs.extend(refs)
                 request.nack.delay_ms = value
+                request.nack.error = error
             else:
                 request.extend.jobs.extend(refs)
                 request.extend.lease_ms = value

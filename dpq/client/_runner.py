@@ -3,7 +3,8 @@
 - The handler returns: the job is acked (unless the handler settled it).
 - The handler raises: the job is nacked with a delay growing with its attempt
   (:class:`ExponentialBackoff`), so a failing job comes back later, and after
-  the cluster's ``max_attempts`` goes to the dead state.
+  the cluster's ``max_attempts`` goes to the dead state. The nack carries
+  ``"ExceptionType: message"``, which the cluster keeps as the job's last_error.
 - The consumer stops (``stop()``, or SIGINT/SIGTERM): workers take no new
   job and finish the ones in hand; those still running ``grace`` seconds
   later (or at ``stop(now=True)``, or a second signal) are cancelled and
@@ -131,7 +132,7 @@ class Runner:
             log.warning("job %d (attempt %d) failed: %r; it comes back in %.1fs", job.id,
                         job.attempt, exc, delay, exc_info=exc)
             if not job.settled:
-                self._settle_later(job.nack(delay))
+                self._settle_later(job.nack(delay, error=exc))
             return
         if not job.settled:
             self._settle_later(job.ack(), acked=True)

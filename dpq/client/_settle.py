@@ -1,10 +1,12 @@
 """Acks, nacks and lease extensions: few messages for many jobs.
 
-Acks (and nacks with the same delay) from concurrent handlers are gathered
-into one batch (:class:`~dpq.client._coalesce.Coalescer`). Lease extensions come
-from the lease keeper already in one list. A batch goes, for the jobs of each
-node whose Consume stream is open (``route``), as one message on that stream,
-and for the rest as one unary RPC to any node (the leader first). A settlement
+Acks, and nacks, from concurrent handlers are gathered into one batch each
+(:class:`~dpq.client._coalesce.Coalescer`); a batch of nacks is sent as one
+request per (delay, error) it holds, since a NackRequest has one of each.
+Lease extensions come from the lease keeper already in one list. A batch goes,
+for the jobs of each node whose Consume stream is open (``route``), as one
+message on that stream, and for the rest as one unary RPC to any node (the
+leader first). A settlement
 whose stream broke before it was answered is sent again as a unary RPC: a retry.
 
 A retried ack or nack may find its own first try already applied: the server
@@ -19,6 +21,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sized
+from dataclasses import dataclass
 from typing import Protocol
 
 from dpq.client._coalesce import Coalescer
@@ -37,11 +40,18 @@ MAX_REFS = 10_000  # the server's limit per request
 _Result = tuple[str, bool]
 
 
+@dataclass(frozen=True, slots=True)
+class _Nack:
+    record: JobRecord
+    delay_ms: int
+    error: str  # NackRequest.error: why, kept as the job's last_error
+
+
 class Route(Protocol):
     """A node's open Consume stream (``dpq.client._consume_stream.NodeStream``)."""
 
     async def settle(self, kind: str, refs: list[queue_pb2.JobRef], value: int,
-                     timeout: float) -> list[queue_pb2.RefResult]: ...
+                     timeout: float, error: str = "") -> list[queue_pb2.RefResult]: ...
 
 
 def _no_route(address: str) -> Route | None:
@@ -59,22 +69,21 @@ class Settler:
         self._timeout = timeout
         self._acks: Coalescer[JobRecord, _Result] = Coalescer(
             self._send_acks, max_items=MAX_REFS, max_inflight=2)
-        self._nacks: dict[int, Coalescer[JobRecord, _Result]] = {}
+        self._nacks: Coalescer[_Nack, _Result] = Coalescer(
+            self._send_nack_batch, max_items=MAX_REFS, max_inflight=2)
         self.counter = RetryCounter()
         #: The open Consume stream to a node's address, if any (set by the consumer).
         self.route: Callable[[str], Route | None] = _no_route
 
     async def ack(self, record: JobRecord) -> None:
         """Ack the job: done, gone. Raises ``JobRefError`` if the server refuses."""
-        await self._settle(record, "ack", self._acks)
+        await self._settle(record, "ack", lambda: self._acks.submit(record))
 
-    async def nack(self, record: JobRecord, delay_ms: int) -> None:
-        """Give the job back, ready again after ``delay_ms``."""
-        batcher = self._nacks.get(delay_ms)
-        if batcher is None:
-            batcher = self._nacks[delay_ms] = Coalescer(
-                lambda refs: self._send_nacks(refs, delay_ms), max_items=MAX_REFS, max_inflight=2)
-        await self._settle(record, "nack", batcher)
+    async def nack(self, record: JobRecord, delay_ms: int, error: str = "") -> None:
+        """Give the job back, ready again after ``delay_ms``; ``error`` (already cut to
+        size) becomes its last_error."""
+        await self._settle(record, "nack",
+                           lambda: self._nacks.submit(_Nack(record, delay_ms, error)))
 
     async def release(self, records: list[JobRecord]) -> None:
         """Give back jobs never started (at once, one RPC); failures are only logged."""
@@ -120,16 +129,16 @@ class Settler:
 
     async def drain(self) -> None:
         """Wait for acks and nacks in flight."""
-        for batcher in [self._acks, *self._nacks.values()]:
+        for batcher in (self._acks, self._nacks):
             await batcher.drain()
 
     async def _settle(self, record: JobRecord, action: str,
-                      batcher: Coalescer[JobRecord, _Result]) -> None:
+                      submit: Callable[[], Awaitable[_Result]]) -> None:
         if record.state is HoldState.SETTLED:
             return
         self._held.settling(record)
         try:
-            error, retried = await batcher.submit(record)
+            error, retried = await submit()
         finally:
             self._held.discard(record)
         if error and not retried:
@@ -144,13 +153,34 @@ class Settler:
         return await self._routed(records, "ack", 0,
                                   lambda refs: self._send("Ack", queue_pb2.AckRequest(jobs=refs)))
 
-    async def _send_nacks(self, records: list[JobRecord], delay_ms: int) -> list[_Result]:
+    async def _send_nack_batch(self, nacks: list[_Nack]) -> list[_Result | BaseException]:
+        """One request per (delay, error): jobs never take another job's error."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, nack in enumerate(nacks):
+            groups.setdefault((nack.delay_ms, nack.error), []).append(i)
+        results: list[_Result | BaseException] = [("", False)] * len(nacks)
+
+        async def group(delay_ms: int, error: str, indexes: list[int]) -> None:
+            try:
+                answers = await self._send_nacks([nacks[i].record for i in indexes], delay_ms,
+                                                 error)
+            except Exception as exc:  # noqa: BLE001 - this group's waiters hear of it, alone
+                answers = [exc] * len(indexes)
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = answer
+
+        await asyncio.gather(*(group(d, e, ix) for (d, e), ix in groups.items()))
+        return results
+
+    async def _send_nacks(self, records: list[JobRecord], delay_ms: int,
+                          error: str = "") -> list[_Result]:
         return await self._routed(records, "nack", delay_ms, lambda refs: self._send(
-            "Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms)))
+            "Nack", queue_pb2.NackRequest(jobs=refs, delay_ms=delay_ms, error=error)),
+            error=error)
 
     async def _routed(self, records: list[JobRecord], kind: str, value: int,
                       unary: Callable[[list[queue_pb2.JobRef]], Awaitable[list[_Result]]],
-                      timeout: float | None = None) -> list[_Result]:
+                      timeout: float | None = None, error: str = "") -> list[_Result]:
         """Settle ``records``: all of them on the stream to the settle endpoint (the
         leader, when known: any node takes any job's settlement, and the leader
         proposes it without a hop) when that stream is open, else each on its node's
@@ -180,13 +210,14 @@ class Settler:
         async def by_rpc(indexes: list[int], retry: bool = False) -> None:
             if indexes:
                 answers = await unary([records[i].ref for i in indexes])
-                for i, (error, retried) in zip(indexes, answers, strict=True):
-                    results[i] = (error, retried or retry)
+                for i, (refusal, retried) in zip(indexes, answers, strict=True):
+                    results[i] = (refusal, retried or retry)
 
         async def on_stream(stream: Route, indexes: list[int]) -> None:
             refs = [records[i].ref for i in indexes]
             try:
-                answers = await stream.settle(kind, refs, value, timeout or self._timeout)
+                answers = await stream.settle(kind, refs, value, timeout or self._timeout,
+                                              error)
             except StreamBroken as exc:
                 log.debug("%s of %d jobs: %s; sent again as an RPC", kind, len(refs), exc)
                 self.counter.retries += 1

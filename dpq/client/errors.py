@@ -11,6 +11,9 @@ what to do about it:
   every retry; consume, or slow down.
 - :class:`UnauthenticatedError`: the server wants TLS and the cluster's bearer
   token (``tls_dir=``, ``$DPQ_TLS_DIR``); never retried.
+- :class:`NotFoundError`: no such job or queue (``NOT_FOUND``). ``Admin.get_job``
+  and ``explain_job`` raise its :class:`UnknownJobError`, which is also a
+  :class:`JobNotFoundError`: one ``except JobNotFoundError`` covers both kinds.
 
 TLS material the client cannot use raises :class:`dpq.security.errors.TlsError`
 (also exported as ``dpq.client.TlsError``) when the client is made.
@@ -71,6 +74,10 @@ class UnauthenticatedError(ServerError):
     (``UNAUTHENTICATED``): connect with the cluster's TLS folder or token."""
 
 
+class NotFoundError(ServerError):
+    """The server has no such job or queue (``NOT_FOUND``); never retried."""
+
+
 class PartialEnqueueError(DpqError):
     """``enqueue_many`` failed part way: ``job_ids`` holds the ids of the jobs that
     were enqueued (the first ones, in order); the cause is ``__cause__``."""
@@ -103,6 +110,20 @@ class JobNotFoundError(JobRefError):
     """The job no longer exists (it was acked)."""
 
 
+class UnknownJobError(NotFoundError, JobNotFoundError):
+    """``GetJob`` / ``ExplainJob``: the cluster knows no job ``job_id`` (never enqueued,
+    or acked or cancelled long enough ago to be forgotten). Both a
+    :class:`ServerError` (``code``, ``details``, ``method``, ``address``) and a
+    :class:`JobNotFoundError` (``job_id``; ``attempt`` 0)."""
+
+    def __init__(self, job_id: int, error: ServerError) -> None:
+        # Not ServerError.__init__: its super() would reach JobRefError's signature.
+        DpqError.__init__(self, str(error))
+        self.code, self.details = error.code, error.details
+        self.method, self.address = error.method, error.address
+        self.job_id, self.attempt, self.reason = job_id, 0, "not_found"
+
+
 def server_error(code: grpc.StatusCode, details: str, method: str,
                  address: str | None = None) -> ServerError:
     """The :class:`ServerError` subclass for a gRPC status code."""
@@ -112,6 +133,7 @@ def server_error(code: grpc.StatusCode, details: str, method: str,
         grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
         grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+        grpc.StatusCode.NOT_FOUND: NotFoundError,
     }.get(code, ServerError)
     return kind(code, details, method, address)
 

@@ -4,7 +4,8 @@ A job is held under a lease until it is acked (done) or nacked (given back).
 While held, the consumer extends its lease in the background, so a job is
 not handed to anyone else while its handler is still working (for at most
 the consumer's ``max_hold``). Settling twice is harmless: the second call
-does nothing.
+does nothing. A nack may say why (``error=``): the cluster keeps it as the
+job's ``last_error`` (``Admin.get_job``, ``dpq job show``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,28 @@ from dpq.client._loop import LoopThread
 from dpq.client._settle import Settler
 from dpq.client.errors import job_ref_error
 from dpq.client.spec import Delay, delay_ms
+
+#: The most of a nack's error the cluster keeps, in bytes of UTF-8 (``NackRequest.error``).
+MAX_ERROR_BYTES = 1024
+_ELLIPSIS = "…"
+
+
+def error_text(error: str | BaseException | None, limit: int = MAX_ERROR_BYTES) -> str:
+    """A nack's error as sent: an exception as ``"Type: message"``, cut to at most
+    ``limit`` bytes of UTF-8 at a character boundary (ending in "…" when cut)."""
+    if error is None:
+        return ""
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}"
+    elif not isinstance(error, str):
+        raise TypeError(f"error must be a str or an exception, not {type(error).__name__}")
+    # Lone surrogates (undecodable file names) cannot travel as protobuf strings.
+    data = error.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    room = max(0, limit - len(_ELLIPSIS.encode()))
+    # Cutting mid-character leaves a partial sequence at the end only: drop it.
+    return data[:room].decode("utf-8", "ignore") + _ELLIPSIS
 
 
 def _utc(us: int) -> datetime:
@@ -99,13 +122,15 @@ class AsyncJob(BaseJob):
         if the job was handed to someone else meanwhile."""
         await self._settler.ack(self._record)
 
-    async def nack(self, delay: Delay = 0) -> None:
+    async def nack(self, delay: Delay = 0, *, error: str | BaseException | None = None) -> None:
         """Give the job back: ready again after ``delay`` (seconds or a ``timedelta``).
 
         Its next delivery counts as a new attempt; after the cluster's
-        ``max_attempts`` the job goes to the dead state instead.
+        ``max_attempts`` the job goes to the dead state instead. ``error``: why
+        (text, or an exception: ``"Type: message"``), kept as the job's
+        ``last_error``; cut to :data:`MAX_ERROR_BYTES` bytes of UTF-8.
         """
-        await self._settler.nack(self._record, delay_ms(delay))
+        await self._settler.nack(self._record, delay_ms(delay), error_text(error))
 
     async def extend(self, seconds: Delay) -> None:
         """Make the lease end ``seconds`` from now (the background extension still runs)."""
@@ -130,9 +155,10 @@ class Job(BaseJob):
         """The job is done: remove it (see :meth:`AsyncJob.ack`)."""
         self._loop.run(self._async.ack())
 
-    def nack(self, delay: Delay = 0) -> None:
-        """Give the job back, ready again after ``delay`` (see :meth:`AsyncJob.nack`)."""
-        self._loop.run(self._async.nack(delay))
+    def nack(self, delay: Delay = 0, *, error: str | BaseException | None = None) -> None:
+        """Give the job back, ready again after ``delay``, saying why in ``error`` (see
+        :meth:`AsyncJob.nack`)."""
+        self._loop.run(self._async.nack(delay, error=error))
 
     def extend(self, seconds: Delay) -> None:
         """Make the lease end ``seconds`` from now (see :meth:`AsyncJob.extend`)."""
