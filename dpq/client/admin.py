@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from dpq.client._endpoints import Channels, Endpoints, PathLike, Targets, parse_targets, security
-from dpq.client._loop import LoopThread
+from dpq.client._loop import BlockingClient, LoopThread
 from dpq.client._retry import RetryPolicy, with_retries
 from dpq.client.errors import ClientClosedError, NotFoundError, UnknownJobError
 from dpq.v1 import queue_pb2
@@ -456,7 +456,7 @@ def _paused(pb: queue_pb2.QueuePaused) -> QueuePause:
     return QueuePause(pb.queue, pb.paused, _time(pb.paused_until_us), pb.was_paused, pb.slot)
 
 
-class Admin:
+class Admin(BlockingClient):
     """Manages jobs and queues from blocking code: the methods of :class:`AsyncAdmin`,
     with the same arguments, that wait for their answer. Thread-safe. Use it as
     ``with Admin(...) as admin:`` or call :meth:`close`."""
@@ -544,18 +544,3 @@ class Admin:
         """See :meth:`AsyncAdmin.purge_queue`."""
         return self._loop.run(self._async.purge_queue(queue))
 
-    def close(self) -> None:
-        """Close the connections and the loop thread."""
-        try:
-            self._loop.run(self._async.close())
-        except ClientClosedError:
-            pass
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

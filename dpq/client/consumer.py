@@ -49,7 +49,7 @@ from dpq.client._endpoints import (
 from dpq.client._fleet import PollerFleet
 from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._keeper import LeaseKeeper
-from dpq.client._loop import LoopThread
+from dpq.client._loop import BlockingClient, LoopThread
 from dpq.client._membership import Membership
 from dpq.client._ordered import UrgentFirst
 from dpq.client._poller import PollSpec
@@ -291,7 +291,7 @@ class AsyncConsumer:
         await self._settler.release(buffered)
 
 
-class Consumer:
+class Consumer(BlockingClient):
     """Consumes one queue from blocking code; the same arguments as :class:`AsyncConsumer`.
 
     ``for job in consumer:`` yields :class:`Job` objects; ``run(handler)``
@@ -385,16 +385,4 @@ class Consumer:
 
     def close(self) -> None:
         """Stop, give back every job still held, close the connections and the loop thread."""
-        try:
-            self._loop.run(self._async.close())
-        except ClientClosedError:
-            pass
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+        super().close()

@@ -43,7 +43,7 @@ from dpq.client._endpoints import (
     parse_targets,
     security,
 )
-from dpq.client._loop import LoopThread
+from dpq.client._loop import BlockingClient, LoopThread
 from dpq.client._retry import RetryCounter, RetryPolicy, with_retries
 from dpq.client._stream import EnqueueStream
 from dpq.client.errors import (
@@ -279,7 +279,7 @@ class AsyncProducer:
             return [exc] * len(jobs)
 
 
-class Producer:
+class Producer(BlockingClient):
     """Enqueues jobs from blocking code; the same arguments as :class:`AsyncProducer`.
 
     Thread-safe. Use it as ``with Producer(...) as producer:`` or call
@@ -348,16 +348,8 @@ class Producer:
         """Wait for submitted jobs, then close the connections and the loop thread."""
         try:
             self.flush()
-            self._loop.run(self._async.close())
         except ClientClosedError:
             pass
         finally:
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+            super().close()
 
