@@ -168,9 +168,10 @@ def explain(state: QueueState, job_id: int, now_us: int, aging_step_us: int, *,
         hold(queue_pb2.HOLD_PAUSED, f"queue {job.queue!r} is paused " + (
             "until resumed" if until == 0 else f"for {(until - now_us) / 1e6:.1f} s more"))
     if on_node:
+        one = on_node == 1
         hold(queue_pb2.HOLD_PRIORITY_AHEAD,
-             f"{on_node} ready job{'s' if on_node != 1 else ''} of its node ({in_cluster} in "
-             "the cluster) go first")
+             f"{on_node} ready {'job' if one else 'jobs'} of its node ({in_cluster} in the "
+             f"cluster) {'goes' if one else 'go'} first")
     if waiting_consumers == 0:
         hold(queue_pb2.HOLD_NO_CONSUMERS,
              f"no consumer of {job.queue!r} is waiting on node {job.owner}")
