@@ -508,6 +508,9 @@ def test_explain_counts_the_backlog_ahead(cluster, queue):
 
 def test_postgres_follows_the_actions(cluster, queue):
     stub = cluster.stub(1)
+    back = enqueue(stub, f"{queue}-b", [2] * 3)  # cancelled, then retried once out of PG
+    assert stub.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
+        job_ids=back)), timeout=T).count == 3
     gone = enqueue(stub, f"{queue}-c", [3] * 4)
     assert stub.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
         queue=f"{queue}-c")), timeout=T).count == 4
@@ -526,7 +529,7 @@ def test_postgres_follows_the_actions(cluster, queue):
     wait_until(lambda: all(get(stub, i).state == pb.DEAD for i in expired + failed), 20,
                "the jobs to die")
 
-    everything = gone + purged + moved + kept + expired + failed
+    everything = back + gone + purged + moved + kept + expired + failed
 
     def rows():
         with psycopg.connect(cluster.dsn) as conn:
@@ -536,7 +539,7 @@ def test_postgres_follows_the_actions(cluster, queue):
 
     def matches():
         now = rows()
-        return (not set(now) & set(gone + purged)
+        return (not set(now) & set(back + gone + purged)
                 and all(now.get(i, (0,))[0] == 1 for i in moved)
                 and all(now.get(i, (0,))[0] == 4 for i in kept)
                 and all(now.get(i, (0, ""))[1:] == ("dead", "lease expired") for i in expired)
@@ -551,14 +554,37 @@ def test_postgres_follows_the_actions(cluster, queue):
     assert set(now) == set(moved + kept + expired + failed)
     assert all(now[i][1] == "ready" for i in moved + kept)
 
+    # back from CANCELLED (and from DEAD): the rows come back, ready
+    assert stub.RetryJobs(pb.RetryJobsRequest(selector=pb.JobSelector(
+        queue=f"{queue}-b", state=pb.CANCELLED)), timeout=T).count == 3
+    assert stub.RetryJobs(pb.RetryJobsRequest(selector=pb.JobSelector(
+        queue=f"{queue}-n", state=pb.DEAD)), timeout=T).count == 2
+
+    def restored():
+        now = rows()
+        return all(now.get(i, (0, ""))[:2] == (2, "ready") for i in back + failed)
+
+    try:
+        wait_until(restored, 30, "PostgreSQL to have the retried jobs again", interval_s=0.2)
+    except AssertionError:
+        print(rows())
+        raise
+
 
 # ---------------------------------------------------------------- 7. failover
 
 def test_actions_survive_the_leaders_death(tmp_path, pg_database):
-    args = (*ARGS, "--dead-after-ms", "1500")
+    # frequent snapshots: the restarted node loads one (pauses, errors, cancels in it)
+    args = (*ARGS, "--dead-after-ms", "1500", "--snapshot-every-slots", "10")
     with Cluster(tmp_path, pg_database("manage_failover"), args=args) as c:
         leader = c.wait_leader()
         stub = c.stub(leader)
+        dead = enqueue(stub, "dead", [3] * 2)
+        take(c, "dead", 2, lease_ms=300)
+        cancelled = enqueue(stub, "cancelled", [3] * 2)
+        assert stub.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
+            queue="cancelled")), timeout=T).count == 2
+        wait_until(lambda: stats(stub, "dead").dead == 2, 20, "the expired jobs to die")
         held = enqueue(stub, "held", [3] * 4)
         assert stub.PauseQueue(pb.PauseQueueRequest(queue="held"), timeout=T).paused
         urgent = enqueue(stub, "urgent", [5] * 4)
@@ -589,7 +615,20 @@ def test_actions_survive_the_leaders_death(tmp_path, pg_database):
             for node in survivors:
                 assert dequeue(c.stub(node), "held", wait_ms=200) == []
             assert stats(c.stub(new), "held").paused
+
+            # the killed node comes back from its disk (snapshot and log) knowing it all
+            c.start(leader)
+            back = c.stub(leader)
+            wait_until(lambda: get(back, max(redriven)).state == pb.LEASED, 40,
+                       "the restarted node to catch up")
+            assert stats(back, "held").paused
+            assert [get(back, i).priority for i in urgent] == [2] * 4
+            for job_id in dead:
+                info = get(back, job_id)
+                assert (info.state, info.last_error) == (pb.DEAD, "lease expired")
+            assert [get(back, i).state for i in cancelled] == [pb.CANCELLED] * 2
+            assert c.info(leader).nodes[c.ids.index(leader)].snapshot_slot > 0
         except AssertionError:
-            for node in survivors:
+            for node in c.ids:
                 print(f"--- node {node}\n{c.log_tail(node)}")
             raise
