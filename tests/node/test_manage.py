@@ -339,6 +339,69 @@ def test_bad_input_is_refused_naming_the_field_and_changes_nothing(cluster, api,
     assert leased.job_id in ids
 
 
+def test_delayed_jobs_are_listed_explained_and_cancelled(cluster, api, queue):
+    later = enqueue(api, queue, [4] * 3, delay_ms=600_000)
+    now = enqueue(api, queue, [4])
+    info = get(api, later[0])
+    assert info.state == pb.DELAYED and info.ready_at_us >= info.created_at_us + 590_000_000
+    assert {j.job_id for j in listed(api, queue, state=pb.DELAYED)} == set(later)
+    assert [j.job_id for j in listed(api, queue, state=pb.READY)] == now
+    assert [j.job_id for j in listed(api, queue)] == now + later  # by aged key: due first
+    explained = api.ExplainJob(pb.ExplainJobRequest(job_id=later[0]), timeout=T)
+    assert pb.HOLD_DELAYED in explained.holds
+    # no drain rate yet: no estimate; with one, never before it is due
+    assert explained.estimated_start_us == 0 or explained.estimated_start_us >= info.ready_at_us
+    s = stats(api, queue)
+    assert (s.delayed, sum(s.ready_by_priority)) == (3, 1)
+
+    # by dedup key prefix: no dedup key, no match; then by id
+    assert api.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
+        queue=queue, dedup_key_prefix="nope")), timeout=T).count == 0
+    assert api.SetPriority(pb.SetPriorityRequest(selector=pb.JobSelector(
+        job_ids=later[:1]), priority=1), timeout=T).count == 1
+    s = stats(api, queue)
+    assert s.delayed == 3 and list(s.ready_by_priority) == [0, 0, 0, 1, 0]
+    assert api.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
+        queue=queue, state=pb.DELAYED)), timeout=T).count == 3
+    s = stats(api, queue)
+    assert (s.delayed, sum(s.ready_by_priority), s.cancelled) == (0, 1, 3)
+    # back from CANCELLED: ready now, not delayed any more
+    assert api.RetryJobs(pb.RetryJobsRequest(selector=pb.JobSelector(
+        job_ids=later)), timeout=T).count == 3
+    assert {get(api, i).state for i in later} == {pb.READY}
+    s = stats(api, queue)
+    assert (s.delayed, list(s.ready_by_priority)) == (0, [1, 0, 0, 3, 0])
+
+
+def test_selecting_by_dedup_key_prefix(cluster, api, queue):
+    keyed = [pb.NewJob(queue=queue, priority=3, dedup_key=f"{queue}/a/{i}") for i in range(3)]
+    other = [pb.NewJob(queue=queue, priority=3, dedup_key=f"{queue}/b/{i}") for i in range(2)]
+    ids = list(api.Enqueue(pb.EnqueueRequest(jobs=keyed + other), timeout=T).job_ids)
+    done = api.SetPriority(pb.SetPriorityRequest(selector=pb.JobSelector(
+        dedup_key_prefix=f"{queue}/a/"), priority=1), timeout=T)
+    assert done.count == 3
+    assert [get(api, i).priority for i in ids] == [1, 1, 1, 3, 3]
+    assert api.CancelJobs(pb.CancelJobsRequest(selector=pb.JobSelector(
+        queue=queue, dedup_key_prefix=f"{queue}/b/")), timeout=T).count == 2
+    assert [get(api, i).state for i in ids] == [pb.READY] * 3 + [pb.CANCELLED] * 2
+
+
+def test_purge_leaves_leased_jobs_to_their_consumer(cluster, api, queue):
+    ids = enqueue(api, queue, [3] * 5)
+    leased = lease_one(cluster, queue)
+    wait_until(lambda: get(api, leased.job_id).state == pb.LEASED, 10, "the lease")
+    assert api.PurgeQueue(pb.PurgeQueueRequest(queue=queue), timeout=T).count == 4
+    assert [j.job_id for j in listed(api, queue)] == [leased.job_id]
+    for job_id in set(ids) - {leased.job_id}:
+        assert get(api, job_id).state == pb.CANCELLED
+    s = stats(api, queue)
+    assert (sum(s.ready_by_priority), s.leased, s.cancelled) == (0, 1, 0)
+    for node in cluster.ids:
+        assert dequeue(cluster.stub(node), queue) == []
+    assert ack(api, [leased]) == [True]
+    wait_until(lambda: get(api, leased.job_id).state == pb.DONE, 10, "the ack")
+
+
 # ---------------------------------------------------------------- 2. pauses
 
 def test_a_paused_queue_delivers_nothing_while_another_flows(cluster, api, queue):
@@ -628,6 +691,12 @@ def test_actions_survive_the_leaders_death(tmp_path, pg_database):
                 assert (info.state, info.last_error) == (pb.DEAD, "lease expired")
             assert [get(back, i).state for i in cancelled] == [pb.CANCELLED] * 2
             assert c.info(leader).nodes[c.ids.index(leader)].snapshot_slot > 0
+
+            # `all`: every job of every queue (the leased ones when their lease ends)
+            everything = c.stub(new).CancelJobs(pb.CancelJobsRequest(
+                selector=pb.JobSelector(all=True)), timeout=T)
+            assert (everything.count, everything.deferred) == (10, 3)  # held, urgent, dead
+            assert stats(c.stub(new), "held").cancelled == 4
         except AssertionError:
             for node in c.ids:
                 print(f"--- node {node}\n{c.log_tail(node)}")
