@@ -566,6 +566,16 @@ def test_explain_counts_the_backlog_ahead(cluster, queue):
         cluster.gateway_stub().ExplainJob(pb.ExplainJobRequest(job_id=2**62), timeout=T)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
+    # consumed a little: the leased ones are no longer ahead, and there is a drain rate
+    leased = flat(take(cluster, queue, 20, max_jobs=4))
+    assert last not in {j.job_id for j in leased}  # the last of its node's heap
+    wait_until(lambda: all(get(cluster.stub(owner), j.job_id).state == pb.LEASED
+                           for j in leased), 10, "the owner to see the leases")
+    out = cluster.gateway_stub().ExplainJob(pb.ExplainJobRequest(job_id=last), timeout=T)
+    assert out.ahead_in_cluster == n - 1 - len(leased)
+    assert out.drain_rate_per_s > 0 and out.estimated_start_us >= out.job.ready_at_us
+    assert ack(cluster.stub(1), leased) == [True] * len(leased)
+
 
 # ---------------------------------------------------------------- 8. PostgreSQL
 
