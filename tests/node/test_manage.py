@@ -234,6 +234,23 @@ def test_list_jobs_orders_filters_and_pages(cluster, api, queue):
             "page_token")
 
 
+def test_pages_over_every_queue_list_every_job_once(cluster, api):
+    enqueue(api, "pages-a", [1, 5] * 10)
+    enqueue(api, "pages-b", [3] * 10)
+    ids, token = [], ""
+    for _ in range(200):
+        page = api.ListJobs(pb.ListJobsRequest(limit=50, page_token=token), timeout=T)
+        ids.extend(j.job_id for j in page.jobs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert not token
+    assert len(ids) == len(set(ids)) >= 30
+    every = api.Stats(pb.StatsRequest(), timeout=T).queues
+    assert len(ids) == sum(sum(s.ready_by_priority) + s.delayed + s.leased + s.dead + s.cancelled
+                           for s in every)
+
+
 def test_bulk_actions_answer_with_counts(cluster, api, queue):
     ids = enqueue(api, queue, [1, 2, 3, 4, 5] * 2)
     by_priority = {p: [i for i, q in zip(ids, [1, 2, 3, 4, 5] * 2) if q == p]
@@ -321,6 +338,9 @@ def test_bad_input_is_refused_naming_the_field_and_changes_nothing(cluster, api,
     refused(api.ListJobs, pb.ListJobsRequest(queue=queue, limit=5000), "limit", "5000")
     refused(api.PauseQueue, pb.PauseQueueRequest(queue=queue, duration_ms=MAX_PAUSE_MS + 1),
             "duration_ms", str(MAX_PAUSE_MS + 1))
+    refused(api.CancelJobs, pb.CancelJobsRequest(selector=pb.JobSelector(
+        job_ids=range(1, 10_002))), "selector.job_ids", "10001")
+    refused(api.PauseQueue, pb.PauseQueueRequest(queue="q" * 129), "queue", "129")
     refused(api.GetJob, pb.GetJobRequest(job_id=0), "job_id")
     refused(api.ExplainJob, pb.ExplainJobRequest(job_id=0), "job_id")
     refused(api.Nack, pb.NackRequest(jobs=refs([leased]), error="x" * 1025), "error", "1025")
