@@ -15,6 +15,7 @@ ready times) but too slow to reorder anything within a test.
 from __future__ import annotations
 
 import re
+import threading
 
 import grpc
 import psycopg
@@ -452,6 +453,63 @@ def test_a_paused_queue_delivers_nothing_while_another_flows(cluster, api, queue
     got = flat(take(cluster, held, 6))
     assert sorted(j.job_id for j in got) == sorted(ids)
     assert ack(api, got) == [True] * 6
+
+
+class ConsumeStream:
+    """A Consume stream on one node, read on a thread; ``close`` ends it."""
+
+    def __init__(self, stub, queue: str, credits: int) -> None:
+        self.jobs: list[pb.Job] = []
+        self.errors: list[str] = []
+        self._done = threading.Event()
+        opening = pb.ConsumeRequest(open=pb.ConsumeOpen(
+            queue=queue, lease_ms=30_000, consumer_id="stream", wait_ms=200), credits=credits)
+
+        def requests():
+            yield opening
+            self._done.wait(60)
+
+        self._call = stub.Consume(requests(), timeout=60)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                self.jobs.extend(response.jobs)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                self.errors.append(f"{exc.code()} {exc.details()}")
+
+    def close(self) -> None:
+        self._done.set()
+        self._call.cancel()
+        self._thread.join(10)
+
+
+def test_a_paused_queue_pushes_nothing_to_consume_streams(cluster, queue):
+    stub = cluster.stub(1)
+    assert stub.PauseQueue(pb.PauseQueueRequest(queue=queue), timeout=T).paused
+    everywhere(cluster, lambda s: stats(s, queue).paused, "the pause")
+    streams = [ConsumeStream(cluster.stub(node), queue, credits=10) for node in cluster.ids]
+    try:
+        ids = enqueue(stub, queue, [3] * 6)
+        everywhere(cluster, lambda s: sum(stats(s, queue).ready_by_priority) == 6,
+                   "the jobs")
+        # a while of heartbeats (every 200 ms) on every stream, and nothing pushed
+        for _ in range(5):
+            assert dequeue(stub, f"{queue}-tick", wait_ms=200) == []
+            assert [j.job_id for st in streams for j in st.jobs] == []
+        assert all(stats(cluster.stub(n), queue).leased == 0 for n in cluster.ids)
+        assert stub.ResumeQueue(pb.ResumeQueueRequest(queue=queue), timeout=T).was_paused
+        wait_until(lambda: len([j for st in streams for j in st.jobs]) >= 6, 20,
+                   "the streams to get the jobs after ResumeQueue")
+        assert sorted(j.job_id for st in streams for j in st.jobs) == sorted(ids)
+        assert ack(stub, [j for st in streams for j in st.jobs]) == [True] * 6
+    finally:
+        for st in streams:
+            st.close()
+    assert [e for st in streams for e in st.errors] == []
 
 
 def test_a_timed_pause_ends_by_itself_and_wakes_a_long_poll(cluster, queue):
