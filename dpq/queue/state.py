@@ -109,6 +109,8 @@ QUEUE_OVERHEAD = 4500
 MAX_CANCELLED_KEPT = 10_000
 #: Acked and removed jobs whose end a replica remembers for GetJob (not replicated).
 FINISHED_REMEMBERED = 65_536
+#: Queues paused at once (each pause of a new name costs a little memory on every replica).
+MAX_PAUSED_QUEUES = 10_000
 #: How far back a queue's drain rate looks (leader time, µs): the decay's time constant.
 DRAIN_WINDOW_US = 60_000_000
 
@@ -347,7 +349,9 @@ class QueueState:
             if why is None:
                 body = getattr(command, kind)
                 result = _APPLY[kind](self, body)
-                if kind in OPERATOR_KINDS:
+                if isinstance(result, Refused):  # refused by the state, not the rules
+                    self.refusals.append(RefusalRecord(index, kind, result))
+                elif kind in OPERATOR_KINDS:
                     self.operations.append((kind, body, result))
                 return result
         except Exception as exc:  # noqa: BLE001 - a bug must not stop every replica
@@ -606,8 +610,11 @@ class QueueState:
         self._recount_delayed(delayed)
         return Affected(count)
 
-    def _pause(self, cmd: log_pb2.PauseCommand) -> Paused:
+    def _pause(self, cmd: log_pb2.PauseCommand) -> Paused | Refused:
         queue = cmd.queue or rules.DEFAULT_QUEUE
+        if queue not in self.paused and len(self.paused) >= MAX_PAUSED_QUEUES:
+            return rules.reason(Refusal.INVALID, f"{MAX_PAUSED_QUEUES} queues are paused "
+                                                 "already: resume some first")
         was = self.is_paused(queue, self.clock_us)
         until = self.clock_us + cmd.duration_ms * 1000 if cmd.duration_ms else 0
         self.paused[queue] = until
@@ -748,6 +755,7 @@ class QueueState:
         """A queue that holds nothing any more costs nothing (until it is used again)."""
         del self.counts[name]
         del self._queue_names[name]
+        self.drain.pop(name, None)
         self.held_bytes -= QUEUE_OVERHEAD + len(name)
 
     def _enter_ready(self, job: Job) -> None:

@@ -213,3 +213,13 @@ def test_a_selector_by_dedup_prefix_picks_only_matching_jobs():
     assert log.run(1, cancel(dedup_key_prefix="mail-")) == [Affected(2, 0)]
     assert [j.state for j in log.state.jobs.values()] == [
         JobState.CANCELLED, JobState.CANCELLED, JobState.READY, JobState.READY]
+
+
+def test_pausing_more_queues_than_the_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(state_module, "MAX_PAUSED_QUEUES", 2)
+    log = Log()
+    log.run(0, pause("a"), pause("b"))
+    [refused] = log.run(1, pause("c"))
+    assert isinstance(refused, Refused) and refused.reason == Refusal.INVALID
+    assert sorted(log.state.paused) == ["a", "b"] and log.state.refusals
+    assert log.run(2, pause("a", duration_ms=5)) == [Paused("a", True, 2 * MS + 5 * MS, True)]
