@@ -124,7 +124,7 @@ class HttpServer:
                                  f"{request.method} {request.path}: not served here\n")
         try:
             return await handler(request)
-        except Exception:  # noqa: BLE001 - one bad request must not stop the server
+        except Exception:
             log.exception("%s: %s %s failed", self._name, request.method, request.path)
             return Response.text(500, "internal error (see the server's error log)\n")
 
