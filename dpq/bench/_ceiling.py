@@ -24,6 +24,7 @@ import time
 
 import psycopg
 
+from dpq.pg.queries import QUERIES
 from dpq.pg.writer import copy_chunks
 from dpq.queue.state import Job
 
@@ -31,9 +32,14 @@ TABLES = {
     "plain": "CREATE TABLE {name} (LIKE jobs)",
     "indexed": "CREATE TABLE {name} (LIKE jobs INCLUDING ALL)",
 }
-COPY = ("COPY {name} (job_id, priority, created_at, attempts, owner_node, deliver_after, "
-        "updated_slot, lease_expires_at, payload, queue, state, consumer_id) "
-        "FROM STDIN (FORMAT BINARY)")
+
+
+def copy_into(name: str) -> str:
+    """The writer's own COPY (its column list, which ``copy_chunks`` encodes), into ``name``."""
+    statement = QUERIES["copy_jobs"]
+    if not statement.startswith("COPY jobs ("):
+        raise RuntimeError("the writer's copy_jobs no longer starts with 'COPY jobs ('")
+    return statement.replace("COPY jobs", f"COPY {name}", 1)
 
 
 def make_jobs(n: int, payload_bytes: int, seed: int) -> list[Job]:
@@ -53,7 +59,7 @@ def _once(conn: psycopg.Connection, kind: str, batches: list[list[bytes]]) -> fl
     name = f"dpq_bench_copy_{kind}"
     conn.execute(f"DROP TABLE IF EXISTS {name}")
     conn.execute(TABLES[kind].format(name=name))
-    copy_sql = COPY.format(name=name)
+    copy_sql = copy_into(name)
     t0 = time.perf_counter()
     for chunks in batches:
         with conn.transaction(), conn.cursor().copy(copy_sql) as copy:
