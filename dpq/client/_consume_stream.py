@@ -51,22 +51,16 @@ class StreamBroken(Exception):
     not have been applied."""
 
 
-class NodeStream:
-    """Consumes one node over a Consume stream for as long as it runs."""
+class NodeStream(NodePoller):
+    """Consumes one node over a Consume stream for as long as it runs; a node without
+    Consume is long-polled instead (the inherited loop)."""
 
     def __init__(self, address: str, channels: Channels, spec: PollSpec, held: Held,
                  retry: RetryPolicy, deliver: Callable[[JobRecord], None],
                  fatal: Callable[[ServerError], None]) -> None:
-        self.address = address
-        self._channels = channels
-        self._spec = spec
-        self._held = held
-        self._retry = retry
-        self._deliver = deliver
-        self._fatal = fatal
-        self.failures = 0
-        #: Set once the node answered the opening (or failed): see the module's doc.
-        self.answered = asyncio.Event()
+        # ``answered`` is set once the node answered the opening (or failed): see the
+        # module's doc.
+        super().__init__(address, channels, spec, held, retry, deliver, fatal)
         self.pushes = 0  # messages with jobs received, for stats
         self._call: grpc.aio.StreamStreamCall | None = None
         self._served = False  # the open call answered its opening: settlements may use it
@@ -85,11 +79,6 @@ class NodeStream:
     def ready(self) -> bool:
         """Whether settlements can go on the stream now."""
         return self._served and self._call is not None and not self._finishing
-
-    def suspect(self) -> None:
-        """The cluster says the node is unreachable: begin with a backoff, as if it had failed."""
-        self.failures = max(self.failures, 1)
-        self.answered.set()  # not worth waiting for
 
     def finish(self) -> bool:
         """Stop asking for jobs: the node sends what it leased already and ends the stream.
@@ -127,16 +116,15 @@ class NodeStream:
                 self._broken()
                 if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                     log.info("%s serves no Consume stream: long-polling it", self.address)
-                    await NodePoller(self.address, self._channels, self._spec, self._held,
-                                     self._retry, self._deliver, self._fatal,
-                                     answered=self.answered).run()
+                    self.failures = 0
+                    await self._poll()
                     return
                 self.answered.set()
                 if exc.code() in FATAL:
                     self._fatal(server_error(exc.code(), exc.details() or "", "Consume",
                                              self.address))
                     return
-                await self._back_off(exc)
+                await self._back_off(exc, "Consume stream to")
 
     async def _session(self) -> None:
         spec = self._spec
@@ -303,13 +291,6 @@ class NodeStream:
             with contextlib.suppress(Exception):  # already over
                 await call.done_writing()
 
-    async def _back_off(self, exc: grpc.aio.AioRpcError) -> None:
-        self.failures += 1
-        delay = self._retry.backoff(self.failures - 1)
-        level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "Consume stream to %s failed with %s (%s); retry %d in %.2fs",
-                self.address, exc.code().name, exc.details(), self.failures, delay)
-        await asyncio.sleep(delay)
 
 
 async def _error_of(call: grpc.aio.StreamStreamCall) -> grpc.aio.AioRpcError:

@@ -61,8 +61,7 @@ class NodePoller:
 
     def __init__(self, address: str, channels: Channels, spec: PollSpec, held: Held,
                  retry: RetryPolicy, deliver: Callable[[JobRecord], None],
-                 fatal: Callable[[ServerError], None],
-                 answered: asyncio.Event | None = None) -> None:
+                 fatal: Callable[[ServerError], None]) -> None:
         self.address = address
         self._channels = channels
         self._spec = spec
@@ -72,9 +71,8 @@ class NodePoller:
         self._fatal = fatal
         self.failures = 0
         # Set after the first Dequeue answered or failed (or at once for a
-        # suspect node): what the node had ready then is delivered. A Consume
-        # stream that falls back to long-polls passes its own.
-        self.answered = answered if answered is not None else asyncio.Event()
+        # suspect node): what the node had ready then is delivered.
+        self.answered = asyncio.Event()
 
     def suspect(self) -> None:
         """The cluster says the node is unreachable: begin with a backoff, as if it had failed."""
@@ -124,10 +122,10 @@ class NodePoller:
             if not records and not first and held.clock() - sent < min(spec.wait_s, IDLE_S):
                 await asyncio.sleep(IDLE_S)  # an early empty answer: do not spin
 
-    async def _back_off(self, exc: grpc.aio.AioRpcError) -> None:
+    async def _back_off(self, exc: grpc.aio.AioRpcError, what: str = "long-poll on") -> None:
         self.failures += 1
         delay = self._retry.backoff(self.failures - 1)
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "long-poll on %s failed with %s (%s); retry %d in %.2fs", self.address,
+        log.log(level, "%s %s failed with %s (%s); retry %d in %.2fs", what, self.address,
                 exc.code().name, exc.details(), self.failures, delay)
         await asyncio.sleep(delay)
