@@ -171,7 +171,7 @@ class Console:
                    "/api/dead/retry": self._retry, "/api/dead/cancel": self._cancel,
                    "/api/token": self._token}
         routes: dict[tuple[str, str], Handler] = {
-            ("GET", "/"): self._page("index.html"),
+            ("GET", "/"): self._index,
             ("GET", "/static/"): self._static,
         }
         routes.update({("GET", path): self._guarded(h, write=False) for path, h in reads.items()})
@@ -247,10 +247,11 @@ class Console:
 
     # ------------------------------------------------------------------- files
 
-    def _page(self, name: str) -> Handler:
-        async def page(request: Request) -> Response:
-            return self._files[name]
-        return page
+    async def _index(self, request: Request) -> Response:
+        # "/" is a prefix route (dpq.services.http): every path no other route takes
+        if request.path != "/":
+            return Response.text(404, f"{request.method} {request.path}: not served here\n")
+        return self._files["index.html"]
 
     async def _static(self, request: Request) -> Response:
         found = self._files.get(request.path.removeprefix("/static/"))
