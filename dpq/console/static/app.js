@@ -128,12 +128,13 @@ function card(name) {
   retryAll.addEventListener("click", () =>
     act("/api/dead/retry", { queue: name }, "Retried the dead jobs of " + name));
   const badge = el("span", { class: "paused-badge", text: "paused", hidden: true });
+  const empty = el("span", { class: "muted empty", text: "no job left", hidden: true });
   const depth = el("tbody");
   const totals = el("p", { class: "totals" });
   const canvas = el("canvas", { width: 320, height: 130 });
   const legend = el("div", { class: "legend" });
   const root = el("section", { class: "queue", "data-queue": name },
-    el("h3", {}, el("span", { class: "name", text: name }), badge,
+    el("h3", {}, el("span", { class: "name", text: name }), badge, empty,
       el("span", { class: "spacer" }), retryAll, toggle),
     el("div", { class: "queue-body" },
       el("div", {},
@@ -145,7 +146,7 @@ function card(name) {
         totals),
       el("div", { class: "chart" }, el("span", { class: "muted", text: "jobs/s, last 5 min" }),
         canvas, legend)));
-  parts = { root, toggle, retryAll, badge, depth, totals, canvas, legend };
+  parts = { root, toggle, retryAll, badge, empty, depth, totals, canvas, legend };
   state.cards.set(name, parts);
   return parts;
 }
@@ -158,7 +159,8 @@ function sample(q, timeMs) {
 function record(q, timeMs) {
   const now = sample(q, timeMs);
   let h = state.history.get(q.queue);
-  if (!h) { h = { last: null, rates: [] }; state.history.set(q.queue, h); }
+  if (!h) { h = { last: null, rates: [], seen: 0 }; state.history.set(q.queue, h); }
+  h.seen = timeMs;
   const prev = h.last;
   h.last = now;
   if (!prev || now.t <= prev.t) return;
@@ -166,7 +168,11 @@ function record(q, timeMs) {
   const d = { enq: now.enq - prev.enq, del: now.del - prev.del, ack: now.ack - prev.ack };
   if (d.enq < 0 || d.del < 0 || d.ack < 0) return;  // the answering node restarted: rebase
   h.rates.push({ t: now.t, enq: d.enq / dt, del: d.del / dt, ack: d.ack / dt });
-  while (h.rates.length && h.rates[0].t < now.t - WINDOW_MS) h.rates.shift();
+  trim(h.rates, now.t);
+}
+
+function trim(rates, nowMs) {
+  while (rates.length && rates[0].t < nowMs - WINDOW_MS) rates.shift();
 }
 
 function drawChart(parts, rates, nowMs) {
@@ -204,14 +210,37 @@ function drawChart(parts, rates, nowMs) {
     el("span", { class: "ack", text: "acked " + rate(last.ack) }));
 }
 
+// A queue with no job left drops out of Stats; its card stays (at zero, its chart
+// running on) for the chart's window, so a drained queue is seen to drain.
+function emptied(name) {
+  const zeros = [0, 0, 0, 0, 0];
+  return { queue: name, gone: true, ready_by_priority: zeros, oldest_ready_age_ms: zeros,
+           delayed: 0, leased: 0, dead: 0, cancelled: 0, paused: false, paused_until_us: 0,
+           nacked: 0, expired: 0 };
+}
+
 function drawQueues(data) {
   const container = document.getElementById("queues");
+  const listed = new Set(data.queues.map((q) => q.queue));
+  const queues = [...data.queues];
+  for (const [name, h] of state.history) {
+    if (!listed.has(name) && h.seen > data.time_ms - WINDOW_MS) queues.push(emptied(name));
+  }
   const seen = new Set();
-  for (const q of data.queues) {
+  for (const q of queues) {
     seen.add(q.queue);
-    record(q, data.time_ms);
+    if (q.gone) {
+      const h = state.history.get(q.queue);
+      h.last = null;  // its counters start over if it comes back
+      h.rates.push({ t: data.time_ms, enq: 0, del: 0, ack: 0 });
+      trim(h.rates, data.time_ms);
+    } else {
+      record(q, data.time_ms);
+    }
     const parts = card(q.queue);
     parts.root.classList.toggle("paused", q.paused);
+    parts.root.classList.toggle("gone", Boolean(q.gone));
+    parts.empty.hidden = !q.gone;
     parts.badge.hidden = !q.paused;
     parts.badge.textContent = q.paused_until_us
       ? "paused until " + new Date(q.paused_until_us / 1000).toLocaleTimeString() : "paused";
@@ -238,7 +267,7 @@ function drawQueues(data) {
   if (ordered.length !== current.length || ordered.some((node, i) => node !== current[i])) {
     container.replaceChildren(...ordered);
   }
-  document.getElementById("no-queues").hidden = data.queues.length > 0;
+  document.getElementById("no-queues").hidden = queues.length > 0;
 }
 
 // ---------------------------------------------------------------- dead jobs
