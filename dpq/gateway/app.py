@@ -66,9 +66,9 @@ class Gateway:
     async def start(self) -> None:
         self.monitor.start()
         self.proposer.start()
-        await self.server.start()
-        if self.console is not None:
+        if self.console is not None:  # first: up once the gRPC port answers
             self.http_port = await self.console.start(self.config.http_listen or "")
+        await self.server.start()
         log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
                  "TLS" if self.config.tls is not None else "plaintext")
 

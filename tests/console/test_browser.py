@@ -21,6 +21,7 @@ import grpc
 import pytest
 from support.cluster import Cluster, free_ports, wait_until
 
+from dpq.security import certs
 from dpq.v1 import queue_pb2 as pb
 
 pytestmark = pytest.mark.slow  # real processes and a browser
@@ -166,3 +167,46 @@ def test_the_console_in_a_real_browser(cluster, browser):
     expect(page.locator("#live")).to_have_text("unreachable")
     with pytest.raises(grpc.RpcError):
         gateway.Stats(pb.StatsRequest(queue="orders"), timeout=2)
+
+
+def test_with_tls_the_page_asks_for_the_token_before_an_action(tmp_path, pg_database, browser):
+    """A cluster with TLS has a token: the page reads freely (loopback), but Pause answers
+    401 until the token is given in the page's form; a wrong one is refused."""
+    from playwright.sync_api import expect
+
+    [http_port] = free_ports(1)
+    with Cluster(tmp_path, pg_database("console_tls"), nodes=1, tls=True,
+                 http_listen=f"127.0.0.1:{http_port}") as c:
+        c.wait_leader()
+        c.start_gateway_and_wait()
+        token = (Path(c.tls_dir) / certs.TOKEN_FILE).read_text().strip()
+        gateway = c.gateway_stub()  # TLS with the token
+        enqueue(gateway, "secured", [1, 1, 2])
+
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.goto(f"http://{c.http_listen}/")
+        expect(page.locator("#token-button")).to_be_visible(timeout=WAIT_MS)
+        card = page.locator('section.queue[data-queue="secured"]')
+        expect(card.locator(".total-ready")).to_have_text("3", timeout=WAIT_MS)
+
+        card.locator("button.pause-toggle").click()
+        form = page.locator("#token-form")
+        expect(form).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#notice")).to_contain_text("missing bearer token")
+        assert not stats(gateway, "secured").paused
+
+        page.fill("#token-input", "not-the-token")
+        form.locator('button[type="submit"]').click()
+        expect(form).to_be_visible(timeout=WAIT_MS)  # asked again
+        expect(page.locator("#notice")).to_contain_text("wrong bearer token")
+        assert not stats(gateway, "secured").paused
+
+        page.fill("#token-input", token)
+        form.locator('button[type="submit"]').click()  # the pending action goes on
+        expect(card.locator(".paused-badge")).to_be_visible(timeout=WAIT_MS)
+        expect(form).to_be_hidden()
+        assert stats(gateway, "secured").paused
+        assert page.evaluate("sessionStorage.getItem('dpq.console.token')") == token
+        assert errors == [], errors
