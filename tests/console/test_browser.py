@@ -14,11 +14,11 @@ on PATH); without it this test fails and says how to install it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import grpc
 import pytest
+from support.browser import WAIT_MS, launch
 from support.cluster import Cluster, free_ports, wait_until
 
 from dpq.security import certs
@@ -27,20 +27,7 @@ from dpq.v1 import queue_pb2 as pb
 pytestmark = pytest.mark.slow  # real processes and a browser
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 T = 15  # seconds: every RPC's deadline
-WAIT_MS = 30_000  # what the page may take to show a change (it polls every 1.5 s)
-
-
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.fail("Chromium is not installed, and the console's browser test needs it: run "
-                    "`apt-get install -y chromium` (Playwright drives the system's Chromium; "
-                    "it downloads no browser)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +46,8 @@ def cluster(tmp_path_factory, pg_database):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    path = chromium()
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        launched = launch(p)
         try:
             yield launched
         finally:

@@ -140,7 +140,7 @@ function card(name) {
       el("div", {},
         el("table", {},
           el("thead", {}, el("tr", {}, el("th", { text: "priority" }),
-            el("th", { class: "num", text: "ready" }),
+            el("th", { class: "num", text: "ready" }), el("th", {}),
             el("th", { class: "num", text: "oldest waiting" }))),
           depth),
         totals),
@@ -247,13 +247,20 @@ function drawQueues(data) {
     parts.toggle.textContent = q.paused ? "Resume" : "Pause";
     parts.retryAll.hidden = !q.dead;
     const ready = sum(q.ready_by_priority);
+    const most = Math.max(1, ...q.ready_by_priority);
     parts.depth.replaceChildren(
-      ...PRIORITIES.map((p) => el("tr", { "data-priority": p },
-        el("td", { text: String(p) }),
-        el("td", { class: "num depth", text: String(q.ready_by_priority[p - 1]) }),
-        el("td", { class: "num age", text: age(q.oldest_ready_age_ms[p - 1]) }))),
+      ...PRIORITIES.map((p) => {
+        const fill = el("span", { class: "bar-fill p" + p });
+        fill.style.width = Math.round(100 * q.ready_by_priority[p - 1] / most) + "%";
+        return el("tr", { "data-priority": p },
+          el("td", { text: String(p) }),
+          el("td", { class: "num depth", text: String(q.ready_by_priority[p - 1]) }),
+          el("td", { class: "bar" }, fill),
+          el("td", { class: "num age", text: age(q.oldest_ready_age_ms[p - 1]) }));
+      }),
       el("tr", {}, el("th", { text: "all" }),
-        el("th", { class: "num total-ready", text: String(ready) }), el("th", {})));
+        el("th", { class: "num total-ready", text: String(ready) }), el("th", {}),
+        el("th", {})));
     parts.totals.textContent = "delayed " + q.delayed + " · leased " + q.leased +
       " · dead " + q.dead + " · cancelled " + q.cancelled + " · nacked " + q.nacked +
       " · expired " + q.expired;
