@@ -56,10 +56,12 @@ class LocalCluster:
                  node_args: tuple[str, ...] = (), gateway_args: tuple[str, ...] = (),
                  ports: list[int] | None = None, peer_ports: list[int] | None = None,
                  cpus: dict[int, set[int]] | None = None,
-                 tls_dir: str | os.PathLike[str] | None = None) -> None:
+                 tls_dir: str | os.PathLike[str] | None = None,
+                 http_listen: str | None = None) -> None:
         """``ports``: the gateway's then each node's client port; ``peer_ports``: each
         node's peer port (both default to the layout above, from ``port_base``).
-        ``tls_dir``: TLS material for every process (see the module docstring)."""
+        ``tls_dir``: TLS material for every process (see the module docstring).
+        ``http_listen``: the gateway's web console (``--http-listen``); None: none."""
         self.root = Path(root).resolve()
         self.ids = list(range(1, nodes + 1))
         ports = ports or [port_base + i for i in range(nodes + 1)]
@@ -74,7 +76,10 @@ class LocalCluster:
         self.tls_dir = str(Path(tls_dir).resolve()) if tls_dir is not None else None
         tls_args = ("--tls-dir", self.tls_dir) if self.tls_dir is not None else ()
         self.node_args = (*tls_args, *node_args)
-        self.gateway_args = (*tls_args, *gateway_args)
+        #: The web console's address, if the gateway serves one.
+        self.http_listen = http_listen
+        http_args = ("--http-listen", http_listen) if http_listen is not None else ()
+        self.gateway_args = (*tls_args, *http_args, *gateway_args)
         self.cpus = cpus or {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.gateway: subprocess.Popen | None = None
@@ -99,6 +104,8 @@ class LocalCluster:
     def listen_addresses(self) -> dict[str, str]:
         """Every address a process of this cluster listens on, by what listens there."""
         listen = {"gateway": self.gateway_address}
+        if self.http_listen is not None:
+            listen["web console"] = self.http_listen
         listen.update({f"node {i}": address for i, address in self.addresses.items()})
         listen.update({f"node {i} peers": address for i, address in self.peer_addresses.items()})
         return listen

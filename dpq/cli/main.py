@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", default="dpq-data", help="where everything is kept (./dpq-data)")
     up.add_argument("--port-base", type=int, default=settings.DEFAULT_PORT_BASE,
                     help="gateway on this port, node i on port-base + i for clients and "
-                         f"port-base + 10 + i for its peers ({settings.DEFAULT_PORT_BASE})")
+                         f"port-base + 10 + i for its peers, the web console on port-base + "
+                         f"980 ({settings.DEFAULT_PORT_BASE}: console on 8080)")
     up.add_argument("--demo", action="store_true",
                     help="run a producer/consumer demo of priorities and aging, then stop")
     up.add_argument("--tls", action="store_true",

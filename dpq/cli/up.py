@@ -23,6 +23,8 @@ from dpq.cli.localcluster import ClusterError, LocalCluster
 TLS_SUBDIR = "tls"
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: The web console listens on port-base + this: 8080 with the default port base.
+CONSOLE_PORT_OFFSET = 980
 
 
 def _say(out, text: str) -> None:
@@ -61,8 +63,15 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
     except OSError as exc:
         print(f"dpq up: {exc}", file=sys.stderr)
         return 1
+    console_port = port_base + CONSOLE_PORT_OFFSET
+    if not 0 < console_port < 65536:
+        print(f"dpq up: --port-base {port_base} puts the web console on port {console_port}, "
+              f"outside 1..65535 (it listens on port-base + {CONSOLE_PORT_OFFSET})",
+              file=sys.stderr)
+        return 1
     cluster = LocalCluster(data_dir, nodes=nodes, port_base=port_base, dsn=dsn,
-                           node_args=node_args, tls_dir=tls_dir)
+                           node_args=node_args, tls_dir=tls_dir,
+                           http_listen=f"127.0.0.1:{console_port}")
     taken = cluster.taken_ports()
     if taken:
         print("dpq up: " + "; ".join(taken) + " (another dpq up? stop it, or use --port-base)",
@@ -146,6 +155,8 @@ def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     roles = {n.node_id: n.role for n in info.nodes}
     lines = [f"\ndpq is up ({time.strftime('%H:%M:%S')}), cluster {info.cluster_fingerprint}:",
              f"  gateway   {cluster.gateway_address}"]
+    if cluster.http_listen is not None:
+        lines.append(f"  console   http://{cluster.http_listen}/")
     lines += [f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
               f"{roles.get(i, '?')}" for i, address in cluster.addresses.items()]
     lines.append(f"  postgres  {cluster.dsn}")

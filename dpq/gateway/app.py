@@ -55,15 +55,26 @@ class Gateway:
             limits=config.server_limits)
         self.port = self.server.port
         self.ops.messages = self.server.messages.totals
+        self.console = None  # the web console's HTTP server (--http-listen)
+        if config.http_listen is not None:
+            from dpq.console.api import http_server
+
+            self.console = http_server(self.ops, config.http_listen,
+                                       config.tls.token if config.tls is not None else None)
+        self.http_port = 0  # the console's, once it listens
 
     async def start(self) -> None:
         self.monitor.start()
         self.proposer.start()
+        if self.console is not None:  # first: up once the gRPC port answers
+            self.http_port = await self.console.start(self.config.http_listen or "")
         await self.server.start()
         log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
                  "TLS" if self.config.tls is not None else "plaintext")
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self.console is not None:
+            await self.console.stop()
         await self.server.stop(grace_s)
         await self.proposer.stop()
         await self.monitor.stop()

@@ -52,12 +52,17 @@ class GatewayConfig:
     admission: admission.AdmissionLimits = field(default_factory=admission.AdmissionLimits)
     insecure: bool = False  # plaintext said outright (also the default without TLS)
     log_dir: str | None = None
+    #: HOST:PORT of the web console (dpq.console); None: no console.
+    http_listen: str | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     request_log_level: str = DEFAULT_REQUEST_LOG_LEVEL
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen, str) or ":" not in self.listen:
             raise ConfigError(f"--listen {self.listen!r} is not HOST:PORT")
+        if self.http_listen is not None and (not isinstance(self.http_listen, str)
+                                             or ":" not in self.http_listen):
+            raise ConfigError(f"--http-listen {self.http_listen!r} is not HOST:PORT")
         if not self.nodes or any(not isinstance(a, str) or ":" not in a for a in self.nodes):
             raise ConfigError(f"--nodes {','.join(map(str, self.nodes))!r} is not a list of "
                               "HOST:PORT")
@@ -92,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({validate.DEFAULT_DEDUP_WINDOW_MS} = 1 h)")
     parser.add_argument("--max-payload-bytes", type=int,
                         help=f"largest payload ({validate.DEFAULT_MAX_PAYLOAD_BYTES >> 20} MiB)")
+    parser.add_argument("--http-listen",
+                        help="HOST:PORT of the web console (a page and its JSON API; "
+                             "off by default)")
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", help=f"error log level ({DEFAULT_LOG_LEVEL})")
     parser.add_argument("--request-log-level",

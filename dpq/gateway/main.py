@@ -23,7 +23,7 @@ def gateway_main(argv: list[str] | None = None) -> int:
 
     try:
         config = gateway_config.from_args(argv)
-        ports.probe_all({"--listen": config.listen})
+        ports.probe_all({"--listen": config.listen, "--http-listen": config.http_listen or ""})
     except (gateway_config.ConfigError, OSError) as exc:
         print(f"dpq-gateway: {exc}", file=sys.stderr)
         return 2
@@ -53,6 +53,10 @@ async def _serve_gateway(config) -> int:
     await gateway.start()
     runtime.tune_for_server()
     print(f"dpq-gateway serving on {config.listen} (port {gateway.port})", flush=True)
+    if gateway.console is not None:
+        host = ports.split(config.http_listen)[0]
+        host = f"[{host}]" if ":" in host else host
+        print(f"web console on http://{host}:{gateway.http_port}/", flush=True)
     try:
         await stop.wait()
     finally:

@@ -32,8 +32,10 @@ READ_TIMEOUT_S = 10.0
 
 _REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
             403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 413: "Content Too Large", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable"}
+            408: "Request Timeout", 409: "Conflict", 413: "Content Too Large",
+            415: "Unsupported Media Type", 429: "Too Many Requests",
+            500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 @dataclass(frozen=True, slots=True)
