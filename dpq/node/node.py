@@ -281,7 +281,7 @@ class Node:
     async def _watch_readiness(self) -> None:
         """The gRPC health status of the client port follows ``dpq.node.readiness``."""
         assert self._server is not None
-        serving = None
+        serving, served = None, False
         while True:
             verdict = self.readiness.assess(
                 applied=self.state.applied_slot, leader_commit=self.replica.leader_commit,
@@ -289,8 +289,11 @@ class Node:
             if verdict.serving != serving:
                 serving = verdict.serving
                 await self._server.set_serving(serving)
-                log.info("node %d health: %s (%s)", self.config.node_id,
-                         "SERVING" if serving else "NOT_SERVING", verdict.reason)
+                # Coming up is routine (INFO); losing or regaining service later is not.
+                log.log(logging.WARNING if served else logging.INFO, "node %d health: %s (%s)",
+                        self.config.node_id, "SERVING" if serving else "NOT_SERVING",
+                        verdict.reason)
+                served = served or serving
             await asyncio.sleep(READINESS_CHECK_S)
 
     # ----------------------------------------------------------------- views
