@@ -146,3 +146,22 @@ def test_a_node_cut_off_from_its_quorum_stops_serving_and_serves_again(cluster, 
     wait_health(cluster, "gateway", SERVING, 90)
     warnings = cluster.log_path(node).read_text(errors="replace")
     assert f"node {node} health: NOT_SERVING (knows no live leader" in warnings
+
+
+def test_dpq_top_once_names_the_leader(cluster, capsys):
+    # In this module for its cluster and gateway (one fewer cluster to start).
+    from dpq.cli.main import main
+
+    leader = all_serving(cluster)
+    cluster.gateway_stub().Enqueue(queue_pb2.EnqueueRequest(jobs=[queue_pb2.NewJob(
+        queue="top-view", priority=2, payload=b"x")]), timeout=10)
+    capsys.readouterr()
+    assert main(["top", "--once", "--interval", "200ms",
+                 "--target", cluster.gateway_address]) == 0
+    out = capsys.readouterr().out
+    assert f"leader: node {leader} ({cluster.addresses[leader]})" in out, out
+    assert "answered by gateway" in out
+    for address in cluster.addresses.values():
+        assert address in out
+    row = next(line for line in out.splitlines() if "top-view" in line)
+    assert row.split()[2:4] == ["p2", "1"], row
