@@ -17,6 +17,7 @@ from typing import TextIO
 
 import grpc
 
+from dpq.cli.progress import Progress
 from dpq.security.errors import TlsError
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
@@ -93,6 +94,9 @@ def _stub(target: str, tls_dir: str | None) -> tuple[grpc.Channel, queue_pb2_grp
 
 # ------------------------------------------------------------------ enqueue
 
+#: ``dpq enqueue`` sends this many jobs per ``enqueue_many`` (ids printed after each).
+ENQUEUE_PART = 5_000
+
 def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
             delay_s: float | None, dedup_key: str | None, out: TextIO,
             tls_dir: str | None = None) -> int:
@@ -102,13 +106,25 @@ def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
                      dedup_key=dedup_key) for p in payloads]
     if not specs:
         raise CommandError("nothing to enqueue: give payloads as arguments or lines on stdin")
-    try:
-        with Producer(target, tls_dir=tls_dir) as producer:
-            ids = producer.enqueue_many(specs)
-    except (DpqError, TlsError) as exc:
-        raise CommandError(str(exc)) from exc
-    for job_id in ids:
-        print(job_id, file=out)
+    done = 0
+    # Big inputs go in parts, each part's ids printed as it is enqueued, with a count on a
+    # terminal's stderr meanwhile.
+    big = len(specs) > ENQUEUE_PART
+    with Progress(f"enqueuing {len(specs)} jobs", enabled=None if big else False) as progress:
+        try:
+            with Producer(target, tls_dir=tls_dir) as producer:
+                for start in range(0, len(specs), ENQUEUE_PART):
+                    ids = producer.enqueue_many(specs[start:start + ENQUEUE_PART])
+                    progress.clear()
+                    for job_id in ids:
+                        print(job_id, file=out)
+                    done += len(ids)
+                    progress.update(f"enqueued {done} of {len(specs)} jobs")
+        except (DpqError, TlsError) as exc:
+            if done:
+                raise CommandError(f"{exc} (the first {done} of {len(specs)} jobs were "
+                                   "enqueued: their ids are printed)") from exc
+            raise CommandError(str(exc)) from exc
     return 0
 
 
@@ -116,6 +132,8 @@ def enqueue(target: str, payloads: Iterable[str], *, queue: str, priority: int,
 
 #: How long ``dpq consume`` waits at most for every node's first answer.
 GATHER_S = 5.0
+#: ``dpq consume`` says what it waits for after this long without a job (on a terminal).
+CONSUME_QUIET_S = 2.0
 
 
 def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: float,
@@ -123,12 +141,16 @@ def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: fl
     from dpq.client import Consumer, DpqError
 
     seen = 0
+    want = f" of {count}" if count is not None else "; Ctrl-C stops"
+    # On a terminal's stderr, after a while without a job: what it waits for.
+    waiting = Progress(f"waiting for jobs on queue {queue!r} (0{want})", delay_s=CONSUME_QUIET_S)
     try:
-        with Consumer(target, queue=queue, wait=min(wait_s, 30.0), lease=lease_s,
-                      max_jobs=min(count or 10, 100), tls_dir=tls_dir) as consumer:
+        with waiting, Consumer(target, queue=queue, wait=min(wait_s, 30.0), lease=lease_s,
+                               max_jobs=min(count or 10, 100), tls_dir=tls_dir) as consumer:
             # Every node's ready jobs first, so the first line is the cluster's most urgent.
             consumer._gather(min(wait_s, GATHER_S))
             for job in consumer:
+                waiting.clear()
                 print(f"{job.id}\tp{job.priority}\tattempt {job.attempt}\t{job.queue}\t"
                       f"{job.payload.decode('utf-8', 'backslashreplace')}", file=out, flush=True)
                 if ack:
@@ -138,6 +160,7 @@ def consume(target: str, *, queue: str, count: int | None, ack: bool, wait_s: fl
                 seen += 1
                 if count is not None and seen >= count:
                     break
+                waiting.update(f"waiting for jobs on queue {queue!r} ({seen}{want})")
     except KeyboardInterrupt:
         return 130
     except (DpqError, TlsError) as exc:

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                       "and paused queues")
     st.add_argument("--queue", default="", help="one queue (default: all)")
     sub("status", "nodes, roles, leader, ballot, commit/applied index, lag, health, weights")
+    top = sub("top", "a live view of the cluster: nodes, queues by priority, rates (Ctrl-C quits)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=commands.duration, default=1.0, help="refresh (1s)")
     manage.add_commands(commands_, _client_options)  # dpq job …, dpq queue …
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
     commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
@@ -124,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
                                     tls_dir=tls)
         if args.command in manage.COMMANDS:
             return manage.run(args, target, tls, out=sys.stdout)
+        if args.command == "top":
+            from dpq.cli import top as top_view
+
+            return top_view.run(target, tls, once=args.once, interval_s=args.interval,
+                                out=sys.stdout)
         if args.command == "stats":
             return commands.stats(target, queue=args.queue, out=sys.stdout, tls_dir=tls)
         return commands.status(target, out=sys.stdout, tls_dir=tls)

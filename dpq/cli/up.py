@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dpq.cli.commands import TLS_OFF_FILE, UP_TLS_DIR
 from dpq.cli.localcluster import ClusterError, LocalCluster
+from dpq.cli.progress import Progress
 
 TLS_SUBDIR = "tls"
 
@@ -87,8 +88,13 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
     try:
         where = "the embedded PostgreSQL" if dsn is None else "PostgreSQL at --dsn"
         _say(out, f"starting {nodes} nodes and a gateway on {where} (data in {cluster.root}) ...")
-        cluster.start()
-        info = cluster.wait_ready(stop=stop)
+        with Progress("starting PostgreSQL" if dsn is None else "starting") as progress:
+            cluster.root.mkdir(parents=True, exist_ok=True)
+            cluster.start_postgres()
+            progress.update(f"starting {nodes} nodes and a gateway")
+            cluster.start()
+            progress.update("waiting for the nodes to elect a leader and the gateway to see it")
+            info = cluster.wait_ready(stop=stop)
         _print_endpoints(cluster, info, out)
         if demo:
             showcase.run(cluster.gateway_address, list(cluster.addresses.values()), out=out,
@@ -115,7 +121,8 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
         return 1
     finally:
         _say(out, "stopping ...")
-        cluster.stop()
+        with Progress("stopping the gateway, the nodes and PostgreSQL"):
+            cluster.stop()
         os.close(lock)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -6,10 +6,17 @@ port serves TLS and wants the clients' bearer token, its calls to the nodes'
 peer ports (WatchHealth, Propose) present the gateway certificate (mutual
 TLS), and its calls to the nodes' client ports (forwarded Queue calls,
 ClusterInfo) go over TLS with the token.
+
+Health (the standard gRPC health service, ``""`` and ``dpq.v1.Queue``): SERVING
+while the gateway knows a leader (a reachable node that the reachable nodes name
+as leader: ``HealthMonitor.leader``), so it can take enqueues; NOT_SERVING before,
+and whenever no reachable node names a reachable leader. A gateway forwards to
+the nodes and has no log of its own to catch up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from dpq.gateway.config import GatewayConfig
@@ -25,6 +32,9 @@ from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
 
 log = logging.getLogger("dpq.gateway")
+
+#: How often the gateway's gRPC health status is brought up to date.
+READINESS_CHECK_S = 0.1
 
 
 class Gateway:
@@ -62,19 +72,36 @@ class Gateway:
             self.console = http_server(self.ops, config.http_listen,
                                        config.tls.token if config.tls is not None else None)
         self.http_port = 0  # the console's, once it listens
+        self._readiness: asyncio.Task | None = None
 
     async def start(self) -> None:
         self.monitor.start()
         self.proposer.start()
         if self.console is not None:  # first: up once the gRPC port answers
             self.http_port = await self.console.start(self.config.http_listen or "")
-        await self.server.start()
+        await self.server.start(serving=False)  # until it knows a leader
+        self._readiness = asyncio.create_task(self._watch_readiness(), name="readiness")
         log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
                  "TLS" if self.config.tls is not None else "plaintext")
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self._readiness is not None:
+            self._readiness.cancel()
+            await asyncio.gather(self._readiness, return_exceptions=True)
         if self.console is not None:
             await self.console.stop()
         await self.server.stop(grace_s)
         await self.proposer.stop()
         await self.monitor.stop()
+
+    async def _watch_readiness(self) -> None:
+        """SERVING while a leader is known (see the module docstring)."""
+        serving = None
+        while True:
+            leader = self.monitor.leader()
+            if (leader is not None) != serving:
+                serving = leader is not None
+                await self.server.set_serving(serving)
+                log.info("gateway health: %s", f"SERVING (node {leader.node_id} leads)"
+                         if leader is not None else "NOT_SERVING (no leader known)")
+            await asyncio.sleep(READINESS_CHECK_S)

@@ -33,6 +33,7 @@ from dpq.node.leader import LeaderDuties
 from dpq.node.loopwatch import LoopWatch
 from dpq.node.operations import NodeOperations
 from dpq.node.planes import Credentials
+from dpq.node.readiness import Readiness
 from dpq.node.router import LeaderRouter
 from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
@@ -54,6 +55,8 @@ from dpq.v1 import queue_pb2, queue_pb2_grpc, replication_pb2, replication_pb2_g
 log = logging.getLogger("dpq.node")
 
 HEALTH_SAMPLE_S = 0.25
+#: How often the gRPC health status is brought up to date (``dpq.node.readiness``).
+READINESS_CHECK_S = 0.1
 #: Back-off of the identity check of a node that started while PostgreSQL was down.
 VERIFY_BACKOFF_S = (1.0, 30.0)
 
@@ -105,6 +108,8 @@ class Node:
         # A node rejoining after a lost disk votes only once it has caught up.
         self.replica = Replica(paxos, random.Random(), recovered=recovered, applied=applied,
                                learner=identity.rejoining)
+        # NOT_SERVING until the log known committed at start is applied, and more.
+        self.readiness = Readiness(self.replica.commit_index)
         if identity.rejoining:
             log.warning("node %d rejoins cluster %s as a non-voting learner: it votes again "
                         "once it has caught up", config.node_id, identity.fingerprint)
@@ -175,7 +180,7 @@ class Node:
                 interceptors=self.credentials.peer_interceptors, limits=self.config.server_limits)
             self.peer_port = self._peer_server.port
             await self._peer_server.start()
-        await self._server.start()
+        await self._server.start(serving=False)  # until caught up: _watch_readiness
         self.transport.start()
         self.proposer.start()
         tasks = [("paxos-driver", self.driver.run()),
@@ -184,6 +189,7 @@ class Node:
                  ("work-stealer", self.stealer.run()),
                  ("health-sampler", self._sample_health()),
                  ("leader-watch", self._watch_leader()),
+                 ("readiness", self._watch_readiness()),
                  ("loop-watch", self.loopwatch.run())]
         if not self.identity.verified:
             tasks.append(("identity-check", self._verify_identity()))
@@ -271,6 +277,24 @@ class Node:
                 await self.driver.leader_changed.wait()
                 self.router.note_leader(self.replica.leader_hint)
                 self.applier.fail_all(NotLeader(self.replica.leader_hint))
+
+    async def _watch_readiness(self) -> None:
+        """The gRPC health status of the client port follows ``dpq.node.readiness``."""
+        assert self._server is not None
+        serving, served = None, False
+        while True:
+            verdict = self.readiness.assess(
+                applied=self.state.applied_slot, leader_commit=self.replica.leader_commit,
+                in_lease=self.replica.in_lease, leader=self.replica.leader_hint)
+            if verdict.serving != serving:
+                serving = verdict.serving
+                await self._server.set_serving(serving)
+                # Coming up is routine (INFO); losing or regaining service later is not.
+                log.log(logging.WARNING if served else logging.INFO, "node %d health: %s (%s)",
+                        self.config.node_id, "SERVING" if serving else "NOT_SERVING",
+                        verdict.reason)
+                served = served or serving
+            await asyncio.sleep(READINESS_CHECK_S)
 
     # ----------------------------------------------------------------- views
 

@@ -473,6 +473,7 @@ class Replica:
         self._commit = 0  # every slot <= _commit holds its chosen value
         self._snapshot: Snapshot | None = None
         self._delivered = 0  # highest slot handed to the application
+        self._heard_commit = 0  # highest commit index a leader announced (health: catch-up)
 
         if recovered is not None:
             self._restore(recovered, applied)
@@ -735,6 +736,17 @@ class Replica:
 
     # ------------------------------------------------------------------ acceptor
 
+    @property
+    def in_lease(self) -> bool:
+        """A live leader is known (see :meth:`_in_lease`): for health checks."""
+        return self._in_lease()
+
+    @property
+    def leader_commit(self) -> int:
+        """The highest commit index known here: this replica's own, or the highest a
+        leader announced (a follower may hold less of the log than that)."""
+        return max(self._commit, self._heard_commit)
+
     def _in_lease(self) -> bool:
         """Whether a live leader is known: this replica leads (and so heard from a
         quorum within the last election timeout, or _check_quorum would have made it
@@ -850,6 +862,7 @@ class Replica:
         frontier stops at the first slot not held at the current ballot, and the
         leader resends from there (its reply's ``match``).
         """
+        self._heard_commit = max(self._heard_commit, leader_commit)
         log, ballot = self._log, self._frontier_ballot
         frontier = max(self._frontier, self._commit)
         while True:

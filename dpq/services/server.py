@@ -63,6 +63,7 @@ class Server:
         for _, add in services:
             add(self.server)
         self.health = health.aio.HealthServicer() if extras else None
+        self._stopping = False
         if self.health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             reflection.enable_server_reflection(
@@ -79,11 +80,20 @@ class Server:
             ports.probe(listen)
             raise OSError(f"cannot listen on {listen}")
 
-    async def start(self) -> None:
+    async def start(self, serving: bool = True) -> None:
+        """``serving=False``: health says NOT_SERVING until :meth:`set_serving` (a node
+        until it has caught up, a gateway until it knows a leader)."""
+        await self._set(SERVING if serving else NOT_SERVING)
         await self.server.start()
-        await self._set(SERVING)
+
+    async def set_serving(self, serving: bool) -> None:
+        """The health status of ``""`` and every service of this port (ignored once
+        :meth:`stop` began: a stopping server stays NOT_SERVING)."""
+        if not self._stopping:
+            await self._set(SERVING if serving else NOT_SERVING)
 
     async def stop(self, grace_s: float) -> None:
+        self._stopping = True
         await self._set(NOT_SERVING)
         await self.server.stop(grace_s)
 

@@ -73,9 +73,12 @@ def test_the_client_port_serves_no_replication_and_the_peer_port_nothing_else(cl
             assert code_of(next, watch) == grpc.StatusCode.UNIMPLEMENTED
             # ... while the client port serves Queue and health
             queue_pb2_grpc.QueueStub(client).ClusterInfo(queue_pb2.ClusterInfoRequest(), timeout=5)
-            health = health_pb2_grpc.HealthStub(client).Check(health_pb2.HealthCheckRequest(),
-                                                              timeout=5)
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            # SERVING once the node heard from the leader (the gateway may see a
+            # leader a moment before every follower does): dpq.node.readiness.
+            health = health_pb2_grpc.HealthStub(client)
+            wait_until(lambda health=health: health.Check(
+                health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING, 30, f"node {i} to serve")
 
             on_peer = queue_pb2_grpc.QueueStub(peer)
             for method, queue_request in (("ClusterInfo", queue_pb2.ClusterInfoRequest()),
