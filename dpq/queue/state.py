@@ -444,7 +444,7 @@ class QueueState:
                 counted, delivered = job.queue, totals_of(job.queue).delivered
             delivered[job.priority - 1] += 1
             if job.attempt == 1:
-                first_wait.observe(job.priority, now - job.ready_at_us)
+                first_wait[job.priority - 1].observe(now - job.ready_at_us)
             self.observer.job_changed(job, job.owner, JobState.READY)
             # Values, not the job: the result must say what was granted, not what
             # a later command (in this batch, or before a retry reads the

@@ -20,8 +20,7 @@ event; a ``bisect`` more per first delivery.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
+from dpq.buckets import Buckets
 from dpq.queue.rules import PRIORITY_MAX
 
 #: Queues with counts of their own; the rest share ``OTHER_QUEUE``.
@@ -47,29 +46,15 @@ class QueueTotals:
         self.cancelled = 0  # jobs that became CANCELLED
 
 
-class WaitHistogram:
-    """Waits in ``WAIT_BUCKETS_US`` buckets (not cumulative), per priority, and their sums."""
-
-    __slots__ = ("counts", "sums_us")
-
-    def __init__(self) -> None:
-        self.counts = [[0] * (len(WAIT_BUCKETS_US) + 1) for _ in range(PRIORITY_MAX)]
-        self.sums_us = [0] * PRIORITY_MAX
-
-    def observe(self, priority: int, wait_us: int) -> None:
-        self.counts[priority - 1][bisect_left(WAIT_BUCKETS_US, wait_us)] += 1
-        self.sums_us[priority - 1] += wait_us
-
-
 class Totals:
-    """Per-queue :class:`QueueTotals` (bounded, see the module docstring) and the wait
-    histogram."""
+    """Per-queue :class:`QueueTotals` (bounded, see the module docstring) and, per
+    priority (index 0 = priority 1), the waits from ready to first delivery in µs."""
 
     __slots__ = ("first_wait", "queues")
 
     def __init__(self) -> None:
         self.queues: dict[str, QueueTotals] = {}
-        self.first_wait = WaitHistogram()
+        self.first_wait = [Buckets(WAIT_BUCKETS_US) for _ in range(PRIORITY_MAX)]
 
     def of(self, queue: str) -> QueueTotals:
         totals = self.queues.get(queue)

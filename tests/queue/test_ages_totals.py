@@ -174,12 +174,14 @@ def test_counts_since_start_by_queue_and_priority():
     # four first deliveries, each after 30 ms: the 50 ms bucket
     bucket = WAIT_BUCKETS_US.index(50_000)
     first = log.state.totals.first_wait
-    assert [first.counts[p - 1][bucket] for p in PRIORITIES] == [2, 0, 1, 0, 1]
-    assert first.sums_us == [60 * MS, 0, 30 * MS, 0, 30 * MS]
+    assert [first[p - 1].counts[bucket] for p in PRIORITIES] == [2, 0, 1, 0, 1]
+    assert [first[p - 1].total for p in PRIORITIES] == [60 * MS, 0, 30 * MS, 0, 30 * MS]
+    assert first[0].cumulative(1e-6)[bucket - 1:bucket + 2] == [
+        ("0.025", 0), ("0.05", 2), ("0.1", 2)]
     log.run(400, lease(3, 4))  # cancelled: not served
     log.run(400, retry(job_ids=[3]))
     log.run(500, lease(3))  # a fresh budget: a first delivery again, 100 ms after ready
-    assert first.counts[2][WAIT_BUCKETS_US.index(100_000)] == 1
+    assert first[2].counts[WAIT_BUCKETS_US.index(100_000)] == 1
     assert totals.delivered == [2, 0, 2, 0, 1]
 
 
