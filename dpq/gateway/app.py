@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from dpq.gateway import metrics as gateway_metrics
 from dpq.gateway.config import GatewayConfig
 from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
@@ -20,6 +21,7 @@ from dpq.gateway.router import GatewayRouter
 from dpq.proposing.proposer import Proposer
 from dpq.queue.validate import Limits
 from dpq.services.admission import AdmissionGate
+from dpq.services.metrics import MetricsEndpoint
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
@@ -55,15 +57,22 @@ class Gateway:
             limits=config.server_limits)
         self.port = self.server.port
         self.ops.messages = self.server.messages.totals
+        #: GET /metrics on --metrics-listen (dpq.gateway.metrics), while serving.
+        self.metrics: MetricsEndpoint | None = None
 
     async def start(self) -> None:
         self.monitor.start()
         self.proposer.start()
         await self.server.start()
+        if self.config.metrics_listen:
+            self.metrics = gateway_metrics.endpoint(self)
+            await self.metrics.start(self.config.metrics_listen)
         log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
                  "TLS" if self.config.tls is not None else "plaintext")
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self.server.stop(grace_s)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.proposer.stop()
         await self.monitor.stop()

@@ -52,6 +52,8 @@ class GatewayConfig:
     admission: admission.AdmissionLimits = field(default_factory=admission.AdmissionLimits)
     insecure: bool = False  # plaintext said outright (also the default without TLS)
     log_dir: str | None = None
+    #: GET /metrics (dpq.services.metrics) on this HOST:PORT; None: off.
+    metrics_listen: str | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     request_log_level: str = DEFAULT_REQUEST_LOG_LEVEL
 
@@ -68,6 +70,9 @@ class GatewayConfig:
         settings.check_int("health_interval_ms", self.health_interval_ms, 1)
         if self.tls is not None and self.insecure:
             raise ConfigError("--insecure turns TLS off: give it or the TLS flags, not both")
+        if self.metrics_listen is not None and (not isinstance(self.metrics_listen, str)
+                                                or ":" not in self.metrics_listen):
+            raise ConfigError(f"--metrics-listen {self.metrics_listen!r} is not HOST:PORT")
 
 
 def _check_payload(value: Any) -> None:
@@ -92,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({validate.DEFAULT_DEDUP_WINDOW_MS} = 1 h)")
     parser.add_argument("--max-payload-bytes", type=int,
                         help=f"largest payload ({validate.DEFAULT_MAX_PAYLOAD_BYTES >> 20} MiB)")
+    parser.add_argument("--metrics-listen",
+                        help="HOST:PORT to serve Prometheus metrics on (GET /metrics, plain "
+                             "HTTP, read-only): loopback or a private network (off)")
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", help=f"error log level ({DEFAULT_LOG_LEVEL})")
     parser.add_argument("--request-log-level",
