@@ -32,13 +32,13 @@ class Buckets:
     def count(self) -> int:
         return sum(self.counts)
 
-    def cumulative(self, scale: float = 1.0) -> list[tuple[str, int]]:
-        """``(le, count of values <= le)`` per bound and ``+Inf``, bounds times ``scale``
-        (e.g. 1e-6 for microseconds to seconds): Prometheus's form."""
+    def cumulative(self, per: float = 1) -> list[tuple[str, int]]:
+        """``(le, count of values <= le)`` per bound and ``+Inf``, bounds divided by ``per``
+        (e.g. 1e6 for microseconds to seconds): Prometheus's form."""
         out, running = [], 0
         for bound, n in zip(self.bounds, self.counts):
             running += n
-            out.append((_float(bound * scale), running))
+            out.append((_float(bound / per), running))
         out.append(("+Inf", running + self.counts[-1]))
         return out
 

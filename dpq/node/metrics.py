@@ -73,7 +73,7 @@ def queue_families(state: QueueState, now_us: int) -> Iterator[Metric]:
     yield from by_queue.values()
     yield from depth_families(state, now_us)
     yield histogram("dpq_job_first_delivery_wait_seconds",
-                    (((p,), b) for p, b in zip(PRIORITIES, totals.first_wait)), scale=1e-6)
+                    (((p,), b) for p, b in zip(PRIORITIES, totals.first_wait)), per=1e6)
 
 
 def depth_families(state: QueueState, now_us: int) -> Iterator[Metric]:

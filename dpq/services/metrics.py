@@ -87,7 +87,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -100,6 +100,8 @@ from dpq.buckets import Buckets
 from dpq.services.counting import MessageCounter
 from dpq.services.http import HttpServer, Request, Response
 
+#: The text format every Prometheus reads (dpq's names and labels need nothing newer).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Labels of the series of one queue beyond this many are added up under OTHER.
 MAX_QUEUE_LABELS = 1000
 OTHER_QUEUE = "(other)"
@@ -218,12 +220,12 @@ def family(name: str) -> Metric:
 
 
 def histogram(name: str, series: Iterable[tuple[tuple[str, ...], Buckets]],
-              scale: float = 1.0) -> Metric:
+              per: float = 1) -> Metric:
     """The catalogued histogram ``name`` from ``(label values, Buckets)`` pairs; bounds and
-    sums times ``scale``."""
+    sums divided by ``per`` (1e6: microseconds to seconds)."""
     out = family(name)
     for labels, buckets in series:
-        out.add_metric(list(labels), buckets.cumulative(scale), buckets.total * scale)
+        out.add_metric(list(labels), buckets.cumulative(per), buckets.total / per)
     return out
 
 
@@ -288,4 +290,4 @@ class MetricsEndpoint:
         return generate_latest(self.registry)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(200, self.scrape(), CONTENT_TYPE_LATEST)
+        return Response(200, self.scrape(), CONTENT_TYPE)

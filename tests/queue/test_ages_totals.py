@@ -176,7 +176,7 @@ def test_counts_since_start_by_queue_and_priority():
     first = log.state.totals.first_wait
     assert [first[p - 1].counts[bucket] for p in PRIORITIES] == [2, 0, 1, 0, 1]
     assert [first[p - 1].total for p in PRIORITIES] == [60 * MS, 0, 30 * MS, 0, 30 * MS]
-    assert first[0].cumulative(1e-6)[bucket - 1:bucket + 2] == [
+    assert first[0].cumulative(1e6)[bucket - 1:bucket + 2] == [
         ("0.025", 0), ("0.05", 2), ("0.1", 2)]
     log.run(400, lease(3, 4))  # cancelled: not served
     log.run(400, retry(job_ids=[3]))
