@@ -460,11 +460,15 @@ class QueueState:
 
     def _ack(self, cmd: log_pb2.AckCommand) -> Settled:
         results = []
+        totals_of, counted = self.totals.of, ""
+        acked: list[int] = []
         for ref in cmd.jobs:
             job, error = self._leased_job(ref)
             if job is not None:
                 self._set_unleased(job)
-                self.totals.of(job.queue).acked[job.priority - 1] += 1
+                if job.queue is not counted:  # an ack batch is mostly one queue: one lookup
+                    counted, acked = job.queue, totals_of(job.queue).acked
+                acked[job.priority - 1] += 1
                 del self.jobs[job.job_id]
                 self.payload_bytes -= len(job.payload)
                 self.held_bytes -= JOB_OVERHEAD + len(job.payload)
@@ -643,7 +647,7 @@ class QueueState:
             if job.state == JobState.READY:  # its entry under the old priority is stale now
                 by_priority = self.counts[job.queue].ready_by_priority
                 self.ages.left(job, previous, by_priority[previous - 1])
-                self.ages.push(job, by_priority[priority - 1])
+                self.ages.push(job, by_priority[priority - 1], self.clock_us)
             self._touch(job.job_id)
             self.observer.job_changed(job, job.owner, job.state)
             count += 1
@@ -797,7 +801,7 @@ class QueueState:
         del self.counts[name]
         del self._queue_names[name]
         self.drain.pop(name, None)
-        self.ages.forget(name, PRIORITY_MAX)
+        self.ages.forget(name)
         self.held_bytes -= QUEUE_OVERHEAD + len(name)
 
     def _enter_ready(self, job: Job) -> None:
@@ -808,7 +812,7 @@ class QueueState:
         counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
         if job.ready_at_us > self.clock_us:
             counts.delay(job.ready_at_us, job.priority)
-        self.ages.push(job, by_priority[job.priority - 1])
+        self.ages.push(job, by_priority[job.priority - 1], self.clock_us)
 
     def _leave_ready(self, job: Job) -> None:
         counts = self.counts[job.queue]
@@ -933,7 +937,7 @@ class QueueState:
             counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
             if job.ready_at_us > self.clock_us:
                 counts.delay(job.ready_at_us, job.priority)
-            self.ages.push(job, counts.ready_by_priority[job.priority - 1])
+            self.ages.push(job, counts.ready_by_priority[job.priority - 1], self.clock_us)
         elif job.state == JobState.LEASED:
             counts.leased += 1
         elif job.state == JobState.DEAD:

@@ -53,9 +53,9 @@ def live_by_recount(state: QueueState) -> dict[tuple[str, int], int]:
 
 def assert_bounded(state: QueueState) -> None:
     live = live_by_recount(state)
-    for key, heap in state.ages._heaps.items():
-        assert len(heap) <= 2 * live.get(key, 0) + ages.SLACK, (key, len(heap), live)
-    for queue, _ in state.ages._heaps:  # a forgotten queue dropped its heaps
+    for key, size in state.ages.lane_sizes().items():
+        assert size <= 2 * live.get(key, 0) + ages.SLACK, (key, size, live)
+    for queue, _ in state.ages.lane_sizes():  # a forgotten queue dropped its lanes
         assert queue in state.counts
 
 
