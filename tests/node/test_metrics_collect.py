@@ -105,3 +105,17 @@ def test_the_endpoint_serves_get_metrics_only():
     assert ok.startswith(b"HTTP/1.1 200 ") and b"\ndpq_node_held_bytes 7.0\n" in ok
     assert b"Content-Type: text/plain; version=0.0.4" in ok
     assert missing.startswith(b"HTTP/1.1 404 ") and post.startswith(b"HTTP/1.1 405 ")
+
+
+def test_the_bench_compares_metrics_off_and_on():
+    from dpq.bench import _metrics
+
+    run = {"enqueue": {"jobs_per_s": 1000.0}, "consume": {"jobs_per_s": 800.0},
+           "steady": {"e2e_from_return": {"p50": 2.0, "p99": 9.0}}}
+    on = {**run, "enqueue": {"jobs_per_s": 990.0},
+          "metrics": {"scrapes": 40, "errors": 0, "bytes_per_round": 12345, "interval_s": 1.0,
+                      "scrape_ms_p50": 1.5}}
+    text = _metrics.comparison({"runs": {"3-node": run, _metrics.WITH_METRICS: on}})
+    assert "enqueue jobs/s" in text and "1,000.00" in text and "0.990" in text
+    assert "scrapes 40 (0 failed)" in text
+    assert _metrics.comparison({"runs": {"3-node": run}}) == ""
