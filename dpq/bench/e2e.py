@@ -49,6 +49,10 @@ Phases, each measured on its own:
    share of deliveries made while a strictly more urgent job (aged key, with
    the nodes' ``--aging-step-ms``) was ready in the cluster.
 
+``--metrics on`` runs every process with Prometheus metrics, scraped every second;
+``--metrics both`` adds a second 3-node run with them and compares the two
+(``dpq.bench._metrics``).
+
 ``--repeat 3`` runs it all three times and reports the median of each figure
 (the targets are medians of three; see ``dpq/bench/_medians.py``).
 
@@ -94,7 +98,7 @@ from typing import Any, Self
 
 import psycopg
 
-from dpq.bench import _ceiling, _medians, _ordering, _probe
+from dpq.bench import _ceiling, _medians, _metrics, _ordering, _probe
 from dpq.bench._phase import BenchError, run_phase
 from dpq.bench._report import Progress, table
 from dpq.bench._stats import ratio, summarize_ns
@@ -160,6 +164,11 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
                    help="pass ARG to the gateway (repeat)")
     r.add_argument("--data-dir", help="keep data and logs here (default: a temp dir, removed)")
+    r.add_argument("--metrics", choices=("off", "on", "both"), default="off",
+                   help="Prometheus metrics on every process, scraped every --scrape-interval "
+                        "(on), or a second 3-node run with them to compare (both) (off)")
+    r.add_argument("--scrape-interval", type=float, default=_metrics.DEFAULT_SCRAPE_INTERVAL_S,
+                   help=f"seconds between scrapes ({_metrics.DEFAULT_SCRAPE_INTERVAL_S:g})")
     o = p.add_argument_group("output and limits")
     o.add_argument("--json", metavar="FILE", help="write every number, the machine and the options")
     o.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -304,14 +313,20 @@ class Run:
     """One cluster (3 nodes or 1) on its own database, and its phases."""
 
     def __init__(self, name: str, nodes: int, dsn: str, root: Path, args: argparse.Namespace,
-                 progress: Progress, postmaster: int | None) -> None:
+                 progress: Progress, postmaster: int | None, metrics: bool = False) -> None:
         from dpq.cli.localcluster import LocalCluster
 
         self.name, self.dsn, self.args, self.progress = name, dsn, args, progress
         ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports
         self.cluster = LocalCluster(root, nodes=nodes, dsn=dsn, ports=ports[:nodes + 1],
                                     peer_ports=ports[nodes + 1:], node_args=tuple(args.node_arg),
-                                    gateway_args=tuple(args.gateway_arg))
+                                    gateway_args=tuple(args.gateway_arg),
+                                    metrics_ports=free_ports(nodes + 1) if metrics else None)
+        self.scraper: _metrics.Scraper | None = None
+        if metrics:
+            self.scraper = _metrics.Scraper(
+                [self.cluster.gateway_metrics_address, *self.cluster.metrics_addresses.values()],
+                args.scrape_interval)
         self.postmaster = postmaster
         self.result: dict[str, Any] = {"nodes": nodes}
 
@@ -323,6 +338,8 @@ class Run:
             self.cluster.stop()
             raise
         self.result["leader_at_start"] = info.leader_id
+        if self.scraper is not None:
+            self.scraper.start()
         kinds = {"nodes": [_probe.ProcessCpu(p.pid) for p in self.cluster.procs.values()],
                  "gateway": [_probe.ProcessCpu(self.cluster.gateway.pid)]}
         if self.postmaster is not None:
@@ -337,6 +354,8 @@ class Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.scraper is not None:
+            self.result["metrics"] = self.scraper.stop()
         with no_sigint():
             self.cluster.stop()
 
@@ -632,11 +651,16 @@ def execute(args: argparse.Namespace, result: dict[str, Any], progress: Progress
             progress.end(", ".join(f"{k} {s}/txn {v['rows_per_s']:,.0f} rows/s"
                                    for k, d in result["ceilings"]["copy"].items()
                                    for s, v in d.items()))
-        plan = [("3-node", 3)] + ([] if args.skip_single_node else [("1-node", 1)])
+        on = args.metrics == "on"
+        plan = [("3-node", 3, on)]
+        if args.metrics == "both":  # the same cluster and offered rates, metrics on
+            plan.append((_metrics.WITH_METRICS, 3, True))
+        plan += [] if args.skip_single_node else [("1-node", 1, on)]
         rate, peak_rate = args.rate, args.peak_rate
-        for name, nodes in plan:
-            run = Run(name, nodes, dbs.create(f"{nodes}n"), root / name, args, progress,
-                      info["postmaster_pid"])
+        for name, nodes, metrics in plan:
+            suffix = f"{nodes}n" + ("m" if name == _metrics.WITH_METRICS else "")
+            run = Run(name, nodes, dbs.create(suffix), root / name, args,
+                      progress, info["postmaster_pid"], metrics=metrics)
             result["runs"][name] = run.result
             with run:
                 ids = run.enqueue()
@@ -678,7 +702,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if len(results) > 1 and not code:
         result = _medians.merge(results)
         result["repeat"] = {"runs": len(results), "each": results}
-    out = table(result)
+    out = table(result) + _metrics.comparison(result)
     if len(results) > 1 and not code:
         out += (f"\nmedians of {len(results)} runs, each figure on its own (every run is in "
                 f"--json under repeat.each); checks: the worst run's")

@@ -5,7 +5,10 @@ integration tests start. Every process is a real one (``python -m dpq.node``
 is the ``dpq-node`` entry point) with its own data folder under ``root``;
 PostgreSQL is the embedded server in ``root/postgres`` unless a DSN is given.
 Ports: the gateway on ``port_base``, node *i*'s client port on ``port_base + i``
-and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``);
+and its peer port on ``port_base + 10 + i`` (``PEER_PORT_OFFSET``); with
+``metrics_ports`` (``dpq up``: :func:`metrics_ports`, ``port_base + 2000``, so
+9100 for the gateway and 9101-9103 for the nodes by default) every process
+also serves Prometheus metrics (``--metrics-listen``).
 :meth:`LocalCluster.listen_addresses` lists them all.
 
 The nodes run with ``--insecure`` (plaintext, no TLS) unless ``tls_dir`` is
@@ -41,8 +44,15 @@ from dpq.v1 import queue_pb2, queue_pb2_grpc
 PACKAGE_ROOT = str(Path(dpq.__file__).resolve().parent.parent)
 #: Node i's peer port is its client port plus this (with the default port layout).
 PEER_PORT_OFFSET = 10
+#: The metrics ports of `dpq up` are the client ports plus this (the gateway's 9100).
+METRICS_PORT_OFFSET = 2000
 #: Node flags that bring TLS material; without any, the nodes run --insecure.
 TLS_FLAGS = ("--tls-dir", "--tls-cert", "--tls-key", "--tls-ca", "--token-file")
+
+
+def metrics_ports(port_base: int, nodes: int) -> list[int]:
+    """The gateway's then each node's metrics port, from the port base (``dpq up``)."""
+    return [port_base + METRICS_PORT_OFFSET + i for i in range(nodes + 1)]
 
 
 class ClusterError(RuntimeError):
@@ -57,11 +67,13 @@ class LocalCluster:
                  ports: list[int] | None = None, peer_ports: list[int] | None = None,
                  cpus: dict[int, set[int]] | None = None,
                  tls_dir: str | os.PathLike[str] | None = None,
-                 http_listen: str | None = None) -> None:
+                 http_listen: str | None = None,
+                 metrics_ports: list[int] | None = None) -> None:
         """``ports``: the gateway's then each node's client port; ``peer_ports``: each
         node's peer port (both default to the layout above, from ``port_base``).
         ``tls_dir``: TLS material for every process (see the module docstring).
-        ``http_listen``: the gateway's web console (``--http-listen``); None: none."""
+        ``http_listen``: the gateway's web console (``--http-listen``); None: none.
+        ``metrics_ports``: the gateway's then each node's metrics port (None: no metrics)."""
         self.root = Path(root).resolve()
         self.ids = list(range(1, nodes + 1))
         ports = ports or [port_base + i for i in range(nodes + 1)]
@@ -72,6 +84,13 @@ class LocalCluster:
         #: Each node's client address (Queue) and peer address (Replication).
         self.addresses = {i: f"{host}:{ports[i]}" for i in self.ids}
         self.peer_addresses = {i: f"{host}:{peer_ports[i - 1]}" for i in self.ids}
+        if metrics_ports is not None and len(metrics_ports) != nodes + 1:
+            raise ValueError(f"{nodes} nodes need {nodes + 1} metrics ports")
+        #: Where the gateway and each node serve GET /metrics (None / {}: they do not).
+        self.gateway_metrics_address = (f"{host}:{metrics_ports[0]}"
+                                        if metrics_ports is not None else None)
+        self.metrics_addresses = ({i: f"{host}:{metrics_ports[i]}" for i in self.ids}
+                                  if metrics_ports is not None else {})
         self.dsn = dsn
         self.tls_dir = str(Path(tls_dir).resolve()) if tls_dir is not None else None
         tls_args = ("--tls-dir", self.tls_dir) if self.tls_dir is not None else ()
@@ -108,6 +127,9 @@ class LocalCluster:
             listen["web console"] = self.http_listen
         listen.update({f"node {i}": address for i, address in self.addresses.items()})
         listen.update({f"node {i} peers": address for i, address in self.peer_addresses.items()})
+        if self.gateway_metrics_address is not None:
+            listen["gateway metrics"] = self.gateway_metrics_address
+        listen.update({f"node {i} metrics": a for i, a in self.metrics_addresses.items()})
         return listen
 
     def taken_ports(self) -> list[str]:
@@ -150,6 +172,8 @@ class LocalCluster:
                "--listen", self.addresses[node_id], "--peer-listen", self.peer_addresses[node_id],
                "--peers", self.peers_of(node_id), "--data-dir", str(data), "--dsn", self.dsn,
                *(("--insecure",) if self.insecure and "--insecure" not in self.node_args else ()),
+               *(("--metrics-listen", self.metrics_addresses[node_id])
+                 if node_id in self.metrics_addresses else ()),
                *self.node_args]
         self.procs[node_id] = self._spawn(cmd, data, self.cpus.get(node_id))
 
@@ -157,6 +181,8 @@ class LocalCluster:
         data = self.root / "gateway"
         cmd = [sys.executable, "-m", "dpq.gateway", "--listen", self.gateway_address,
                "--nodes", ",".join(self.addresses.values()), "--log-dir", str(data),
+               *(("--metrics-listen", self.gateway_metrics_address)
+                 if self.gateway_metrics_address is not None else ()),
                *self.gateway_args]
         self.gateway = self._spawn(cmd, data, None)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from dpq.cli.commands import TLS_OFF_FILE, UP_TLS_DIR
-from dpq.cli.localcluster import ClusterError, LocalCluster
+from dpq.cli.localcluster import ClusterError, LocalCluster, metrics_ports
 from dpq.cli.progress import Progress
 
 TLS_SUBDIR = "tls"
@@ -70,9 +70,14 @@ def run(nodes: int, data_dir: str, port_base: int, dsn: str | None, demo: bool,
               f"outside 1..65535 (it listens on port-base + {CONSOLE_PORT_OFFSET})",
               file=sys.stderr)
         return 1
+    metrics = metrics_ports(port_base, nodes)
+    if metrics[-1] > 65535:
+        print(f"dpq up: --port-base {port_base} leaves no room for the metrics ports "
+              f"(port-base + 2000 .. + {2000 + nodes}): use a lower one", file=sys.stderr)
+        return 1
     cluster = LocalCluster(data_dir, nodes=nodes, port_base=port_base, dsn=dsn,
                            node_args=node_args, tls_dir=tls_dir,
-                           http_listen=f"127.0.0.1:{console_port}")
+                           http_listen=f"127.0.0.1:{console_port}", metrics_ports=metrics)
     taken = cluster.taken_ports()
     if taken:
         print("dpq up: " + "; ".join(taken) + " (another dpq up? stop it, or use --port-base)",
@@ -167,6 +172,10 @@ def _print_endpoints(cluster: LocalCluster, info, out) -> None:
     lines += [f"  node {i}    {address}   peers on {cluster.peer_addresses[i]}   "
               f"{roles.get(i, '?')}" for i, address in cluster.addresses.items()]
     lines.append(f"  postgres  {cluster.dsn}")
+    if cluster.gateway_metrics_address is not None:
+        urls = [cluster.gateway_metrics_address, *cluster.metrics_addresses.values()]
+        lines.append("  metrics   " + "  ".join(f"http://{a}/metrics" for a in urls)
+                     + "  (Prometheus; gateway, then nodes)")
     if cluster.tls_dir is not None:
         found = os.path.realpath(UP_TLS_DIR) == os.path.realpath(cluster.tls_dir)
         lines.append(f"  TLS: on (mutual TLS between the nodes, TLS + bearer token for clients); "

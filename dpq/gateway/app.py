@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from dpq.gateway import metrics as gateway_metrics
 from dpq.gateway.config import GatewayConfig
 from dpq.gateway.monitor import HealthMonitor
 from dpq.gateway.operations import GatewayOperations
@@ -27,6 +28,7 @@ from dpq.gateway.router import GatewayRouter
 from dpq.proposing.proposer import Proposer
 from dpq.queue.validate import Limits
 from dpq.services.admission import AdmissionGate
+from dpq.services.metrics import MetricsEndpoint
 from dpq.services.queue import QueueServicer
 from dpq.services.server import Server
 from dpq.v1 import queue_pb2, queue_pb2_grpc
@@ -73,6 +75,8 @@ class Gateway:
                                        config.tls.token if config.tls is not None else None)
         self.http_port = 0  # the console's, once it listens
         self._readiness: asyncio.Task | None = None
+        #: GET /metrics on --metrics-listen (dpq.gateway.metrics), while serving.
+        self.metrics: MetricsEndpoint | None = None
 
     async def start(self) -> None:
         self.monitor.start()
@@ -81,6 +85,9 @@ class Gateway:
             self.http_port = await self.console.start(self.config.http_listen or "")
         await self.server.start(serving=False)  # until it knows a leader
         self._readiness = asyncio.create_task(self._watch_readiness(), name="readiness")
+        if self.config.metrics_listen:
+            self.metrics = gateway_metrics.endpoint(self)
+            await self.metrics.start(self.config.metrics_listen)
         log.info("gateway serving on %s for nodes %s (%s)", self.config.listen, self.config.nodes,
                  "TLS" if self.config.tls is not None else "plaintext")
 
@@ -91,6 +98,8 @@ class Gateway:
         if self.console is not None:
             await self.console.stop()
         await self.server.stop(grace_s)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.proposer.stop()
         await self.monitor.stop()
 

@@ -54,6 +54,8 @@ class GatewayConfig:
     log_dir: str | None = None
     #: HOST:PORT of the web console (dpq.console); None: no console.
     http_listen: str | None = None
+    #: GET /metrics (dpq.services.metrics) on this HOST:PORT; None: off.
+    metrics_listen: str | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     request_log_level: str = DEFAULT_REQUEST_LOG_LEVEL
 
@@ -73,6 +75,9 @@ class GatewayConfig:
         settings.check_int("health_interval_ms", self.health_interval_ms, 1)
         if self.tls is not None and self.insecure:
             raise ConfigError("--insecure turns TLS off: give it or the TLS flags, not both")
+        if self.metrics_listen is not None and (not isinstance(self.metrics_listen, str)
+                                                or ":" not in self.metrics_listen):
+            raise ConfigError(f"--metrics-listen {self.metrics_listen!r} is not HOST:PORT")
 
 
 def _check_payload(value: Any) -> None:
@@ -100,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-listen",
                         help="HOST:PORT of the web console (a page and its JSON API; "
                              "off by default)")
+    parser.add_argument("--metrics-listen",
+                        help="HOST:PORT to serve Prometheus metrics on (GET /metrics, plain "
+                             "HTTP, read-only): loopback or a private network (off)")
     parser.add_argument("--log-dir", help="write errors.log and requests.log here too")
     parser.add_argument("--log-level", help=f"error log level ({DEFAULT_LOG_LEVEL})")
     parser.add_argument("--request-log-level",

@@ -23,7 +23,8 @@ def gateway_main(argv: list[str] | None = None) -> int:
 
     try:
         config = gateway_config.from_args(argv)
-        ports.probe_all({"--listen": config.listen, "--http-listen": config.http_listen or ""})
+        ports.probe_all({"--listen": config.listen, "--http-listen": config.http_listen or "",
+                         "--metrics-listen": config.metrics_listen or ""})
     except (gateway_config.ConfigError, OSError) as exc:
         print(f"dpq-gateway: {exc}", file=sys.stderr)
         return 2
@@ -52,7 +53,9 @@ async def _serve_gateway(config) -> int:
         loop.add_signal_handler(sig, stop.set)
     await gateway.start()
     runtime.tune_for_server()
-    print(f"dpq-gateway serving on {config.listen} (port {gateway.port})", flush=True)
+    metrics = (f", metrics on http://{config.metrics_listen}/metrics (port {gateway.metrics.port})"
+               if gateway.metrics is not None else "")
+    print(f"dpq-gateway serving on {config.listen} (port {gateway.port}){metrics}", flush=True)
     if gateway.console is not None:
         host = ports.split(config.http_listen)[0]
         host = f"[{host}]" if ":" in host else host

@@ -88,10 +88,13 @@ class GatewayOperations:
             "ExtendLease", queue_pb2.ExtendLeaseRequest(jobs=refs, lease_ms=lease_ms))
         return [r.error for r in response.results]
 
-    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
+    async def stats(self, queue: str,
+                    include_idle: bool = False) -> list[queue_pb2.QueueStats]:
+        """The leader's answer, every field as it is (ages and counts included)."""
         if queue:
             validate.queue_name(queue, "queue", self.limits)
-        response = await self._to_leader("Stats", queue_pb2.StatsRequest(queue=queue))
+        response = await self._to_leader("Stats", queue_pb2.StatsRequest(
+            queue=queue, include_idle=include_idle))
         return list(response.queues)
 
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:

@@ -57,6 +57,7 @@ class NodeConfig:
     data_dir: str
     dsn: str | None = None
     peer_listen: str | None = None  # the peer port: dpq.v1.Replication only
+    metrics_listen: str | None = None  # GET /metrics (dpq.services.metrics); None: off
     # TLS material (dpq certs init); wired in dpq.node.planes.
     tls_dir: str | None = None
     tls_cert: str | None = None
@@ -96,6 +97,10 @@ class NodeConfig:
             raise ConfigError(
                 f"--peers gives node {self.node_id} the peer address {own}, "
                 f"but its --peer-listen is {self.peer_listen}")
+        for other in (self.listen, self.peer_listen):
+            if self.metrics_listen and other and _clash(self.metrics_listen, other):
+                raise ConfigError(f"--metrics-listen {self.metrics_listen} and {other} must be "
+                                  "two ports")
         if self.peer_listen and _clash(self.listen, self.peer_listen):
             raise ConfigError(
                 f"--listen {self.listen} and --peer-listen {self.peer_listen} must be two ports: "
@@ -175,6 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers",
                         help="every node's peer port: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT "
                                         "(default: this node alone)")
+    parser.add_argument("--metrics-listen",
+                        help="HOST:PORT to serve Prometheus metrics on (GET /metrics, plain "
+                             "HTTP, read-only): loopback or a private network (off)")
     parser.add_argument("--data-dir", help="where the node keeps its log, snapshots and logs")
     parser.add_argument("--dsn", help="PostgreSQL URL, the same for every node (default for a "
                                       "single node: an embedded server in the data dir)")

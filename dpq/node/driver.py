@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from dpq.buckets import Buckets
 from dpq.paxos.core import Notice, Replica
 from dpq.paxos.messages import InstallSnapshot, Message, Promise
 from dpq.paxos.types import Entry, Proposal, Snapshot
@@ -52,6 +54,11 @@ log = logging.getLogger("dpq.paxos.driver")
 
 #: (sender, slot) pairs of refused snapshots remembered so each is logged once.
 _MAX_REMEMBERED = 1024
+#: Histogram buckets (dpq.buckets) of the fsync time (s; it includes the hop to the
+#: fsync thread) and of the entries one fsync made durable.
+SYNC_SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                        0.1, 0.25, 0.5, 1.0)
+SYNC_ENTRIES_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ReplicaDriver:
@@ -96,6 +103,10 @@ class ReplicaDriver:
         # Observed batch sizes (for the benchmark): entries per fsync.
         self.synced_entries = 0
         self.syncs = 0
+        #: For metrics: fsync durations (s), entries per fsync, leaders seen change.
+        self.sync_seconds = Buckets(SYNC_SECONDS_BUCKETS)
+        self.sync_entries = Buckets(SYNC_ENTRIES_BUCKETS)
+        self.leader_changes = 0
 
     # ------------------------------------------------------------------ inputs
 
@@ -186,9 +197,12 @@ class ReplicaDriver:
             if rd.hard_state is not None:
                 self.wal.append_hard_state(rd.hard_state)
             if rd.must_sync:
+                started = time.perf_counter()
                 await self._in_thread(self.wal.sync)
+                self.sync_seconds.observe(time.perf_counter() - started)
                 self.syncs += 1
                 self.synced_entries += len(rd.entries)
+                self.sync_entries.observe(len(rd.entries))
             if rd.messages:
                 self._send(rd.messages)
             if rd.snapshot is not None:
@@ -241,6 +255,7 @@ class ReplicaDriver:
         leader = self.replica.leader_hint
         if leader != self._last_leader:
             self._last_leader = leader
+            self.leader_changes += 1
             log.info("leader is now %s (ballot %s)", leader, self.replica.promised)
             async with self.leader_changed:
                 self.leader_changed.notify_all()

@@ -38,6 +38,7 @@ import psycopg
 
 from dpq import clock as clocks
 from dpq._wrr import SmoothWRR
+from dpq.buckets import Buckets
 from dpq.paxos.core import Replica
 from dpq.pg import connect, writer
 from dpq.pg.outage import Outage
@@ -55,6 +56,8 @@ MIGRATE_TIMEOUT_S = 120.0
 WRITE_S_PER_ROW = 50e-6
 #: Waiting for a write that was cancelled to let go (its connection is closed first).
 ABANDON_S = 2.0
+#: Histogram buckets (dpq.buckets) of the rows one write transaction carries.
+TRANSACTION_ROWS_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
 
 
 class LeaderDuties:
@@ -83,9 +86,22 @@ class LeaderDuties:
         # Observed batch sizes (for the benchmark): rows per transaction.
         self.transactions = 0
         self.rows = 0
+        #: For metrics: rows per transaction, failed writes, and when (by ``clock``)
+        #: the last write began that left PostgreSQL holding every applied slot.
+        self.transaction_rows = Buckets(TRANSACTION_ROWS_BUCKETS)
+        self.errors = 0
+        self.caught_up_at = clock()
 
     async def run(self) -> None:
         await asyncio.gather(self._write_forever(), self._reassign_forever())
+
+    def lag_seconds(self) -> float:
+        """How long PostgreSQL has lacked applied slots, on the leader: since the last
+        write that began caught up (0 when nothing is pending, and on a follower)."""
+        state = self._state
+        if not self._replica.is_leader or state.applied_slot <= state.written_slot:
+            return 0.0
+        return max(0.0, self._clock() - self.caught_up_at)
 
     async def _write_forever(self) -> None:
         delay = self._interval_s
@@ -94,6 +110,7 @@ class LeaderDuties:
             delay = self._interval_s
             if not self._replica.is_leader:
                 self._written = None
+                self.caught_up_at = self._clock()  # a new leadership starts the count anew
                 continue
             lag = self._state.applied_slot - self._state.written_slot
             try:
@@ -101,6 +118,7 @@ class LeaderDuties:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.errors += 1
                 await self._reset()
                 if not isinstance(exc, psycopg.Error | OSError | TimeoutError) \
                         and not self.outage.down:
@@ -160,11 +178,13 @@ class LeaderDuties:
         if self._written is None:
             self._written = await self._bounded(writer.applied_slot(conn), self._timeout_s,
                                                 "reading the applied slot")
-        slot = state.applied_slot
+        slot, began = state.applied_slot, self._clock()
         if slot <= self._written:
+            self.caught_up_at = began
             return 0
         touched = state.unwritten(self._written)
         if not touched:
+            self.caught_up_at = began
             return 0  # only checkpoints since: nothing to write (and no new checkpoint to cause)
         upserts, deletes = [], []
         for job_id in touched:
@@ -182,6 +202,8 @@ class LeaderDuties:
         self._written = slot
         self.transactions += 1
         self.rows += rows
+        self.transaction_rows.observe(rows)
+        self.caught_up_at = began
         checkpoint = log_pb2.Command(checkpoint=log_pb2.CheckpointCommand(written_slot=slot))
         task = asyncio.create_task(self._proposer.submit(checkpoint))
         task.add_done_callback(_log_failure)

@@ -34,7 +34,8 @@ def node_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.from_arguments(args)
-        ports.probe_all({"--listen": cfg.listen, "--peer-listen": cfg.peer_listen})
+        ports.probe_all({"--listen": cfg.listen, "--peer-listen": cfg.peer_listen,
+                         "--metrics-listen": cfg.metrics_listen})
     except (config.ConfigError, OSError) as exc:
         print(f"dpq-node: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +103,8 @@ async def _serve_node(cfg) -> int:
             return 2
         runtime.tune_for_server()
         peers = f", peers on {cfg.peer_listen} (port {node.peer_port})" if cfg.peer_listen else ""
+        if node.metrics is not None:
+            peers += f", metrics on http://{cfg.metrics_listen}/metrics (port {node.metrics.port})"
         print(f"dpq-node {cfg.node_id} serving on {cfg.listen} (port {node.port}){peers}, "
               f"cluster {who.fingerprint}", flush=True)
         signalled = asyncio.create_task(stop.wait())

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 
+from dpq.node import metrics as node_metrics
 from dpq.node.applier import Applier
 from dpq.node.config import NodeConfig
 from dpq.node.dispatcher import Dispatcher
@@ -47,6 +48,7 @@ from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
 from dpq.services.admission import AdmissionGate
 from dpq.services.channels import peer_channel
+from dpq.services.metrics import MetricsEndpoint
 from dpq.services.queue import QueueServicer
 from dpq.services.replication import ReplicationServicer
 from dpq.services.server import Server
@@ -153,6 +155,8 @@ class Node:
             on_done=self._task_done)
         self._server: Server | None = None
         self._peer_server: Server | None = None
+        #: GET /metrics on --metrics-listen (dpq.node.metrics), while serving.
+        self.metrics: MetricsEndpoint | None = None
         self.replication: ReplicationServicer | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
@@ -181,6 +185,9 @@ class Node:
             self.peer_port = self._peer_server.port
             await self._peer_server.start()
         await self._server.start(serving=False)  # until caught up: _watch_readiness
+        if self.config.metrics_listen:
+            self.metrics = node_metrics.endpoint(self)
+            await self.metrics.start(self.config.metrics_listen)
         self.transport.start()
         self.proposer.start()
         tasks = [("paxos-driver", self.driver.run()),
@@ -208,6 +215,8 @@ class Node:
         for server in (self._server, self._peer_server):
             if server is not None:
                 await server.stop(grace_s)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.snapshotter.stop()
         self.driver.stop()
         await self.proposer.stop()
@@ -231,6 +240,10 @@ class Node:
             asyncio.get_running_loop().create_task(self.stop(grace_s=0))
 
     # ---------------------------------------------------------------- wiring
+
+    def servers(self) -> list[Server]:
+        """The node's gRPC servers that are serving (client port, peer port)."""
+        return [s for s in (self._server, self._peer_server) if s is not None]
 
     def _channel_to(self, node_id: int):
         return self.transport.links[node_id].channel

@@ -24,6 +24,7 @@ from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import Result, affected, enqueued, not_applied, paused
 from dpq.queue import inspect, validate
 from dpq.queue.results import Settled
+from dpq.queue.rules import PRIORITY_MAX
 from dpq.queue.state import QueueState
 from dpq.v1 import log_pb2, queue_pb2
 
@@ -231,19 +232,43 @@ class NodeOperations:
 
     # ---------------------------------------------------------------- read-only
 
-    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
-        names = [validate.queue_name(queue, "queue",
-                                     self.policy.limits)] if queue else self.state.queues()
+    async def stats(self, queue: str,
+                    include_idle: bool = False) -> list[queue_pb2.QueueStats]:
+        """Depths and ages now, and counts since this node started (``dpq.queue.totals``).
+
+        ``queue`` "": every queue that holds jobs or is paused, and with
+        ``include_idle`` also the queues that only have counts."""
+        state = self.state
+        if queue:
+            names = [validate.queue_name(queue, "queue", self.policy.limits)]
+        else:
+            names = state.queues()
+            if include_idle:
+                names = sorted(set(names) | set(state.totals.queues))
         now = now_us()
         out = []
         for name in names:
-            ready, delayed, leased, dead = self.state.stats(name, now)
-            counts = self.state.counts.get(name)
-            out.append(queue_pb2.QueueStats(
+            ready, delayed, leased, dead = state.stats(name, now)
+            counts = state.counts.get(name)
+            stats = queue_pb2.QueueStats(
                 queue=name, ready_by_priority=ready, delayed=delayed, leased=leased, dead=dead,
-                paused=self.state.is_paused(name, now),
-                paused_until_us=self.state.paused.get(name, 0),
-                cancelled=counts.cancelled if counts is not None else 0))
+                paused=state.is_paused(name, now),
+                paused_until_us=state.paused.get(name, 0),
+                cancelled=counts.cancelled if counts is not None else 0,
+                oldest_ready_age_ms=[state.ages.age_us(name, p, now) // 1000
+                                     for p in range(1, PRIORITY_MAX + 1)])
+            totals = state.totals.get(name)
+            if totals is not None:
+                stats.enqueued_by_priority.extend(totals.enqueued)
+                stats.delivered_by_priority.extend(totals.delivered)
+                stats.acked_by_priority.extend(totals.acked)
+                stats.nacked, stats.expired = totals.nacked, totals.expired
+                stats.died, stats.cancelled_total = totals.died, totals.cancelled
+            else:
+                stats.enqueued_by_priority.extend([0] * PRIORITY_MAX)
+                stats.delivered_by_priority.extend([0] * PRIORITY_MAX)
+                stats.acked_by_priority.extend([0] * PRIORITY_MAX)
+            out.append(stats)
         return out
 
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse:

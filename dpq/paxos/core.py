@@ -488,6 +488,9 @@ class Replica:
         self._elapsed = 0  # ticks without hearing a leader (follower, candidate)
         self._timeout = self._random_timeout()
         self._ticks = 0
+        #: Phase 1 runs this replica started (elections), and those it won: for metrics.
+        self.campaigns = 0
+        self.campaigns_won = 0
 
         # Follower: the contiguous run of slots held at the current leader's ballot.
         self._frontier = self._commit
@@ -930,6 +933,7 @@ class Replica:
         self._max_round = self._ballot.round
         self._promised = self._ballot  # our own promise; counted once durable (advance)
         self._role = Role.CANDIDATE
+        self.campaigns += 1
         self._leader_hint = None
         self._campaign_from = self._commit + 1
         self._promises = {}
@@ -1049,6 +1053,7 @@ class Replica:
 
         # 3. Lead. Promisers' state is known: pipeline to them. Others: probe.
         self._role = Role.LEADER
+        self.campaigns_won += 1
         self._leader_hint = self._id
         self._promises = {}
         self._own_promise = False

@@ -50,6 +50,11 @@ Two kinds of derived, non-replicated consumers watch the state:
 * the leader's PostgreSQL writer reads :meth:`QueueState.unwritten` — the jobs
   touched since the last checkpoint — and records its progress with a
   Checkpoint command, so a new leader knows exactly what is left to write.
+
+And two derived views for operators, kept up inside ``apply`` at the cost of a
+few integer operations per job: :attr:`QueueState.ages` (the oldest ready time
+per queue and priority, ``dpq.queue.ages``) and :attr:`QueueState.totals` (what
+went through each queue since this process started, ``dpq.queue.totals``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from typing import Protocol
 from dpq.paxos.sessions import Sessions
 from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules, selector
+from dpq.queue.ages import ReadyAges
 from dpq.queue.commands import unstamp
 from dpq.queue.jobs import Job, JobState
 from dpq.queue.results import (
@@ -79,6 +85,7 @@ from dpq.queue.results import (
     Settled,
 )
 from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, RefusalRecord
+from dpq.queue.totals import Totals
 from dpq.v1 import log_pb2
 
 LEASE_LOST = Refusal.LEASE_LOST
@@ -247,17 +254,26 @@ class QueueState:
         self.finished: OrderedDict[int, tuple[JobState, int]] = OrderedDict()
         #: queue -> jobs leased per second lately (for ExplainJob). Derived.
         self.drain: dict[str, DrainRate] = {}
+        #: The oldest ready time per queue and priority (``dpq.queue.ages``). Derived.
+        self.ages = ReadyAges(self.jobs)
+        #: Counts since this process started (``dpq.queue.totals``). Derived, and kept
+        #: across snapshot loads (:meth:`reset`, :meth:`adopt`): they only grow.
+        self.totals = Totals()
 
     def reset(self) -> None:
-        """Forget everything (before loading a snapshot); observers and members stay."""
+        """Forget everything (before loading a snapshot); observers, members and totals
+        stay."""
+        totals = self.totals
         self.__init__(self.observer, members=self.members)
+        self.totals = totals
 
     def adopt(self, loaded: QueueState) -> None:
         """Hold what ``loaded`` holds (a snapshot loaded outside the event loop) instead of
-        what this state held; observers and members stay. ``loaded`` must not be used again."""
-        observer, members = self.observer, self.members
+        what this state held; observers, members and totals stay. ``loaded`` must not be
+        used again."""
+        observer, members, totals = self.observer, self.members, self.totals
         self.__dict__.update(loaded.__dict__)
-        self.observer, self.members = observer, members
+        self.observer, self.members, self.totals = observer, members, totals
         loaded.__dict__.clear()
 
     # ---------------------------------------------------------- copy-on-write
@@ -365,9 +381,13 @@ class QueueState:
         dedup_expires = now + window
         names = self._queue_names
         ids: list[int] = []
+        totals_of, counted = self.totals.of, ""
+        enqueued: list[int] = []
         for new, owner in zip(cmd.jobs, cmd.owners):
             name = new.queue
             queue = names.get(name) or self._queue(name)
+            if queue is not counted:  # a batch is mostly one queue: one lookup
+                counted, enqueued = queue, totals_of(queue).enqueued
             dedup_key = new.dedup_key
             if dedup_key:
                 key = (queue, dedup_key)
@@ -384,6 +404,7 @@ class QueueState:
             self.payload_bytes += len(payload)
             self.held_bytes += JOB_OVERHEAD + len(payload)
             self._enter_ready(job)
+            enqueued[job.priority - 1] += 1
             self._touch(job_id)
             if dedup_key and window:
                 self.dedup[key] = (job_id, dedup_expires)
@@ -406,6 +427,8 @@ class QueueState:
         expires = now + cmd.lease_ms * 1000
         node, consumer = cmd.node, cmd.consumer_id  # one str for every job of the lease
         paused = self.paused
+        totals_of, first_wait = self.totals.of, self.totals.first_wait
+        counted, delivered = "", []
         granted: list[Grant] = []
         for job_id, receipt in zip(cmd.job_ids, cmd.receipts):
             job = self.jobs.get(job_id)
@@ -417,6 +440,11 @@ class QueueState:
                 continue  # paused since it was reserved (pauses are pruned when they end)
             self._leave_ready(job)
             self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
+            if job.queue is not counted:
+                counted, delivered = job.queue, totals_of(job.queue).delivered
+            delivered[job.priority - 1] += 1
+            if job.attempt == 1:
+                first_wait[job.priority - 1].observe(now - job.ready_at_us)
             self.observer.job_changed(job, job.owner, JobState.READY)
             # Values, not the job: the result must say what was granted, not what
             # a later command (in this batch, or before a retry reads the
@@ -432,10 +460,15 @@ class QueueState:
 
     def _ack(self, cmd: log_pb2.AckCommand) -> Settled:
         results = []
+        totals_of, counted = self.totals.of, ""
+        acked: list[int] = []
         for ref in cmd.jobs:
             job, error = self._leased_job(ref)
             if job is not None:
                 self._set_unleased(job)
+                if job.queue is not counted:  # an ack batch is mostly one queue: one lookup
+                    counted, acked = job.queue, totals_of(job.queue).acked
+                acked[job.priority - 1] += 1
                 del self.jobs[job.job_id]
                 self.payload_bytes -= len(job.payload)
                 self.held_bytes -= JOB_OVERHEAD + len(job.payload)
@@ -470,15 +503,22 @@ class QueueState:
                 job, error = None, LEASE_LOST  # extended meanwhile: still held
             if job is not None:
                 self._set_unleased(job)
+                totals = self.totals.of(job.queue)
                 if undelivered:
                     job.attempt -= 1  # nobody saw this delivery
-                elif last_error:
-                    job.last_error = last_error
+                else:
+                    if must_be_expired:
+                        totals.expired += 1
+                    else:
+                        totals.nacked += 1
+                    if last_error:
+                        job.last_error = last_error
                 if job.cancel_requested:
                     self._become_cancelled(job)
                 elif max_attempts and job.attempt >= max_attempts and not undelivered:
                     job.state = JobState.DEAD
                     self.counts[job.queue].dead += 1
+                    totals.died += 1
                 else:
                     job.ready_at_us = now + delay_us
                     self._enter_ready(job)
@@ -603,7 +643,11 @@ class QueueState:
                 by_priority[priority - 1] += 1
                 if job.ready_at_us > self.clock_us:
                     delayed.add(job.queue)
-            job.priority = priority
+            previous, job.priority = job.priority, priority
+            if job.state == JobState.READY:  # its entry under the old priority is stale now
+                by_priority = self.counts[job.queue].ready_by_priority
+                self.ages.left(job, previous, by_priority[previous - 1])
+                self.ages.push(job, by_priority[priority - 1], self.clock_us)
             self._touch(job.job_id)
             self.observer.job_changed(job, job.owner, job.state)
             count += 1
@@ -655,6 +699,7 @@ class QueueState:
         job.state = JobState.CANCELLED
         job.cancel_requested = False
         self.counts[job.queue].cancelled += 1
+        self.totals.of(job.queue).cancelled += 1
         self.cancelled_kept += 1
         heapq.heappush(self._cancelled_ids, job.job_id)
         self._finished(job.job_id, JobState.CANCELLED)
@@ -756,21 +801,26 @@ class QueueState:
         del self.counts[name]
         del self._queue_names[name]
         self.drain.pop(name, None)
+        self.ages.forget(name)
         self.held_bytes -= QUEUE_OVERHEAD + len(name)
 
     def _enter_ready(self, job: Job) -> None:
         job.state = JobState.READY
         counts = self.counts[job.queue]
-        counts.ready_by_priority[job.priority - 1] += 1
+        by_priority = counts.ready_by_priority
+        by_priority[job.priority - 1] += 1
         counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
         if job.ready_at_us > self.clock_us:
             counts.delay(job.ready_at_us, job.priority)
+        self.ages.push(job, by_priority[job.priority - 1], self.clock_us)
 
     def _leave_ready(self, job: Job) -> None:
         counts = self.counts[job.queue]
         counts.fall_due(self.clock_us)  # the job is due, so its delay entry must go first
-        counts.ready_by_priority[job.priority - 1] -= 1
+        by_priority = counts.ready_by_priority
+        by_priority[job.priority - 1] -= 1
         _decrement(counts.ready_by_owner, job.owner)
+        self.ages.left(job, job.priority, by_priority[job.priority - 1])
 
     def _set_leased(self, job: Job, attempt: int, expires: int, consumer_id: str,
                     receipt: int) -> None:
@@ -887,6 +937,7 @@ class QueueState:
             counts.ready_by_owner[job.owner] = counts.ready_by_owner.get(job.owner, 0) + 1
             if job.ready_at_us > self.clock_us:
                 counts.delay(job.ready_at_us, job.priority)
+            self.ages.push(job, counts.ready_by_priority[job.priority - 1], self.clock_us)
         elif job.state == JobState.LEASED:
             counts.leased += 1
         elif job.state == JobState.DEAD:

@@ -8,10 +8,19 @@ phase to report messages per job at every hop.
 
 Counting happens in the handler's own (de)serializers: once per message of a
 unary call or a stream, without another layer of coroutines per call.
+
+Calls with a single response (unary, and client streams) are also counted by
+the status code they end with (:attr:`MessageCounter.codes`, for the
+``dpq_grpc_requests_total`` metric): that takes one wrapping coroutine per call,
+about a microsecond against the few hundred a call costs. Calls that stream
+responses (Consume, EnqueueStream, the peers' streams) are counted by their
+messages only: wrapping them would add a step to every message they send.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -20,11 +29,13 @@ import grpc
 
 class MessageCounter(grpc.aio.ServerInterceptor):
     """``received`` / ``sent``: messages per method, keyed ``Service/Method``
-    (``Queue/Dequeue``, ``Replication/Stream``)."""
+    (``Queue/Dequeue``, ``Replication/Stream``); ``codes``: finished calls with one
+    response, keyed ``(Service/Method, code name)`` (``("Queue/Ack", "OK")``)."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()
+        self.codes: Counter[tuple[str, str]] = Counter()
 
     def totals(self, prefix: str = "rpc") -> dict[str, float]:
         """``{prefix}.in.Service/Method`` and ``{prefix}.out.Service/Method`` running totals."""
@@ -54,5 +65,31 @@ class MessageCounter(grpc.aio.ServerInterceptor):
             sent[name] += 1
             return encode(message) if encode is not None else message
 
-        return handler._replace(request_deserializer=counted_decode,
-                                response_serializer=counted_encode)
+        handler = handler._replace(request_deserializer=counted_decode,
+                                   response_serializer=counted_encode)
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._coded(name, handler.unary_unary))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._coded(name, handler.stream_unary))
+        return handler
+
+    def _coded(self, name: str, behavior):
+        if not inspect.iscoroutinefunction(behavior):
+            return behavior  # a synchronous handler (dpq has none): left alone
+        codes = self.codes
+
+        async def coded(request, context):
+            try:
+                response = await behavior(request, context)
+            except asyncio.CancelledError:
+                codes[(name, "CANCELLED")] += 1
+                raise
+            except BaseException:
+                code = context.code()  # set by an abort; else the call ends UNKNOWN
+                codes[(name, code.name if code is not None else "UNKNOWN")] += 1
+                raise
+            code = context.code()
+            codes[(name, code.name if code is not None else "OK")] += 1
+            return response
+
+        return coded

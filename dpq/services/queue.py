@@ -35,7 +35,8 @@ class QueueOperations(Protocol):
     async def nack(self, refs: Sequence[queue_pb2.JobRef], delay_ms: int,
                    error: str = "") -> list[str]: ...
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]: ...
-    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]: ...
+    async def stats(self, queue: str,
+                    include_idle: bool = False) -> list[queue_pb2.QueueStats]: ...
     async def cluster_info(self) -> queue_pb2.ClusterInfoResponse: ...
     # Managing jobs (dpq.queue.inspect reads, one log command per change):
     async def get_job(self, job_id: int, with_payload: bool = True) -> queue_pb2.JobInfo: ...
@@ -116,7 +117,8 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
 
     @mapped
     async def Stats(self, request, context):
-        return queue_pb2.StatsResponse(queues=await self._ops.stats(request.queue))
+        return queue_pb2.StatsResponse(
+            queues=await self._ops.stats(request.queue, request.include_idle))
 
     @mapped
     async def ClusterInfo(self, request, context):

@@ -42,7 +42,7 @@ def run(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, st
            "--peak-rate", str(PEAK_RATE), "--low-rate", str(LOW_RATE),
            "--steady-seconds", str(STEADY_S), "--copy-batches", "100,1000", "--copy-rounds", "1",
            "--dsn", pg_dsn, "--json", str(out), "--no-progress", "--stall-seconds", "30",
-           "--phase-timeout", "90"]
+           "--phase-timeout", "90", "--metrics", "on"]
     proc = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL, cwd=out.parent)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -191,3 +191,10 @@ def test_repeat_reports_the_medians_of_its_runs(pg_dsn: str, tmp_path) -> None:
     assert result["runs"]["3-node"]["enqueue"]["jobs_per_s"] == sum(rates) / 2
     assert result["runs"]["3-node"]["checks"]["missing"] == 0
     assert "medians of 2 runs" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["3-node", "1-node"])
+def test_metrics_were_served_and_scraped_throughout(run: tuple[dict, str], name: str) -> None:
+    m = run[0]["runs"][name]["metrics"]
+    assert m["scrapes"] > 0 and m["errors"] == 0
+    assert m["bytes_per_round"] > 0

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from support.cluster import wait_until
@@ -26,6 +27,11 @@ def test_dpq_up_serves_the_cli_survives_a_dead_node_and_keeps_jobs_across_restar
         assert any(f"127.0.0.1:{up.base + 1} " in line and f"127.0.0.1:{up.base + 11} " in line
                    for line in up.lines), up.lines
         assert any(line.strip().startswith("plaintext:") for line in up.lines), up.lines
+        # Prometheus metrics on port-base + 2000 (gateway) and + 2001..2003 (nodes)
+        metrics = [f"http://127.0.0.1:{up.base + 2000 + i}/metrics" for i in range(4)]
+        assert any(all(url in line for url in metrics) for line in up.lines), up.lines
+        with urllib.request.urlopen(metrics[0], timeout=10) as response:
+            assert b"dpq_gateway_node_weight" in response.read()
         enq = dpq("enqueue", "--target", up.target, "--priority", "1", "first", "second")
         assert enq.returncode == 0, enq.stderr
         ids = [int(x) for x in enq.stdout.split()]

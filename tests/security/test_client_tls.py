@@ -104,7 +104,7 @@ class MemoryQueue:
     async def extend(self, refs: Sequence[queue_pb2.JobRef], lease_ms: int) -> list[str]:
         return ["" if ref.job_id in self.leased else "lease_lost" for ref in refs]
 
-    async def stats(self, queue: str) -> list[queue_pb2.QueueStats]:
+    async def stats(self, queue: str, include_idle: bool = False) -> list[queue_pb2.QueueStats]:
         names = sorted({j.queue for j in self.ready} | {j.queue for j in self.leased.values()})
         return [queue_pb2.QueueStats(
             queue=name, ready_by_priority=[sum(j.queue == name for j in self.ready), 0, 0, 0, 0],

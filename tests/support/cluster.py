@@ -63,10 +63,11 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05)
 class Cluster(LocalCluster):
     def __init__(self, root: Path, dsn: str, nodes: int = 3, args: tuple[str, ...] = (),
                  cpus: dict[int, set[int]] | None = None, tls: bool = False,
-                 http_listen: str | None = None) -> None:
+                 http_listen: str | None = None, metrics: bool = False) -> None:
         """``crossed[i]``, when set, is the ``--peers`` node ``i`` starts with (a test that
         points one cluster's node at another cluster's ports). ``http_listen``: the
-        gateway's web console."""
+        gateway's web console. ``metrics``: every process serves GET /metrics on a free
+        port (``metrics_addresses``)."""
         ports = free_ports(2 * nodes + 1)  # gateway + client ports, then peer ports
         tls_dir = None
         if tls:
@@ -74,7 +75,8 @@ class Cluster(LocalCluster):
             certs.ensure(tls_dir, nodes)
         super().__init__(root, nodes=nodes, dsn=dsn, node_args=args, ports=ports[:nodes + 1],
                          peer_ports=ports[nodes + 1:], cpus=cpus, tls_dir=tls_dir,
-                         http_listen=http_listen)
+                         http_listen=http_listen,
+                         metrics_ports=free_ports(nodes + 1) if metrics else None)
         self._channels: dict[object, grpc.Channel] = {}
         self.crossed: dict[int, str] = {}
 

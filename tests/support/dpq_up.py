@@ -38,11 +38,13 @@ def program(module: str, *args: str, timeout: float = 60) -> subprocess.Complete
 
 def free_port_base(n: int = 4) -> int:
     """A base whose ports are free for `dpq up`: the gateway and node client ports
-    (base .. base+n-1) and the nodes' peer ports (base+11 .. base+10+n-1)."""
+    (base .. base+n-1), the nodes' peer ports (base+11 .. base+10+n-1) and the
+    metrics ports (base+2000 .. base+2000+n-1)."""
     for _ in range(100):
         base = random.randrange(20_000, 40_000)
         try:
-            for port in [*range(base, base + n), *range(base + 11, base + 10 + n)]:
+            for port in [*range(base, base + n), *range(base + 11, base + 10 + n),
+                         *range(base + 2000, base + 2000 + n)]:
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -85,8 +87,9 @@ class Up:
 
     @property
     def ports(self) -> list[int]:
-        """The gateway's, the nodes' client ports, the nodes' peer ports."""
-        return [*range(self.base, self.base + 4), *range(self.base + 11, self.base + 14)]
+        """The gateway's, the nodes' client ports, the nodes' peer ports, the metrics ports."""
+        return [*range(self.base, self.base + 4), *range(self.base + 11, self.base + 14),
+                *range(self.base + 2000, self.base + 2004)]
 
     def wait_up(self) -> None:
         wait_until(lambda: any(line.startswith("dpq is up") for line in self.lines) or
