@@ -1,4 +1,4 @@
-"""What a job really costs a node's memory, to set ``dpq.queue.state.JOB_OVERHEAD``.
+"""What a job really costs a node's memory, to set ``dpq.queue.jobs.JOB_OVERHEAD``.
 
 Builds N jobs through the real path (``QueueState.apply`` of stamped Enqueue
 batches, 1,000 jobs per slot, this node owning every job so each one also has

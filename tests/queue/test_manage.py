@@ -21,8 +21,7 @@ from support.commands import (
     settled,
 )
 
-from dpq.queue import snapshot
-from dpq.queue import state as state_module
+from dpq.queue import operators, snapshot
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.results import Affected, Paused, Refusal, Refused
 from dpq.queue.state import JobState
@@ -150,7 +149,7 @@ def test_purge_removes_everything_not_leased():
 
 
 def test_the_oldest_cancelled_jobs_are_evicted_past_the_limit(monkeypatch):
-    monkeypatch.setattr(state_module, "MAX_CANCELLED_KEPT", 2)
+    monkeypatch.setattr(operators, "MAX_CANCELLED_KEPT", 2)
     log = _log_with(4)
     log.run(1, cancel(job_ids=[3, 1]))
     log.run(2, cancel(job_ids=[2, 4]))
@@ -216,7 +215,7 @@ def test_a_selector_by_dedup_prefix_picks_only_matching_jobs():
 
 
 def test_pausing_more_queues_than_the_limit_is_refused(monkeypatch):
-    monkeypatch.setattr(state_module, "MAX_PAUSED_QUEUES", 2)
+    monkeypatch.setattr(operators, "MAX_PAUSED_QUEUES", 2)
     log = Log()
     log.run(0, pause("a"), pause("b"))
     [refused] = log.run(1, pause("c"))
