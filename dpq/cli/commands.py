@@ -214,8 +214,8 @@ def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
           f"(ballot {leader.ballot})" if leader and leader.ballot else "",
           f"- answered by {info.served_by or target}", file=out)
     gateway = info.served_by == "gateway"
-    header = ["node", "address", "role", "reachable", "stall", "snapshot", "installed", "commit",
-              "applied", "lag", "behind"]
+    header = ["node", "address", "role", "reachable", "health", "stall", "snapshot", "installed",
+              "commit", "applied", "lag", "behind"]
     if gateway:
         header += ["cpu", "ready", "jobs/s", "waiting", "weight", "assigned"]
     rows = [header]
@@ -228,7 +228,9 @@ def status(target: str, *, out: TextIO, tls_dir: str | None = None) -> int:
         known = gateway or n.node_id == info.node_id
         progress = ([f"{n.max_loop_stall_ms:.0f}ms", str(n.snapshot_slot),
                      str(n.snapshots_installed)] if known else ["-", "-", "-"])
-        row = [str(n.node_id), n.address, role, "yes" if n.reachable else "NO", *progress,
+        # SERVING on its gRPC health service: replayed, knows a live leader, caught up
+        health = ("serving" if n.serving else "NOT serving") if known else "-"
+        row = [str(n.node_id), n.address, role, "yes" if n.reachable else "NO", health, *progress,
                str(n.commit_index), str(n.applied_index), str(max(0, head - n.applied_index)),
                str(n.behind)]
         if gateway:

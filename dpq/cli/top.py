@@ -92,7 +92,8 @@ def _nodes_table(frame: Frame) -> Table:
     table = Table(title="nodes", title_justify="left", expand=False, box=None,
                   header_style="bold")
     for name, justify in (("node", "right"), ("address", "left"), ("role", "left"),
-                          ("reachable", "left"), ("cpu", "right"), ("weight", "right"),
+                          ("reachable", "left"), ("health", "left"), ("cpu", "right"),
+                          ("weight", "right"),
                           ("ready", "right"), ("applied", "right"), ("lag", "right")):
         table.add_column(name, justify=justify)
     for n in frame.nodes:
@@ -100,6 +101,8 @@ def _nodes_table(frame: Frame) -> Table:
         table.add_row(
             str(n.node_id), n.address, Text(n.role, style="green" if n.role == "leader" else ""),
             Text("yes") if n.reachable else Text("NO", style="bold red"),
+            "-" if n.serving is None else (
+                Text("serving") if n.serving else Text("NOT serving", style="bold red")),
             "-" if n.cpu_percent is None else f"{n.cpu_percent:.0f}%",
             "-" if n.weight is None else str(n.weight),
             "-" if n.ready is None else str(n.ready), str(n.applied),

@@ -41,6 +41,7 @@ class NodeRow:
     address: str
     role: str  # "leader", "follower", "candidate", with " (learner)" for a learner
     reachable: bool
+    serving: bool | None  # its gRPC health says SERVING; None: unknown (a gateway knows all)
     cpu_percent: float | None  # None: unknown (only a gateway knows every node's)
     weight: int | None
     ready: int | None
@@ -131,6 +132,7 @@ def node_rows(info: queue_pb2.ClusterInfoResponse) -> tuple[NodeRow, ...]:
         rows.append(NodeRow(
             node_id=n.node_id, address=n.address or "?",
             role=f"{n.role} (learner)" if n.learner else n.role, reachable=n.reachable,
+            serving=n.serving if by_gateway or n.node_id == info.node_id else None,
             cpu_percent=n.cpu_percent if by_gateway else None,
             weight=n.balancer_weight if by_gateway else None,
             ready=n.ready_depth if by_gateway else None,

@@ -402,6 +402,8 @@ def node_health(node: queue_pb2.NodeInfo) -> str:
         return "unreachable"
     if node.learner:
         return "catching up"
+    if not node.serving:
+        return "not serving"
     return "ok"
 
 

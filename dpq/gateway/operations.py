@@ -109,6 +109,7 @@ class GatewayOperations:
                 node.consume_rate, node.waiting_consumers = r.consume_rate, r.waiting_consumers
                 node.ballot = r.ballot
                 node.learner = node.learner or r.learner
+                node.serving = r.serving
                 if node.node_id != info.leader_id:  # the leader filled in its own, exactly
                     node.commit_index, node.applied_index = r.commit_index, r.applied_index
                     node.max_loop_stall_ms = r.max_loop_stall_ms

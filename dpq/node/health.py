@@ -32,6 +32,7 @@ class Progress(NamedTuple):
     max_loop_stall_ms: float = 0.0  # the longest the loop was blocked since start
     snapshot_slot: int = 0  # the node's last saved snapshot: where its log starts
     snapshots_installed: int = 0  # snapshots received from a leader and loaded
+    serving: bool = False  # its gRPC health says SERVING (dpq.node.readiness)
 
 
 class CpuMeter:

@@ -342,7 +342,7 @@ class Node:
     def progress(self) -> Progress:
         snapshot = self.replica.snapshot
         return Progress(self.loopwatch.max_stall_ms, snapshot.slot if snapshot else 0,
-                        self.applier.snapshots_installed)
+                        self.applier.snapshots_installed, self.readiness.serving)
 
     def cluster_info(self) -> queue_pb2.ClusterInfoResponse:
         status = self.replica.status()

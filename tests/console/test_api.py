@@ -13,6 +13,7 @@ import grpc
 import orjson
 import pytest
 
+from dpq.console import api
 from dpq.console.api import Console, http_server
 from dpq.errors import Forwarded, Unavailable
 from dpq.queue.validate import InvalidArgument
@@ -44,7 +45,7 @@ class FakeOps:
         return pb.ClusterInfoResponse(leader_id=2, cluster_fingerprint="abcd1234", nodes=[
             pb.NodeInfo(node_id=3, address="127.0.0.1:3", role="follower", reachable=False),
             pb.NodeInfo(node_id=2, address="127.0.0.1:2", role="leader", reachable=True,
-                        balancer_weight=60, cpu_percent=12.345, ready_depth=4),
+                        balancer_weight=60, cpu_percent=12.345, ready_depth=4, serving=True),
             pb.NodeInfo(node_id=1, address="127.0.0.1:1", role="follower", reachable=True,
                         learner=True)])
 
@@ -129,6 +130,8 @@ def test_cluster_shows_the_leader_nodes_health_and_weights(console):
     assert by_id[2]["role"] == "leader" and by_id[2]["balancer_weight"] == 60
     assert by_id[2]["cpu_percent"] == 12.3 and by_id[2]["health"] == "ok"
     assert by_id[1]["health"] == "catching up" and by_id[3]["health"] == "unreachable"
+    # reachable, no learner, but its gRPC health is not SERVING (no leader, behind)
+    assert api.node_health(pb.NodeInfo(reachable=True, serving=False)) == "not serving"
 
 
 def test_queues_are_sorted_with_five_entries_per_priority(console, ops):

@@ -88,6 +88,12 @@ def frozen(cluster: Cluster, ids: list[int]):
 
 def test_every_process_serves_once_a_leader_is_known(cluster):
     all_serving(cluster)
+    # ClusterInfo says so too: through the gateway for every node (from its health
+    # reports), and each node for itself
+    wait_until(lambda: all(n.serving for n in cluster.gateway_info().nodes), 30,
+               "the gateway to report every node serving")
+    for i in cluster.addresses:
+        assert [n.serving for n in cluster.info(i).nodes if n.node_id == i] == [True]
 
 
 def test_reflection_lists_the_services_on_the_client_ports(cluster):
@@ -163,5 +169,6 @@ def test_dpq_top_once_names_the_leader(cluster, capsys):
     assert "answered by gateway" in out
     for address in cluster.addresses.values():
         assert address in out
+    assert out.count("serving") >= 3 and "NOT serving" not in out, out
     row = next(line for line in out.splitlines() if "top-view" in line)
     assert row.split()[2:4] == ["p2", "1"], row
