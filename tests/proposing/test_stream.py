@@ -110,6 +110,7 @@ class Breaking(replication_pb2_grpc.ReplicationServicer):
     def __init__(self) -> None:
         self.streams = 0
         self.received: list[int] = []
+        self.three_received = asyncio.Event()
 
     async def ProposeStream(self, request_iterator, context):
         await context.send_initial_metadata(())
@@ -117,6 +118,8 @@ class Breaking(replication_pb2_grpc.ReplicationServicer):
         first = self.streams == 1
         async for req in request_iterator:
             self.received.append(req.seq)
+            if len(self.received) >= 3:
+                self.three_received.set()
             if req.seq == 99:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the leader went away")
             if not first:
@@ -129,8 +132,8 @@ def test_a_broken_stream_fails_every_pending_proposal_and_the_next_call_reopens(
     async def body(stream: ProposalStream) -> None:
         pending = [asyncio.ensure_future(stream.propose(request(seq), WAIT_S))
                    for seq in (1, 2, 3)]
-        while len(servicer.received) < 3:  # all three reached the leader, unanswered
-            await asyncio.sleep(0.001)
+        # all three reached the leader, unanswered
+        await asyncio.wait_for(servicer.three_received.wait(), WAIT_S)
         results = await asyncio.wait_for(asyncio.gather(
             *pending, stream.propose(request(99), WAIT_S), return_exceptions=True), WAIT_S)
         assert all(isinstance(r, grpc.aio.AioRpcError) for r in results), results
