@@ -14,8 +14,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from dpq.client.errors import ClientClosedError
 
@@ -100,27 +99,3 @@ class LoopThread:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.loop.shutdown_asyncgens()
 
-
-class BlockingClient:
-    """What every blocking class (``Producer``, ``Consumer``, ``Admin``) does at its end:
-    close its async twin on the loop thread, then the thread; usable as a context manager.
-    A subclass sets ``_loop`` and ``_async``."""
-
-    _loop: LoopThread
-    _async: Any
-
-    def close(self) -> None:
-        """Close the connections and the loop thread."""
-        try:
-            self._loop.run(self._async.close())
-        except ClientClosedError:
-            pass
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -41,11 +41,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
+from dpq.client._closing import AsyncClient, BlockingClient
 from dpq.client._endpoints import Channels, Endpoints, PathLike, Targets, parse_targets, security
-from dpq.client._loop import BlockingClient, LoopThread
+from dpq.client._loop import LoopThread
 from dpq.client._retry import RetryPolicy, with_retries
 from dpq.client.errors import ClientClosedError, NotFoundError, UnknownJobError
 from dpq.v1 import queue_pb2
@@ -295,7 +295,7 @@ def duration_ms(duration: float | timedelta | None) -> int:
     return math.ceil(seconds * 1000)
 
 
-class AsyncAdmin:
+class AsyncAdmin(AsyncClient):
     """Manages jobs and queues from asyncio code (see the module's doc).
 
     ``targets``, ``timeout`` (seconds per attempt), ``retry``, ``tls_dir``,
@@ -424,13 +424,6 @@ class AsyncAdmin:
         """Close the connections."""
         self._closed = True
         await self._channels.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     async def _call(self, method: str, rpc: Callable[[object], Callable[..., Awaitable[T]]],
                     request: object, job_id: int | None = None) -> T:

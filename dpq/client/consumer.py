@@ -35,9 +35,9 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from dpq.client._closing import AsyncClient, BlockingClient
 from dpq.client._endpoints import (
     Channels,
     Endpoints,
@@ -49,7 +49,7 @@ from dpq.client._endpoints import (
 from dpq.client._fleet import PollerFleet
 from dpq.client._held import Held, HoldState, JobRecord
 from dpq.client._keeper import LeaseKeeper
-from dpq.client._loop import BlockingClient, LoopThread
+from dpq.client._loop import LoopThread
 from dpq.client._membership import Membership
 from dpq.client._ordered import UrgentFirst
 from dpq.client._poller import PollSpec
@@ -67,7 +67,7 @@ def _default_consumer_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class AsyncConsumer:
+class AsyncConsumer(AsyncClient):
     """Consumes one queue from asyncio code.
 
     ``targets``: ``HOST:PORT`` of a gateway or of nodes (None: ``$DPQ_ADDR``,
@@ -216,13 +216,6 @@ class AsyncConsumer:
             self._closed = True
             await self._tasks.close()
             await self._channels.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     # --------------------------------------------------------------- inside
 

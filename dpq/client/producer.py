@@ -31,9 +31,8 @@ import concurrent.futures
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
+from dpq.client._closing import AsyncClient, BlockingClient
 from dpq.client._coalesce import Coalescer
 from dpq.client._endpoints import (
     Channels,
@@ -43,7 +42,7 @@ from dpq.client._endpoints import (
     parse_targets,
     security,
 )
-from dpq.client._loop import BlockingClient, LoopThread
+from dpq.client._loop import LoopThread
 from dpq.client._retry import RetryCounter, RetryPolicy, with_retries
 from dpq.client._stream import EnqueueStream
 from dpq.client.errors import (
@@ -100,7 +99,7 @@ def _chunks(jobs: Sequence[queue_pb2.NewJob]) -> list[list[queue_pb2.NewJob]]:
     return out
 
 
-class AsyncProducer:
+class AsyncProducer(AsyncClient):
     """Enqueues jobs from asyncio code.
 
     ``targets``: ``HOST:PORT`` of a gateway or of nodes (a list, or one string
@@ -211,13 +210,6 @@ class AsyncProducer:
             if self._stream is not None:
                 await self._stream.close()
             await self._channels.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.close()
 
     # ---------------------------------------------------------------- sending
 
