@@ -25,7 +25,7 @@ import heapq
 from typing import TYPE_CHECKING
 
 from dpq.queue import rules, selector
-from dpq.queue.jobs import JOB_OVERHEAD, Job, JobState
+from dpq.queue.jobs import Job, JobState
 from dpq.queue.results import Affected, Paused, Refusal, Refused
 from dpq.queue.rules import PRIORITY_MAX
 from dpq.v1 import log_pb2
@@ -200,15 +200,7 @@ class OperatorCommands:
         elif state == JobState.CANCELLED:
             counts.cancelled -= 1
             self.cancelled_kept -= 1
-        del self.jobs[job.job_id]
-        self.payload_bytes -= len(job.payload)
-        self.held_bytes -= JOB_OVERHEAD + len(job.payload)
-        job.state = JobState.GONE
-        self._touch(job.job_id)
-        self._finished(job.job_id, JobState.CANCELLED)
-        self.observer.job_changed(job, job.owner, state)
-        if counts.empty:
-            self._forget_queue(job.queue)
+        self._drop(job, state, JobState.CANCELLED)
 
     def _recount_delayed(self: QueueState, queues: set[str]) -> None:
         """Rebuild the delay counters of ``queues`` after jobs left READY (or changed

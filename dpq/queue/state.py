@@ -448,15 +448,7 @@ class QueueState(OperatorCommands):
                 if job.queue is not counted:  # an ack batch is mostly one queue: one lookup
                     counted, acked = job.queue, totals_of(job.queue).acked
                 acked[job.priority - 1] += 1
-                del self.jobs[job.job_id]
-                self.payload_bytes -= len(job.payload)
-                self.held_bytes -= JOB_OVERHEAD + len(job.payload)
-                job.state = JobState.GONE
-                self._touch(job.job_id)
-                self._finished(job.job_id, JobState.GONE)
-                self.observer.job_changed(job, job.owner, JobState.LEASED)
-                if self.counts[job.queue].empty:
-                    self._forget_queue(job.queue)
+                self._drop(job, JobState.LEASED, JobState.GONE)
             results.append(error)
         return Settled(tuple(results))
 
@@ -635,6 +627,19 @@ class QueueState(OperatorCommands):
         job.lease_expires_at_us = 0
         job.consumer_id = ""
         job.receipt = 0
+
+    def _drop(self, job: Job, previous_state: JobState, ended_as: JobState) -> None:
+        """Take ``job`` out of the state for good, once it left its state's counters:
+        acked (``ended_as`` GONE: GetJob says DONE), or purged or evicted (CANCELLED)."""
+        del self.jobs[job.job_id]
+        self.payload_bytes -= len(job.payload)
+        self.held_bytes -= JOB_OVERHEAD + len(job.payload)
+        job.state = JobState.GONE
+        self._touch(job.job_id)
+        self._finished(job.job_id, ended_as)
+        self.observer.job_changed(job, job.owner, previous_state)
+        if self.counts[job.queue].empty:
+            self._forget_queue(job.queue)
 
     def _touch(self, job_id: int) -> None:
         self._touched[job_id] = self.applied_slot
