@@ -64,6 +64,9 @@ class Dispatcher:
         self._starving: dict[str, float] = {}
         self._last_parked: dict[str, float] = {}
         self.delivered = 0  # jobs handed to consumers, for the consume rate
+        # queue -> jobs in Lease proposals of this node not applied yet: a limited
+        # queue reserves no more than its allowance leaves after them
+        self._leasing: dict[str, int] = {}
 
     @property
     def waiting(self) -> int:
@@ -115,7 +118,10 @@ class Dispatcher:
         runs out. Counted in :attr:`waiting` meanwhile, and marks the queue starving."""
         until = self.state.paused.get(queue)
         next_due = self.owned.next_due_us(queue) if until is None else (until or None)
-        if next_due is not None:  # the next delayed job, or the end of a timed pause
+        next_token = self._next_token_us(queue)
+        if next_token is not None and (next_due is None or next_token < next_due):
+            next_due = next_token
+        if next_due is not None:  # a delayed job, a timed pause's end, the next rate token
             due_s = max(0.0, (next_due - self.wall_us()) / 1e6) + 0.001
             timeout_s = due_s if timeout_s is None else min(timeout_s, due_s)
         waiters = self._waiters.setdefault(queue, set())
@@ -150,9 +156,38 @@ class Dispatcher:
         now = self.wall_us()
         if self.state.paused and self.state.is_paused(queue, now):
             return []  # the Lease would grant nothing: wait for Resume (a queue_changed wake)
+        allowed = self.state.lease_allowance(queue, now) if self.state.configs else -1
+        if allowed >= 0:  # a limited queue: ask for no more than a Lease could get
+            max_jobs = min(max_jobs, allowed - self._leasing.get(queue, 0))
+            if max_jobs <= 0:
+                return []  # wait for a lease to end or the next token (park wakes)
         ids = self.owned.reserve(queue, max_jobs, now)
         if not ids:
             return []
+        if allowed < 0:
+            return await self._propose_lease(queue, ids, lease_ms, consumer_id)
+        self._leasing[queue] = self._leasing.get(queue, 0) + len(ids)
+        try:
+            return await self._propose_lease(queue, ids, lease_ms, consumer_id)
+        finally:
+            left = self._leasing[queue] - len(ids)
+            if left:
+                self._leasing[queue] = left
+            else:
+                del self._leasing[queue]
+            self.wake([queue])  # consumers held back by this proposal look again
+
+    def _next_token_us(self, queue: str) -> int | None:
+        """When a rate-limited queue with no tokens left gets its next one (else None)."""
+        limit = self.state.configs.get(queue) if self.state.configs else None
+        if limit is None or not limit.rate_mjps:
+            return None
+        now = self.wall_us()
+        at = limit.next_token_us(now)
+        return at if at > now else None
+
+    async def _propose_lease(self, queue: str, ids: list[int], lease_ms: int,
+                             consumer_id: str) -> list[queue_pb2.Job]:
         command = log_pb2.Command(lease=log_pb2.LeaseCommand(
             node=self.node_id, job_ids=ids, lease_ms=lease_ms, consumer_id=consumer_id,
             receipts=[new_receipt() for _ in ids]))

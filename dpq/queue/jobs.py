@@ -22,6 +22,8 @@ DEDUP_OVERHEAD = 300
 #: A queue beyond its name (counters, interned name, the owner's FastHeap):
 #: measured 4,186 B with 100,000 queues.
 QUEUE_OVERHEAD = 4500
+#: A queue's settings beyond its name and fairness keys (64 B more per key).
+CONFIG_OVERHEAD = 1000
 
 
 class JobState(IntEnum):
@@ -53,6 +55,7 @@ class Job:
         "dedup_key",
         "last_error",
         "cancel_requested",
+        "fairness_key",
     )
 
     def __init__(
@@ -72,6 +75,7 @@ class Job:
         dedup_key: str = "",
         last_error: str = "",
         cancel_requested: bool = False,
+        fairness_key: str = "",
     ) -> None:
         self.job_id = job_id
         self.queue = queue
@@ -89,13 +93,14 @@ class Job:
         self.last_error = last_error  # of the last nack (or expiry)
         # CancelJobs found it leased: cancelled when the lease ends without an ack
         self.cancel_requested = cancel_requested
+        self.fairness_key = fairness_key  # its tenant: turns within a priority go by weight
 
     def copy(self) -> Job:
         """A detached copy (the writer keeps one while the state moves on)."""
         return Job(self.job_id, self.queue, self.priority, self.payload, self.created_at_us,
                    self.ready_at_us, self.owner, self.attempt, self.state,
                    self.lease_expires_at_us, self.consumer_id, self.receipt, self.dedup_key,
-                   self.last_error, self.cancel_requested)
+                   self.last_error, self.cancel_requested, self.fairness_key)
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, name) for name in Job.__slots__)

@@ -43,6 +43,9 @@ class OwnedJobs:
     # ------------------------------------------------------ QueueState observer
 
     def job_changed(self, job: Job, previous_owner: int, previous_state: JobState) -> None:
+        if (previous_state == JobState.LEASED and job.state != JobState.LEASED
+                and self._state.configs and job.queue in self._state.configs):
+            self.woken.add(job.queue)  # a limited queue's lease ended, on any node
         mine = job.owner == self.node_id
         if mine and job.state == JobState.READY:
             if job.job_id not in self.reserved:

@@ -149,6 +149,11 @@ class Paused(NamedTuple):
     was_paused: bool  # before the command
 
 
+class Configured(NamedTuple):
+    queue: str
+    config: object  # dpq.queue.limits.QueueSettings after the change (a copy)
+
+
 #: What one command yields.
 Result = (Enqueued | Leased | Settled | Reassigned | Checkpointed | Affected | Paused
-          | Refused)
+          | Configured | Refused)

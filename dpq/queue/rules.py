@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from dpq.queue import limits
 from dpq.queue.results import Refusal, Refused
 from dpq.queue.selector import selects_everything
 from dpq.v1 import log_pb2, queue_pb2
@@ -109,6 +110,9 @@ def _enqueue(cmd: log_pb2.EnqueueCommand, members, slot, known) -> Refused | Non
             return _over(f"jobs[{i}].delay_ms", job.delay_ms, MAX_DELAY_MS)
         if len(job.dedup_key) > MAX_NAME_CHARS:
             return _over(f"jobs[{i}].dedup_key characters", len(job.dedup_key), MAX_NAME_CHARS)
+        if len(job.fairness_key) > MAX_NAME_CHARS:
+            return _over(f"jobs[{i}].fairness_key characters", len(job.fairness_key),
+                         MAX_NAME_CHARS)
     return None
 
 
@@ -190,6 +194,15 @@ def _queue_only(cmd, members, slot, known) -> Refused | None:
     return _queue_name("queue", cmd.queue, known)
 
 
+def _queue_config(cmd: log_pb2.QueueConfigCommand, members, slot, known) -> Refused | None:
+    change = cmd.change
+    bad = limits.problem(change)
+    if bad is not None:
+        field, value, limit = bad
+        return reason(Refusal.INVALID, f"{field} {value} outside {limit}")
+    return _queue_name("queue", change.queue, known)
+
+
 def _extend(cmd: log_pb2.ExtendCommand, members, slot, known) -> Refused | None:
     return _lease_ms(cmd.lease_ms)
 
@@ -224,4 +237,5 @@ _CHECKS = {
     "pause": _pause,
     "resume": _queue_only,
     "purge": _queue_only,
+    "queue_config": _queue_config,
 }

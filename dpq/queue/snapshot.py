@@ -1,7 +1,7 @@
 """The queue state machine as bytes, for Paxos snapshots.
 
 A snapshot lets a node restart without replaying the whole log, lets the log be
-compacted, and brings a far-behind follower up to date. Layout (version 4)::
+compacted, and brings a far-behind follower up to date. Layout (version 5)::
 
     b"DPQS" | u16 version | u32 meta length | meta (JSON) |
     u32 sessions length | sessions |
@@ -10,9 +10,11 @@ compacted, and brings a far-behind follower up to date. Layout (version 4)::
 
 A dedup row is ``_DEDUP`` (job id, expiry, name lengths) then the queue name and
 the key; a touched row is ``_TOUCHED`` (job id, slot). Each job is a fixed-size
-header (``_JOB``) followed by its consumer id, its payload, its dedup key and its
-last error; payload bytes are copied, never re-encoded. The paused queues are in
-the JSON part. Version 3 had no dedup key, last error, cancel flag or pauses;
+header (``_JOB``) followed by its consumer id, its payload, its dedup key, its
+last error and its fairness key; payload bytes are copied, never re-encoded. The
+paused queues and the queues' settings (with their token buckets) are in the JSON
+part. Version 4 had no fairness keys or settings; version 3 had no dedup key, last
+error, cancel flag or pauses;
 version 2 kept the dedup keys and the touched jobs in the JSON part; version 1
 had no lease receipts. All still load.
 
@@ -32,23 +34,26 @@ it is answered without the original job ids.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 
 import orjson
 
 from dpq.paxos.sessions import Sessions
+from dpq.queue.limits import QueueSettings
 from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue.state import Job, JobState, QueueState
 
 MAGIC = b"DPQS"
-VERSION = 4
+VERSION = 5
 _HEAD = struct.Struct("<4sHI")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 # job_id, queue index, priority, created, ready_at, lease_expires, owner, attempt,
 # state, consumer id length, payload length, receipt, dedup key length, last error
-# length, flags (_CANCEL_REQUESTED)
-_JOB = struct.Struct("<QIbqqqIIBIIQIIB")
+# length, flags (_CANCEL_REQUESTED), fairness key length
+_JOB = struct.Struct("<QIbqqqIIBIIQIIBI")
+_JOB_V4 = struct.Struct("<QIbqqqIIBIIQIIB")
 _JOB_V3 = struct.Struct("<QIbqqqIIBIIQ")
 _JOB_V1 = struct.Struct("<QIbqqqIIBII")
 _CANCEL_REQUESTED = 1
@@ -96,6 +101,7 @@ class Dump:
             "written_slot": state.written_slot,
             "queues": queues,
             "paused": sorted(state.paused.items()),
+            "configs": sorted((q, c.to_json()) for q, c in state.configs.items()),
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -119,13 +125,17 @@ class Dump:
             consumer = job.consumer_id.encode()
             dedup_key = job.dedup_key.encode()
             last_error = job.last_error.encode()
+            fairness_key = job.fairness_key.encode()
             yield pack(job.job_id, index[job.queue], job.priority, job.created_at_us,
                        job.ready_at_us, job.lease_expires_at_us, job.owner, job.attempt,
                        job.state, len(consumer), len(job.payload), job.receipt,
                        len(dedup_key), len(last_error),
-                       _CANCEL_REQUESTED if job.cancel_requested else 0)
+                       _CANCEL_REQUESTED if job.cancel_requested else 0, len(fairness_key))
             yield consumer
-            yield job.payload + dedup_key + last_error if dedup_key or last_error else job.payload
+            if dedup_key or last_error or fairness_key:
+                yield job.payload + dedup_key + last_error + fairness_key
+            else:
+                yield job.payload
 
     def step(self, budget: int) -> bool:
         """Write about ``budget`` more rows; True once the snapshot is complete."""
@@ -195,7 +205,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     if len(view) < _HEAD.size:
         raise SnapshotError(f"{len(view)} bytes is too short for a snapshot header")
     magic, version, meta_len = _HEAD.unpack_from(view)
-    if magic != MAGIC or version not in (1, 2, 3, VERSION):
+    if magic != MAGIC or version not in (1, 2, 3, 4, VERSION):
         raise SnapshotError(f"not a version 1-{VERSION} dpq snapshot (magic {magic!r}, "
                             f"version {version})")
     at = _HEAD.size
@@ -219,18 +229,23 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     queues = [str(q) for q in meta["queues"]]
     for queue, until in meta.get("paused", ()):
         state.paused[str(queue)] = _count(until)
+    try:
+        for queue, config in meta.get("configs", ()):
+            state.restore_config(str(queue), QueueSettings.from_json(config))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SnapshotError(f"queue settings: {exc}") from exc
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
-    job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3}.get(version, _JOB)
+    job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3, 4: _JOB_V4}.get(version, _JOB)
     unpack, size = job_struct.unpack_from, job_struct.size
     for _ in range(count):
         (job_id, qi, priority, created, ready_at, lease_expires, owner, attempt, job_state,
          consumer_len, payload_len, *rest) = unpack(view, at)
         at += size
-        receipt, dedup_len, error_len, flags = (*rest, 0, 0, 0, 0)[:4]
+        receipt, dedup_len, error_len, flags, fairness_len = (*rest, 0, 0, 0, 0, 0)[:5]
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX or job_state == JobState.GONE:
             raise SnapshotError(f"job {job_id}: priority {priority}, state {job_state}")
-        if at + consumer_len + payload_len + dedup_len + error_len > len(view):
+        if at + consumer_len + payload_len + dedup_len + error_len + fairness_len > len(view):
             raise SnapshotError(f"job {job_id} runs past the end of the snapshot")
         consumer = bytes(view[at : at + consumer_len]).decode()
         at += consumer_len
@@ -240,10 +255,12 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
         at += dedup_len
         last_error = bytes(view[at : at + error_len]).decode()
         at += error_len
+        fairness_key = sys.intern(bytes(view[at : at + fairness_len]).decode())
+        at += fairness_len
         state.restore_job(
             Job(job_id, queues[qi], priority, payload, created, ready_at, owner, attempt,
                 JobState(job_state), lease_expires, consumer, receipt, dedup_key, last_error,
-                bool(flags & _CANCEL_REQUESTED))
+                bool(flags & _CANCEL_REQUESTED), fairness_key)
         )
     if at != len(view):
         raise SnapshotError(f"{len(view) - at} bytes left over after {count} jobs")

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from typing import Protocol
@@ -70,10 +71,12 @@ from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.ages import ReadyAges
 from dpq.queue.commands import unstamp
-from dpq.queue.jobs import DEDUP_OVERHEAD, JOB_OVERHEAD, QUEUE_OVERHEAD, Job, JobState
+from dpq.queue.jobs import CONFIG_OVERHEAD, DEDUP_OVERHEAD, JOB_OVERHEAD, QUEUE_OVERHEAD, Job, JobState
+from dpq.queue.limits import MAX_FAIRNESS_KEYS, QueueSettings
 from dpq.queue.operators import OPERATOR_KINDS, UNSERVED, OperatorCommands
 from dpq.queue.results import (
     Checkpointed,
+    Configured,
     Enqueued,
     Grant,
     Leased,
@@ -97,6 +100,9 @@ OK = None
 #: and for how many clients (least recently applied ones are forgotten first).
 RESULTS_PER_CLIENT = 1024
 RESULT_CLIENTS = 4096
+
+#: Queues with settings at once (each costs a little memory on every replica).
+MAX_CONFIGURED_QUEUES = 10_000
 
 #: How far back a queue's drain rate looks (leader time, µs): the decay's time constant.
 DRAIN_WINDOW_US = 60_000_000
@@ -225,6 +231,8 @@ class QueueState(OperatorCommands):
         self._frozen_below = 0  # jobs from this id on were born after the snapshot began
         #: queue -> until (leader µs; 0: until resumed). Replicated (in snapshots).
         self.paused: dict[str, int] = {}
+        #: queue -> its settings and token bucket (``dpq.queue.limits``). Replicated.
+        self.configs: dict[str, QueueSettings] = {}
         # ids of CANCELLED jobs, smallest first: evicted past MAX_CANCELLED_KEPT
         # (stale ids of jobs retried or purged since are skipped)
         self._cancelled_ids: list[int] = []
@@ -379,6 +387,8 @@ class QueueState(OperatorCommands):
             payload = new.payload
             job = Job(job_id, queue, new.priority, payload, now, now + new.delay_ms * 1000, owner,
                       dedup_key=dedup_key)
+            if new.fairness_key:  # one str per tenant, not per job
+                job.fairness_key = sys.intern(new.fairness_key)
             self.jobs[job_id] = job
             self.payload_bytes += len(payload)
             self.held_bytes += JOB_OVERHEAD + len(payload)
@@ -405,7 +415,7 @@ class QueueState(OperatorCommands):
         now = self.clock_us
         expires = now + cmd.lease_ms * 1000
         node, consumer = cmd.node, cmd.consumer_id  # one str for every job of the lease
-        paused = self.paused
+        paused, configs = self.paused, self.configs
         totals_of, first_wait = self.totals.of, self.totals.first_wait
         counted, delivered = "", []
         granted: list[Grant] = []
@@ -417,6 +427,11 @@ class QueueState(OperatorCommands):
                 continue
             if paused and job.queue in paused:
                 continue  # paused since it was reserved (pauses are pruned when they end)
+            if configs:
+                limit = configs.get(job.queue)
+                if (limit is not None and limit.limited
+                        and not limit.take(self.counts[job.queue].leased, now)):
+                    continue  # at its in-flight limit, or out of tokens: stays READY
             self._leave_ready(job)
             self._set_leased(job, job.attempt + 1, expires, consumer, receipt)
             if job.queue is not counted:
@@ -468,8 +483,13 @@ class QueueState(OperatorCommands):
     ) -> Settled:
         now = self.clock_us
         results = []
+        configs = self.configs
         for ref in refs:
             job, error = self._leased_job(ref)
+            if job is not None and configs:
+                limit = configs.get(job.queue)
+                if limit is not None and limit.max_attempts:
+                    max_attempts = limit.max_attempts  # the queue's setting wins
             if job is not None and must_be_expired and job.lease_expires_at_us > now:
                 job, error = None, LEASE_LOST  # extended meanwhile: still held
             if job is not None:
@@ -527,6 +547,27 @@ class QueueState(OperatorCommands):
             self.observer.job_changed(job, previous_owner, job.state)
             moved += 1
         return Reassigned(moved)
+
+    def _queue_config(self, cmd: log_pb2.QueueConfigCommand) -> Configured | Refused:
+        change = cmd.change
+        queue = change.queue or DEFAULT_QUEUE
+        old = self.configs.get(queue)
+        if old is None and len(self.configs) >= MAX_CONFIGURED_QUEUES:
+            return rules.reason(Refusal.INVALID, f"{MAX_CONFIGURED_QUEUES} queues have settings "
+                                                 "already: clear some first")
+        new = (old or QueueSettings()).merged(change, self.applied_slot, self.clock_us)
+        if len(new.weights) > MAX_FAIRNESS_KEYS:
+            return rules.reason(Refusal.INVALID, f"{len(new.weights)} fairness weights over "
+                                                 f"the limit of {MAX_FAIRNESS_KEYS}")
+        if old is not None:
+            self.held_bytes -= _config_cost(queue, old)
+        if new.empty:
+            self.configs.pop(queue, None)
+        else:
+            self.configs[queue] = new
+            self.held_bytes += _config_cost(queue, new)
+        self.observer.queue_changed(queue)  # new limits or weights: consumers look again
+        return Configured(queue, new)
 
     def _checkpoint(self, cmd: log_pb2.CheckpointCommand) -> Checkpointed:
         written_slot = cmd.written_slot
@@ -678,7 +719,16 @@ class QueueState(OperatorCommands):
         return [job_id for job_id, slot in self._touched.items() if slot > after_slot]
 
     def queues(self) -> list[str]:
-        return sorted({q for q, c in self.counts.items() if not c.empty} | set(self.paused))
+        return sorted({q for q, c in self.counts.items() if not c.empty} | set(self.paused)
+                      | set(self.configs))
+
+    def lease_allowance(self, queue: str, now_us: int) -> int:
+        """How many jobs of ``queue`` a Lease applied at ``now_us`` could grant (-1: any)."""
+        limit = self.configs.get(queue) if self.configs else None
+        if limit is None or not limit.limited:
+            return -1
+        counts = self.counts.get(queue)
+        return limit.allowance(counts.leased if counts is not None else 0, now_us)
 
     def stats(self, queue: str, now_us: int) -> tuple[list[int], int, int, int]:
         """``(ready_by_priority, delayed, leased, dead)`` of one queue at ``now_us``."""
@@ -725,6 +775,11 @@ class QueueState(OperatorCommands):
         heapq.heappush(self._dedup_expiry, (expires_at_us, queue, key))
         self.held_bytes += DEDUP_OVERHEAD + len(key)
 
+    def restore_config(self, queue: str, settings: QueueSettings) -> None:
+        """Put a queue's settings back while loading a snapshot."""
+        self.configs[queue] = settings
+        self.held_bytes += _config_cost(queue, settings)
+
     def restore_job(self, job: Job) -> None:
         """Put a job back while loading a snapshot (bypasses commands and observers)."""
         job.queue = self._queue(job.queue)
@@ -763,9 +818,14 @@ _APPLY = {
     "pause": OperatorCommands._pause,
     "resume": OperatorCommands._resume,
     "purge": OperatorCommands._purge,
+    "queue_config": QueueState._queue_config,
 }
 
 
+
+
+def _config_cost(queue: str, settings: QueueSettings) -> int:
+    return CONFIG_OVERHEAD + len(queue) + sum(64 + len(k) for k in settings.weights)
 
 
 def _proposal_problem(client_id: str, seq: int) -> Refused | None:

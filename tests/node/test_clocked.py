@@ -63,6 +63,7 @@ class State:
     def __init__(self) -> None:
         self.jobs = {}
         self.paused = {}
+        self.configs = {}
 
     def ready_backlogs(self, queue):
         return {OTHER: 10} if queue == "q" else {}

@@ -153,6 +153,15 @@ def purge(queue="q"):
     return log_pb2.Command(purge=log_pb2.PurgeCommand(queue=queue))
 
 
+def queue_config(queue="q", **fields):
+    """A QueueConfig command setting ``fields`` (``fairness_weights`` as a dict)."""
+    weights = fields.pop("fairness_weights", {})
+    return log_pb2.Command(queue_config=log_pb2.QueueConfigCommand(
+        change=queue_pb2.SetQueueConfigRequest(
+            queue=queue, fairness_weights=[queue_pb2.FairnessWeight(key=k, weight=w)
+                                           for k, w in weights.items()], **fields)))
+
+
 #: Selectors of the bulk commands: by ids, by queue and state, by priority, by dedup prefix.
 selectors = st.one_of(
     st.builds(lambda ids: {"job_ids": ids}, st.lists(st.integers(1, 30), min_size=1, max_size=4)),
@@ -169,12 +178,18 @@ admin_commands = st.one_of(
     st.builds(pause, st.sampled_from(["a", "b"]), st.sampled_from([0, 300])),
     st.builds(resume, st.sampled_from(["a", "b"])),
     st.builds(purge, st.sampled_from(["a", "b"])),
+    st.builds(lambda q, n, rate, attempts: queue_config(
+                  q, max_in_flight=n, max_rate_per_s=rate, max_attempts=attempts,
+                  fairness_weights={"t1": 3}),
+              st.sampled_from(["a", "b"]), st.sampled_from([0, 1, 2]),
+              st.sampled_from([0.0, 2.0, 50.0]), st.sampled_from([0, 1, 2])),
 )
 
 queue_commands = st.one_of(
     st.builds(
         lambda jobs, owners: enqueue(
-            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k)
+            *[queue_pb2.NewJob(queue=q, priority=p, delay_ms=d, dedup_key=k,
+                               fairness_key=k.replace("k", "t"))
               for q, p, d, k in jobs],
             owners=[owners] * len(jobs),
             dedup_window_ms=500,
