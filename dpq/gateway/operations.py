@@ -166,6 +166,16 @@ class GatewayOperations:
         validate.queue_name(queue, "queue", self.limits)
         return await self._to_leader("PurgeQueue", queue_pb2.PurgeQueueRequest(queue=queue))
 
+    async def set_queue_config(self, change: queue_pb2.SetQueueConfigRequest,
+                               ) -> queue_pb2.QueueConfig:
+        validate.queue_config(change, self.limits)
+        return await self._to_leader("SetQueueConfig", change)
+
+    async def get_queue_config(self, queue: str) -> queue_pb2.QueueConfig:
+        validate.queue_name(queue, "queue", self.limits)
+        return await self._to_leader("GetQueueConfig",
+                                     queue_pb2.GetQueueConfigRequest(queue=queue))
+
     async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse:
         validate.job_id(job_id)
         info = await self.get_job(job_id, with_payload=False)

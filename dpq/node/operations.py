@@ -21,7 +21,14 @@ from dpq.node.consume import Consumers
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
 from dpq.proposing.proposer import Proposer
-from dpq.proposing.results import Result, affected, enqueued, not_applied, paused
+from dpq.proposing.results import (
+    Result,
+    affected,
+    configured,
+    enqueued,
+    not_applied,
+    paused,
+)
 from dpq.queue import inspect, validate
 from dpq.queue.results import Settled
 from dpq.queue.rules import PRIORITY_MAX
@@ -182,6 +189,22 @@ class NodeOperations:
         queue = validate.queue_name(queue, "queue", self.policy.limits)
         return await self._pause(log_pb2.Command(resume=log_pb2.ResumeCommand(queue=queue)))
 
+    async def set_queue_config(self, change: queue_pb2.SetQueueConfigRequest,
+                               ) -> queue_pb2.QueueConfig:
+        validate.queue_config(change, self.policy.limits)  # "" is the default queue
+        _, result = await self._operate(log_pb2.Command(
+            queue_config=log_pb2.QueueConfigCommand(change=change)))
+        return configured(result).config
+
+    async def get_queue_config(self, queue: str) -> queue_pb2.QueueConfig:
+        queue = validate.queue_name(queue, "queue", self.policy.limits)
+        return self._config_of(queue)
+
+    def _config_of(self, queue: str) -> queue_pb2.QueueConfig:
+        settings = self.state.configs.get(queue)
+        return settings.to_pb(queue) if settings is not None else queue_pb2.QueueConfig(
+            queue=queue)
+
     async def _affect(self, command: log_pb2.Command) -> queue_pb2.JobsAffected:
         slot, result = await self._operate(command)
         done = affected(result)
@@ -255,6 +278,7 @@ class NodeOperations:
                 paused=state.is_paused(name, now),
                 paused_until_us=state.paused.get(name, 0),
                 cancelled=counts.cancelled if counts is not None else 0,
+                config=self._config_of(name),
                 oldest_ready_age_ms=[state.ages.age_us(name, p, now) // 1000
                                      for p in range(1, PRIORITY_MAX + 1)])
             totals = state.totals.get(name)

@@ -14,6 +14,7 @@ from dpq.errors import Unavailable
 from dpq.queue.results import (
     Affected,
     Checkpointed,
+    Configured,
     Enqueued,
     Grant,
     Leased,
@@ -81,6 +82,13 @@ def paused(result: Result | None) -> Paused:
     raise not_applied(result)
 
 
+def configured(result: Result | None) -> Configured:
+    """A queue's settings after a QueueConfig; raises what to tell the client otherwise."""
+    if isinstance(result, Configured):
+        return result
+    raise not_applied(result)
+
+
 def reassigned(result: Result | None) -> int:
     """How many jobs a Reassign moved (0 if it was refused)."""
     return result.count if isinstance(result, Reassigned) else 0
@@ -113,6 +121,9 @@ def _to_pb(result: Result) -> replication_pb2.CommandResult:
         case Paused(queue, paused, until_us, was_paused):
             item.queue, item.paused = queue, paused
             item.paused_until_us, item.was_paused = until_us, was_paused
+        case Configured(queue, config):
+            item.queue = queue
+            item.config.CopyFrom(config)
     return item
 
 
@@ -143,6 +154,8 @@ def results_from_pb(items, kinds: list[str]) -> list[Result | None]:
             out.append(Affected(item.affected, item.deferred))
         elif kind in ("pause", "resume"):
             out.append(Paused(item.queue, item.paused, item.paused_until_us, item.was_paused))
+        elif kind == "queue_config":
+            out.append(Configured(item.queue, item.config))
         else:
             out.append(None)
     return out

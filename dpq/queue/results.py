@@ -151,7 +151,7 @@ class Paused(NamedTuple):
 
 class Configured(NamedTuple):
     queue: str
-    config: object  # dpq.queue.limits.QueueSettings after the change (a copy)
+    config: queue_pb2.QueueConfig  # the queue's settings after the command
 
 
 #: What one command yields.

@@ -71,7 +71,14 @@ from dpq.paxos.types import Proposal, is_config
 from dpq.queue import rules
 from dpq.queue.ages import ReadyAges
 from dpq.queue.commands import unstamp
-from dpq.queue.jobs import CONFIG_OVERHEAD, DEDUP_OVERHEAD, JOB_OVERHEAD, QUEUE_OVERHEAD, Job, JobState
+from dpq.queue.jobs import (
+    CONFIG_OVERHEAD,
+    DEDUP_OVERHEAD,
+    JOB_OVERHEAD,
+    QUEUE_OVERHEAD,
+    Job,
+    JobState,
+)
 from dpq.queue.limits import MAX_FAIRNESS_KEYS, QueueSettings
 from dpq.queue.operators import OPERATOR_KINDS, UNSERVED, OperatorCommands
 from dpq.queue.results import (
@@ -567,7 +574,7 @@ class QueueState(OperatorCommands):
             self.configs[queue] = new
             self.held_bytes += _config_cost(queue, new)
         self.observer.queue_changed(queue)  # new limits or weights: consumers look again
-        return Configured(queue, new)
+        return Configured(queue, new.to_pb(queue))
 
     def _checkpoint(self, cmd: log_pb2.CheckpointCommand) -> Checkpointed:
         written_slot = cmd.written_slot

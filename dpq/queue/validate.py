@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dpq.queue import limits as queue_limits
 from dpq.queue import rules
 from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue.selector import selects_everything
@@ -108,6 +109,9 @@ def new_jobs(jobs: Sequence, limits: Limits = DEFAULT_LIMITS, field: str = "jobs
             _at_most(f"{field}[{i}].delay_ms", job.delay_ms, max_delay, " ms")
         if len(job.dedup_key) > max_key:
             _at_most(f"{field}[{i}].dedup_key", len(job.dedup_key), max_key, " characters")
+        if len(job.fairness_key) > max_key:
+            _at_most(f"{field}[{i}].fairness_key", len(job.fairness_key), max_key,
+                     " characters")
 
 
 def dequeue(request, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -227,6 +231,20 @@ def list_jobs(request: queue_pb2.ListJobsRequest, limits: Limits = DEFAULT_LIMIT
     priority_filter(request.priority)
     _at_most("limit", request.limit, limits.max_list_jobs, " jobs")
     return request.limit or min(100, limits.max_list_jobs)
+
+
+def queue_config(change: queue_pb2.SetQueueConfigRequest, limits: Limits = DEFAULT_LIMITS,
+                 field: str = "") -> str:
+    """Check a SetQueueConfig change; return its queue name."""
+    queue = queue_name(change.queue, f"{field}queue", limits)
+    bad = queue_limits.problem(change)
+    if bad is not None:
+        name, value, limit = bad
+        raise InvalidArgument(f"{field}{name}: {value} is outside {limit}")
+    for i, entry in enumerate(change.fairness_weights):
+        _at_most(f"{field}fairness_weights[{i}].key", len(entry.key), limits.max_dedup_key,
+                 " characters")
+    return queue
 
 
 def pause_duration(duration_ms: int, limits: Limits = DEFAULT_LIMITS,
@@ -379,6 +397,11 @@ def _check_queue(cmd, where: str, limits: Limits, members) -> None:
     queue_name(cmd.queue, f"{where}.queue", limits)
 
 
+def _check_queue_config(cmd: log_pb2.QueueConfigCommand, where: str, limits: Limits,
+                        members) -> None:
+    queue_config(cmd.change, limits, f"{where}.change.")
+
+
 _PROPOSAL_CHECKS = {
     "enqueue": _check_enqueue,
     "lease": _check_lease,
@@ -393,5 +416,6 @@ _PROPOSAL_CHECKS = {
     "pause": _check_pause,
     "resume": _check_queue,
     "purge": _check_queue,
+    "queue_config": _check_queue_config,
     # no "checkpoint": only the leader's writer proposes one, on the leader
 }

@@ -50,6 +50,10 @@ class QueueOperations(Protocol):
     async def resume_queue(self, queue: str) -> queue_pb2.QueuePaused: ...
     async def purge_queue(self, queue: str) -> queue_pb2.JobsAffected: ...
     async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse: ...
+    # Queue settings (one log command per change; reads from the replica asked):
+    async def set_queue_config(self, change: queue_pb2.SetQueueConfigRequest,
+                               ) -> queue_pb2.QueueConfig: ...
+    async def get_queue_config(self, queue: str) -> queue_pb2.QueueConfig: ...
 
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
@@ -161,3 +165,11 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def ExplainJob(self, request, context):
         return await self._ops.explain_job(request.job_id)
+
+    @mapped
+    async def SetQueueConfig(self, request, context):
+        return await self._ops.set_queue_config(request)
+
+    @mapped
+    async def GetQueueConfig(self, request, context):
+        return await self._ops.get_queue_config(request.queue)

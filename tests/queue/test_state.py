@@ -278,7 +278,8 @@ def test_a_snapshot_restores_a_replica_that_then_stays_in_step(before, after):
 def test_snapshot_refuses_foreign_bytes():
     from dpq.queue import snapshot
 
-    with pytest.raises(snapshot.SnapshotError, match=f"not a version 1-{snapshot.VERSION} dpq snapshot"):
+    with pytest.raises(snapshot.SnapshotError,
+                       match=f"not a version 1-{snapshot.VERSION} dpq snapshot"):
         snapshot.load(b"NOPE" + bytes(20))
     with pytest.raises(snapshot.SnapshotError, match="too short"):
         snapshot.load(b"DP")
