@@ -7,7 +7,7 @@
     dpq job cancel [ID…] [selector]  dpq queue resume Q
     dpq job retry [ID…] [selector]   dpq queue purge Q --yes
     dpq job priority P [ID…] [selector]
-    dpq job explain ID
+    dpq job explain ID               dpq queue config Q [--max-in-flight N] [--rate 200/s]
 
 A selector is job ids and/or ``--queue``, ``--state``, ``--priority``,
 ``--dedup-prefix`` (all must match), or ``--all``. Every command prints an
@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TextIO
 
+from dpq.cli import queueconfig
 from dpq.cli.commands import CommandError, duration, span
 from dpq.client._retry import RetryPolicy
 from dpq.client.admin import (
@@ -38,6 +39,7 @@ from dpq.client.admin import (
     JobInfo,
     JobPage,
     JobState,
+    QueueConfig,
     QueuePause,
     Selector,
 )
@@ -104,9 +106,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                                            "should be")
     explain.add_argument("job_id", type=int, metavar="ID")
 
-    queue = commands.add_parser("queue", help="pause, resume or purge a queue "
+    queue = commands.add_parser("queue", help="pause, resume, purge or configure a queue "
                                               "(dpq queue ACTION --help)",
-                                description="Pause, resume or purge a queue.")
+                                description="Pause, resume, purge or configure a queue.")
     queues = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     pause = leaf(queues, "queue", "pause", "deliver nothing of queue Q (enqueues go on)")
     pause.add_argument("queue", metavar="Q")
@@ -118,6 +120,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     purge = leaf(queues, "queue", "purge", "remove every job of queue Q for good")
     purge.add_argument("queue", metavar="Q")
     purge.add_argument("--yes", action="store_true", help="yes, remove them (required)")
+    queueconfig.add_options(leaf(queues, "queue", "config",
+                                 "show or change queue Q's limits and fairness weights"))
 
 
 def _selector_options(p: argparse.ArgumentParser,
@@ -179,7 +183,7 @@ def _reach_error(exc: ServerError, target: str, tls_dir: str | None) -> str:
     return f"{target} is not answering ({exc.details}) {how}"
 
 
-Result = JobInfo | JobPage | Affected | QueuePause | Explanation
+Result = JobInfo | JobPage | Affected | QueuePause | QueueConfig | Explanation
 
 ACTIONS: dict[tuple[str, str], Callable[[Admin, argparse.Namespace], Result]] = {
     ("job", "show"): lambda admin, a: admin.get_job(a.job_id, payload=not a.no_payload),
@@ -192,6 +196,7 @@ ACTIONS: dict[tuple[str, str], Callable[[Admin, argparse.Namespace], Result]] = 
     ("queue", "pause"): lambda admin, a: admin.pause_queue(a.queue, a.pause_for),
     ("queue", "resume"): lambda admin, a: admin.resume_queue(a.queue),
     ("queue", "purge"): lambda admin, a: admin.purge_queue(a.queue),
+    ("queue", "config"): queueconfig.run,
 }
 
 
@@ -233,6 +238,8 @@ def human(args: argparse.Namespace, result: Result, now: datetime) -> list[str]:
         return explain_lines(result, now)
     if isinstance(result, QueuePause):
         return [pause_line(result, now)]
+    if isinstance(result, QueueConfig):
+        return queueconfig.lines(result)
     return [affected_line(args.action, result, args)]
 
 

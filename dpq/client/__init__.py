@@ -38,6 +38,7 @@ from dpq.client.admin import (
     JobInfo,
     JobPage,
     JobState,
+    QueueConfig,
     QueuePause,
     Selector,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "Payload",
     "Producer",
     "ProducerStats",
+    "QueueConfig",
     "QueuePause",
     "ResourceExhaustedError",
     "RetryPolicy",

@@ -37,11 +37,11 @@ the field and the limit.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dpq.client._closing import AsyncClient, BlockingClient
 from dpq.client._endpoints import Channels, Endpoints, PathLike, Targets, parse_targets, security
@@ -147,6 +147,7 @@ class JobInfo:
     last_error: str
     dedup_key: str
     cancel_requested: bool
+    fairness_key: str = ""
 
     @classmethod
     def from_pb(cls, pb: queue_pb2.JobInfo, with_payload: bool = True) -> JobInfo:
@@ -159,7 +160,8 @@ class JobInfo:
                    lease_expires_at=_time(pb.lease_expires_at_us),
                    finished_at=_time(pb.finished_at_us), aged_key_us=pb.aged_key_us,
                    consumer_id=pb.consumer_id, last_error=pb.last_error,
-                   dedup_key=pb.dedup_key, cancel_requested=pb.cancel_requested)
+                   dedup_key=pb.dedup_key, cancel_requested=pb.cancel_requested,
+                   fairness_key=pb.fairness_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,21 @@ class QueuePause:
     paused: bool
     paused_until: datetime | None
     was_paused: bool
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """A queue's settings (``dpq.v1.QueueConfig``); 0 is "not set": no limit, or the
+    node's default. ``fairness_weights`` maps a fairness key to its weight."""
+
+    queue: str
+    max_in_flight: int
+    max_rate_per_s: float
+    burst: int
+    fairness_weights: dict[str, int]
+    default_fairness_weight: int
+    max_attempts: int
     slot: int
 
 
@@ -418,6 +435,35 @@ class AsyncAdmin(AsyncClient):
         request = queue_pb2.PurgeQueueRequest(queue=queue)
         return _affected(await self._call("PurgeQueue", lambda s: s.PurgeQueue, request))
 
+    async def set_queue_config(
+        self, queue: str, *, max_in_flight: int | None = None,
+        max_rate_per_s: float | None = None, burst: int | None = None,
+        fairness_weights: Mapping[str, int] | None = None,
+        replace_fairness_weights: bool = False,
+        default_fairness_weight: int | None = None, max_attempts: int | None = None,
+    ) -> QueueConfig:
+        """Change the settings given (None: leave as is; 0: no limit / the default).
+
+        ``fairness_weights`` are merged key by key (weight 0 removes a key), or replace
+        the whole list with ``replace_fairness_weights``. Returns the settings after."""
+        request = queue_pb2.SetQueueConfigRequest(
+            queue=queue, replace_fairness_weights=replace_fairness_weights,
+            fairness_weights=[queue_pb2.FairnessWeight(key=k, weight=_int("weight", w))
+                              for k, w in (fairness_weights or {}).items()])
+        for name, value in (("max_in_flight", max_in_flight), ("burst", burst),
+                            ("default_fairness_weight", default_fairness_weight),
+                            ("max_attempts", max_attempts)):
+            if value is not None:
+                setattr(request, name, _int(name, value))
+        if max_rate_per_s is not None:
+            request.max_rate_per_s = float(max_rate_per_s)
+        return _config(await self._call("SetQueueConfig", lambda s: s.SetQueueConfig, request))
+
+    async def get_queue_config(self, queue: str) -> QueueConfig:
+        """The settings of ``queue`` (all 0 when none were set)."""
+        request = queue_pb2.GetQueueConfigRequest(queue=queue)
+        return _config(await self._call("GetQueueConfig", lambda s: s.GetQueueConfig, request))
+
     # ------------------------------------------------------------------ admin
 
     async def close(self) -> None:
@@ -443,6 +489,12 @@ class AsyncAdmin(AsyncClient):
 
 def _affected(pb: queue_pb2.JobsAffected) -> Affected:
     return Affected(pb.count, pb.deferred, pb.slot)
+
+
+def _config(pb: queue_pb2.QueueConfig) -> QueueConfig:
+    return QueueConfig(pb.queue, pb.max_in_flight, pb.max_rate_per_s, pb.burst,
+                       {w.key: w.weight for w in pb.fairness_weights},
+                       pb.default_fairness_weight, pb.max_attempts, pb.slot)
 
 
 def _paused(pb: queue_pb2.QueuePaused) -> QueuePause:
@@ -536,4 +588,12 @@ class Admin(BlockingClient):
     def purge_queue(self, queue: str) -> Affected:
         """See :meth:`AsyncAdmin.purge_queue`."""
         return self._loop.run(self._async.purge_queue(queue))
+
+    def set_queue_config(self, queue: str, **changes: Any) -> QueueConfig:
+        """See :meth:`AsyncAdmin.set_queue_config` (the same keyword arguments)."""
+        return self._loop.run(self._async.set_queue_config(queue, **changes))
+
+    def get_queue_config(self, queue: str) -> QueueConfig:
+        """See :meth:`AsyncAdmin.get_queue_config`."""
+        return self._loop.run(self._async.get_queue_config(queue))
 

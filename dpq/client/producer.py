@@ -145,27 +145,30 @@ class AsyncProducer(AsyncClient):
 
     async def enqueue(self, payload: Payload, priority: int = DEFAULT_PRIORITY,
                       queue: str = DEFAULT_QUEUE, delay: Delay = None,
-                      dedup_key: str | None = None) -> int:
+                      dedup_key: str | None = None, fairness_key: str | None = None) -> int:
         """Enqueue one job; its id once the cluster has it.
 
         ``payload`` is bytes, or str (sent as UTF-8); ``priority`` 1 is the
         most urgent, 5 the least; ``delay`` (seconds or a ``timedelta``) holds
-        the job back that long. Raises :class:`~dpq.client.InvalidArgumentError`
+        the job back that long; ``fairness_key`` names its tenant (within a
+        priority, tenants take turns by weight). Raises :class:`~dpq.client.InvalidArgumentError`
         for input the server refuses, :class:`~dpq.client.UnavailableError`
         when no endpoint took it in time.
         """
-        return await self.submit(payload, priority, queue, delay, dedup_key)
+        return await self.submit(payload, priority, queue, delay, dedup_key, fairness_key)
 
     def submit(self, payload: Payload, priority: int = DEFAULT_PRIORITY,
                queue: str = DEFAULT_QUEUE, delay: Delay = None,
-               dedup_key: str | None = None) -> asyncio.Future[int]:
+               dedup_key: str | None = None,
+               fairness_key: str | None = None) -> asyncio.Future[int]:
         """Start enqueueing one job without waiting: a future of its id.
 
         Must be called on the event loop. Bad argument types raise here, at
         once; everything else lands in the future.
         """
         self._check_open()
-        job = to_new_job(JobSpec(payload, priority, queue, delay, dedup_key), self._idempotent)
+        job = to_new_job(JobSpec(payload, priority, queue, delay, dedup_key, fairness_key),
+                         self._idempotent)
         if self._batcher is not None:
             future = self._batcher.submit(job)
         else:
@@ -306,17 +309,21 @@ class Producer(BlockingClient):
 
     def enqueue(self, payload: Payload, priority: int = DEFAULT_PRIORITY,
                 queue: str = DEFAULT_QUEUE, delay: Delay = None,
-                dedup_key: str | None = None) -> int:
+                dedup_key: str | None = None, fairness_key: str | None = None) -> int:
         """Enqueue one job and wait for its id (see :meth:`AsyncProducer.enqueue`)."""
-        return self._loop.run(self._async.enqueue(payload, priority, queue, delay, dedup_key))
+        return self._loop.run(self._async.enqueue(payload, priority, queue, delay, dedup_key,
+                                                  fairness_key))
 
     def submit(self, payload: Payload, priority: int = DEFAULT_PRIORITY,
                queue: str = DEFAULT_QUEUE, delay: Delay = None,
-               dedup_key: str | None = None) -> concurrent.futures.Future[int]:
+               dedup_key: str | None = None,
+               fairness_key: str | None = None) -> concurrent.futures.Future[int]:
         """Start enqueueing one job: a future of its id. With ``batching=True``
         the jobs submitted from any threads ride together."""
-        to_new_job(JobSpec(payload, priority, queue, delay, dedup_key))  # type errors: raise here
-        future = self._loop.submit(self._async.enqueue(payload, priority, queue, delay, dedup_key))
+        # type errors: raise here
+        to_new_job(JobSpec(payload, priority, queue, delay, dedup_key, fairness_key))
+        future = self._loop.submit(self._async.enqueue(payload, priority, queue, delay, dedup_key,
+                                                       fairness_key))
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)

@@ -33,7 +33,8 @@ class JobSpec:
 
     ``priority`` 1 is the most urgent, 5 the least. A ``dedup_key`` seen again
     in the same queue within the cluster's dedup window (an hour by default)
-    returns the first job's id and enqueues nothing.
+    returns the first job's id and enqueues nothing. ``fairness_key`` (a tenant, a
+    customer) makes delivery within one priority take turns between keys by weight.
     """
 
     payload: Payload
@@ -41,6 +42,7 @@ class JobSpec:
     queue: str = DEFAULT_QUEUE
     delay: Delay = None
     dedup_key: str | None = None
+    fairness_key: str | None = None
 
 
 #: What ``enqueue_many`` takes per job: a :class:`JobSpec`, a bare payload
@@ -105,4 +107,5 @@ def to_new_job(spec: JobSpec, idempotent: bool = False) -> queue_pb2.NewJob:
         payload=payload_bytes(spec.payload),
         delay_ms=delay_ms(spec.delay),
         dedup_key=dedup or "",
+        fairness_key=spec.fairness_key or "",
     )

@@ -55,7 +55,8 @@ def job_info(state: QueueState, job_id: int, now_us: int, aging_step_us: int,
         state=selector.public_state(job, now_us), attempt=job.attempt, owner_node=job.owner,
         ready_at_us=max(job.created_at_us, job.ready_at_us),
         aged_key_us=aged_key_us(job, aging_step_us), last_error=job.last_error,
-        dedup_key=job.dedup_key, cancel_requested=job.cancel_requested)
+        dedup_key=job.dedup_key, cancel_requested=job.cancel_requested,
+        fairness_key=job.fairness_key)
     if with_payload:
         info.payload = job.payload
     if job.state == JobState.LEASED:
