@@ -29,7 +29,7 @@ from dpq.proposing.results import (
     not_applied,
     paused,
 )
-from dpq.queue import inspect, validate
+from dpq.queue import budget, inspect, validate
 from dpq.queue.results import Settled
 from dpq.queue.rules import PRIORITY_MAX
 from dpq.queue.state import QueueState
@@ -79,7 +79,7 @@ class NodeOperations:
         validate.new_jobs(jobs, limits)
         pglag.check(self.state, self.policy.max_postgres_lag_slots)
         dedup_window_us = self.policy.dedup_window_ms * 1000
-        self._check_budget(self.state.cost_of(jobs, dedup_window_us))
+        self._check_budget(self.state.cost_of(jobs, dedup_window_us), budget.least_urgent(jobs))
         command = log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
             jobs=jobs, owners=self._pick_owners(len(jobs)), dedup_window_us=dedup_window_us))
         slot, result = await self.proposer.submit_at(command)
@@ -88,15 +88,13 @@ class NodeOperations:
             await self._written.wait_for(slot)
         return ids
 
-    def _check_budget(self, incoming: int) -> None:
-        """``incoming``: what the new jobs cost (``QueueState.cost_of``), not just payloads."""
-        held = self.state.held_bytes + self._log_bytes()
-        if held + incoming > self.policy.memory_budget_bytes:
-            raise ResourceExhausted(
-                f"the jobs and the log since the last snapshot take {held} bytes of memory; "
-                f"{incoming} more would pass the memory budget of "
-                f"{self.policy.memory_budget_bytes} bytes: consume or retry later"
-            )
+    def _check_budget(self, incoming: int, priority: int) -> None:
+        """``incoming``: what the new jobs cost (``QueueState.cost_of``), not just payloads;
+        ``priority``: their least urgent (``dpq.queue.budget``)."""
+        why = budget.refusal(self.state.held_bytes + self._log_bytes(), incoming, priority,
+                             self.policy.memory_budget_bytes)
+        if why is not None:
+            raise ResourceExhausted(why)
 
     def admit_forwarded(self, batch: log_pb2.CommandBatch | bytes) -> log_pb2.CommandBatch:
         """Check a batch a gateway or node proposes through this leader; return it decoded.
@@ -115,7 +113,8 @@ class NodeOperations:
         if enqueues:
             pglag.check(self.state, self.policy.max_postgres_lag_slots)
             self._check_budget(sum(self.state.cost_of(e.jobs, e.dedup_window_us)
-                                   for e in enqueues))
+                                   for e in enqueues),
+                               max(budget.least_urgent(e.jobs) for e in enqueues))
         return batch
 
     def _pick_owners(self, n: int) -> list[int]:

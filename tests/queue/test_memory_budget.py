@@ -65,3 +65,33 @@ def test_acks_always_get_through_and_junk_never_does():
         ops.admit_forwarded(b"junk")
     with pytest.raises(InvalidArgument, match=r"commands\[0\].enqueue.jobs\[0\].payload"):
         ops.admit_forwarded(batch_of(enqueue(queue_pb2.NewJob(priority=1, payload=bytes(3 << 20)))))
+
+
+# ----------------------------------------------------------- shares by priority
+
+def test_each_priority_may_fill_its_share_of_the_budget_the_least_urgent_first():
+    from dpq.queue import budget as shares
+
+    assert [shares.limit_for(p, 1000) for p in range(1, 6)] == [1000, 950, 900, 850, 800]
+    assert shares.refusal(790, 10, 5, 1000) is None
+    why = shares.refusal(790, 11, 5, 1000)
+    assert "801" not in why and "800 bytes, the 80 %" in why and "priority-5" in why
+    assert shares.refusal(990, 10, 1, 1000) is None
+    assert shares.least_urgent([queue_pb2.NewJob(priority=p) for p in (1, 4, 2)]) == 4
+
+
+def test_a_budget_filled_with_priority_5_refuses_priority_5_and_takes_priority_1():
+    log = Log()
+    filler = [queue_pb2.NewJob(queue="q", priority=5, payload=b"x" * 1000) for _ in range(80)]
+    log.run(0, enqueue(*filler))
+    held = log.state.held_bytes
+    ops = operations(log.state, budget=held * 100 // 80)  # priority 5 has filled its 80 %
+    with pytest.raises(ResourceExhausted, match="priority-5"):
+        asyncio.run(ops.enqueue([queue_pb2.NewJob(queue="q", priority=5, payload=b"y")]))
+    mixed = [queue_pb2.NewJob(queue="q", priority=1), queue_pb2.NewJob(queue="q", priority=5)]
+    with pytest.raises(ResourceExhausted, match="priority-5"):  # held to its least urgent
+        ops.admit_forwarded(batch_of(log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
+            jobs=mixed, owners=[1, 1]))))
+    urgent = batch_of(log_pb2.Command(enqueue=log_pb2.EnqueueCommand(
+        jobs=[queue_pb2.NewJob(queue="q", priority=1, payload=b"z")], owners=[1])))
+    assert ops.admit_forwarded(urgent).commands[0].enqueue.jobs[0].priority == 1
