@@ -31,7 +31,8 @@ CREATE TABLE jobs (
     updated_slot     BIGINT NOT NULL,             -- the log slot this row reflects
     CONSTRAINT queue_not_empty CHECK (queue <> ''),
     CONSTRAINT attempts_not_negative CHECK (attempts >= 0),
-    last_error       TEXT                         -- the last nack's error (0004)
+    last_error       TEXT,                        -- the last nack's error (0004)
+    fairness_key     TEXT                         -- the job's tenant (0005)
 );
 
 COMMENT ON TABLE jobs IS
@@ -42,6 +43,8 @@ COMMENT ON COLUMN jobs.updated_slot IS
     'The replicated-log slot this row reflects; a write for an older slot never overwrites it.';
 COMMENT ON COLUMN jobs.last_error IS
     'The error of the job''s last nack (or "lease expired"); NULL when it never failed.';
+COMMENT ON COLUMN jobs.fairness_key IS
+    'The job''s tenant: within a queue and priority, tenants take turns by weight.';
 
 -- An operator listing the ready jobs of a queue, most urgent and oldest first.
 CREATE INDEX jobs_ready_idx ON jobs (queue, priority, created_at, job_id)
@@ -78,3 +81,19 @@ CREATE TABLE dpq_cluster_members (
 
 COMMENT ON TABLE dpq_cluster_members IS
     'Node ids that have joined the dpq cluster (an empty data folder for one of them means a lost disk).';
+
+-- Every queue's settings (SetQueueConfig) as of updated_slot, replaced whole by
+-- the writer when one changes; 0 means not set. A queue with none has no row.
+CREATE TABLE queue_configs (
+    queue                   TEXT PRIMARY KEY,
+    max_in_flight           INTEGER NOT NULL,
+    max_rate_per_s          DOUBLE PRECISION NOT NULL,
+    burst                   INTEGER NOT NULL,
+    fairness_weights        JSONB NOT NULL,
+    default_fairness_weight INTEGER NOT NULL,
+    max_attempts            INTEGER NOT NULL,
+    updated_slot            BIGINT NOT NULL
+);
+
+COMMENT ON TABLE queue_configs IS
+    'SetQueueConfig as applied by the replicated log; 0 means not set (no limit, the default).';

@@ -82,6 +82,8 @@ class LeaderDuties:
         self.outage = Outage(log, "writing to PostgreSQL at " + connect.where(dsn),
                              first_delay_s=writer_interval_s, clock=clock)
         self._written: int | None = None  # slot PostgreSQL holds, while we lead
+        # the slot whose queue settings PostgreSQL holds (None: write them on the next batch)
+        self._configs_written: int | None = None
         self._unreachable_since: dict[int, float] = {}
         # Observed batch sizes (for the benchmark): rows per transaction.
         self.transactions = 0
@@ -109,7 +111,7 @@ class LeaderDuties:
             await asyncio.sleep(delay)
             delay = self._interval_s
             if not self._replica.is_leader:
-                self._written = None
+                self._written = self._configs_written = None
                 self.caught_up_at = self._clock()  # a new leadership starts the count anew
                 continue
             lag = self._state.applied_slot - self._state.written_slot
@@ -144,7 +146,7 @@ class LeaderDuties:
     async def _reset(self) -> None:
         conn, self._conn = self._conn, None
         await connect.close_quietly(conn)
-        self._written = None
+        self._written = self._configs_written = None
 
     async def _bounded(self, coro, timeout_s: float, what: str):
         """Run ``coro`` on the writer's connection; past ``timeout_s`` close the
@@ -183,7 +185,10 @@ class LeaderDuties:
             self.caught_up_at = began
             return 0
         touched = state.unwritten(self._written)
-        if not touched:
+        configs = None
+        if self._configs_written is None or state.config_slot > self._configs_written:
+            configs = [c.to_pb(q) for q, c in sorted(state.configs.items())]
+        if not touched and configs is None:
             self.caught_up_at = began
             return 0  # only checkpoints since: nothing to write (and no new checkpoint to cause)
         upserts, deletes = [], []
@@ -197,9 +202,11 @@ class LeaderDuties:
         timeout_s = self._timeout_s + rows * WRITE_S_PER_ROW
         await self._bounded(
             writer.write_batch(conn, upserts, deletes, slot,
-                               statement_timeout_ms=int(timeout_s * 1000)),
+                               statement_timeout_ms=int(timeout_s * 1000), configs=configs),
             timeout_s, f"a batch of {rows} rows")
         self._written = slot
+        if configs is not None:
+            self._configs_written = slot
         self.transactions += 1
         self.rows += rows
         self.transaction_rows.observe(rows)

@@ -60,9 +60,11 @@ from typing import Any
 import psycopg
 from psycopg import pq
 from psycopg.adapt import Loader
+from psycopg.types.json import Jsonb
 
 from dpq.pg.queries import QUERIES
 from dpq.queue.state import Job, JobState
+from dpq.v1 import queue_pb2
 
 #: PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC.
 PG_EPOCH_US = 946_684_800_000_000
@@ -77,7 +79,7 @@ _I32 = struct.Struct(">i")
 # Field count, then (length, value) of job_id, priority, created_at, attempts,
 # owner_node, deliver_after, updated_slot; then lease_expires_at (a value, or
 # NULL) and the payload's length — the column order of copy_jobs/copy_stage
-# (after the payload: queue, state, consumer_id, then last_error).
+# (after the payload: queue, state, consumer_id, then last_error and fairness_key).
 _FIXED_HEAD = ">h iq ii iq ii ii iq iq"
 _ROW_WITH_LEASE = struct.Struct(_FIXED_HEAD + " iq i").pack
 _ROW_NO_LEASE = struct.Struct(_FIXED_HEAD + " i i").pack
@@ -100,12 +102,12 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
         lease = job.lease_expires_at_us
         if lease:
             head = _ROW_WITH_LEASE(
-                13, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
+                14, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
                 4, job.owner, 8, job.ready_at_us - e, 8, slot, 8, lease - e, len(payload),
             )
         else:
             head = _ROW_NO_LEASE(
-                13, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
+                14, 8, job.job_id, 4, job.priority, 8, job.created_at_us - e, 4, job.attempt,
                 4, job.owner, 8, job.ready_at_us - e, 8, slot, -1, len(payload),
             )
         key = (job.queue, job.state, job.consumer_id)
@@ -115,13 +117,13 @@ def copy_chunks(jobs: Sequence[Job], slot: int) -> Iterator[bytes]:
         append(head)
         append(payload)
         append(tail)
-        error = job.last_error
-        if error:
-            encoded = error.encode()
-            append(_I32.pack(len(encoded)))
-            append(encoded)
-        else:
-            append(_NULL)
+        for text in (job.last_error, job.fairness_key):
+            if text:
+                encoded = text.encode()
+                append(_I32.pack(len(encoded)))
+                append(encoded)
+            else:
+                append(_NULL)
         size += len(payload) + 100
         if size >= CHUNK_BYTES:
             yield b"".join(out)
@@ -153,6 +155,7 @@ async def write_batch(
     applied_slot: int,
     *,
     statement_timeout_ms: int | None = None,
+    configs: Sequence[queue_pb2.QueueConfig] | None = None,
 ) -> int:
     """Write one batch in one transaction; return ``dpq_cluster.applied_slot`` after it.
 
@@ -163,7 +166,8 @@ async def write_batch(
     a transaction: the batch commits before this returns. ``synchronous_commit``
     is left as the server has it (on by default). ``statement_timeout_ms``, when
     given, is the server's limit on each statement of this transaction (a big
-    batch may need more than the session's default).
+    batch may need more than the session's default). ``configs``, when given, are
+    every queue's settings as of ``applied_slot``: they replace ``queue_configs``.
     """
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise ValueError("write_batch commits its own transaction: call it outside one")
@@ -198,6 +202,13 @@ async def write_batch(
                 await cur.execute(QUERIES["upsert_from_stage"])
             if deletes:
                 await cur.execute(QUERIES["delete_jobs"], (list(deletes),))
+            if configs is not None:
+                await cur.execute(QUERIES["clear_queue_configs"])
+                for c in configs:
+                    weights = {w.key: w.weight for w in c.fairness_weights}
+                    await cur.execute(QUERIES["insert_queue_config"], (
+                        c.queue, c.max_in_flight, c.max_rate_per_s, c.burst, Jsonb(weights),
+                        c.default_fairness_weight, c.max_attempts, c.slot))
             await cur.execute(QUERIES["advance_applied_slot"], {"slot": applied_slot})
     return applied_slot
 
@@ -243,7 +254,8 @@ async def load_jobs(conn: psycopg.AsyncConnection) -> list[Job]:
             lease or 0,
             consumer or "",
             last_error=last_error or "",
+            fairness_key=fairness_key or "",
         )
         for (job_id, queue, priority, payload, created, ready, owner, attempt, state, lease,
-             consumer, last_error) in await cur.fetchall()
+             consumer, last_error, fairness_key) in await cur.fetchall()
     ]

@@ -102,6 +102,7 @@ class Dump:
             "queues": queues,
             "paused": sorted(state.paused.items()),
             "configs": sorted((q, c.to_json()) for q, c in state.configs.items()),
+            "config_slot": state.config_slot,
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -232,6 +233,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     try:
         for queue, config in meta.get("configs", ()):
             state.restore_config(str(queue), QueueSettings.from_json(config))
+        state.config_slot = _count(meta.get("config_slot", 0))
     except (ValueError, TypeError, KeyError) as exc:
         raise SnapshotError(f"queue settings: {exc}") from exc
     (count,) = _U64.unpack_from(view, at)

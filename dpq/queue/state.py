@@ -240,6 +240,7 @@ class QueueState(OperatorCommands):
         self.paused: dict[str, int] = {}
         #: queue -> its settings and token bucket (``dpq.queue.limits``). Replicated.
         self.configs: dict[str, QueueSettings] = {}
+        self.config_slot = 0  # the last slot whose QueueConfig changed them (for the writer)
         # ids of CANCELLED jobs, smallest first: evicted past MAX_CANCELLED_KEPT
         # (stale ids of jobs retried or purged since are skipped)
         self._cancelled_ids: list[int] = []
@@ -566,6 +567,7 @@ class QueueState(OperatorCommands):
         if len(new.weights) > MAX_FAIRNESS_KEYS:
             return rules.reason(Refusal.INVALID, f"{len(new.weights)} fairness weights over "
                                                  f"the limit of {MAX_FAIRNESS_KEYS}")
+        self.config_slot = self.applied_slot
         if old is not None:
             self.held_bytes -= _config_cost(queue, old)
         if new.empty:

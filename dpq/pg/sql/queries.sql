@@ -22,21 +22,22 @@ CREATE TEMP TABLE IF NOT EXISTS dpq_stage (LIKE jobs) ON COMMIT DELETE ROWS;
 -- Binary COPY of new rows straight into jobs; the column order is the one
 -- dpq.pg.writer encodes (fixed-width columns first).
 COPY jobs (job_id, priority, created_at, attempts, owner_node, deliver_after, updated_slot,
-           lease_expires_at, payload, queue, state, consumer_id, last_error)
+           lease_expires_at, payload, queue, state, consumer_id, last_error, fairness_key)
 FROM STDIN (FORMAT BINARY);
 
 -- copy_stage --
 -- The same rows, into the staging table.
 COPY dpq_stage (job_id, priority, created_at, attempts, owner_node, deliver_after, updated_slot,
-                lease_expires_at, payload, queue, state, consumer_id, last_error)
+                lease_expires_at, payload, queue, state, consumer_id, last_error, fairness_key)
 FROM STDIN (FORMAT BINARY);
 
 -- upsert_from_stage --
 -- Staged rows into jobs; an existing row changes only for a newer slot.
 INSERT INTO jobs (job_id, priority, payload, created_at, queue, state, attempts, owner_node,
-                  deliver_after, lease_expires_at, consumer_id, updated_slot, last_error)
+                  deliver_after, lease_expires_at, consumer_id, updated_slot, last_error,
+                  fairness_key)
 SELECT job_id, priority, payload, created_at, queue, state, attempts, owner_node,
-       deliver_after, lease_expires_at, consumer_id, updated_slot, last_error
+       deliver_after, lease_expires_at, consumer_id, updated_slot, last_error, fairness_key
 FROM dpq_stage
 ON CONFLICT (job_id) DO UPDATE SET
     priority = EXCLUDED.priority,
@@ -50,7 +51,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     lease_expires_at = EXCLUDED.lease_expires_at,
     consumer_id = EXCLUDED.consumer_id,
     updated_slot = EXCLUDED.updated_slot,
-    last_error = EXCLUDED.last_error
+    last_error = EXCLUDED.last_error,
+    fairness_key = EXCLUDED.fairness_key
 WHERE jobs.updated_slot < EXCLUDED.updated_slot;
 
 -- delete_jobs --
@@ -61,6 +63,21 @@ DELETE FROM jobs WHERE job_id = ANY(%s::bigint[]);
 -- Record the batch's slot; never moves it backwards.
 UPDATE dpq_cluster SET applied_slot = %(slot)s WHERE id = 1 AND applied_slot < %(slot)s;
 
+-- clear_queue_configs --
+-- The settings are few: the writer replaces them whole.
+DELETE FROM queue_configs;
+
+-- insert_queue_config --
+INSERT INTO queue_configs (queue, max_in_flight, max_rate_per_s, burst, fairness_weights,
+                           default_fairness_weight, max_attempts, updated_slot)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s);
+
+-- load_queue_configs --
+SELECT queue, max_in_flight, max_rate_per_s, burst, fairness_weights, default_fairness_weight,
+       max_attempts, updated_slot
+FROM queue_configs
+ORDER BY queue;
+
 -- applied_slot --
 -- How far the log has been written.
 SELECT applied_slot FROM dpq_cluster WHERE id = 1;
@@ -69,7 +86,7 @@ SELECT applied_slot FROM dpq_cluster WHERE id = 1;
 -- Every job, as the state machine holds it (times as timestamptz, loaded as
 -- microseconds by dpq.pg.writer).
 SELECT job_id, queue, priority, payload, created_at, deliver_after, owner_node, attempts,
-       state::text, lease_expires_at, consumer_id, last_error
+       state::text, lease_expires_at, consumer_id, last_error, fairness_key
 FROM jobs
 ORDER BY job_id;
 
