@@ -12,7 +12,8 @@ A dedup row is ``_DEDUP`` (job id, expiry, name lengths) then the queue name and
 the key; a touched row is ``_TOUCHED`` (job id, slot). Each job is a fixed-size
 header (``_JOB``) followed by its consumer id, its payload, its dedup key and its
 last error; payload bytes are copied, never re-encoded. The paused queues are in
-the JSON part. Version 3 had no dedup key, last error, cancel flag or pauses;
+the JSON part, and so are the schedules (``dpq.queue.schedules``; a snapshot
+without them loads with none). Version 3 had no dedup key, last error, cancel flag or pauses;
 version 2 kept the dedup keys and the touched jobs in the JSON part; version 1
 had no lease receipts. All still load.
 
@@ -96,6 +97,7 @@ class Dump:
             "written_slot": state.written_slot,
             "queues": queues,
             "paused": sorted(state.paused.items()),
+            "schedules": state.schedules.to_json(),  # periodic jobs; absent before issue 16
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -219,6 +221,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     queues = [str(q) for q in meta["queues"]]
     for queue, until in meta.get("paused", ()):
         state.paused[str(queue)] = _count(until)
+    state.restore_schedules(meta.get("schedules", ()))
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
     job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3}.get(version, _JOB)

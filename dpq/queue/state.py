@@ -84,6 +84,7 @@ from dpq.queue.results import (
     Settled,
 )
 from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, RefusalRecord
+from dpq.queue.schedules import ScheduleCommands, ScheduleTable
 from dpq.queue.totals import Totals
 from dpq.v1 import log_pb2
 
@@ -184,7 +185,7 @@ def _decrement(counts: dict[int, int], key: int) -> None:
         del counts[key]
 
 
-class QueueState(OperatorCommands):
+class QueueState(OperatorCommands, ScheduleCommands):
     """The jobs of every queue, and everything needed to apply commands to them.
 
     ``members``: the node ids of the cluster (the same on every replica). Jobs
@@ -225,6 +226,8 @@ class QueueState(OperatorCommands):
         self._frozen_below = 0  # jobs from this id on were born after the snapshot began
         #: queue -> until (leader µs; 0: until resumed). Replicated (in snapshots).
         self.paused: dict[str, int] = {}
+        #: Periodic jobs (``dpq.queue.schedules``). Replicated (in snapshots).
+        self.schedules = ScheduleTable()
         # ids of CANCELLED jobs, smallest first: evicted past MAX_CANCELLED_KEPT
         # (stale ids of jobs retried or purged since are skipped)
         self._cancelled_ids: list[int] = []
@@ -763,6 +766,9 @@ _APPLY = {
     "pause": OperatorCommands._pause,
     "resume": OperatorCommands._resume,
     "purge": OperatorCommands._purge,
+    "create_schedule": ScheduleCommands._create_schedule,
+    "delete_schedule": ScheduleCommands._delete_schedule,
+    "schedule_tick": ScheduleCommands._schedule_tick,
 }
 
 
