@@ -43,6 +43,7 @@ from dpq.client.admin import (
 )
 from dpq.client.consumer import AsyncConsumer, Consumer
 from dpq.client.errors import (
+    AlreadyExistsError,
     ClientClosedError,
     DpqError,
     InvalidArgumentError,
@@ -59,6 +60,7 @@ from dpq.client.errors import (
 )
 from dpq.client.job import AsyncJob, BaseJob, Job
 from dpq.client.producer import AsyncProducer, Producer, ProducerStats
+from dpq.client.schedules import ScheduleDeletion, ScheduleInfo
 from dpq.client.spec import Delay, JobLike, JobSpec, Payload
 from dpq.security.errors import TlsError
 
@@ -66,6 +68,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "Admin",
     "Affected",
+    "AlreadyExistsError",
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncJob",
@@ -97,6 +100,8 @@ __all__ = [
     "ResourceExhaustedError",
     "RetryPolicy",
     "RunSummary",
+    "ScheduleDeletion",
+    "ScheduleInfo",
     "Selector",
     "ServerError",
     "TlsError",

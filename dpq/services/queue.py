@@ -50,6 +50,11 @@ class QueueOperations(Protocol):
     async def resume_queue(self, queue: str) -> queue_pb2.QueuePaused: ...
     async def purge_queue(self, queue: str) -> queue_pb2.JobsAffected: ...
     async def explain_job(self, job_id: int) -> queue_pb2.ExplainJobResponse: ...
+    # Periodic jobs (dpq.node.schedule_ops, dpq.gateway.schedule_ops):
+    async def create_schedule(self, request: queue_pb2.CreateScheduleRequest,
+                              ) -> queue_pb2.Schedule: ...
+    async def delete_schedule(self, name: str) -> queue_pb2.ScheduleDeleted: ...
+    async def list_schedules(self) -> queue_pb2.ListSchedulesResponse: ...
 
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
@@ -161,3 +166,17 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def ExplainJob(self, request, context):
         return await self._ops.explain_job(request.job_id)
+
+    # ------------------------------------------------------------ periodic jobs
+
+    @mapped
+    async def CreateSchedule(self, request, context):
+        return await self._ops.create_schedule(request)
+
+    @mapped
+    async def DeleteSchedule(self, request, context):
+        return await self._ops.delete_schedule(request.name)
+
+    @mapped
+    async def ListSchedules(self, request, context):
+        return await self._ops.list_schedules()
