@@ -333,6 +333,8 @@ class Node:
             "consume.pushes": self.ops.consumers.pushes,
             "consume.pushed_jobs": self.ops.consumers.pushed_jobs,
             "stealer.stolen": self.stealer.stolen,
+            "ticker.proposed": self.ticker.proposed,
+            "ticker.fired": self.ticker.fired,
             "state.applied_slot": self.state.applied_slot,
             "state.jobs": len(self.state.jobs),
             "state.payload_bytes": self.state.payload_bytes,
