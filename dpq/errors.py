@@ -60,3 +60,9 @@ class NotFound(QueueError):
     """No such job (never enqueued, or ended long enough ago to be forgotten)."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(QueueError):
+    """A schedule of that name exists and the request did not ask to replace it."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS

@@ -27,7 +27,7 @@ def _client_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dpq.cli import commands, manage
+    from dpq.cli import commands, manage, schedule
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own options: see dpq/bench/e2e.py
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.add_argument("--interval", type=commands.duration, default=1.0, help="refresh (1s)")
     manage.add_commands(commands_, _client_options)  # dpq job …, dpq queue …
+    schedule.add_commands(commands_, _client_options)  # dpq schedule …
     sub("demo", "a short tour of the aging heap and the balancer (no cluster needed)")
     commands_.add_parser("bench", help="the end-to-end benchmark (dpq bench --help)")
     certs = commands_.add_parser("certs", help="TLS material for a cluster (dpq certs init)")
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                                     tls_dir=tls)
         if args.command in manage.COMMANDS:
             return manage.run(args, target, tls, out=sys.stdout)
+        if args.command in schedule.COMMANDS:
+            return schedule.run(args, target, tls, out=sys.stdout)
         if args.command == "top":
             from dpq.cli import top as top_view
 

@@ -44,6 +44,7 @@ from dpq.client.admin import (
 )
 from dpq.client.consumer import AsyncConsumer, Consumer
 from dpq.client.errors import (
+    AlreadyExistsError,
     ClientClosedError,
     DpqError,
     InvalidArgumentError,
@@ -60,6 +61,7 @@ from dpq.client.errors import (
 )
 from dpq.client.job import AsyncJob, BaseJob, Job
 from dpq.client.producer import AsyncProducer, Producer, ProducerStats
+from dpq.client.schedules import ScheduleDeletion, ScheduleInfo
 from dpq.client.spec import Delay, JobLike, JobSpec, Payload
 from dpq.security.errors import TlsError
 
@@ -67,6 +69,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "Admin",
     "Affected",
+    "AlreadyExistsError",
     "AsyncAdmin",
     "AsyncConsumer",
     "AsyncJob",
@@ -99,6 +102,8 @@ __all__ = [
     "ResourceExhaustedError",
     "RetryPolicy",
     "RunSummary",
+    "ScheduleDeletion",
+    "ScheduleInfo",
     "Selector",
     "ServerError",
     "TlsError",

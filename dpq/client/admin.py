@@ -48,6 +48,7 @@ from dpq.client._endpoints import Channels, Endpoints, PathLike, Targets, parse_
 from dpq.client._loop import LoopThread
 from dpq.client._retry import RetryPolicy, with_retries
 from dpq.client.errors import ClientClosedError, NotFoundError, UnknownJobError
+from dpq.client.schedules import AsyncSchedules, Schedules
 from dpq.v1 import queue_pb2
 
 T = TypeVar("T")
@@ -312,7 +313,7 @@ def duration_ms(duration: float | timedelta | None) -> int:
     return math.ceil(seconds * 1000)
 
 
-class AsyncAdmin(AsyncClient):
+class AsyncAdmin(AsyncClient, AsyncSchedules):
     """Manages jobs and queues from asyncio code (see the module's doc).
 
     ``targets``, ``timeout`` (seconds per attempt), ``retry``, ``tls_dir``,
@@ -501,7 +502,7 @@ def _paused(pb: queue_pb2.QueuePaused) -> QueuePause:
     return QueuePause(pb.queue, pb.paused, _time(pb.paused_until_us), pb.was_paused, pb.slot)
 
 
-class Admin(BlockingClient):
+class Admin(BlockingClient, Schedules):
     """Manages jobs and queues from blocking code: the methods of :class:`AsyncAdmin`,
     with the same arguments, that wait for their answer. Thread-safe. Use it as
     ``with Admin(...) as admin:`` or call :meth:`close`."""

@@ -78,6 +78,11 @@ class NotFoundError(ServerError):
     """The server has no such job or queue (``NOT_FOUND``); never retried."""
 
 
+class AlreadyExistsError(ServerError):
+    """A schedule of that name exists (``ALREADY_EXISTS``): delete it, or create with
+    ``replace=True``."""
+
+
 class PartialEnqueueError(DpqError):
     """``enqueue_many`` failed part way: ``job_ids`` holds the ids of the jobs that
     were enqueued (the first ones, in order); the cause is ``__cause__``."""
@@ -134,6 +139,7 @@ def server_error(code: grpc.StatusCode, details: str, method: str,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
         grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
         grpc.StatusCode.NOT_FOUND: NotFoundError,
+        grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     }.get(code, ServerError)
     return kind(code, details, method, address)
 

@@ -25,6 +25,7 @@ from dpq.errors import Forwarded, Unavailable, Unimplemented
 from dpq.gateway import balancer
 from dpq.gateway.monitor import HealthMonitor, NodeView
 from dpq.gateway.owners import OwnerPicker
+from dpq.gateway.schedule_ops import GatewayScheduleOperations
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import enqueued
 from dpq.queue import validate
@@ -33,7 +34,7 @@ from dpq.v1 import log_pb2, queue_pb2
 FORWARD_TIMEOUT_S = 15.0
 
 
-class GatewayOperations:
+class GatewayOperations(GatewayScheduleOperations):
     def __init__(self, monitor: HealthMonitor, proposer: Proposer, owners: OwnerPicker,
                  limits: validate.Limits = validate.DEFAULT_LIMITS,
                  dedup_window_ms: int = validate.DEFAULT_DEDUP_WINDOW_MS) -> None:

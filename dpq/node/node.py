@@ -38,6 +38,7 @@ from dpq.node.readiness import Readiness
 from dpq.node.router import LeaderRouter
 from dpq.node.snapshotter import Snapshotter
 from dpq.node.stealer import WorkStealer
+from dpq.node.ticker import Ticker
 from dpq.node.transport import Transport
 from dpq.paxos.core import Config, NotLeader, Replica
 from dpq.paxos.types import Snapshot
@@ -149,6 +150,9 @@ class Node:
             self._reachable, dsn, writer_interval_s=config.writer_interval_ms / 1000,
             dead_after_s=config.dead_after_s,
             postgres_timeout_s=config.postgres_timeout_ms / 1000)
+        #: Periodic jobs: the leader proposes each schedule's ticks (dpq.node.ticker).
+        self.ticker = Ticker(config.node_id, list(config.peers), self.state, self.replica,
+                             self.proposer, self._reachable)
         self.snapshotter = Snapshotter(
             self.state, self.driver, self.applier, every_slots=config.snapshot_every_slots,
             log_bytes_limit=self.ops.log_bytes_limit, saved_slot=applied,
@@ -193,6 +197,7 @@ class Node:
         tasks = [("paxos-driver", self.driver.run()),
                  ("lease-expiry", self.dispatcher.run_expiry()),
                  ("leader-duties", self.leader_duties.run()),
+                 ("schedule-ticker", self.ticker.run()),
                  ("work-stealer", self.stealer.run()),
                  ("health-sampler", self._sample_health()),
                  ("leader-watch", self._watch_leader()),
@@ -255,6 +260,7 @@ class Node:
         self.applier.after_batch()
         self.dispatcher.wake(self.owned.take_woken())
         self.snapshotter.after_apply()
+        self.ticker.after_apply()
 
     def _install_snapshot(self, snapshot: Snapshot, loaded: object) -> None:
         self.applier.install(snapshot, loaded)
@@ -327,6 +333,8 @@ class Node:
             "consume.pushes": self.ops.consumers.pushes,
             "consume.pushed_jobs": self.ops.consumers.pushed_jobs,
             "stealer.stolen": self.stealer.stolen,
+            "ticker.proposed": self.ticker.proposed,
+            "ticker.fired": self.ticker.fired,
             "state.applied_slot": self.state.applied_slot,
             "state.jobs": len(self.state.jobs),
             "state.payload_bytes": self.state.payload_bytes,

@@ -20,6 +20,7 @@ from dpq.node.config import QueuePolicy
 from dpq.node.consume import Consumers
 from dpq.node.dispatcher import Dispatcher
 from dpq.node.router import now_us
+from dpq.node.schedule_ops import ScheduleOperations
 from dpq.proposing.proposer import Proposer
 from dpq.proposing.results import (
     Result,
@@ -43,7 +44,7 @@ LOG_SHARE = 4
 APPLY_WAIT_S = 5.0
 
 
-class NodeOperations:
+class NodeOperations(ScheduleOperations):
     def __init__(self, node_id: int, peer_ids: Sequence[int], state: QueueState,
                  proposer: Proposer, dispatcher: Dispatcher, policy: QueuePolicy,
                  reachable: Callable[[int], bool], written: SlotWatch,

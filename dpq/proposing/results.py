@@ -26,11 +26,13 @@ from dpq.queue.results import (
     refusal_from_pb,
     refusal_to_pb,
 )
+from dpq.queue.schedules import ScheduleRemoved, ScheduleSet, Ticked
 from dpq.queue.validate import InvalidArgument
 from dpq.v1 import replication_pb2
 
 __all__ = ["Applied", "Grant", "Result", "affected", "enqueued", "granted", "not_applied",
-           "paused", "reassigned", "results_from_pb", "results_to_pb"]
+           "paused", "reassigned", "results_from_pb", "results_to_pb", "schedule_removed",
+           "schedule_set"]
 
 
 class Applied(NamedTuple):
@@ -89,6 +91,20 @@ def configured(result: Result | None) -> Configured:
     raise not_applied(result)
 
 
+def schedule_set(result: Result | None) -> ScheduleSet:
+    """What a CreateSchedule did; raises what to tell the client otherwise."""
+    if isinstance(result, ScheduleSet):
+        return result
+    raise not_applied(result)
+
+
+def schedule_removed(result: Result | None) -> ScheduleRemoved:
+    """What a DeleteSchedule did; raises what to tell the client otherwise."""
+    if isinstance(result, ScheduleRemoved):
+        return result
+    raise not_applied(result)
+
+
 def reassigned(result: Result | None) -> int:
     """How many jobs a Reassign moved (0 if it was refused)."""
     return result.count if isinstance(result, Reassigned) else 0
@@ -124,6 +140,17 @@ def _to_pb(result: Result) -> replication_pb2.CommandResult:
         case Configured(queue, config):
             item.queue = queue
             item.config.CopyFrom(config)
+        case ScheduleSet(name, version, existed, changed, next_fire_at_us):
+            item.schedule.name, item.schedule.version = name, version
+            item.schedule.existed, item.schedule.changed = existed, changed
+            item.schedule.next_fire_at_us = next_fire_at_us
+        case ScheduleRemoved(name, existed):
+            item.schedule.name, item.schedule.existed = name, existed
+            item.schedule.changed = existed
+        case Ticked(name, job_id, next_fire_at_us, dropped):
+            item.schedule.name, item.schedule.job_id = name, job_id
+            item.schedule.next_fire_at_us, item.schedule.dropped = next_fire_at_us, dropped
+            item.schedule.changed = bool(job_id)
     return item
 
 
@@ -156,6 +183,14 @@ def results_from_pb(items, kinds: list[str]) -> list[Result | None]:
             out.append(Paused(item.queue, item.paused, item.paused_until_us, item.was_paused))
         elif kind == "queue_config":
             out.append(Configured(item.queue, item.config))
+        elif kind == "create_schedule":
+            s = item.schedule
+            out.append(ScheduleSet(s.name, s.version, s.existed, s.changed, s.next_fire_at_us))
+        elif kind == "delete_schedule":
+            out.append(ScheduleRemoved(item.schedule.name, item.schedule.existed))
+        elif kind == "schedule_tick":
+            s = item.schedule
+            out.append(Ticked(s.name, s.job_id, s.next_fire_at_us, s.dropped))
         else:
             out.append(None)
     return out

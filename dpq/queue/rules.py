@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from dpq.queue import limits
+from dpq.queue import limits, timetable
 from dpq.queue.results import Refusal, Refused
 from dpq.queue.selector import selects_everything
 from dpq.v1 import log_pb2, queue_pb2
@@ -222,6 +222,68 @@ def _checkpoint(cmd: log_pb2.CheckpointCommand, members, slot, known) -> Refused
     return None
 
 
+# ------------------------------------------------------------------ periodic jobs
+# The state's own limits (dpq.queue.schedules) are the public ones: a schedule is
+# small and rare, and its cron expression must parse on every replica alike.
+
+#: Schedule names, in bytes of UTF-8 (dpq.queue.schedules.MAX_NAME_BYTES).
+MAX_SCHEDULE_NAME_BYTES = 200
+
+
+def _schedule_name(field: str, name: str) -> Refused | None:
+    size = len(name.encode())
+    if not 1 <= size <= MAX_SCHEDULE_NAME_BYTES:
+        return reason(Refusal.INVALID,
+                      f"{field} of {size} bytes outside 1..{MAX_SCHEDULE_NAME_BYTES}")
+    return None
+
+
+def _create_schedule(cmd: log_pb2.CreateScheduleCommand, members, slot,
+                     known) -> Refused | None:
+    s = cmd.schedule
+    why = _schedule_name("schedule.name", s.name) or _queue_name("schedule.queue", s.queue,
+                                                                 known)
+    if why:
+        return why
+    if not 0 <= s.priority <= PRIORITY_MAX:
+        return reason(Refusal.INVALID, f"schedule.priority {s.priority} outside 0..{PRIORITY_MAX}")
+    if len(s.payload) > MAX_PAYLOAD_BYTES:
+        return _over("schedule.payload bytes", len(s.payload), MAX_PAYLOAD_BYTES)
+    if len(s.fairness_key) > MAX_NAME_CHARS:
+        return _over("schedule.fairness_key characters", len(s.fairness_key), MAX_NAME_CHARS)
+    if bool(s.cron.strip()) == bool(s.every_ms):
+        return reason(Refusal.INVALID, "schedule: give exactly one of cron and every_ms")
+    if s.cron:
+        if len(s.cron) > MAX_NAME_CHARS:
+            return _over("schedule.cron characters", len(s.cron), MAX_NAME_CHARS)
+        problem = timetable.cron_problem(s.cron)
+        if problem:
+            return reason(Refusal.INVALID, f"schedule.cron {s.cron[:64]!r}: {problem}")
+    elif not timetable.MIN_EVERY_MS <= s.every_ms <= timetable.MAX_EVERY_MS:
+        return reason(Refusal.INVALID, f"schedule.every_ms {s.every_ms} outside "
+                                       f"{timetable.MIN_EVERY_MS}..{timetable.MAX_EVERY_MS}")
+    if s.jitter_ms > timetable.MAX_EVERY_MS:
+        return _over("schedule.jitter_ms", s.jitter_ms, timetable.MAX_EVERY_MS)
+    if not 0 <= s.start_at <= MAX_CLOCK_US:
+        return reason(Refusal.INVALID, f"schedule.start_at {s.start_at} outside "
+                                       f"0..{MAX_CLOCK_US} us")
+    return None
+
+
+def _delete_schedule(cmd: log_pb2.DeleteScheduleCommand, members, slot,
+                     known) -> Refused | None:
+    return _schedule_name("name", cmd.name)
+
+
+def _schedule_tick(cmd: log_pb2.ScheduleTickCommand, members, slot, known) -> Refused | None:
+    if cmd.owner not in members:
+        return reason(Refusal.NOT_MEMBER,
+                      f"owner {cmd.owner} not among the members {sorted(members)}")
+    if not 0 < cmd.fire_at_us <= MAX_CLOCK_US:
+        return reason(Refusal.INVALID, f"fire_at_us {cmd.fire_at_us} outside 1..{MAX_CLOCK_US}")
+    return _schedule_name("name", cmd.name)
+
+
 _CHECKS = {
     "enqueue": _enqueue,
     "lease": _lease,
@@ -238,4 +300,7 @@ _CHECKS = {
     "resume": _queue_only,
     "purge": _queue_only,
     "queue_config": _queue_config,
+    "create_schedule": _create_schedule,
+    "delete_schedule": _delete_schedule,
+    "schedule_tick": _schedule_tick,
 }

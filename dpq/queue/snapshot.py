@@ -12,9 +12,9 @@ A dedup row is ``_DEDUP`` (job id, expiry, name lengths) then the queue name and
 the key; a touched row is ``_TOUCHED`` (job id, slot). Each job is a fixed-size
 header (``_JOB``) followed by its consumer id, its payload, its dedup key, its
 last error and its fairness key; payload bytes are copied, never re-encoded. The
-paused queues and the queues' settings (with their token buckets) are in the JSON
-part. Version 4 had no fairness keys or settings; version 3 had no dedup key, last
-error, cancel flag or pauses;
+paused queues, the queues' settings (with their token buckets) and the schedules
+(``dpq.queue.schedules``) are in the JSON part. Version 4 had no fairness keys,
+settings or schedules; version 3 had no dedup key, last error, cancel flag or pauses;
 version 2 kept the dedup keys and the touched jobs in the JSON part; version 1
 had no lease receipts. All still load.
 
@@ -103,6 +103,7 @@ class Dump:
             "paused": sorted(state.paused.items()),
             "configs": sorted((q, c.to_json()) for q, c in state.configs.items()),
             "config_slot": state.config_slot,
+            "schedules": state.schedules.to_json(),  # periodic jobs; absent before issue 16
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -236,6 +237,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
         state.config_slot = _count(meta.get("config_slot", 0))
     except (ValueError, TypeError, KeyError) as exc:
         raise SnapshotError(f"queue settings: {exc}") from exc
+    state.restore_schedules(meta.get("schedules", ()))
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
     job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3, 4: _JOB_V4}.get(version, _JOB)

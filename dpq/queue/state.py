@@ -94,6 +94,7 @@ from dpq.queue.results import (
     Settled,
 )
 from dpq.queue.rules import DEFAULT_QUEUE, PRIORITY_MAX, RefusalRecord
+from dpq.queue.schedules import ScheduleCommands, ScheduleTable
 from dpq.queue.totals import Totals
 from dpq.v1 import log_pb2
 
@@ -197,7 +198,7 @@ def _decrement(counts: dict[int, int], key: int) -> None:
         del counts[key]
 
 
-class QueueState(OperatorCommands):
+class QueueState(OperatorCommands, ScheduleCommands):
     """The jobs of every queue, and everything needed to apply commands to them.
 
     ``members``: the node ids of the cluster (the same on every replica). Jobs
@@ -241,6 +242,8 @@ class QueueState(OperatorCommands):
         #: queue -> its settings and token bucket (``dpq.queue.limits``). Replicated.
         self.configs: dict[str, QueueSettings] = {}
         self.config_slot = 0  # the last slot whose QueueConfig changed them (for the writer)
+        #: Periodic jobs (``dpq.queue.schedules``). Replicated (in snapshots).
+        self.schedules = ScheduleTable()
         # ids of CANCELLED jobs, smallest first: evicted past MAX_CANCELLED_KEPT
         # (stale ids of jobs retried or purged since are skipped)
         self._cancelled_ids: list[int] = []
@@ -828,6 +831,9 @@ _APPLY = {
     "resume": OperatorCommands._resume,
     "purge": OperatorCommands._purge,
     "queue_config": QueueState._queue_config,
+    "create_schedule": ScheduleCommands._create_schedule,
+    "delete_schedule": ScheduleCommands._delete_schedule,
+    "schedule_tick": ScheduleCommands._schedule_tick,
 }
 
 

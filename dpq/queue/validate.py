@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dpq.queue import limits as queue_limits
-from dpq.queue import rules
+from dpq.queue import rules, timetable
 from dpq.queue.rules import PRIORITY_MAX, PRIORITY_MIN
 from dpq.queue.selector import selects_everything
 from dpq.v1 import log_pb2, queue_pb2
@@ -259,6 +259,61 @@ def lease(lease_ms: int, limits: Limits = DEFAULT_LIMITS, field: str = "lease_ms
     _at_most(field, lease_ms, limits.max_lease_ms, " ms")
 
 
+# ------------------------------------------------------------------ periodic jobs
+
+#: The most schedules a cluster holds (``dpq.queue.schedules.MAX_SCHEDULES``).
+MAX_SCHEDULES = 10_000
+
+
+def schedule_name(name: str, field: str = "name") -> str:
+    size = len(name.encode())
+    if size == 0:
+        raise InvalidArgument(f"{field}: empty; name the schedule (1..200 bytes)")
+    _at_most(field, size, rules.MAX_SCHEDULE_NAME_BYTES, " bytes")
+    return name
+
+
+def schedule(s: queue_pb2.Schedule, limits: Limits = DEFAULT_LIMITS, field: str = "schedule",
+             now_us: int | None = None) -> None:
+    """Check a ``Schedule`` to create. With ``now_us`` (at the edge) also that it has a
+    next tick and that its jitter is within its interval (the shortest gap between its
+    next occurrences, for cron). The answer-only fields are ignored."""
+    schedule_name(s.name, f"{field}.name")
+    queue_name(s.queue, f"{field}.queue", limits)
+    if s.priority:
+        priority(s.priority, f"{field}.priority")
+    _at_most(f"{field}.payload", len(s.payload), limits.max_payload_bytes, " bytes")
+    _at_most(f"{field}.fairness_key", len(s.fairness_key), limits.max_dedup_key, " characters")
+    cron = s.cron.strip()
+    if bool(cron) == bool(s.every_ms):
+        raise InvalidArgument(
+            f"{field}: give exactly one of cron (5 fields, UTC) and every_ms "
+            f"(got cron {s.cron!r} and every_ms {s.every_ms})")
+    if cron:
+        _at_most(f"{field}.cron", len(cron), limits.max_dedup_key, " characters")
+        problem = timetable.cron_problem(cron)
+        if problem:
+            raise InvalidArgument(f"{field}.cron: {cron!r}: {problem}")
+    elif not timetable.MIN_EVERY_MS <= s.every_ms <= timetable.MAX_EVERY_MS:
+        raise InvalidArgument(
+            f"{field}.every_ms: {s.every_ms} is outside {timetable.MIN_EVERY_MS}.."
+            f"{timetable.MAX_EVERY_MS} ms (1 s .. 366 days)")
+    if not 0 <= s.start_at <= rules.MAX_CLOCK_US:
+        raise InvalidArgument(f"{field}.start_at: {s.start_at} us is outside 0.."
+                              f"{rules.MAX_CLOCK_US} us since the epoch (0: now)")
+    _at_most(f"{field}.jitter_ms", s.jitter_ms, timetable.MAX_EVERY_MS, " ms")
+    if now_us is None:
+        return
+    start = max(s.start_at, now_us)
+    if cron and timetable.first_at_or_after(cron, 0, start) == timetable.NEVER:
+        raise InvalidArgument(f"{field}.cron: {cron!r} matches no time after "
+                              f"{s.start_at or now_us} us (before the year 2200)")
+    gap = timetable.shortest_gap_ms(cron, s.every_ms, start)
+    if s.jitter_ms and gap is not None and s.jitter_ms > gap:
+        raise InvalidArgument(f"{field}.jitter_ms: {s.jitter_ms} ms is over the schedule's "
+                              f"interval of {gap} ms")
+
+
 # ------------------------------------------------------------------ proposals
 
 def proposal(data: bytes, limits: Limits, members: frozenset[int]) -> log_pb2.CommandBatch:
@@ -402,6 +457,26 @@ def _check_queue_config(cmd: log_pb2.QueueConfigCommand, where: str, limits: Lim
     queue_config(cmd.change, limits, f"{where}.change.")
 
 
+def _check_create_schedule(cmd: log_pb2.CreateScheduleCommand, where: str, limits: Limits,
+                           members) -> None:
+    schedule(cmd.schedule, limits, f"{where}.schedule")
+
+
+def _check_delete_schedule(cmd: log_pb2.DeleteScheduleCommand, where: str, limits: Limits,
+                           members) -> None:
+    schedule_name(cmd.name, f"{where}.name")
+
+
+def _check_schedule_tick(cmd: log_pb2.ScheduleTickCommand, where: str, limits: Limits,
+                         members: frozenset[int]) -> None:
+    # a tick a leader proposed just before it lost its leadership reaches the next
+    # leader this way; the state machine drops it unless it is the schedule's next tick
+    schedule_name(cmd.name, f"{where}.name")
+    _members(f"{where}.owner", [cmd.owner], members)
+    if cmd.fire_at_us <= 0:
+        raise InvalidArgument(f"{where}.fire_at_us: {cmd.fire_at_us} is not a time")
+
+
 _PROPOSAL_CHECKS = {
     "enqueue": _check_enqueue,
     "lease": _check_lease,
@@ -417,5 +492,8 @@ _PROPOSAL_CHECKS = {
     "resume": _check_queue,
     "purge": _check_queue,
     "queue_config": _check_queue_config,
+    "create_schedule": _check_create_schedule,
+    "delete_schedule": _check_delete_schedule,
+    "schedule_tick": _check_schedule_tick,
     # no "checkpoint": only the leader's writer proposes one, on the leader
 }

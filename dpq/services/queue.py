@@ -54,6 +54,11 @@ class QueueOperations(Protocol):
     async def set_queue_config(self, change: queue_pb2.SetQueueConfigRequest,
                                ) -> queue_pb2.QueueConfig: ...
     async def get_queue_config(self, queue: str) -> queue_pb2.QueueConfig: ...
+    # Periodic jobs (dpq.node.schedule_ops, dpq.gateway.schedule_ops):
+    async def create_schedule(self, request: queue_pb2.CreateScheduleRequest,
+                              ) -> queue_pb2.Schedule: ...
+    async def delete_schedule(self, name: str) -> queue_pb2.ScheduleDeleted: ...
+    async def list_schedules(self) -> queue_pb2.ListSchedulesResponse: ...
 
 
 def _ref_response(refs, errors: list[str]) -> queue_pb2.RefResponse:
@@ -173,3 +178,17 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
     @mapped
     async def GetQueueConfig(self, request, context):
         return await self._ops.get_queue_config(request.queue)
+
+    # ------------------------------------------------------------ periodic jobs
+
+    @mapped
+    async def CreateSchedule(self, request, context):
+        return await self._ops.create_schedule(request)
+
+    @mapped
+    async def DeleteSchedule(self, request, context):
+        return await self._ops.delete_schedule(request.name)
+
+    @mapped
+    async def ListSchedules(self, request, context):
+        return await self._ops.list_schedules()

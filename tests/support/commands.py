@@ -162,6 +162,24 @@ def queue_config(queue="q", **fields):
                                            for k, w in weights.items()], **fields)))
 
 
+def create_schedule(name="s", every_ms=1000, start_at_us=200_000, jitter_ms=0, queue="a",
+                    replace=False):
+    return log_pb2.Command(create_schedule=log_pb2.CreateScheduleCommand(
+        schedule=queue_pb2.Schedule(name=name, queue=queue, priority=2, payload=b"tick",
+                                    every_ms=every_ms, start_at=start_at_us,
+                                    jitter_ms=jitter_ms),
+        replace=replace))
+
+
+def delete_schedule(name="s"):
+    return log_pb2.Command(delete_schedule=log_pb2.DeleteScheduleCommand(name=name))
+
+
+def schedule_tick(name="s", fire_at_us=200_000, version=1, owner=1):
+    return log_pb2.Command(schedule_tick=log_pb2.ScheduleTickCommand(
+        name=name, fire_at_us=fire_at_us, version=version, owner=owner))
+
+
 #: Selectors of the bulk commands: by ids, by queue and state, by priority, by dedup prefix.
 selectors = st.one_of(
     st.builds(lambda ids: {"job_ids": ids}, st.lists(st.integers(1, 30), min_size=1, max_size=4)),
@@ -183,6 +201,16 @@ admin_commands = st.one_of(
                   fairness_weights={"t1": 3}),
               st.sampled_from(["a", "b"]), st.sampled_from([0, 1, 2]),
               st.sampled_from([0.0, 2.0, 50.0]), st.sampled_from([0, 1, 2])),
+    # periodic jobs: a schedule on a grid of 200 ms + n s, so some ticks are its next one
+    st.builds(create_schedule, st.sampled_from(["s", "t"]), st.sampled_from([1000, 2000]),
+              replace=st.booleans()),
+    st.builds(delete_schedule, st.sampled_from(["s", "t"])),
+    st.builds(schedule_tick, st.sampled_from(["s", "t"]),
+              st.sampled_from([200_000, 1_200_000, 2_200_000]), st.integers(1, 6),
+              st.integers(1, 3)),
+    st.builds(schedule_tick, st.sampled_from(["s", "t"]),
+              st.sampled_from([200_000, 1_200_000, 2_200_000]), st.integers(1, 6),
+              st.integers(1, 3)),
 )
 
 queue_commands = st.one_of(
