@@ -15,7 +15,7 @@ from dpq.errors import AlreadyExists, ResourceExhausted
 from dpq.node.router import now_us
 from dpq.proposing.results import schedule_removed, schedule_set
 from dpq.queue import validate
-from dpq.queue.schedules import MAX_SCHEDULES, SCHEDULE_OVERHEAD
+from dpq.queue.schedules import DEFAULT_PRIORITY, MAX_SCHEDULES, SCHEDULE_OVERHEAD
 from dpq.v1 import log_pb2, queue_pb2
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ class ScheduleOperations:
         if old is None and len(table) >= MAX_SCHEDULES:
             raise ResourceExhausted(f"schedule.name: {len(table)} schedules exist, the limit is "
                                     f"{MAX_SCHEDULES}: delete some first")
-        self._check_budget(SCHEDULE_OVERHEAD + len(spec.payload) + len(spec.name))
+        self._check_budget(SCHEDULE_OVERHEAD + len(spec.payload) + len(spec.name),
+                           spec.priority or DEFAULT_PRIORITY)
         _, result = await self._operate(log_pb2.Command(
             create_schedule=log_pb2.CreateScheduleCommand(schedule=spec,
                                                           replace=request.replace)))
