@@ -996,7 +996,8 @@ cdef class FairHeap:
     cdef size_t _nt
     cdef size_t _nb
     cdef size_t _tcap
-    cdef size_t _sweep_at
+    cdef size_t _sweep_at           # sweep when more idle records than this
+    cdef int64_t _sweep_v           # ... or when V reaches this
     cdef int64_t _step
     cdef int64_t _lo[5]
     cdef int64_t _hi[5]
@@ -1034,6 +1035,7 @@ cdef class FairHeap:
         self._default_weight = 1
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
 
     def __dealloc__(self):
         self._free_records()
@@ -1124,10 +1126,10 @@ cdef class FairHeap:
         self._free_records()
         _table_empty(&self._tmap)
         self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
 
     cdef void _went_idle(self, size_t i) noexcept:
         """Record ``i`` has no ready job left."""
-        cdef size_t j
         self._cold[i].n = 0         # whatever is left is tombstones
         self._cold[i].dead = 0
         self._nb -= 1
@@ -1139,15 +1141,30 @@ cdef class FairHeap:
         if self._hot[i].pass_ <= self._vtime:
             self._drop(i)
         if self._nt - self._nb > self._sweep_at:
-            j = self._nt
-            while j > self._nb:     # from the end: a dropped record's stand-in was seen
-                j -= 1
-                if self._hot[j].pass_ <= self._vtime:
-                    self._drop(j)
-            self._sweep_at = 2 * (self._nt - self._nb)
-            if self._sweep_at < MIN_IDLE_SWEEP:
-                self._sweep_at = MIN_IDLE_SWEEP
-            _table_shrink(&self._tmap)
+            self._sweep()
+
+    cdef void _sweep(self) noexcept:
+        """Forget the idle records whose pass V has reached.
+
+        Run when the idle records doubled since the last sweep, or when V
+        reached every pass the last sweep kept: either way about as many
+        records go as are looked at.
+        """
+        cdef size_t j = self._nt
+        self._sweep_v = INT64_MIN
+        while j > self._nb:     # from the end: a dropped record's stand-in was seen
+            j -= 1
+            if self._hot[j].pass_ <= self._vtime:
+                self._drop(j)
+            elif self._hot[j].pass_ > self._sweep_v:
+                self._sweep_v = self._hot[j].pass_
+        if self._sweep_v == INT64_MIN:
+            self._sweep_v = INT64_MAX
+        self._sweep_at = 2 * (self._nt - self._nb)
+        if self._sweep_at < MIN_IDLE_SWEEP:
+            self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
+        _table_shrink(&self._tmap)
 
     cdef inline void _push_ready(self, size_t i, Ready r) noexcept:
         """Put a ready job into record ``i``'s heap (room reserved)."""
@@ -1219,7 +1236,12 @@ cdef class FairHeap:
             for j in range(self._nt):
                 self._hot[j].pass_ = (self._hot[j].pass_ - self._vtime
                                       if self._hot[j].pass_ > self._vtime else 0)
+            if self._sweep_v != INT64_MAX:
+                self._sweep_v = (self._sweep_v - self._vtime
+                                 if self._sweep_v > self._vtime else 0)
             self._vtime = 0
+        if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
+            self._sweep()
         c.n -= 1
         if c.n:
             _sift_down(c.heap, c.n, 0, c.heap[c.n])
@@ -1483,6 +1505,7 @@ cdef class FairHeap:
         self._delayed_live = 0
         self._vtime = 0
         self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
 
     # -- looking ---------------------------------------------------------------
 

@@ -59,14 +59,14 @@ from array import array
 from typing import Any
 
 from dpq.queue.heap import (
+    _I64_MAX,
+    _I64_MIN,
     DEFAULT_AGING_STEP_US,
     MAX_AGING_STEP_US,
     PRIORITY_MAX,
     PRIORITY_MIN,
     STRICT_MAX_US,
     STRICT_MIN_US,
-    _I64_MAX,
-    _I64_MIN,
     _i64,
     _key_error,
     _priority_error,
