@@ -1163,7 +1163,6 @@ cdef class FairHeap:
         self._sweep_at = 2 * (self._nt - self._nb)
         if self._sweep_at < MIN_IDLE_SWEEP:
             self._sweep_at = MIN_IDLE_SWEEP
-        self._sweep_v = INT64_MAX
         _table_shrink(&self._tmap)
 
     cdef inline void _push_ready(self, size_t i, Ready r) noexcept:
@@ -1397,7 +1396,7 @@ cdef class FairHeap:
         if self._nb == 0:
             return None
         job_id = self._serve(self._choose())
-        self._trim_ids()
+        self._trim_all()
         return job_id
 
     def pop_many(self, n, now_us):
@@ -1415,7 +1414,7 @@ cdef class FairHeap:
         dst = <uint64_t*>out.data.as_ulonglongs
         for i in range(m):
             dst[i] = self._serve(self._choose())
-        self._trim_ids()
+        self._trim_all()
         return out
 
     def peek(self, now_us):
@@ -1439,7 +1438,7 @@ cdef class FairHeap:
             self._delayed_dead += 1
             if self._delayed_dead > COMPACT_MIN and self._delayed_dead > <size_t>self._delayed_live:
                 self._compact_delayed()
-            self._trim_ids()
+            self._trim_all()
             return True
         i = <size_t>self._index(slot.tenant)
         _ferase(&self._ids, slot)
@@ -1455,7 +1454,9 @@ cdef class FairHeap:
                 self._hot[i].head = c.heap[0].key
             if c.dead > COMPACT_MIN and c.dead > <size_t>c.ready:
                 self._compact_tenant(i)
-        self._trim_ids()
+            else:
+                _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
+        self._trim_all()
         return True
 
     cdef void _compact_tenant(self, size_t i) noexcept:
@@ -1482,8 +1483,10 @@ cdef class FairHeap:
         _heapify(self._delayed, j)
         _trim(<void**>&self._delayed, &self._delayed_cap, j, sizeof(FDelayed))
 
-    cdef inline void _trim_ids(self) noexcept:
+    cdef inline void _trim_all(self) noexcept:
+        """Give memory back after a drain (as FastHeap._trim)."""
         _ftable_shrink(&self._ids)
+        _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
 
     def clear(self):
         """Drop every job and every pass.  The clock and the weights are kept."""
