@@ -1207,11 +1207,27 @@ cdef class FairHeap:
         cdef THot* h = self._hot
         if self._nb == 1:
             return 0
+        # One pass finds the best head and, in case it is at level 1 (the
+        # usual case: every head at or below the clock), the pick as well.
         g = h[0].head
-        for i in range(1, self._nb):
-            if h[i].head < g:
-                g = h[i].head
+        best_p = INT64_MAX
+        if self._step:
+            for i in range(self._nb):
+                if h[i].head < g:
+                    g = h[i].head
+                if h[i].head <= self._clock:
+                    p = h[i].pass_ if h[i].pass_ > self._vtime else self._vtime
+                    if p < best_p or (p == best_p and h[i].tenant < h[best].tenant):
+                        best_p = p
+                        best = i
+            if g <= self._clock:
+                return best
+        else:
+            for i in range(1, self._nb):
+                if h[i].head < g:
+                    g = h[i].head
         top = self._threshold(g)
+        best = 0
         best_p = INT64_MAX
         for i in range(self._nb):
             if h[i].head <= top:
