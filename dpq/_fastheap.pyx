@@ -1,6 +1,9 @@
 # cython: language_level=3, cdivision=True
 """The per-node priority heap with aging, compiled: dpq's dequeue hot path.
 
+(``FairHeap``, at the end of this file, is the same heap with fair shares by
+tenant within a priority level; its rules are in :mod:`dpq.queue.fairheap`.)
+
 ``FastHeap`` keeps the jobs a node owns and hands out the most urgent ready
 one.  The rules (aging key, delayed jobs, the clock, membership) are written
 down once, in the docstring of :mod:`dpq.queue.heap`, whose ``PyHeap`` is this
@@ -1264,7 +1267,8 @@ cdef class FairHeap:
         self._ready_live[(top.tag & PRIO_MASK) - 1] -= 1
         c.ready -= 1
         if c.ready:
-            self._clean_top(i)
+            if c.dead:          # no tombstone, no lookup: the top is live
+                self._clean_top(i)
             self._hot[i].head = c.heap[0].key
             _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
         else:
