@@ -1,6 +1,9 @@
 # cython: language_level=3, cdivision=True
 """The per-node priority heap with aging, compiled: dpq's dequeue hot path.
 
+(``FairHeap``, at the end of this file, is the same heap with fair shares by
+tenant within a priority level; its rules are in :mod:`dpq.queue.fairheap`.)
+
 ``FastHeap`` keeps the jobs a node owns and hands out the most urgent ready
 one.  The rules (aging key, delayed jobs, the clock, membership) are written
 down once, in the docstring of :mod:`dpq.queue.heap`, whose ``PyHeap`` is this
@@ -36,6 +39,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
 from libc.stdint cimport INT64_MAX, INT64_MIN, SIZE_MAX, int8_t, int64_t, uint64_t
+from libc.string cimport memset
 
 import array
 
@@ -46,6 +50,11 @@ __all__ = [
     "PRIORITY_MIN",
     "STRICT_MAX_US",
     "STRICT_MIN_US",
+    "STRIDE",
+    "TENANT_MAX",
+    "WEIGHT_MAX",
+    "WEIGHT_MIN",
+    "FairHeap",
     "FastHeap",
 ]
 
@@ -93,9 +102,17 @@ ctypedef struct Delayed:
     uint64_t job_id
     int64_t key             # the aging key it will have once ready
 
+ctypedef struct FDelayed:     # FairHeap's: a Delayed that knows its tenant
+    int64_t due
+    uint64_t tag
+    uint64_t job_id
+    int64_t key
+    uint64_t tenant
+
 ctypedef fused Entry:
     Ready
     Delayed
+    FDelayed
 
 ctypedef struct Slot:
     uint64_t job_id
@@ -757,3 +774,825 @@ cdef class FastHeap:
     def __repr__(self):
         return (f"FastHeap(aging_step_us={self._step}, ready={self._ready_total()}, "
                 f"delayed={self._delayed_live})")
+
+
+# == FairHeap ===============================================================
+# FastHeap's jobs, split by tenant: one 4-ary ready heap per tenant (the
+# Ready entries and primitives above), one delayed heap for all, one id table
+# whose slots also say the tenant.  The ordering rules (level, then turns by
+# stride, then the tenant's own order) are written down in
+# dpq.queue.fairheap, whose PyFairHeap is the twin.
+#
+# Tenants are records in two parallel arrays (hot: what a pick reads; cold:
+# the tenant's heap), the backlogged ones (a live ready job) first, so a
+# pick scans exactly them: O(backlogged tenants) per pop, two sequential
+# passes over 24-byte entries.  One tenant skips the scan.  Each backlogged
+# tenant's heap top is live (tombstones under it are dropped as they
+# surface), so its head key is the top's key.
+
+cdef int64_t FAIR_STRIDE = 1 << 20
+cdef int64_t TENANT_LIMIT = 0xFFFFFFFF
+cdef enum:
+    WEIGHT_LO = 1
+    WEIGHT_HI = 1000
+    MIN_IDLE_SWEEP = 64     # idle tenant records tolerated before a sweep
+STRIDE = FAIR_STRIDE
+TENANT_MAX = TENANT_LIMIT
+WEIGHT_MIN = WEIGHT_LO
+WEIGHT_MAX = WEIGHT_HI
+# passes are rebased to 0 when the virtual time passes this (after ~2**42 turns)
+cdef int64_t REBASE_AT = 1 << 62
+# strict mode: key + this, as uint64, >> 61 is the priority index (see _offset)
+cdef uint64_t STRICT_SHIFT = (1ULL << 62) + (1ULL << 60)
+
+
+ctypedef struct FSlot:
+    uint64_t job_id
+    uint64_t tag            # as Slot's
+    uint64_t tenant
+
+ctypedef struct FTable:
+    FSlot* slots
+    size_t mask
+    size_t used
+
+ctypedef struct THot:       # what a pick reads, per tenant
+    int64_t head            # the aging key of its live head (backlogged only)
+    int64_t pass_
+    uint64_t tenant
+
+ctypedef struct TCold:
+    Ready* heap
+    size_t n                # entries, tombstones included
+    size_t cap
+    size_t dead
+    Py_ssize_t ready        # live jobs in heap
+    int64_t stride          # FAIR_STRIDE // weight
+
+
+# -- the id table again, with the tenant in each slot (same scheme as Table) --
+
+cdef inline FSlot* _flookup(const FTable* t, uint64_t job_id) noexcept nogil:
+    cdef size_t i = _home_in(_spread(job_id >> 3), job_id, t.mask)
+    while t.slots[i].tag != 0 and t.slots[i].job_id != job_id:
+        i = (i + 1) & t.mask
+    return &t.slots[i]
+
+
+cdef inline void _ferase(FTable* t, FSlot* slot) noexcept nogil:
+    cdef size_t hole = slot - t.slots
+    cdef size_t j = hole
+    cdef size_t home
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].tag == 0:
+            break
+        home = _home_in(_spread(t.slots[j].job_id >> 3), t.slots[j].job_id, t.mask)
+        if ((j - home) & t.mask) >= ((j - hole) & t.mask):
+            t.slots[hole] = t.slots[j]
+            hole = j
+    t.slots[hole].tag = 0
+    t.used -= 1
+
+
+cdef int _frehash(FTable* t, size_t capacity) except -1:
+    cdef FSlot* old = t.slots
+    cdef size_t old_cap = t.mask + 1
+    cdef size_t i
+    cdef FSlot* new = <FSlot*>PyMem_RawCalloc(capacity, sizeof(FSlot))
+    if new == NULL:
+        raise MemoryError()
+    t.slots = new
+    t.mask = capacity - 1
+    for i in range(old_cap):
+        if old[i].tag != 0:
+            _flookup(t, old[i].job_id)[0] = old[i]
+    PyMem_RawFree(old)
+    return 0
+
+
+cdef int _ftable_reserve(FTable* t, size_t more) except -1:
+    cdef size_t want, cap = t.mask + 1
+    if more > (SIZE_MAX // 4) // sizeof(FSlot) - t.used:
+        raise MemoryError()
+    want = (t.used + more) * 2
+    if want <= cap:
+        return 0
+    while cap < want:
+        cap *= 2
+    return _frehash(t, cap)
+
+
+cdef void _ftable_shrink(FTable* t) noexcept:
+    """Give a table that is under 1/8 full back down to twice its need."""
+    cdef size_t cap = t.mask + 1
+    if cap > MIN_TABLE and t.used * 8 < cap:
+        cap = MIN_TABLE
+        while cap < t.used * 4:
+            cap *= 2
+        try:
+            _frehash(t, cap)
+        except MemoryError:
+            pass
+
+
+cdef void _table_shrink(Table* t) noexcept:
+    cdef size_t cap = t.mask + 1
+    if cap > MIN_TABLE and t.used * 8 < cap:
+        cap = MIN_TABLE
+        while cap < t.used * 4:
+            cap *= 2
+        try:
+            _rehash(t, cap)
+        except MemoryError:
+            pass
+
+
+cdef void _table_empty(Table* t) noexcept:
+    """Drop every entry, and the memory of a grown table if a small one can be had."""
+    cdef Slot* small = NULL
+    if t.mask + 1 > MIN_TABLE:
+        small = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
+    if small != NULL:
+        PyMem_RawFree(t.slots)
+        t.slots = small
+        t.mask = MIN_TABLE - 1
+    else:
+        memset(t.slots, 0, (t.mask + 1) * sizeof(Slot))
+    t.used = 0
+
+
+cdef int _table_init(Table* t) except -1:
+    t.slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
+    if t.slots == NULL:
+        raise MemoryError()
+    t.mask = MIN_TABLE - 1
+    t.used = 0
+    return 0
+
+
+cdef int _grow(void** items, size_t* cap, size_t need, size_t itemsize) except -1:
+    """Like _reserve but from 4 items: a tenant with one job costs 96 bytes, not 1.5 KB."""
+    cdef size_t new_cap
+    cdef void* p
+    if need <= cap[0]:
+        return 0
+    new_cap = cap[0] * 2 if cap[0] * 2 > need else need
+    if new_cap < 4:
+        new_cap = 4
+    if new_cap > SIZE_MAX // itemsize:
+        raise MemoryError()
+    p = PyMem_RawRealloc(items[0], new_cap * itemsize)
+    if p == NULL:
+        raise MemoryError()
+    items[0] = p
+    cap[0] = new_cap
+    return 0
+
+
+cdef str _tenant_error(object value):
+    return f"tenant must be 0 to {TENANT_MAX}, got {value}"
+
+
+cdef str _weight_error(object value):
+    return f"weight must be {WEIGHT_MIN} to {WEIGHT_MAX}, got {value}"
+
+
+cdef inline uint64_t _check_tenant(object tenant) except? <uint64_t>-1:
+    cdef int overflow = 0
+    cdef long long t = PyLong_AsLongLongAndOverflow(tenant, &overflow)
+    if overflow:
+        raise ValueError(_tenant_error(tenant))
+    if t < 0 or t > TENANT_LIMIT:
+        raise ValueError(_tenant_error(t))
+    return <uint64_t>t
+
+
+cdef inline int64_t _check_weight(object weight) except -1:
+    cdef int overflow = 0
+    cdef long long w = PyLong_AsLongLongAndOverflow(weight, &overflow)
+    if overflow:
+        raise ValueError(_weight_error(weight))
+    if w < WEIGHT_LO or w > WEIGHT_HI:
+        raise ValueError(_weight_error(w))
+    return w
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class FairHeap:
+    """FastHeap with fair shares by tenant within a priority level.
+
+    ``FairHeap(aging_step_us=5_000_000)``; ``push`` takes a ``tenant`` (0 to
+    ``TENANT_MAX``).  See :mod:`dpq.queue.fairheap` for the ordering rules.
+    """
+
+    cdef FDelayed* _delayed
+    cdef size_t _delayed_n
+    cdef size_t _delayed_cap
+    cdef size_t _delayed_dead
+    cdef FTable _ids                # live job id -> tag, tenant
+    cdef Table _tmap                # tenant -> record index + 1
+    cdef Table _wmap                # tenant -> its own weight
+    cdef THot* _hot                 # records: [0, _nb) backlogged, [_nb, _nt) idle
+    cdef TCold* _cold
+    cdef size_t _nt
+    cdef size_t _nb
+    cdef size_t _tcap
+    cdef size_t _sweep_at           # sweep when more idle records than this
+    cdef int64_t _sweep_v           # ... or when V reaches this
+    cdef int64_t _step
+    cdef int64_t _lo[5]
+    cdef int64_t _hi[5]
+    cdef int64_t _offset[5]
+    cdef int64_t _clock
+    cdef uint64_t _seq
+    cdef int64_t _vtime             # V: the effective pass of the last turn
+    cdef int64_t _rebase_at
+    cdef int64_t _default_weight
+    cdef Py_ssize_t _ready_live[5]
+    cdef Py_ssize_t _delayed_live
+
+    def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
+        cdef int p, overflow = 0
+        cdef long long step = PyLong_AsLongLongAndOverflow(aging_step_us, &overflow)
+        if overflow or step < 0 or step > MAX_STEP:
+            raise ValueError(f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, "
+                             f"got {aging_step_us if overflow else step}")
+        self._step = step
+        for p in range(5):
+            if step:
+                self._lo[p] = INT64_MIN
+                self._hi[p] = INT64_MAX - p * step
+                self._offset[p] = p * step
+            else:
+                self._lo[p] = -STRICT_SPAN
+                self._hi[p] = STRICT_SPAN - 1
+                self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
+        self._ids.slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
+        if self._ids.slots == NULL:
+            raise MemoryError()
+        self._ids.mask = MIN_TABLE - 1
+        _table_init(&self._tmap)
+        _table_init(&self._wmap)
+        self._default_weight = 1
+        self._rebase_at = REBASE_AT
+        self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
+
+    def __dealloc__(self):
+        self._free_records()
+        PyMem_RawFree(self._delayed)
+        PyMem_RawFree(self._ids.slots)
+        PyMem_RawFree(self._tmap.slots)
+        PyMem_RawFree(self._wmap.slots)
+
+    @property
+    def aging_step_us(self):
+        return self._step
+
+    # -- tenant records --------------------------------------------------------
+
+    cdef void _free_records(self) noexcept:
+        cdef size_t i
+        for i in range(self._nt):
+            PyMem_RawFree(self._cold[i].heap)
+        PyMem_RawFree(self._hot)
+        PyMem_RawFree(self._cold)
+        self._hot = NULL
+        self._cold = NULL
+        self._nt = self._nb = self._tcap = 0
+
+    cdef inline Py_ssize_t _index(self, uint64_t tenant) noexcept nogil:
+        """The record of ``tenant``, or -1."""
+        return <Py_ssize_t>_lookup(&self._tmap, tenant).tag - 1
+
+    cdef inline int64_t _stride_of(self, uint64_t tenant) noexcept nogil:
+        cdef uint64_t w = _lookup(&self._wmap, tenant).tag
+        return FAIR_STRIDE // (<int64_t>w if w else self._default_weight)
+
+    cdef Py_ssize_t _record(self, uint64_t tenant) except -1:
+        """The record of ``tenant``, made (idle, pass 0) if it has none."""
+        cdef Py_ssize_t i = self._index(tenant)
+        cdef size_t cap
+        cdef Slot* slot
+        if i >= 0:
+            return i
+        if self._nt == self._tcap:
+            cap = self._tcap
+            _grow(<void**>&self._hot, &cap, self._nt + 1, sizeof(THot))
+            cap = self._tcap
+            _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
+            self._tcap = cap
+        _table_reserve(&self._tmap, 1)
+        i = self._nt
+        self._hot[i] = THot(0, 0, tenant)
+        self._cold[i] = TCold(NULL, 0, 0, 0, 0, self._stride_of(tenant))
+        slot = _lookup(&self._tmap, tenant)
+        slot.job_id = tenant
+        slot.tag = <uint64_t>i + 1
+        self._tmap.used += 1
+        self._nt += 1
+        return i
+
+    cdef inline void _swap(self, size_t i, size_t j) noexcept nogil:
+        cdef THot h
+        cdef TCold c
+        if i == j:
+            return
+        h = self._hot[i]
+        self._hot[i] = self._hot[j]
+        self._hot[j] = h
+        c = self._cold[i]
+        self._cold[i] = self._cold[j]
+        self._cold[j] = c
+        _lookup(&self._tmap, self._hot[i].tenant).tag = i + 1
+        _lookup(&self._tmap, self._hot[j].tenant).tag = j + 1
+
+    cdef void _drop(self, size_t i) noexcept:
+        """Forget the idle record ``i`` (its jobs are gone, its pass no longer matters)."""
+        cdef size_t last = self._nt - 1
+        PyMem_RawFree(self._cold[i].heap)
+        _erase(&self._tmap, _lookup(&self._tmap, self._hot[i].tenant))
+        if i != last:
+            self._hot[i] = self._hot[last]
+            self._cold[i] = self._cold[last]
+            _lookup(&self._tmap, self._hot[i].tenant).tag = i + 1
+        self._nt = last
+
+    cdef void _forget_all(self) noexcept:
+        """The busy period is over: V moves up to every pass, and every record goes."""
+        cdef size_t i
+        for i in range(self._nt):
+            if self._hot[i].pass_ > self._vtime:
+                self._vtime = self._hot[i].pass_
+        self._free_records()
+        _table_empty(&self._tmap)
+        self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
+
+    cdef void _went_idle(self, size_t i) noexcept:
+        """Record ``i`` has no ready job left."""
+        self._cold[i].n = 0         # whatever is left is tombstones
+        self._cold[i].dead = 0
+        self._nb -= 1
+        self._swap(i, self._nb)
+        i = self._nb
+        if self._nb == 0:
+            self._forget_all()
+            return
+        if self._hot[i].pass_ <= self._vtime:
+            self._drop(i)
+        if self._nt - self._nb > self._sweep_at:
+            self._sweep()
+
+    cdef void _sweep(self) noexcept:
+        """Forget the idle records whose pass V has reached.
+
+        Run when the idle records doubled since the last sweep, or when V
+        reached every pass the last sweep kept: either way about as many
+        records go as are looked at.
+        """
+        cdef size_t j = self._nt
+        self._sweep_v = INT64_MIN
+        while j > self._nb:     # from the end: a dropped record's stand-in was seen
+            j -= 1
+            if self._hot[j].pass_ <= self._vtime:
+                self._drop(j)
+            elif self._hot[j].pass_ > self._sweep_v:
+                self._sweep_v = self._hot[j].pass_
+        if self._sweep_v == INT64_MIN:
+            self._sweep_v = INT64_MAX
+        self._sweep_at = 2 * (self._nt - self._nb)
+        if self._sweep_at < MIN_IDLE_SWEEP:
+            self._sweep_at = MIN_IDLE_SWEEP
+        _table_shrink(&self._tmap)
+
+    cdef inline void _push_ready(self, size_t i, Ready r) noexcept:
+        """Put a ready job into record ``i``'s heap (room reserved)."""
+        _sift_up(self._cold[i].heap, self._cold[i].n, r)
+        self._cold[i].n += 1
+        self._cold[i].ready += 1
+        self._ready_live[(r.tag & PRIO_MASK) - 1] += 1
+        if self._cold[i].ready == 1:
+            self._swap(i, self._nb)
+            i = self._nb
+            self._nb += 1
+        self._hot[i].head = self._cold[i].heap[0].key
+
+    cdef inline void _clean_top(self, size_t i) noexcept nogil:
+        cdef TCold* c = &self._cold[i]
+        while c.n and _flookup(&self._ids, c.heap[0].job_id).tag != c.heap[0].tag:
+            c.n -= 1
+            if c.n:
+                _sift_down(c.heap, c.n, 0, c.heap[c.n])
+            c.dead -= 1
+
+    # -- picking ---------------------------------------------------------------
+
+    cdef inline int64_t _threshold(self, int64_t g) noexcept nogil:
+        """The largest aging key at the level of key ``g`` (the best head) now."""
+        cdef uint64_t d, rem
+        if self._step == 0:         # the level is the priority: its whole key range
+            return self._offset[(<uint64_t>g + STRICT_SHIFT) >> 61] + STRICT_SPAN - 1
+        if g <= self._clock:
+            return self._clock
+        d = <uint64_t>(g - self._clock)
+        rem = (<uint64_t>self._step - d % <uint64_t>self._step) % <uint64_t>self._step
+        if g > INT64_MAX - <int64_t>rem:
+            return INT64_MAX
+        return g + <int64_t>rem
+
+    cdef inline size_t _choose(self) noexcept nogil:
+        """The record served next; there is a backlogged one."""
+        cdef size_t i, best = 0
+        cdef int64_t g, top, p, best_p
+        cdef THot* h = self._hot
+        if self._nb == 1:
+            return 0
+        # One pass finds the best head and, in case it is at level 1 (the
+        # usual case: every head at or below the clock), the pick as well.
+        g = h[0].head
+        best_p = INT64_MAX
+        if self._step:
+            for i in range(self._nb):
+                if h[i].head < g:
+                    g = h[i].head
+                if h[i].head <= self._clock:
+                    p = h[i].pass_ if h[i].pass_ > self._vtime else self._vtime
+                    if p < best_p or (p == best_p and h[i].tenant < h[best].tenant):
+                        best_p = p
+                        best = i
+            if g <= self._clock:
+                return best
+        else:
+            for i in range(1, self._nb):
+                if h[i].head < g:
+                    g = h[i].head
+        top = self._threshold(g)
+        best = 0
+        best_p = INT64_MAX
+        for i in range(self._nb):
+            if h[i].head <= top:
+                p = h[i].pass_ if h[i].pass_ > self._vtime else self._vtime
+                if p < best_p or (p == best_p and h[i].tenant < h[best].tenant):
+                    best_p = p
+                    best = i
+        return best
+
+    cdef inline uint64_t _serve(self, size_t i) noexcept:
+        """Give record ``i`` its turn: pop its head."""
+        cdef TCold* c = &self._cold[i]
+        cdef Ready top = c.heap[0]
+        cdef int64_t p = self._hot[i].pass_
+        cdef size_t j
+        if p < self._vtime:
+            p = self._vtime
+        self._vtime = p
+        self._hot[i].pass_ = p + c.stride
+        if self._vtime > self._rebase_at:
+            for j in range(self._nt):
+                self._hot[j].pass_ = (self._hot[j].pass_ - self._vtime
+                                      if self._hot[j].pass_ > self._vtime else 0)
+            if self._sweep_v != INT64_MAX:
+                self._sweep_v = (self._sweep_v - self._vtime
+                                 if self._sweep_v > self._vtime else 0)
+            self._vtime = 0
+        if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
+            self._sweep()
+        c.n -= 1
+        if c.n:
+            _sift_down(c.heap, c.n, 0, c.heap[c.n])
+        _ferase(&self._ids, _flookup(&self._ids, top.job_id))
+        self._ready_live[(top.tag & PRIO_MASK) - 1] -= 1
+        c.ready -= 1
+        if c.ready:
+            if c.dead:          # no tombstone, no lookup: the top is live
+                self._clean_top(i)
+            self._hot[i].head = c.heap[0].key
+            _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
+        else:
+            self._went_idle(i)
+        return top.job_id
+
+    # -- time ------------------------------------------------------------------
+
+    cdef int _advance(self, int64_t now_us) except -1:
+        """Move the clock to ``now_us`` (never back) and promote the jobs that fell due."""
+        cdef FDelayed d
+        cdef FSlot* slot
+        cdef Py_ssize_t i
+        cdef size_t cap
+        if now_us > self._clock:
+            self._clock = now_us
+        while self._delayed_n and self._delayed[0].due <= self._clock:
+            d = self._delayed[0]
+            if _flookup(&self._ids, d.job_id).tag == (d.tag | DELAYED):
+                # room first: a MemoryError leaves the job delayed
+                i = self._record(d.tenant)
+                cap = self._cold[i].cap
+                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+                self._cold[i].cap = cap
+            else:
+                i = -1
+                self._delayed_dead -= 1
+            self._delayed_n -= 1
+            if self._delayed_n:
+                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            if i >= 0:
+                slot = _flookup(&self._ids, d.job_id)
+                slot.tag = d.tag
+                self._delayed_live -= 1
+                self._push_ready(i, Ready(d.key, d.tag, d.job_id))
+        return 0
+
+    # -- weights ---------------------------------------------------------------
+
+    def set_weight(self, tenant, weight):
+        """Give ``tenant`` turns in proportion to ``weight`` (1..1000), from its next turn."""
+        cdef uint64_t tid = _check_tenant(tenant)
+        cdef int64_t w = _check_weight(weight)
+        cdef Slot* slot
+        cdef Py_ssize_t i
+        _table_reserve(&self._wmap, 1)
+        slot = _lookup(&self._wmap, tid)
+        if slot.tag == 0:
+            slot.job_id = tid
+            self._wmap.used += 1
+        slot.tag = <uint64_t>w
+        i = self._index(tid)
+        if i >= 0:
+            self._cold[i].stride = FAIR_STRIDE // w
+
+    def reset_weight(self, tenant):
+        """Back to the default weight."""
+        cdef uint64_t tid = _check_tenant(tenant)
+        cdef Slot* slot = _lookup(&self._wmap, tid)
+        cdef Py_ssize_t i
+        if slot.tag:
+            _erase(&self._wmap, slot)
+            _table_shrink(&self._wmap)
+        i = self._index(tid)
+        if i >= 0:
+            self._cold[i].stride = FAIR_STRIDE // self._default_weight
+
+    def weight(self, tenant):
+        cdef uint64_t w = _lookup(&self._wmap, _check_tenant(tenant)).tag
+        return <int64_t>w if w else self._default_weight
+
+    def set_default_weight(self, weight):
+        """The weight of every tenant without one of its own (1 unless set)."""
+        cdef size_t i
+        self._default_weight = _check_weight(weight)
+        for i in range(self._nt):
+            self._cold[i].stride = self._stride_of(self._hot[i].tenant)
+
+    @property
+    def default_weight(self):
+        return self._default_weight
+
+    def _set_rebase_at(self, int64_t limit):
+        """Tests only: rebase passes once the virtual time passes ``limit``."""
+        self._rebase_at = limit
+
+    # -- adding ----------------------------------------------------------------
+
+    def push(self, job_id, priority, enqueued_at_us, due_at_us=0, tenant=0):
+        """Add one job.  ValueError for a bad priority or tenant, or an id already here."""
+        cdef uint64_t jid = _u64(job_id)
+        cdef int64_t enq = _i64(enqueued_at_us)
+        cdef int64_t due = _i64(due_at_us)
+        cdef int prio = _check_priority(priority)
+        cdef uint64_t tid = _check_tenant(tenant)
+        cdef int64_t ready_at = enq if enq > due else due
+        cdef FSlot* slot
+        cdef uint64_t tag
+        cdef Py_ssize_t i = -1
+        cdef size_t cap
+        cdef bint made = False
+        if ready_at < self._lo[prio - 1] or ready_at > self._hi[prio - 1]:
+            raise ValueError(_key_error(ready_at, prio, self._step))
+        # make room first, so a MemoryError leaves the heap as it was
+        _ftable_reserve(&self._ids, 1)
+        if due <= self._clock:
+            made = self._index(tid) < 0
+            i = self._record(tid)
+            cap = self._cold[i].cap
+            try:
+                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+            except MemoryError:
+                if made:
+                    self._drop(i)
+                raise
+            self._cold[i].cap = cap
+        else:
+            _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + 1,
+                     sizeof(FDelayed))
+        slot = _flookup(&self._ids, jid)
+        if slot.tag != 0:
+            if made:
+                self._drop(i)
+            raise ValueError(f"job id {jid} is already in the heap")
+        self._seq += 1
+        tag = (self._seq << SEQ_SHIFT) | <uint64_t>prio
+        slot.job_id = jid
+        slot.tenant = tid
+        self._ids.used += 1
+        if i >= 0:
+            slot.tag = tag
+            self._push_ready(i, Ready(ready_at + self._offset[prio - 1], tag, jid))
+        else:
+            slot.tag = tag | DELAYED
+            _sift_up(self._delayed, self._delayed_n,
+                     FDelayed(due, tag, jid, ready_at + self._offset[prio - 1], tid))
+            self._delayed_n += 1
+            self._delayed_live += 1
+
+    # -- taking ----------------------------------------------------------------
+
+    def pop(self, now_us):
+        """Remove and return the next job id by level, then turns, then the tenant's order."""
+        self._advance(_i64(now_us))
+        if self._nb == 0:
+            return None
+        job_id = self._serve(self._choose())
+        self._trim_all()
+        return job_id
+
+    def pop_many(self, n, now_us):
+        """Remove and return up to ``n`` ready job ids in ``pop`` order, as ``array('Q')``."""
+        cdef Py_ssize_t i, m, count = PyNumber_Index(n)
+        cdef carray.array out
+        cdef uint64_t* dst
+        if count < 0:
+            raise ValueError(f"n must be >= 0, got {count}")
+        self._advance(_i64(now_us))
+        m = self._ready_total()
+        if count < m:
+            m = count
+        out = carray.clone(_U64_TEMPLATE, m, False)
+        dst = <uint64_t*>out.data.as_ulonglongs
+        for i in range(m):
+            dst[i] = self._serve(self._choose())
+        self._trim_all()
+        return out
+
+    def peek(self, now_us):
+        """The job id ``pop(now_us)`` would return, without removing it."""
+        self._advance(_i64(now_us))
+        if self._nb == 0:
+            return None
+        return self._cold[self._choose()].heap[0].job_id
+
+    def remove(self, job_id):
+        """Take a ready or delayed job out (reassigned, cancelled); False if it is not here."""
+        cdef FSlot* slot = _flookup(&self._ids, _u64(job_id))
+        cdef uint64_t tag = slot.tag
+        cdef size_t i
+        cdef TCold* c
+        if tag == 0:
+            return False
+        if tag & DELAYED:
+            self._delayed_live -= 1
+            _ferase(&self._ids, slot)
+            self._delayed_dead += 1
+            if self._delayed_dead > COMPACT_MIN and self._delayed_dead > <size_t>self._delayed_live:
+                self._compact_delayed()
+            self._trim_all()
+            return True
+        i = <size_t>self._index(slot.tenant)
+        _ferase(&self._ids, slot)
+        self._ready_live[(tag & PRIO_MASK) - 1] -= 1
+        c = &self._cold[i]
+        c.ready -= 1
+        c.dead += 1
+        if c.ready == 0:
+            self._went_idle(i)
+        else:
+            if c.heap[0].tag == tag:    # it was the head
+                self._clean_top(i)
+                self._hot[i].head = c.heap[0].key
+            if c.dead > COMPACT_MIN and c.dead > <size_t>c.ready:
+                self._compact_tenant(i)
+            else:
+                _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
+        self._trim_all()
+        return True
+
+    cdef void _compact_tenant(self, size_t i) noexcept:
+        cdef TCold* c = &self._cold[i]
+        cdef size_t k, j = 0
+        for k in range(c.n):
+            if _flookup(&self._ids, c.heap[k].job_id).tag == c.heap[k].tag:
+                c.heap[j] = c.heap[k]
+                j += 1
+        c.n = j
+        c.dead = 0
+        _heapify(c.heap, j)
+        _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
+
+    cdef void _compact_delayed(self) noexcept:
+        cdef size_t k, j = 0
+        for k in range(self._delayed_n):
+            if (_flookup(&self._ids, self._delayed[k].job_id).tag
+                    == (self._delayed[k].tag | DELAYED)):
+                self._delayed[j] = self._delayed[k]
+                j += 1
+        self._delayed_n = j
+        self._delayed_dead = 0
+        _heapify(self._delayed, j)
+        _trim(<void**>&self._delayed, &self._delayed_cap, j, sizeof(FDelayed))
+
+    cdef inline void _trim_all(self) noexcept:
+        """Give memory back after a drain (as FastHeap._trim)."""
+        _ftable_shrink(&self._ids)
+        _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
+
+    def clear(self):
+        """Drop every job and every pass.  The clock and the weights are kept."""
+        cdef int i
+        cdef FSlot* slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
+        if slots == NULL:
+            raise MemoryError()
+        PyMem_RawFree(self._ids.slots)
+        self._ids.slots = slots
+        self._ids.mask = MIN_TABLE - 1
+        self._ids.used = 0
+        self._free_records()
+        _table_empty(&self._tmap)
+        PyMem_RawFree(self._delayed)
+        self._delayed = NULL
+        self._delayed_n = self._delayed_cap = self._delayed_dead = 0
+        for i in range(5):
+            self._ready_live[i] = 0
+        self._delayed_live = 0
+        self._vtime = 0
+        self._sweep_at = MIN_IDLE_SWEEP
+        self._sweep_v = INT64_MAX
+
+    # -- looking ---------------------------------------------------------------
+
+    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
+        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
+                + self._ready_live[3] + self._ready_live[4])
+
+    def __len__(self):
+        return self._ids.used
+
+    def __contains__(self, job_id):
+        cdef uint64_t key
+        try:
+            key = _u64(job_id)
+        except (TypeError, OverflowError):
+            return False
+        return _flookup(&self._ids, key).tag != 0
+
+    def ready_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._ready_total()
+
+    def delayed_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._delayed_live
+
+    def ready_by_priority(self, now_us):
+        """Ready jobs per priority; index 0 is priority 1."""
+        self._advance(_i64(now_us))
+        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
+                self._ready_live[3], self._ready_live[4])
+
+    def ready_by_tenant(self, now_us):
+        """Ready jobs per tenant that has any, in tenant order."""
+        cdef size_t i
+        self._advance(_i64(now_us))
+        return dict(sorted([(self._hot[i].tenant, self._cold[i].ready)
+                            for i in range(self._nb)]))
+
+    def next_due_us(self):
+        """When the earliest delayed job falls due, or None if none waits."""
+        while self._delayed_n:
+            if (_flookup(&self._ids, self._delayed[0].job_id).tag
+                    == (self._delayed[0].tag | DELAYED)):
+                return self._delayed[0].due
+            self._delayed_n -= 1
+            if self._delayed_n:
+                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            self._delayed_dead -= 1
+        return None
+
+    def remembered_tenants(self):
+        """Tenant records held: memory, not ordering (the twin keeps a different number)."""
+        return self._nt
+
+    def __sizeof__(self):
+        cdef size_t i, heaps = 0
+        for i in range(self._nt):
+            heaps += self._cold[i].cap * sizeof(Ready)
+        return (object.__sizeof__(self) + self._delayed_cap * sizeof(FDelayed)
+                + (self._ids.mask + 1) * sizeof(FSlot)
+                + (self._tmap.mask + 1 + self._wmap.mask + 1) * sizeof(Slot)
+                + self._tcap * (sizeof(THot) + sizeof(TCold)) + heaps)
+
+    def __repr__(self):
+        return (f"FairHeap(aging_step_us={self._step}, ready={self._ready_total()}, "
+                f"delayed={self._delayed_live}, tenants={self._nb})")
