@@ -4,8 +4,10 @@ Every replica holds every job (``QueueState``), but a node hands out only the
 jobs it owns. :class:`OwnedJobs` watches ``QueueState`` as its observer and
 keeps, for this node:
 
-* a :class:`~dpq._fastheap.FastHeap` per queue of its READY jobs, so a
-  long-poll pops the most urgent ready job (by the aged key) in O(log n);
+* a :class:`~dpq._fastheap.FairHeap` per queue of its READY jobs, so a
+  long-poll pops the most urgent ready job (by the aged key) in O(log n), and
+  within one effective priority takes turns between fairness keys by the weights
+  of the queue's settings (each key is a small int, a *tenant*, per queue);
 * a min-heap of its leases by expiry, so it knows when to propose an Expire;
 * the jobs it has *reserved*: popped for a long-poll, their Lease proposed but
   not applied yet. They stay out of the heap so nobody else gets them; if the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from dpq._fastheap import FastHeap
+from dpq._fastheap import FairHeap
 from dpq.queue.state import Job, JobState, QueueState
 
 
@@ -29,7 +31,10 @@ class OwnedJobs:
         self.node_id = node_id
         self._state = state  # read-only here
         self._aging_step_us = aging_step_us
-        self.heaps: dict[str, FastHeap] = {}
+        self.heaps: dict[str, FairHeap] = {}
+        # queue -> fairness key -> its tenant in that queue's heap ("" is tenant 0);
+        # dropped with the heap when the queue has nothing ready here
+        self._tenants: dict[str, dict[str, int]] = {}
         self._leases: list[tuple[int, int, int]] = []  # (expires_at_us, job_id, attempt)
         self.reserved: set[int] = set()
         # queues that got ready jobs since the dispatcher last looked
@@ -52,7 +57,8 @@ class OwnedJobs:
                 heap = self._heap(job.queue)
                 if job.job_id in heap:  # still READY: its priority changed, so its key
                     heap.remove(job.job_id)
-                heap.push(job.job_id, job.priority, job.created_at_us, job.ready_at_us)
+                tenant = self._tenant(job.queue, job.fairness_key) if job.fairness_key else 0
+                heap.push(job.job_id, job.priority, job.created_at_us, job.ready_at_us, tenant)
                 self.woken.add(job.queue)
             return
         if previous_owner == self.node_id or previous_state == JobState.READY:
@@ -61,17 +67,23 @@ class OwnedJobs:
                 heap.remove(job.job_id)
                 if not heap:
                     del self.heaps[job.queue]  # an idle queue costs no heap
+                    self._tenants.pop(job.queue, None)
         if mine and job.state == JobState.LEASED:
             self.reserved.discard(job.job_id)
             heapq.heappush(self._leases, (job.lease_expires_at_us, job.job_id, job.attempt))
 
     def queue_changed(self, queue: str) -> None:
-        """Paused or resumed: waiting consumers look again (a resumed queue may deliver)."""
+        """Paused, resumed or configured: waiting consumers look again (a resumed queue may
+        deliver), and the heap takes the queue's fairness weights."""
         self.woken.add(queue)
+        heap = self.heaps.get(queue)
+        if heap is not None:
+            self._weigh(queue, heap)
 
     def rebuild(self) -> None:
         """Derive everything from the state machine (after a restart or a snapshot)."""
         self.heaps.clear()
+        self._tenants.clear()
         self._leases.clear()
         self.reserved.clear()
         for job in self._state.jobs.values():
@@ -138,8 +150,35 @@ class OwnedJobs:
         """Ready jobs this node holds, over all queues (health reports)."""
         return sum(heap.ready_count(now_us) for heap in self.heaps.values())
 
-    def _heap(self, queue: str) -> FastHeap:
+    def _heap(self, queue: str) -> FairHeap:
         heap = self.heaps.get(queue)
         if heap is None:
-            heap = self.heaps[queue] = FastHeap(self._aging_step_us)
+            heap = self.heaps[queue] = FairHeap(self._aging_step_us)
+            self._weigh(queue, heap)
         return heap
+
+    def _tenant(self, queue: str, key: str) -> int:
+        """The tenant of ``key`` in ``queue``'s heap (new keys get the next int)."""
+        tenants = self._tenants.setdefault(queue, {})
+        tenant = tenants.get(key)
+        if tenant is None:
+            tenant = tenants[key] = len(tenants) + 1
+            settings = self._state.configs.get(queue)
+            if settings is not None and key in settings.weights:
+                self.heaps[queue].set_weight(tenant, settings.weights[key])
+        return tenant
+
+    def _weigh(self, queue: str, heap: FairHeap) -> None:
+        """Give ``heap`` the fairness weights of ``queue``'s settings (1 when none)."""
+        settings = self._state.configs.get(queue)
+        weights = settings.weights if settings is not None else {}
+        heap.set_default_weight((settings.default_weight or 1) if settings is not None else 1)
+        for key, tenant in self._tenants.get(queue, {}).items():
+            if key in weights:
+                heap.set_weight(tenant, weights[key])
+            else:
+                heap.reset_weight(tenant)
+        if "" in weights:
+            heap.set_weight(0, weights[""])
+        else:
+            heap.reset_weight(0)

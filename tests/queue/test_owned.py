@@ -114,3 +114,39 @@ def test_heaps_hold_exactly_the_owned_ready_jobs(steps):
         a = owned.heaps.get(q)
         b = fresh.heaps.get(q)
         assert (len(a) if a else 0) == (len(b) if b else 0)
+
+
+# ------------------------------------------------------------------ fair shares
+
+def _tenant_jobs(key, n, priority=3):
+    from dpq.v1 import queue_pb2
+    return [queue_pb2.NewJob(queue="q", priority=priority, payload=b"x", fairness_key=key)
+            for _ in range(n)]
+
+
+def test_a_small_tenant_is_not_stuck_behind_a_big_ones_backlog():
+    log, owned = make(node=1)
+    log.run(0, enqueue(*_tenant_jobs("big", 1000)))
+    log.run(1, enqueue(*_tenant_jobs("small", 10)))
+    first = owned.reserve("q", 30, 2 * MS)
+    small = [i for i in first if log.state.jobs[i].fairness_key == "small"]
+    assert len(small) == 10  # every one of them among the first 30 (FIFO: after 1,000)
+
+
+def test_weights_from_the_queue_settings_give_shares_and_follow_changes():
+    from support.commands import queue_config
+    log, owned = make(node=1)
+    log.run(0, queue_config(fairness_weights={"a": 3}))
+    log.run(0, enqueue(*_tenant_jobs("a", 400), *_tenant_jobs("b", 400)))
+    keys = [log.state.jobs[i].fairness_key for i in owned.reserve("q", 200, MS)]
+    assert (keys.count("a"), keys.count("b")) == (150, 50)
+    log.run(2, queue_config(fairness_weights={"a": 0, "b": 3}))  # a back to 1, b to 3
+    keys = [log.state.jobs[i].fairness_key for i in owned.reserve("q", 200, 3 * MS)]
+    assert abs(keys.count("b") - 150) <= 1 and abs(keys.count("a") - 50) <= 1
+
+
+def test_priority_comes_before_fairness():
+    log, owned = make(node=1)
+    log.run(0, enqueue(*_tenant_jobs("a", 5, priority=2), *_tenant_jobs("b", 5, priority=4)))
+    got = owned.reserve("q", 10, MS)
+    assert [log.state.jobs[i].priority for i in got] == [2] * 5 + [4] * 5
