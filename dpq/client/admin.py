@@ -80,6 +80,8 @@ class Hold(StrEnum):
     DONE = "done"
     PRIORITY_AHEAD = "priority_ahead"
     NO_CONSUMERS = "no_consumers"
+    IN_FLIGHT_LIMIT = "in_flight_limit"
+    RATE_LIMIT = "rate_limit"
     UNKNOWN = "unknown"  # a hold this client version does not know
 
 

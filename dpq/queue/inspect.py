@@ -168,6 +168,18 @@ def explain(state: QueueState, job_id: int, now_us: int, aging_step_us: int, *,
         until = state.paused[job.queue]
         hold(queue_pb2.HOLD_PAUSED, f"queue {job.queue!r} is paused " + (
             "until resumed" if until == 0 else f"for {(until - now_us) / 1e6:.1f} s more"))
+    limit = state.configs.get(job.queue)
+    if limit is not None and limit.limited:
+        counts = state.counts.get(job.queue)
+        leased = counts.leased if counts is not None else 0
+        if limit.max_in_flight and leased >= limit.max_in_flight:
+            hold(queue_pb2.HOLD_IN_FLIGHT_LIMIT,
+                 f"queue {job.queue!r} has {leased} jobs leased, its max_in_flight is "
+                 f"{limit.max_in_flight}")
+        if limit.rate_mjps and limit.next_token_us(now_us) > now_us:
+            hold(queue_pb2.HOLD_RATE_LIMIT,
+                 f"queue {job.queue!r} delivers at most {limit.rate_mjps / 1000:g} jobs/s; the "
+                 f"next may go in {(limit.next_token_us(now_us) - now_us) / 1e6:.3f} s")
     if on_node:
         one = on_node == 1
         hold(queue_pb2.HOLD_PRIORITY_AHEAD,

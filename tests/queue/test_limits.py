@@ -184,3 +184,16 @@ def test_settings_that_are_not_settings_are_a_snapshot_error(data):
     good = QueueSettings(max_in_flight=2).to_json()
     with pytest.raises((ValueError, TypeError, KeyError)):
         QueueSettings.from_json({**good, **data} if data else {})
+
+
+def test_explain_names_the_limit_that_holds_a_job():
+    from dpq.queue import inspect
+    log = Log()
+    log.run(0, queue_config(max_in_flight=1, max_rate_per_s=1.0, burst=1))
+    _jobs(log, 3)
+    assert len(grants(log.run(0, lease(1, 2, 3)))) == 1
+    out = inspect.explain(log.state, 2, 100_000, 0, node_id=1, waiting_consumers=1)
+    assert queue_pb2.HOLD_IN_FLIGHT_LIMIT in out.holds
+    assert queue_pb2.HOLD_RATE_LIMIT in out.holds
+    reasons = " ".join(out.reasons)
+    assert "max_in_flight is 1" in reasons and "at most 1 jobs/s" in reasons
