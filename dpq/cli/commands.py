@@ -178,17 +178,31 @@ def stats(target: str, *, queue: str, out: TextIO, tls_dir: str | None = None) -
         except grpc.RpcError as exc:
             raise _rpc_error(exc, target, tls_dir) from exc
     rows = [["queue", "p1", "p2", "p3", "p4", "p5", "ready", "delayed", "leased", "dead",
-             "cancelled", "paused"]]
+             "cancelled", "paused", "limits"]]
     now_us = time.time_ns() // 1000
     for q in queues:
         ready = list(q.ready_by_priority) + [0] * (5 - len(q.ready_by_priority))
         rows.append([q.queue, *map(str, ready), str(sum(ready)), str(q.delayed), str(q.leased),
-                     str(q.dead), str(q.cancelled), _paused(q, now_us)])
+                     str(q.dead), str(q.cancelled), _paused(q, now_us), limits(q.config)])
     if len(rows) == 1:
         print("no jobs in any queue" if not queue else f"queue {queue!r} holds no jobs", file=out)
         return 0
     _table(rows, out)
     return 0
+
+
+def limits(config: queue_pb2.QueueConfig) -> str:
+    """A queue's settings in a few words ("-": none): ``in-flight<=50 200/s weights:2``."""
+    parts = []
+    if config.max_in_flight:
+        parts.append(f"in-flight<={config.max_in_flight}")
+    if config.max_rate_per_s:
+        parts.append(f"{config.max_rate_per_s:g}/s")
+    if config.fairness_weights:
+        parts.append(f"weights:{len(config.fairness_weights)}")
+    if config.max_attempts:
+        parts.append(f"attempts:{config.max_attempts}")
+    return " ".join(parts) or "-"
 
 
 def _paused(q: queue_pb2.QueueStats, now_us: int) -> str:

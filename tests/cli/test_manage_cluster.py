@@ -172,3 +172,29 @@ def test_the_command_runs_as_a_program_with_json(gateway):
                  timeout=120)
     assert result.returncode == 0, result.stderr
     assert [j["job_id"] for j in json.loads(result.stdout)["jobs"]] == [job_id]
+
+
+def test_queue_config_sets_shows_and_stats_lists_the_limits(gateway, run):
+    code, out, err = run("queue", "config", "cli-limits", "--max-in-flight", "50",
+                         "--rate", "200/s", "--weight", "acme=3", "--weight", "globex=1")
+    assert code == 0, err
+    lines = {line.split("  ")[1].strip(): line.split()[-1] for line in out.splitlines()[1:]}
+    assert lines["max in flight"] == "50" and lines["rate"] == "200/s"
+    assert out.splitlines()[0].startswith("queue cli-limits (log slot ")
+    assert "acme=3, globex=1" in out
+    shown = as_json(run, "queue", "config", "cli-limits")  # no option: show
+    assert shown["max_in_flight"] == 50 and shown["max_rate_per_s"] == 200.0
+    assert shown["fairness_weights"] == {"acme": 3, "globex": 1}
+    changed = as_json(run, "queue", "config", "cli-limits", "--rate", "30/m",
+                      "--weight", "acme=0", "--max-attempts", "4")
+    assert changed["max_rate_per_s"] == 0.5 and changed["max_in_flight"] == 50
+    assert changed["fairness_weights"] == {"globex": 1} and changed["max_attempts"] == 4
+    enqueue(gateway, "cli-limits", ["x"])
+    code, out, err = run("stats", "--queue", "cli-limits")
+    assert code == 0, err
+    assert out.splitlines()[1].endswith("in-flight<=50 0.5/s weights:1 attempts:4"), out
+    with pytest.raises(SystemExit) as usage:  # argparse refuses it before connecting
+        run("queue", "config", "cli-limits", "--rate", "fast")
+    assert usage.value.code == 2
+    code, out, err = run("queue", "config", "cli-limits", "--max-attempts", "5000")
+    assert code == 1 and "max_attempts: 5000 is outside" in err and "INVALID_ARGUMENT" in err
