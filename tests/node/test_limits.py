@@ -18,6 +18,7 @@ import threading
 import time
 
 import grpc
+import psycopg
 import pytest
 from support.cluster import Cluster, wait_until
 
@@ -249,6 +250,15 @@ def test_set_queue_config_merges_shows_in_stats_and_refuses_bad_values(cluster):
             assert field in err.value.details()
     again = stub.GetQueueConfig(pb.GetQueueConfigRequest(queue="cfg"), timeout=T)
     assert again.max_in_flight == 50 and again.max_attempts == 4  # nothing changed
+
+    def in_postgres():  # the leader's writer keeps queue_configs in step
+        with psycopg.connect(cluster.dsn) as conn:
+            return conn.execute(
+                "SELECT max_in_flight, max_rate_per_s, fairness_weights, max_attempts "
+                "FROM queue_configs WHERE queue = 'cfg'").fetchone()
+
+    assert wait_until(lambda: in_postgres() == (50, 200.0, {"a": 3}, 4), 30,
+                      "the settings in PostgreSQL")
 
 
 def test_a_budget_filled_with_priority_5_still_takes_priority_1(tmp_path, pg_database):

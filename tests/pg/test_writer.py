@@ -343,3 +343,45 @@ async def test_a_dead_job_keeps_its_last_error_on_either_path(pg_db):
         assert await load_jobs(conn) == [fresh, known]
         cur = await conn.execute("SELECT job_id, last_error FROM jobs ORDER BY job_id")
         assert await cur.fetchall() == [(1, "ValueError: row 7 ✗"), (2, "lease expired")]
+
+
+@run_async
+async def test_fairness_keys_are_written_on_either_path_and_null_without_one(pg_db):
+    tenant = ready(1)
+    tenant.fairness_key = "acme ✓"
+    plain = ready(2)
+    async with await connect(pg_db) as conn:
+        await write_batch(conn, [tenant, plain], [], 5)
+        moved = ready(2)
+        moved.fairness_key = "globex"
+        await write_batch(conn, [moved], [], 6)
+        assert await load_jobs(conn) == [tenant, moved]
+        cur = await conn.execute("SELECT job_id, fairness_key FROM jobs ORDER BY job_id")
+        assert await cur.fetchall() == [(1, "acme ✓"), (2, "globex")]
+        await write_batch(conn, [ready(3)], [], 7)
+        cur = await conn.execute("SELECT fairness_key FROM jobs WHERE job_id = 3")
+        assert await cur.fetchone() == (None,)
+
+
+@run_async
+async def test_queue_configs_are_replaced_whole_with_the_batch(pg_db):
+    from dpq.v1 import queue_pb2
+
+    mail = queue_pb2.QueueConfig(
+        queue="mail", max_in_flight=50, max_rate_per_s=200.0, burst=20, max_attempts=4,
+        fairness_weights=[queue_pb2.FairnessWeight(key="acme", weight=3)], slot=4)
+    reports = queue_pb2.QueueConfig(queue="reports", default_fairness_weight=2, slot=5)
+    async with await connect(pg_db) as conn:
+        await write_batch(conn, [], [], 5, configs=[mail, reports])
+        cur = await conn.execute(QUERIES["load_queue_configs"])
+        assert await cur.fetchall() == [
+            ("mail", 50, 200.0, 20, {"acme": 3}, 0, 4, 4), ("reports", 0, 0.0, 0, {}, 2, 0, 5)]
+        await write_batch(conn, [ready(1)], [], 6)  # no configs given: left as they are
+        cur = await conn.execute("SELECT count(*) FROM queue_configs")
+        assert await cur.fetchone() == (2,)
+        await write_batch(conn, [], [], 7, configs=[reports])  # mail's settings were cleared
+        cur = await conn.execute("SELECT queue FROM queue_configs")
+        assert await cur.fetchall() == [("reports",)]
+        await write_batch(conn, [], [], 7, configs=[])  # a stale slot: nothing written
+        cur = await conn.execute("SELECT queue FROM queue_configs")
+        assert await cur.fetchall() == [("reports",)]
