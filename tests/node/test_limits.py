@@ -283,3 +283,45 @@ def test_a_budget_filled_with_priority_5_still_takes_priority_1(tmp_path, pg_dat
             pb.NewJob(queue="full", priority=1, payload=payload)] * 5), timeout=T).job_ids
             for _ in range(10)]
         assert sum(len(i) for i in ids) == 50  # urgent work still gets in
+
+
+def test_client_consumers_on_streams_never_run_more_than_max_in_flight(cluster):
+    """The Python client (Consume streams, prefetch) under a limit: a job a consumer
+    holds, even before its handler runs, is leased, so handlers running at once never
+    pass max_in_flight over three consumers with eight threads each."""
+    from dpq.client import Consumer, Producer
+
+    queue, limit, total = "streamed", 3, 120
+    cluster.gateway_stub().SetQueueConfig(pb.SetQueueConfigRequest(
+        queue=queue, max_in_flight=limit), timeout=T)
+    with Producer(cluster.gateway_address) as producer:
+        producer.enqueue_many([{"payload": b"x", "queue": queue}] * total)
+    lock = threading.Lock()
+    running, most, handled = 0, 0, []
+
+    def handler(job):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+            handled.append(job.id)
+
+    consumers = [Consumer(cluster.addresses[i], queue=queue, wait=1.0) for i in cluster.ids]
+    runs = [threading.Thread(target=c.run, args=(handler, 8), kwargs={"handle_signals": False},
+                             daemon=True) for c in consumers]
+    for t in runs:
+        t.start()
+    try:
+        wait_until(lambda: len(handled) >= total, 120, f"{total} jobs handled")
+    finally:
+        for c in consumers:
+            c.stop()
+        for t in runs:
+            t.join(timeout=30)
+        for c in consumers:
+            c.close()
+    assert len(set(handled)) == total
+    assert most == limit  # reached, never passed
