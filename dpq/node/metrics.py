@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from dpq import clock as clocks
 from dpq.node import pglag
 from dpq.paxos.core import Role
+from dpq.queue.limits import RATE_SCALE
 from dpq.queue.rules import PRIORITY_MAX
 from dpq.queue.state import QueueState
 from dpq.services.metrics import (
@@ -42,6 +43,7 @@ def endpoint(node: Node, wall_us: clocks.WallClock = clocks.wall_us) -> MetricsE
 
 def collect(node: Node, now_us: int) -> Iterator[Metric]:
     yield from queue_families(node.state, now_us)
+    yield single("dpq_schedules", len(node.state.schedules))
     yield single("dpq_node_held_bytes", node.state.held_bytes)
     yield single("dpq_node_waiting_consumers", node.dispatcher.waiting)
     yield single("dpq_node_loop_stall_max_seconds", node.loopwatch.max_stall_ms / 1000)
@@ -77,14 +79,17 @@ def queue_families(state: QueueState, now_us: int) -> Iterator[Metric]:
 
 
 def depth_families(state: QueueState, now_us: int) -> Iterator[Metric]:
-    rows = []  # (queue, ready[], delayed[], leased, dead, ages_us[], paused)
+    rows = []  # (queue, ready[], delayed[], leased, dead, ages_us[], paused, in flight, rate)
     for queue in state.queues():
         ready, _, leased, dead = state.stats(queue, now_us)
         counts = state.counts.get(queue)
         delayed = list(counts.delayed_by_priority) if counts is not None else [0] * len(ready)
         ages = [state.ages.age_us(queue, p, now_us) for p in range(1, PRIORITY_MAX + 1)]
+        limits = state.configs.get(queue)
         rows.append((queue, ready, delayed, leased, dead, ages,
-                     int(state.is_paused(queue, now_us))))
+                     int(state.is_paused(queue, now_us)),
+                     limits.max_in_flight if limits is not None else 0,
+                     limits.rate_mjps / RATE_SCALE if limits is not None else 0))
     if len(rows) > MAX_QUEUE_LABELS:  # the biggest keep their names, the rest add up
         rows.sort(key=lambda r: -(sum(r[1]) + sum(r[2]) + r[3] + r[4]))
         rows = rows[:MAX_QUEUE_LABELS] + [_fold(rows[MAX_QUEUE_LABELS:])]
@@ -92,7 +97,8 @@ def depth_families(state: QueueState, now_us: int) -> Iterator[Metric]:
                                  family("dpq_queue_oldest_ready_age_seconds"))
     leased_f, dead_f, paused_f = (family("dpq_queue_leased_jobs"), family("dpq_queue_dead_jobs"),
                                   family("dpq_queue_paused"))
-    for queue, ready, delayed, leased, dead, ages, paused in rows:
+    in_flight_f, rate_f = family("dpq_queue_max_in_flight"), family("dpq_queue_max_rate_per_second")
+    for queue, ready, delayed, leased, dead, ages, paused, in_flight, rate in rows:
         for i, priority in enumerate(PRIORITIES):
             ready_f.add_metric([queue, priority], ready[i])
             delayed_f.add_metric([queue, priority], delayed[i])
@@ -100,7 +106,9 @@ def depth_families(state: QueueState, now_us: int) -> Iterator[Metric]:
         leased_f.add_metric([queue], leased)
         dead_f.add_metric([queue], dead)
         paused_f.add_metric([queue], paused)
-    yield from (ready_f, delayed_f, leased_f, dead_f, age_f, paused_f)
+        in_flight_f.add_metric([queue], in_flight)
+        rate_f.add_metric([queue], rate)
+    yield from (ready_f, delayed_f, leased_f, dead_f, age_f, paused_f, in_flight_f, rate_f)
 
 
 def _fold(rows: list) -> tuple:
@@ -111,7 +119,7 @@ def _fold(rows: list) -> tuple:
             [sum(r[2][i] for r in rows) for i in range(n)],
             sum(r[3] for r in rows), sum(r[4] for r in rows),
             [max(r[5][i] for r in rows) for i in range(n)],
-            max(r[6] for r in rows))
+            max(r[6] for r in rows), 0, 0)  # limits of several queues do not add up
 
 
 def paxos_families(node: Node) -> Iterator[Metric]:

@@ -43,6 +43,9 @@ dpq_queue_leased_jobs                    gauge     queue                 node
 dpq_queue_dead_jobs                      gauge     queue                 node
 dpq_queue_oldest_ready_age_seconds       gauge     queue, priority       node
 dpq_queue_paused                         gauge     queue                 node
+dpq_queue_max_in_flight                  gauge     queue                 node
+dpq_queue_max_rate_per_second            gauge     queue                 node
+dpq_schedules                            gauge                           node
 dpq_job_first_delivery_wait_seconds      histogram priority              node
 dpq_node_held_bytes                      gauge                           node
 dpq_node_waiting_consumers               gauge                           node
@@ -144,6 +147,11 @@ CATALOGUE: tuple[Family, ...] = (
        "How long the oldest due READY job has waited since it became ready (0: none): "
        "the queue lag, the metric to alert on"),
     _F("dpq_queue_paused", "gauge", ("queue",), "node", "1 while the queue is paused"),
+    _F("dpq_queue_max_in_flight", "gauge", ("queue",), "node",
+       "The queue's max_in_flight setting (0: no limit)"),
+    _F("dpq_queue_max_rate_per_second", "gauge", ("queue",), "node",
+       "The queue's max_rate_per_s setting (0: no limit)"),
+    _F("dpq_schedules", "gauge", (), "node", "Periodic jobs (schedules) the cluster holds"),
     _F("dpq_job_first_delivery_wait_seconds", "histogram", ("priority",), "node",
        "Wait from ready to first delivery (the lease of attempt 1), by leader time"),
     _F("dpq_node_held_bytes", "gauge", (), "node",

@@ -119,3 +119,14 @@ def test_the_bench_compares_metrics_off_and_on():
     assert "enqueue jobs/s" in text and "1,000.00" in text and "0.990" in text
     assert "scrapes 40 (0 failed)" in text
     assert _metrics.comparison({"runs": {"3-node": run}}) == ""
+
+
+def test_a_queue_limits_are_exported_beside_its_depths():
+    from support.commands import queue_config
+    log = Log()
+    log.run(0, queue_config("q", max_in_flight=5, max_rate_per_s=2.5))
+    log.run(0, enqueue((1, b""), queue_pb2.NewJob(queue="free", priority=1)))
+    got = samples(node_metrics.depth_families(log.state, 100 * MS))
+    assert got[("dpq_queue_max_in_flight", (("queue", "q"),))] == 5
+    assert got[("dpq_queue_max_rate_per_second", (("queue", "q"),))] == 2.5
+    assert got[("dpq_queue_max_in_flight", (("queue", "free"),))] == 0
