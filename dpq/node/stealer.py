@@ -5,7 +5,8 @@ consumers are gone or slow would wait while consumers elsewhere sit idle. A
 node that has long-polls parked on a queue, and nothing ready in it for
 ``idle_s``, looks at the replicated state — every replica knows how many ready
 jobs each node owns in each queue — and proposes a Reassign of the most urgent
-half (up to ``max_steal``) of the largest backlog to itself. The Reassign is a
+half (up to ``max_steal``) of the largest backlog to itself (not when the queue's
+in-flight or rate limit is what keeps them waiting). The Reassign is a
 committed command like any other, so every replica agrees on the new owners;
 the old owner simply stops seeing those jobs in its heap, and a lease it was
 proposing for one of them is refused.
@@ -55,7 +56,10 @@ class WorkStealer:
         """One look: steal for every queue starving here for ``idle_s`` (by ``clock``)."""
         now = self.clock()
         for queue, since in sorted(self.dispatcher.starving(now).items()):
-            if now - since >= self.idle_s and self.owned.ready_count(queue, self.wall_us()) == 0:
+            wall = self.wall_us()
+            if now - since >= self.idle_s and self.owned.ready_count(queue, wall) == 0:
+                if self.state.configs and self.state.lease_allowance(queue, wall) == 0:
+                    continue  # held back by the queue's limit, not by where its jobs are
                 await self._steal(queue)
 
     async def _steal(self, queue: str) -> None:

@@ -128,6 +128,30 @@ def test_consumers_starving_for_idle_s_steal_half_the_largest_backlog():
     asyncio.run(main())
 
 
+def test_no_stealing_for_a_queue_its_limit_holds_back():
+    class Limited(State):
+        def __init__(self) -> None:
+            super().__init__()
+            self.configs = {"q": object()}  # a limited queue ...
+
+        def lease_allowance(self, queue, now_us):
+            return 0  # ... at its limit
+
+    async def main():
+        clock = FakeClock()
+        proposer = Proposer()
+        dispatcher = Dispatcher(ME, State(), Owned(), proposer, max_attempts=5, clock=clock)
+        stealer = WorkStealer(ME, Limited(), Owned(), dispatcher, proposer, idle_s=0.5,
+                              clock=clock)
+        poll = asyncio.create_task(dispatcher.dequeue("q", 1, 60_000, 30_000, "c"))
+        await settle()
+        clock.advance(1.0)
+        await stealer.check()
+        assert proposer.commands == []  # starving by the rules, but the limit is why
+        poll.cancel()
+    asyncio.run(main())
+
+
 def test_a_queue_nobody_parks_on_stops_starving_after_a_second():
     async def main():
         clock = FakeClock()
