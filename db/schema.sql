@@ -97,3 +97,23 @@ CREATE TABLE queue_configs (
 
 COMMENT ON TABLE queue_configs IS
     'SetQueueConfig as applied by the replicated log; 0 means not set (no limit, the default).';
+
+-- Every periodic job's definition (CreateSchedule) as of updated_slot, replaced whole
+-- by the writer when one is created or deleted; its ticks live in the log.
+CREATE TABLE schedules (
+    name         TEXT PRIMARY KEY,
+    queue        TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    payload      BYTEA NOT NULL,
+    cron         TEXT,              -- 5 fields, UTC; NULL with every_ms
+    every_ms     BIGINT,            -- NULL with cron
+    start_at     TIMESTAMPTZ NOT NULL,
+    jitter_ms    INTEGER NOT NULL,
+    fairness_key TEXT,
+    created_at   TIMESTAMPTZ NOT NULL,
+    version      BIGINT NOT NULL,   -- the log slot that created it
+    updated_slot BIGINT NOT NULL
+);
+
+COMMENT ON TABLE schedules IS
+    'CreateSchedule as applied by the replicated log: what each periodic job enqueues, and when.';

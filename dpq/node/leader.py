@@ -82,8 +82,10 @@ class LeaderDuties:
         self.outage = Outage(log, "writing to PostgreSQL at " + connect.where(dsn),
                              first_delay_s=writer_interval_s, clock=clock)
         self._written: int | None = None  # slot PostgreSQL holds, while we lead
-        # the slot whose queue settings PostgreSQL holds (None: write them on the next batch)
+        # the slots whose queue settings and schedules PostgreSQL holds (None: write them
+        # with the next batch)
         self._configs_written: int | None = None
+        self._schedules_written: int | None = None
         self._unreachable_since: dict[int, float] = {}
         # Observed batch sizes (for the benchmark): rows per transaction.
         self.transactions = 0
@@ -111,7 +113,7 @@ class LeaderDuties:
             await asyncio.sleep(delay)
             delay = self._interval_s
             if not self._replica.is_leader:
-                self._written = self._configs_written = None
+                self._written = self._configs_written = self._schedules_written = None
                 self.caught_up_at = self._clock()  # a new leadership starts the count anew
                 continue
             lag = self._state.applied_slot - self._state.written_slot
@@ -146,7 +148,7 @@ class LeaderDuties:
     async def _reset(self) -> None:
         conn, self._conn = self._conn, None
         await connect.close_quietly(conn)
-        self._written = self._configs_written = None
+        self._written = self._configs_written = self._schedules_written = None
 
     async def _bounded(self, coro, timeout_s: float, what: str):
         """Run ``coro`` on the writer's connection; past ``timeout_s`` close the
@@ -188,7 +190,11 @@ class LeaderDuties:
         configs = None
         if self._configs_written is None or state.config_slot > self._configs_written:
             configs = [c.to_pb(q) for q, c in sorted(state.configs.items())]
-        if not touched and configs is None:
+        schedules = None
+        table = state.schedules
+        if self._schedules_written is None or table.defined_slot > self._schedules_written:
+            schedules = [entry.to_pb() for entry in table]
+        if not touched and configs is None and schedules is None:
             self.caught_up_at = began
             return 0  # only checkpoints since: nothing to write (and no new checkpoint to cause)
         upserts, deletes = [], []
@@ -202,11 +208,14 @@ class LeaderDuties:
         timeout_s = self._timeout_s + rows * WRITE_S_PER_ROW
         await self._bounded(
             writer.write_batch(conn, upserts, deletes, slot,
-                               statement_timeout_ms=int(timeout_s * 1000), configs=configs),
+                               statement_timeout_ms=int(timeout_s * 1000), configs=configs,
+                               schedules=schedules),
             timeout_s, f"a batch of {rows} rows")
         self._written = slot
         if configs is not None:
             self._configs_written = slot
+        if schedules is not None:
+            self._schedules_written = slot
         self.transactions += 1
         self.rows += rows
         self.transaction_rows.observe(rows)

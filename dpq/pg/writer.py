@@ -156,6 +156,7 @@ async def write_batch(
     *,
     statement_timeout_ms: int | None = None,
     configs: Sequence[queue_pb2.QueueConfig] | None = None,
+    schedules: Sequence[queue_pb2.Schedule] | None = None,
 ) -> int:
     """Write one batch in one transaction; return ``dpq_cluster.applied_slot`` after it.
 
@@ -167,7 +168,8 @@ async def write_batch(
     is left as the server has it (on by default). ``statement_timeout_ms``, when
     given, is the server's limit on each statement of this transaction (a big
     batch may need more than the session's default). ``configs``, when given, are
-    every queue's settings as of ``applied_slot``: they replace ``queue_configs``.
+    every queue's settings as of ``applied_slot``: they replace ``queue_configs``;
+    ``schedules``, when given, every schedule: they replace ``schedules``.
     """
     if conn.info.transaction_status != pq.TransactionStatus.IDLE:
         raise ValueError("write_batch commits its own transaction: call it outside one")
@@ -209,6 +211,13 @@ async def write_batch(
                     await cur.execute(QUERIES["insert_queue_config"], (
                         c.queue, c.max_in_flight, c.max_rate_per_s, c.burst, Jsonb(weights),
                         c.default_fairness_weight, c.max_attempts, c.slot))
+            if schedules is not None:
+                await cur.execute(QUERIES["clear_schedules"])
+                for sc in schedules:
+                    await cur.execute(QUERIES["insert_schedule"], (
+                        sc.name, sc.queue, sc.priority, sc.payload, sc.cron, sc.every_ms,
+                        sc.start_at, sc.jitter_ms, sc.fairness_key, sc.created_at_us,
+                        sc.version, applied_slot))
             await cur.execute(QUERIES["advance_applied_slot"], {"slot": applied_slot})
     return applied_slot
 

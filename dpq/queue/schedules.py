@@ -149,6 +149,8 @@ class ScheduleTable:
         self.entries: dict[str, Schedule] = {}
         #: Moves on every change: the ticker looks again when it moved.
         self.revision = 0
+        #: The last slot that created, replaced or deleted a schedule (for the writer).
+        self.defined_slot = 0
         # (next_fire_at_us, name, version); stale rows are skipped and dropped
         self._heap: list[tuple[int, str, int]] = []
 
@@ -253,6 +255,7 @@ class ScheduleCommands:
             self.held_bytes -= old.cost
         self.held_bytes += entry.cost
         table.put(entry)
+        table.defined_slot = self.applied_slot
         return ScheduleSet(entry.name, entry.version, old is not None, True,
                            entry.next_fire_at_us)
 
@@ -261,6 +264,7 @@ class ScheduleCommands:
         old = self.schedules.remove(cmd.name)
         if old is not None:
             self.held_bytes -= old.cost
+            self.schedules.defined_slot = self.applied_slot
         return ScheduleRemoved(cmd.name, old is not None)
 
     def _schedule_tick(self: QueueState, cmd: log_pb2.ScheduleTickCommand) -> Ticked | Refused:

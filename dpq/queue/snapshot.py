@@ -103,7 +103,8 @@ class Dump:
             "paused": sorted(state.paused.items()),
             "configs": sorted((q, c.to_json()) for q, c in state.configs.items()),
             "config_slot": state.config_slot,
-            "schedules": state.schedules.to_json(),  # periodic jobs; absent before issue 16
+            "schedules": state.schedules.to_json(),
+            "schedule_slot": state.schedules.defined_slot,  # periodic jobs; absent before issue 16
         })
         sessions = state.sessions.to_bytes()
         self.chunks.append(b"".join((_HEAD.pack(MAGIC, VERSION, len(meta)), meta,
@@ -238,6 +239,7 @@ def _load(view: memoryview, state: QueueState) -> QueueState:
     except (ValueError, TypeError, KeyError) as exc:
         raise SnapshotError(f"queue settings: {exc}") from exc
     state.restore_schedules(meta.get("schedules", ()))
+    state.schedules.defined_slot = _count(meta.get("schedule_slot", 0))
     (count,) = _U64.unpack_from(view, at)
     at += _U64.size
     job_struct = {1: _JOB_V1, 2: _JOB_V3, 3: _JOB_V3, 4: _JOB_V4}.get(version, _JOB)

@@ -15,6 +15,7 @@ import time
 from contextlib import redirect_stdout
 
 import grpc
+import psycopg
 import pytest
 from support.cluster import Cluster, wait_until
 
@@ -195,5 +196,14 @@ def test_through_the_gateway(cluster):
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "schedule.every_ms: 999" in invalid.value.details()
     assert schedule_of(gw, "via-gateway").jitter_ms == 1000
+
+    def in_postgres():  # the leader's writer keeps the definitions in step
+        with psycopg.connect(cluster.dsn) as conn:
+            return conn.execute("SELECT queue, every_ms, jitter_ms, version FROM schedules "
+                                "WHERE name = 'via-gateway'").fetchall()
+
+    assert wait_until(lambda: in_postgres() == [("gw", 3_600_000, 1000, made.version)], 30,
+                      "the schedule in PostgreSQL")
     gone = gw.DeleteSchedule(pb.DeleteScheduleRequest(name="via-gateway"), timeout=T)
     assert gone.existed and gone.slot > made.version
+    wait_until(lambda: in_postgres() == [], 30, "the schedule gone from PostgreSQL")

@@ -385,3 +385,28 @@ async def test_queue_configs_are_replaced_whole_with_the_batch(pg_db):
         await write_batch(conn, [], [], 7, configs=[])  # a stale slot: nothing written
         cur = await conn.execute("SELECT queue FROM queue_configs")
         assert await cur.fetchall() == [("reports",)]
+
+
+@run_async
+async def test_schedules_are_replaced_whole_with_the_batch(pg_db):
+    from dpq.v1 import queue_pb2
+
+    every = queue_pb2.Schedule(name="heartbeat", queue="ops", priority=2, payload=b"\x00beat",
+                               every_ms=1000, start_at=T0, jitter_ms=50, created_at_us=T0,
+                               version=3)
+    cron = queue_pb2.Schedule(name="nightly", queue="reports", priority=5, payload=b"",
+                              cron="0 3 * * *", start_at=T0 + 1, fairness_key="acme",
+                              created_at_us=T0 + 2, version=4)
+    async with await connect(pg_db) as conn:
+        await write_batch(conn, [], [], 5, schedules=[every, cron])
+        cur = await conn.execute(QUERIES["load_schedules"])
+        rows = await cur.fetchall()
+        at = EPOCH + datetime.timedelta(microseconds=T0)
+        assert rows == [
+            ("heartbeat", "ops", 2, b"\x00beat", None, 1000, at, 50, None, at, 3, 5),
+            ("nightly", "reports", 5, b"", "0 3 * * *", None,
+             at + datetime.timedelta(microseconds=1), 0, "acme",
+             at + datetime.timedelta(microseconds=2), 4, 5)]
+        await write_batch(conn, [], [], 6, schedules=[cron])  # heartbeat was deleted
+        cur = await conn.execute("SELECT name FROM schedules")
+        assert await cur.fetchall() == [("nightly",)]

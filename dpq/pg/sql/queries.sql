@@ -78,6 +78,23 @@ SELECT queue, max_in_flight, max_rate_per_s, burst, fairness_weights, default_fa
 FROM queue_configs
 ORDER BY queue;
 
+-- clear_schedules --
+-- Schedules are few: the writer replaces them whole.
+DELETE FROM schedules;
+
+-- insert_schedule --
+INSERT INTO schedules (name, queue, priority, payload, cron, every_ms, start_at, jitter_ms,
+                       fairness_key, created_at, version, updated_slot)
+VALUES (%s, %s, %s, %s, nullif(%s, ''), nullif(%s, 0),
+        timestamptz 'epoch' + %s * interval '1 microsecond', %s, nullif(%s, ''),
+        timestamptz 'epoch' + %s * interval '1 microsecond', %s, %s);
+
+-- load_schedules --
+SELECT name, queue, priority, payload, cron, every_ms, start_at, jitter_ms, fairness_key,
+       created_at, version, updated_slot
+FROM schedules
+ORDER BY name;
+
 -- applied_slot --
 -- How far the log has been written.
 SELECT applied_slot FROM dpq_cluster WHERE id = 1;
