@@ -38,7 +38,7 @@ cimport cpython.array as carray
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
-from libc.stdint cimport INT64_MAX, INT64_MIN, SIZE_MAX, int8_t, int64_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, SIZE_MAX, UINT64_MAX, int8_t, int64_t, uint64_t
 from libc.string cimport memset
 
 import array
@@ -796,6 +796,7 @@ cdef enum:
     WEIGHT_LO = 1
     WEIGHT_HI = 1000
     MIN_IDLE_SWEEP = 64     # idle tenant records tolerated before a sweep
+    TREE_AT = 16            # backlogged tenants from which a pick uses the tree, not a scan
 STRIDE = FAIR_STRIDE
 TENANT_MAX = TENANT_LIMIT
 WEIGHT_MIN = WEIGHT_LO
@@ -820,6 +821,7 @@ ctypedef struct THot:       # what a pick reads, per tenant
     int64_t head            # the aging key of its live head (backlogged only)
     int64_t pass_
     uint64_t tenant
+    Py_ssize_t node         # its tree node while the tree is up and it is backlogged, else -1
 
 ctypedef struct TCold:
     Ready* heap
@@ -828,6 +830,136 @@ ctypedef struct TCold:
     size_t dead
     Py_ssize_t ready        # live jobs in heap
     int64_t stride          # FAIR_STRIDE // weight
+
+
+ctypedef struct TNode:      # a backlogged tenant in the tree (see _choose)
+    int64_t head            # the key it is filed under: (head, tenant)
+    uint64_t tenant
+    int64_t pass_
+    uint64_t prio           # treap priority: random, a max-heap
+    Py_ssize_t left         # -1: none; also the free list's link
+    Py_ssize_t right
+    size_t rec              # its record
+    bint clamped            # pass <= V: its effective pass is V
+    # the subtree's bests: the lowest tenant among the clamped, the lowest
+    # (pass, tenant) among the others (node -1: none)
+    Py_ssize_t c_node
+    uint64_t c_ten
+    Py_ssize_t p_node
+    int64_t p_pass
+    uint64_t p_ten
+
+
+# -- the tree of backlogged tenants ------------------------------------------------
+# A treap ordered by (head key, tenant), each node holding the bests of its
+# subtree, so "the best tenant among those whose head key is <= top" is one
+# descent.  Recursion depth is the treap's, O(log T) expected.
+
+cdef inline bint _tless(const TNode* a, const TNode* b) noexcept nogil:
+    return a.head < b.head or (a.head == b.head and a.tenant < b.tenant)
+
+
+cdef inline void _tabsorb(TNode* t, const TNode* c) noexcept nogil:
+    """Fold the bests of child ``c`` into ``t``'s."""
+    if c.c_node >= 0 and c.c_ten < t.c_ten:
+        t.c_node = c.c_node
+        t.c_ten = c.c_ten
+    if c.p_node >= 0 and (t.p_node < 0 or c.p_pass < t.p_pass
+                          or (c.p_pass == t.p_pass and c.p_ten < t.p_ten)):
+        t.p_node = c.p_node
+        t.p_pass = c.p_pass
+        t.p_ten = c.p_ten
+
+
+cdef inline void _tpull(TNode* n, Py_ssize_t x) noexcept nogil:
+    """Recompute the bests of ``x`` from itself and its children."""
+    cdef TNode* t = &n[x]
+    if t.clamped:
+        t.c_node = x
+        t.c_ten = t.tenant
+        t.p_node = -1
+    else:
+        t.c_node = -1
+        t.c_ten = UINT64_MAX
+        t.p_node = x
+        t.p_pass = t.pass_
+        t.p_ten = t.tenant
+    if t.left >= 0:
+        _tabsorb(t, &n[t.left])
+    if t.right >= 0:
+        _tabsorb(t, &n[t.right])
+
+
+cdef void _tsplit(TNode* n, Py_ssize_t x, const TNode* k,
+                  Py_ssize_t* l, Py_ssize_t* r) noexcept nogil:
+    """Split the subtree ``x`` into the keys before ``k`` (``l``) and the rest (``r``)."""
+    if x < 0:
+        l[0] = -1
+        r[0] = -1
+        return
+    if _tless(&n[x], k):
+        _tsplit(n, n[x].right, k, &n[x].right, r)
+        l[0] = x
+    else:
+        _tsplit(n, n[x].left, k, l, &n[x].left)
+        r[0] = x
+    _tpull(n, x)
+
+
+cdef Py_ssize_t _tmerge(TNode* n, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Join two subtrees, every key of ``a`` before every key of ``b``."""
+    if a < 0:
+        return b
+    if b < 0:
+        return a
+    if n[a].prio > n[b].prio:
+        n[a].right = _tmerge(n, n[a].right, b)
+        _tpull(n, a)
+        return a
+    n[b].left = _tmerge(n, a, n[b].left)
+    _tpull(n, b)
+    return b
+
+
+cdef Py_ssize_t _tinsert(TNode* n, Py_ssize_t t, Py_ssize_t x) noexcept nogil:
+    """Insert the lone node ``x`` into the subtree ``t``; the new subtree root."""
+    if t < 0:
+        n[x].left = n[x].right = -1
+        _tpull(n, x)
+        return x
+    if n[x].prio > n[t].prio:
+        _tsplit(n, t, &n[x], &n[x].left, &n[x].right)
+        _tpull(n, x)
+        return x
+    if _tless(&n[x], &n[t]):
+        n[t].left = _tinsert(n, n[t].left, x)
+    else:
+        n[t].right = _tinsert(n, n[t].right, x)
+    _tpull(n, t)
+    return t
+
+
+cdef void _tpull_all(TNode* n, Py_ssize_t t) noexcept nogil:
+    if t >= 0:
+        _tpull_all(n, n[t].left)
+        _tpull_all(n, n[t].right)
+        _tpull(n, t)
+
+
+cdef Py_ssize_t _terase(TNode* n, Py_ssize_t t, Py_ssize_t x, bint keep) noexcept nogil:
+    """Take node ``x`` out of the subtree ``t`` (``keep``: leave it in, refresh the bests
+    on its path, after its ``clamped`` changed); the new subtree root."""
+    if t == x:
+        if keep:
+            _tpull(n, x)
+            return x
+        return _tmerge(n, n[x].left, n[x].right)
+    if _tless(&n[x], &n[t]):
+        n[t].left = _terase(n, n[t].left, x, keep)
+    else:
+        n[t].right = _terase(n, n[t].right, x, keep)
+    _tpull(n, t)
+    return t
 
 
 # -- the id table again, with the tenant in each slot (same scheme as Table) --
@@ -999,6 +1131,14 @@ cdef class FairHeap:
     cdef size_t _nt
     cdef size_t _nb
     cdef size_t _tcap
+    cdef TNode* _nodes              # the tree's nodes, as many as records (see _choose)
+    cdef size_t _ncap
+    cdef size_t _nhigh              # nodes ever handed out since the last reset
+    cdef Py_ssize_t _nfree          # free list through .left
+    cdef Py_ssize_t _root
+    cdef bint _treed                # the tree is up: every backlogged record has a node
+    cdef size_t _tree_at            # put it up at this many backlogged tenants
+    cdef uint64_t _rng              # xorshift state for treap priorities
     cdef size_t _sweep_at           # sweep when more idle records than this
     cdef int64_t _sweep_v           # ... or when V reaches this
     cdef int64_t _step
@@ -1039,6 +1179,10 @@ cdef class FairHeap:
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
         self._sweep_v = INT64_MAX
+        self._root = -1
+        self._nfree = -1
+        self._tree_at = TREE_AT
+        self._rng = 0x9E3779B97F4A7C15ULL
 
     def __dealloc__(self):
         self._free_records()
@@ -1059,9 +1203,14 @@ cdef class FairHeap:
             PyMem_RawFree(self._cold[i].heap)
         PyMem_RawFree(self._hot)
         PyMem_RawFree(self._cold)
+        PyMem_RawFree(self._nodes)
         self._hot = NULL
         self._cold = NULL
+        self._nodes = NULL
         self._nt = self._nb = self._tcap = 0
+        self._ncap = self._nhigh = 0
+        self._nfree = self._root = -1
+        self._treed = False
 
     cdef inline Py_ssize_t _index(self, uint64_t tenant) noexcept nogil:
         """The record of ``tenant``, or -1."""
@@ -1084,9 +1233,13 @@ cdef class FairHeap:
             cap = self._tcap
             _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
             self._tcap = cap
+        if self._nt == self._ncap:  # a node per record: taking one never fails
+            cap = self._ncap
+            _grow(<void**>&self._nodes, &cap, self._nt + 1, sizeof(TNode))
+            self._ncap = cap
         _table_reserve(&self._tmap, 1)
         i = self._nt
-        self._hot[i] = THot(0, 0, tenant)
+        self._hot[i] = THot(0, 0, tenant, -1)
         self._cold[i] = TCold(NULL, 0, 0, 0, 0, self._stride_of(tenant))
         slot = _lookup(&self._tmap, tenant)
         slot.job_id = tenant
@@ -1108,6 +1261,10 @@ cdef class FairHeap:
         self._cold[j] = c
         _lookup(&self._tmap, self._hot[i].tenant).tag = i + 1
         _lookup(&self._tmap, self._hot[j].tenant).tag = j + 1
+        if self._hot[i].node >= 0:
+            self._nodes[self._hot[i].node].rec = i
+        if self._hot[j].node >= 0:
+            self._nodes[self._hot[j].node].rec = j
 
     cdef void _drop(self, size_t i) noexcept:
         """Forget the idle record ``i`` (its jobs are gone, its pass no longer matters)."""
@@ -1135,12 +1292,16 @@ cdef class FairHeap:
         """Record ``i`` has no ready job left."""
         self._cold[i].n = 0         # whatever is left is tombstones
         self._cold[i].dead = 0
+        if self._hot[i].node >= 0:
+            self._tree_remove(i)
         self._nb -= 1
         self._swap(i, self._nb)
         i = self._nb
         if self._nb == 0:
             self._forget_all()
             return
+        if self._treed and 2 * self._nb < self._tree_at:
+            self._tree_down()
         if self._hot[i].pass_ <= self._vtime:
             self._drop(i)
         if self._nt - self._nb > self._sweep_at:
@@ -1178,7 +1339,15 @@ cdef class FairHeap:
             self._swap(i, self._nb)
             i = self._nb
             self._nb += 1
-        self._hot[i].head = self._cold[i].heap[0].key
+            self._hot[i].head = self._cold[i].heap[0].key
+            if self._treed:
+                self._tree_add(i)
+            elif self._nb >= self._tree_at:
+                self._tree_up()
+        else:
+            self._hot[i].head = self._cold[i].heap[0].key
+            if self._hot[i].node >= 0:
+                self._tree_refile(i)
 
     cdef inline void _clean_top(self, size_t i) noexcept nogil:
         cdef TCold* c = &self._cold[i]
@@ -1187,6 +1356,128 @@ cdef class FairHeap:
             if c.n:
                 _sift_down(c.heap, c.n, 0, c.heap[c.n])
             c.dead -= 1
+
+    # -- the tree ----------------------------------------------------------------
+
+    cdef void _tree_add(self, size_t i) noexcept nogil:
+        """File backlogged record ``i`` in the tree."""
+        cdef Py_ssize_t x = self._nfree
+        cdef TNode* t
+        cdef uint64_t r = self._rng
+        if x >= 0:
+            self._nfree = self._nodes[x].left
+        else:                       # the records' count bounds the nodes': there is room
+            x = <Py_ssize_t>self._nhigh
+            self._nhigh += 1
+        r ^= r << 13
+        r ^= r >> 7
+        r ^= r << 17
+        self._rng = r
+        t = &self._nodes[x]
+        t.head = self._hot[i].head
+        t.tenant = self._hot[i].tenant
+        t.pass_ = self._hot[i].pass_
+        t.prio = r
+        t.rec = i
+        t.clamped = t.pass_ <= self._vtime
+        self._hot[i].node = x
+        self._root = _tinsert(self._nodes, self._root, x)
+
+    cdef void _tree_remove(self, size_t i) noexcept nogil:
+        cdef Py_ssize_t x = self._hot[i].node
+        self._root = _terase(self._nodes, self._root, x, False)
+        self._nodes[x].left = self._nfree
+        self._nfree = x
+        self._hot[i].node = -1
+
+    cdef void _tree_refile(self, size_t i) noexcept nogil:
+        """Record ``i``'s head changed: file its node under the new key."""
+        cdef Py_ssize_t x = self._hot[i].node
+        if self._nodes[x].head == self._hot[i].head:
+            return
+        self._root = _terase(self._nodes, self._root, x, False)
+        self._nodes[x].head = self._hot[i].head
+        self._root = _tinsert(self._nodes, self._root, x)
+
+    cdef void _tree_up(self) noexcept nogil:
+        cdef size_t j
+        for j in range(self._nb):
+            self._tree_add(j)
+        self._treed = True
+
+    cdef void _tree_down(self) noexcept nogil:
+        cdef size_t j
+        for j in range(self._nb):
+            self._hot[j].node = -1
+        self._root = self._nfree = -1
+        self._nhigh = 0
+        self._treed = False
+
+    cdef void _tree_rebased(self) noexcept nogil:
+        """The passes were rebased: copy them, and recompute every best."""
+        cdef size_t j
+        cdef Py_ssize_t x
+        for j in range(self._nb):
+            x = self._hot[j].node
+            if x >= 0:
+                self._nodes[x].pass_ = self._hot[j].pass_
+                self._nodes[x].clamped = self._hot[j].pass_ <= self._vtime
+        _tpull_all(self._nodes, self._root)
+
+    cdef size_t _tree_choose(self) noexcept nogil:
+        """_choose by the tree: the same pick in O(log T).
+
+        The candidates (heads at the best level) are the nodes whose head key
+        is <= ``_threshold`` of the lowest: a prefix of the tree's order.  A
+        clamped tenant (pass <= V) has effective pass V, the least there is,
+        so the lowest clamped tenant id among them wins if there is one; else
+        the lowest (pass, tenant).
+        """
+        cdef TNode* n = self._nodes
+        cdef TNode* t
+        cdef TNode acc
+        cdef Py_ssize_t x = self._root
+        cdef int64_t top
+        # V moved since: the tenants it caught up with join at V
+        while n[self._root].p_node >= 0 and n[self._root].p_pass <= self._vtime:
+            x = n[self._root].p_node
+            n[x].clamped = True
+            self._root = _terase(n, self._root, x, True)
+        x = self._root
+        while n[x].left >= 0:
+            x = n[x].left
+        top = self._threshold(n[x].head)
+        acc.c_node = acc.p_node = -1
+        acc.c_ten = UINT64_MAX
+        x = self._root
+        while x >= 0:
+            t = &n[x]
+            if t.head <= top:
+                if t.left >= 0:
+                    _tabsorb(&acc, &n[t.left])
+                if t.clamped:
+                    if t.tenant < acc.c_ten:
+                        acc.c_node = x
+                        acc.c_ten = t.tenant
+                elif acc.p_node < 0 or t.pass_ < acc.p_pass or (
+                        t.pass_ == acc.p_pass and t.tenant < acc.p_ten):
+                    acc.p_node = x
+                    acc.p_pass = t.pass_
+                    acc.p_ten = t.tenant
+                x = t.right
+            else:
+                x = t.left
+        return n[acc.c_node if acc.c_node >= 0 else acc.p_node].rec
+
+    def _set_tree_at(self, size_t count):
+        """Tests only: pick by the tree from ``count`` (>= 1) backlogged tenants on."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self._tree_at = count
+        if self._treed and 2 * self._nb < count:
+            self._tree_down()
+        elif not self._treed and self._nb >= count:
+            self._tree_up()
 
     # -- picking ---------------------------------------------------------------
 
@@ -1210,6 +1501,8 @@ cdef class FairHeap:
         cdef THot* h = self._hot
         if self._nb == 1:
             return 0
+        if self._treed:
+            return self._tree_choose()
         # One pass finds the best head and, in case it is at level 1 (the
         # usual case: every head at or below the clock), the pick as well.
         g = h[0].head
@@ -1246,6 +1539,8 @@ cdef class FairHeap:
         cdef Ready top = c.heap[0]
         cdef int64_t p = self._hot[i].pass_
         cdef size_t j
+        if self._hot[i].node >= 0:  # filed again below under its new head and pass
+            self._tree_remove(i)
         if p < self._vtime:
             p = self._vtime
         self._vtime = p
@@ -1258,6 +1553,8 @@ cdef class FairHeap:
                 self._sweep_v = (self._sweep_v - self._vtime
                                  if self._sweep_v > self._vtime else 0)
             self._vtime = 0
+            if self._treed:
+                self._tree_rebased()
         if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
             self._sweep()
         c.n -= 1
@@ -1270,6 +1567,8 @@ cdef class FairHeap:
             if c.dead:          # no tombstone, no lookup: the top is live
                 self._clean_top(i)
             self._hot[i].head = c.heap[0].key
+            if self._treed:
+                self._tree_add(i)
             _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
         else:
             self._went_idle(i)
@@ -1472,6 +1771,8 @@ cdef class FairHeap:
             if c.heap[0].tag == tag:    # it was the head
                 self._clean_top(i)
                 self._hot[i].head = c.heap[0].key
+                if self._hot[i].node >= 0:
+                    self._tree_refile(i)
             if c.dead > COMPACT_MIN and c.dead > <size_t>c.ready:
                 self._compact_tenant(i)
             else:
@@ -1591,7 +1892,8 @@ cdef class FairHeap:
         return (object.__sizeof__(self) + self._delayed_cap * sizeof(FDelayed)
                 + (self._ids.mask + 1) * sizeof(FSlot)
                 + (self._tmap.mask + 1 + self._wmap.mask + 1) * sizeof(Slot)
-                + self._tcap * (sizeof(THot) + sizeof(TCold)) + heaps)
+                + self._tcap * (sizeof(THot) + sizeof(TCold)) + self._ncap * sizeof(TNode)
+                + heaps)
 
     def __repr__(self):
         return (f"FairHeap(aging_step_us={self._step}, ready={self._ready_total()}, "
