@@ -840,7 +840,7 @@ ctypedef struct TNode:      # a backlogged tenant in the tree (see _choose)
     Py_ssize_t left         # -1: none; also the free list's link
     Py_ssize_t right
     size_t rec              # its record
-    bint clamped            # pass <= V: its effective pass is V
+    bint clamped            # pass < V: its effective pass is V (see _tree_choose)
     # the subtree's bests: the lowest tenant among the clamped, the lowest
     # (pass, tenant) among the others (node -1: none)
     Py_ssize_t c_node
@@ -1379,7 +1379,7 @@ cdef class FairHeap:
         t.pass_ = self._hot[i].pass_
         t.prio = r
         t.rec = i
-        t.clamped = t.pass_ <= self._vtime
+        t.clamped = t.pass_ < self._vtime
         self._hot[i].node = x
         self._root = _tinsert(self._nodes, self._root, x)
 
@@ -1421,7 +1421,7 @@ cdef class FairHeap:
             x = self._hot[j].node
             if x >= 0:
                 self._nodes[x].pass_ = self._hot[j].pass_
-                self._nodes[x].clamped = self._hot[j].pass_ <= self._vtime
+                self._nodes[x].clamped = self._hot[j].pass_ < self._vtime
         _tpull_all(self._nodes, self._root)
 
     cdef size_t _tree_choose(self) noexcept nogil:
@@ -1429,9 +1429,12 @@ cdef class FairHeap:
 
         The candidates (heads at the best level) are the nodes whose head key
         is <= ``_threshold`` of the lowest: a prefix of the tree's order.  A
-        clamped tenant (pass <= V) has effective pass V, the least there is,
-        so the lowest clamped tenant id among them wins if there is one; else
-        the lowest (pass, tenant).
+        clamped tenant (pass < V) has effective pass V, the least there is,
+        so among the clamped ones the lowest tenant id is best; the others
+        (pass >= V) have effective pass = pass and go by (pass, tenant); the
+        better of the two bests wins.  Clamping only pass < V (not <= V)
+        spares the usual case any clamping: tenants taking turns at one level
+        have passes >= V.
         """
         cdef TNode* n = self._nodes
         cdef TNode* t
@@ -1439,7 +1442,7 @@ cdef class FairHeap:
         cdef Py_ssize_t x = self._root
         cdef int64_t top
         # V moved since: the tenants it caught up with join at V
-        while n[self._root].p_node >= 0 and n[self._root].p_pass <= self._vtime:
+        while n[self._root].p_node >= 0 and n[self._root].p_pass < self._vtime:
             x = n[self._root].p_node
             n[x].clamped = True
             self._root = _terase(n, self._root, x, True)
@@ -1467,7 +1470,10 @@ cdef class FairHeap:
                 x = t.right
             else:
                 x = t.left
-        return n[acc.c_node if acc.c_node >= 0 else acc.p_node].rec
+        if acc.c_node >= 0 and (acc.p_node < 0 or self._vtime < acc.p_pass or (
+                self._vtime == acc.p_pass and acc.c_ten < acc.p_ten)):
+            return n[acc.c_node].rec
+        return n[acc.p_node].rec
 
     def _set_tree_at(self, size_t count):
         """Tests only: pick by the tree from ``count`` (>= 1) backlogged tenants on."""
