@@ -38,7 +38,8 @@ cimport cpython.array as carray
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
-from libc.stdint cimport INT64_MAX, INT64_MIN, SIZE_MAX, UINT64_MAX, int8_t, int64_t, uint64_t
+from libc.stdint cimport (INT64_MAX, INT64_MIN, SIZE_MAX, UINT32_MAX, int8_t, int64_t,
+                          uint32_t, uint64_t)
 from libc.string cimport memset
 
 import array
@@ -796,7 +797,7 @@ cdef enum:
     WEIGHT_LO = 1
     WEIGHT_HI = 1000
     MIN_IDLE_SWEEP = 64     # idle tenant records tolerated before a sweep
-    TREE_AT = 16            # backlogged tenants from which a pick uses the tree, not a scan
+    GROUP_AT = 16           # backlogged tenants from which a pick uses the level groups
 STRIDE = FAIR_STRIDE
 TENANT_MAX = TENANT_LIMIT
 WEIGHT_MIN = WEIGHT_LO
@@ -821,7 +822,10 @@ ctypedef struct THot:       # what a pick reads, per tenant
     int64_t head            # the aging key of its live head (backlogged only)
     int64_t pass_
     uint64_t tenant
-    Py_ssize_t node         # its tree node while the tree is up and it is backlogged, else -1
+    int grp                 # its level group while the groups are up and it is backlogged, else -1
+    bint in_c               # filed among the clamped (pass < V) of its group
+    uint32_t cpos           # its place in that clamped or unclamped heap
+    uint32_t hpos           # its place in the group's head heap (groups 1.. with aging only)
 
 ctypedef struct TCold:
     Ready* heap
@@ -832,134 +836,78 @@ ctypedef struct TCold:
     int64_t stride          # FAIR_STRIDE // weight
 
 
-ctypedef struct TNode:      # a backlogged tenant in the tree (see _choose)
-    int64_t head            # the key it is filed under: (head, tenant)
-    uint64_t tenant
-    int64_t pass_
-    uint64_t prio           # treap priority: random, a max-heap
-    Py_ssize_t left         # -1: none; also the free list's link
-    Py_ssize_t right
-    size_t rec              # its record
-    bint clamped            # pass < V: its effective pass is V (see _tree_choose)
-    # the subtree's bests: the lowest tenant among the clamped, the lowest
-    # (pass, tenant) among the others (node -1: none)
-    Py_ssize_t c_node
-    uint64_t c_ten
-    Py_ssize_t p_node
-    int64_t p_pass
-    uint64_t p_ten
+# -- level groups -----------------------------------------------------------------
+# From GROUP_AT backlogged tenants on, a pick does not scan: every backlogged
+# tenant is filed in the group of its head's level (levels 1 to 5, and one
+# group for every level above 5, only reachable with an enqueue time ahead of
+# the clock), and within it in one of two binary heaps of record indices:
+# the clamped (pass < V, effective pass V) by tenant id, the others by
+# (pass, tenant).  Groups 1.. also keep their tenants in a heap by head key:
+# its top is the first to age into a lower group as the clock moves.
+
+cdef enum:
+    NGROUP = 6
+    LAST_GROUP = 5          # every level above 5: picked from by a scan
+    K_C = 0                 # heap kinds: clamped by tenant,
+    K_P = 1                 # unclamped by (pass, tenant),
+    K_H = 2                 # by head key
 
 
-# -- the tree of backlogged tenants ------------------------------------------------
-# A treap ordered by (head key, tenant), each node holding the bests of its
-# subtree, so "the best tenant among those whose head key is <= top" is one
-# descent.  Recursion depth is the treap's, O(log T) expected.
-
-cdef inline bint _tless(const TNode* a, const TNode* b) noexcept nogil:
-    return a.head < b.head or (a.head == b.head and a.tenant < b.tenant)
-
-
-cdef inline void _tabsorb(TNode* t, const TNode* c) noexcept nogil:
-    """Fold the bests of child ``c`` into ``t``'s."""
-    if c.c_node >= 0 and c.c_ten < t.c_ten:
-        t.c_node = c.c_node
-        t.c_ten = c.c_ten
-    if c.p_node >= 0 and (t.p_node < 0 or c.p_pass < t.p_pass
-                          or (c.p_pass == t.p_pass and c.p_ten < t.p_ten)):
-        t.p_node = c.p_node
-        t.p_pass = c.p_pass
-        t.p_ten = c.p_ten
+cdef inline bint _gbefore(const THot* h, int k, uint32_t a, uint32_t b) noexcept nogil:
+    if k == K_C:
+        return h[a].tenant < h[b].tenant
+    if k == K_P:
+        return h[a].pass_ < h[b].pass_ or (h[a].pass_ == h[b].pass_ and h[a].tenant < h[b].tenant)
+    return h[a].head < h[b].head
 
 
-cdef inline void _tpull(TNode* n, Py_ssize_t x) noexcept nogil:
-    """Recompute the bests of ``x`` from itself and its children."""
-    cdef TNode* t = &n[x]
-    if t.clamped:
-        t.c_node = x
-        t.c_ten = t.tenant
-        t.p_node = -1
+cdef inline void _gset(THot* h, int k, uint32_t* a, size_t pos, uint32_t r) noexcept nogil:
+    a[pos] = r
+    if k == K_H:
+        h[r].hpos = <uint32_t>pos
     else:
-        t.c_node = -1
-        t.c_ten = UINT64_MAX
-        t.p_node = x
-        t.p_pass = t.pass_
-        t.p_ten = t.tenant
-    if t.left >= 0:
-        _tabsorb(t, &n[t.left])
-    if t.right >= 0:
-        _tabsorb(t, &n[t.right])
+        h[r].cpos = <uint32_t>pos
 
 
-cdef void _tsplit(TNode* n, Py_ssize_t x, const TNode* k,
-                  Py_ssize_t* l, Py_ssize_t* r) noexcept nogil:
-    """Split the subtree ``x`` into the keys before ``k`` (``l``) and the rest (``r``)."""
-    if x < 0:
-        l[0] = -1
-        r[0] = -1
-        return
-    if _tless(&n[x], k):
-        _tsplit(n, n[x].right, k, &n[x].right, r)
-        l[0] = x
+cdef void _gup(THot* h, int k, uint32_t* a, size_t pos, uint32_t r) noexcept nogil:
+    cdef size_t parent
+    while pos:
+        parent = (pos - 1) >> 1
+        if not _gbefore(h, k, r, a[parent]):
+            break
+        _gset(h, k, a, pos, a[parent])
+        pos = parent
+    _gset(h, k, a, pos, r)
+
+
+cdef void _gdown(THot* h, int k, uint32_t* a, size_t n, size_t pos, uint32_t r) noexcept nogil:
+    cdef size_t c
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            break
+        if c + 1 < n and _gbefore(h, k, a[c + 1], a[c]):
+            c += 1
+        if not _gbefore(h, k, a[c], r):
+            break
+        _gset(h, k, a, pos, a[c])
+        pos = c
+    _gset(h, k, a, pos, r)
+
+
+cdef inline void _gfix(THot* h, int k, uint32_t* a, size_t n, size_t pos) noexcept nogil:
+    """The item at ``pos`` changed its key: put it in its place."""
+    if pos and _gbefore(h, k, a[pos], a[(pos - 1) >> 1]):
+        _gup(h, k, a, pos, a[pos])
     else:
-        _tsplit(n, n[x].left, k, l, &n[x].left)
-        r[0] = x
-    _tpull(n, x)
+        _gdown(h, k, a, n, pos, a[pos])
 
 
-cdef Py_ssize_t _tmerge(TNode* n, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """Join two subtrees, every key of ``a`` before every key of ``b``."""
-    if a < 0:
-        return b
-    if b < 0:
-        return a
-    if n[a].prio > n[b].prio:
-        n[a].right = _tmerge(n, n[a].right, b)
-        _tpull(n, a)
-        return a
-    n[b].left = _tmerge(n, a, n[b].left)
-    _tpull(n, b)
-    return b
-
-
-cdef Py_ssize_t _tinsert(TNode* n, Py_ssize_t t, Py_ssize_t x) noexcept nogil:
-    """Insert the lone node ``x`` into the subtree ``t``; the new subtree root."""
-    if t < 0:
-        n[x].left = n[x].right = -1
-        _tpull(n, x)
-        return x
-    if n[x].prio > n[t].prio:
-        _tsplit(n, t, &n[x], &n[x].left, &n[x].right)
-        _tpull(n, x)
-        return x
-    if _tless(&n[x], &n[t]):
-        n[t].left = _tinsert(n, n[t].left, x)
-    else:
-        n[t].right = _tinsert(n, n[t].right, x)
-    _tpull(n, t)
-    return t
-
-
-cdef void _tpull_all(TNode* n, Py_ssize_t t) noexcept nogil:
-    if t >= 0:
-        _tpull_all(n, n[t].left)
-        _tpull_all(n, n[t].right)
-        _tpull(n, t)
-
-
-cdef Py_ssize_t _terase(TNode* n, Py_ssize_t t, Py_ssize_t x, bint keep) noexcept nogil:
-    """Take node ``x`` out of the subtree ``t`` (``keep``: leave it in, refresh the bests
-    on its path, after its ``clamped`` changed); the new subtree root."""
-    if t == x:
-        if keep:
-            _tpull(n, x)
-            return x
-        return _tmerge(n, n[x].left, n[x].right)
-    if _tless(&n[x], &n[t]):
-        n[t].left = _terase(n, n[t].left, x, keep)
-    else:
-        n[t].right = _terase(n, n[t].right, x, keep)
-    _tpull(n, t)
-    return t
+cdef inline void _gdel(THot* h, int k, uint32_t* a, size_t* n, size_t pos) noexcept nogil:
+    n[0] -= 1
+    if pos != n[0]:
+        a[pos] = a[n[0]]
+        _gfix(h, k, a, n[0], pos)
 
 
 # -- the id table again, with the tenant in each slot (same scheme as Table) --
@@ -1131,14 +1079,11 @@ cdef class FairHeap:
     cdef size_t _nt
     cdef size_t _nb
     cdef size_t _tcap
-    cdef TNode* _nodes              # the tree's nodes, as many as records (see _choose)
-    cdef size_t _ncap
-    cdef size_t _nhigh              # nodes ever handed out since the last reset
-    cdef Py_ssize_t _nfree          # free list through .left
-    cdef Py_ssize_t _root
-    cdef bint _treed                # the tree is up: every backlogged record has a node
-    cdef size_t _tree_at            # put it up at this many backlogged tenants
-    cdef uint64_t _rng              # xorshift state for treap priorities
+    cdef uint32_t* _gh[18]          # level groups' heaps: [group * 3 + kind]
+    cdef size_t _gn[18]
+    cdef size_t _gcap               # room in each: as many as records
+    cdef bint _grouped              # the groups are up: every backlogged record is filed
+    cdef size_t _group_at           # put them up at this many backlogged tenants
     cdef size_t _sweep_at           # sweep when more idle records than this
     cdef int64_t _sweep_v           # ... or when V reaches this
     cdef int64_t _step
@@ -1179,10 +1124,7 @@ cdef class FairHeap:
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
         self._sweep_v = INT64_MAX
-        self._root = -1
-        self._nfree = -1
-        self._tree_at = TREE_AT
-        self._rng = 0x9E3779B97F4A7C15ULL
+        self._group_at = GROUP_AT
 
     def __dealloc__(self):
         self._free_records()
@@ -1203,14 +1145,15 @@ cdef class FairHeap:
             PyMem_RawFree(self._cold[i].heap)
         PyMem_RawFree(self._hot)
         PyMem_RawFree(self._cold)
-        PyMem_RawFree(self._nodes)
         self._hot = NULL
         self._cold = NULL
-        self._nodes = NULL
         self._nt = self._nb = self._tcap = 0
-        self._ncap = self._nhigh = 0
-        self._nfree = self._root = -1
-        self._treed = False
+        for i in range(18):
+            PyMem_RawFree(self._gh[i])
+            self._gh[i] = NULL
+            self._gn[i] = 0
+        self._gcap = 0
+        self._grouped = False
 
     cdef inline Py_ssize_t _index(self, uint64_t tenant) noexcept nogil:
         """The record of ``tenant``, or -1."""
@@ -1224,6 +1167,7 @@ cdef class FairHeap:
         """The record of ``tenant``, made (idle, pass 0) if it has none."""
         cdef Py_ssize_t i = self._index(tenant)
         cdef size_t cap
+        cdef int k
         cdef Slot* slot
         if i >= 0:
             return i
@@ -1233,13 +1177,16 @@ cdef class FairHeap:
             cap = self._tcap
             _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
             self._tcap = cap
-        if self._nt == self._ncap:  # a node per record: taking one never fails
-            cap = self._ncap
-            _grow(<void**>&self._nodes, &cap, self._nt + 1, sizeof(TNode))
-            self._ncap = cap
+        if self._nt == self._gcap:  # room for every record in every group: filing never fails
+            if self._nt >= UINT32_MAX:
+                raise MemoryError()
+            for k in range(18):
+                cap = self._gcap
+                _grow(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t))
+            self._gcap = cap
         _table_reserve(&self._tmap, 1)
         i = self._nt
-        self._hot[i] = THot(0, 0, tenant, -1)
+        self._hot[i] = THot(0, 0, tenant, -1, False, 0, 0)
         self._cold[i] = TCold(NULL, 0, 0, 0, 0, self._stride_of(tenant))
         slot = _lookup(&self._tmap, tenant)
         slot.job_id = tenant
@@ -1261,10 +1208,8 @@ cdef class FairHeap:
         self._cold[j] = c
         _lookup(&self._tmap, self._hot[i].tenant).tag = i + 1
         _lookup(&self._tmap, self._hot[j].tenant).tag = j + 1
-        if self._hot[i].node >= 0:
-            self._nodes[self._hot[i].node].rec = i
-        if self._hot[j].node >= 0:
-            self._nodes[self._hot[j].node].rec = j
+        self._gmoved(i)
+        self._gmoved(j)
 
     cdef void _drop(self, size_t i) noexcept:
         """Forget the idle record ``i`` (its jobs are gone, its pass no longer matters)."""
@@ -1292,16 +1237,16 @@ cdef class FairHeap:
         """Record ``i`` has no ready job left."""
         self._cold[i].n = 0         # whatever is left is tombstones
         self._cold[i].dead = 0
-        if self._hot[i].node >= 0:
-            self._tree_remove(i)
+        if self._hot[i].grp >= 0:
+            self._unfile(i)
         self._nb -= 1
         self._swap(i, self._nb)
         i = self._nb
         if self._nb == 0:
             self._forget_all()
             return
-        if self._treed and 2 * self._nb < self._tree_at:
-            self._tree_down()
+        if self._grouped and 2 * self._nb < self._group_at:
+            self._groups_down()
         if self._hot[i].pass_ <= self._vtime:
             self._drop(i)
         if self._nt - self._nb > self._sweep_at:
@@ -1340,14 +1285,14 @@ cdef class FairHeap:
             i = self._nb
             self._nb += 1
             self._hot[i].head = self._cold[i].heap[0].key
-            if self._treed:
-                self._tree_add(i)
-            elif self._nb >= self._tree_at:
-                self._tree_up()
-        else:
+            if self._grouped:
+                self._file(i)
+            elif self._nb >= self._group_at:
+                self._groups_up()
+        elif self._hot[i].head != self._cold[i].heap[0].key:
             self._hot[i].head = self._cold[i].heap[0].key
-            if self._hot[i].node >= 0:
-                self._tree_refile(i)
+            if self._grouped:
+                self._refile(i)
 
     cdef inline void _clean_top(self, size_t i) noexcept nogil:
         cdef TCold* c = &self._cold[i]
@@ -1357,133 +1302,162 @@ cdef class FairHeap:
                 _sift_down(c.heap, c.n, 0, c.heap[c.n])
             c.dead -= 1
 
-    # -- the tree ----------------------------------------------------------------
+    # -- level groups ----------------------------------------------------------------
 
-    cdef void _tree_add(self, size_t i) noexcept nogil:
-        """File backlogged record ``i`` in the tree."""
-        cdef Py_ssize_t x = self._nfree
-        cdef TNode* t
-        cdef uint64_t r = self._rng
-        if x >= 0:
-            self._nfree = self._nodes[x].left
-        else:                       # the records' count bounds the nodes': there is room
-            x = <Py_ssize_t>self._nhigh
-            self._nhigh += 1
-        r ^= r << 13
-        r ^= r >> 7
-        r ^= r << 17
-        self._rng = r
-        t = &self._nodes[x]
-        t.head = self._hot[i].head
-        t.tenant = self._hot[i].tenant
-        t.pass_ = self._hot[i].pass_
-        t.prio = r
-        t.rec = i
-        t.clamped = t.pass_ < self._vtime
-        self._hot[i].node = x
-        self._root = _tinsert(self._nodes, self._root, x)
+    cdef inline int _group_of(self, int64_t head) noexcept nogil:
+        """The group of a head key now: its level - 1, at most LAST_GROUP."""
+        cdef uint64_t d, k
+        if self._step == 0:         # the level is the priority
+            return <int>((<uint64_t>head + STRICT_SHIFT) >> 61)
+        if head <= self._clock:
+            return 0
+        d = <uint64_t>head - <uint64_t>self._clock
+        k = d // <uint64_t>self._step + (d % <uint64_t>self._step != 0)
+        return <int>k if k < LAST_GROUP else LAST_GROUP
 
-    cdef void _tree_remove(self, size_t i) noexcept nogil:
-        cdef Py_ssize_t x = self._hot[i].node
-        self._root = _terase(self._nodes, self._root, x, False)
-        self._nodes[x].left = self._nfree
-        self._nfree = x
-        self._hot[i].node = -1
+    cdef inline void _gmoved(self, size_t i) noexcept nogil:
+        """Record ``i`` moved to index ``i``: the heaps that hold it say so."""
+        cdef THot* h = &self._hot[i]
+        if h.grp >= 0:
+            self._gh[h.grp * 3 + (K_C if h.in_c else K_P)][h.cpos] = <uint32_t>i
+            if h.grp and self._step:
+                self._gh[h.grp * 3 + K_H][h.hpos] = <uint32_t>i
 
-    cdef void _tree_refile(self, size_t i) noexcept nogil:
-        """Record ``i``'s head changed: file its node under the new key."""
-        cdef Py_ssize_t x = self._hot[i].node
-        if self._nodes[x].head == self._hot[i].head:
-            return
-        self._root = _terase(self._nodes, self._root, x, False)
-        self._nodes[x].head = self._hot[i].head
-        self._root = _tinsert(self._nodes, self._root, x)
+    cdef void _file(self, size_t i) noexcept nogil:
+        """File backlogged record ``i`` in the group of its head."""
+        cdef THot* h = self._hot
+        cdef int g = self._group_of(h[i].head)
+        cdef int k
+        h[i].grp = g
+        h[i].in_c = h[i].pass_ < self._vtime
+        k = g * 3 + (K_C if h[i].in_c else K_P)
+        self._gn[k] += 1
+        _gup(h, K_C if h[i].in_c else K_P, self._gh[k], self._gn[k] - 1, <uint32_t>i)
+        if g and self._step:
+            k = g * 3 + K_H
+            self._gn[k] += 1
+            _gup(h, K_H, self._gh[k], self._gn[k] - 1, <uint32_t>i)
 
-    cdef void _tree_up(self) noexcept nogil:
+    cdef void _unfile(self, size_t i) noexcept nogil:
+        cdef THot* h = self._hot
+        cdef int g = h[i].grp
+        cdef int kind = K_C if h[i].in_c else K_P
+        _gdel(h, kind, self._gh[g * 3 + kind], &self._gn[g * 3 + kind], h[i].cpos)
+        if g and self._step:
+            _gdel(h, K_H, self._gh[g * 3 + K_H], &self._gn[g * 3 + K_H], h[i].hpos)
+        h[i].grp = -1
+
+    cdef void _refile(self, size_t i) noexcept nogil:
+        """Record ``i``'s head key changed."""
+        cdef int g = self._hot[i].grp
+        if self._group_of(self._hot[i].head) != g:
+            self._unfile(i)
+            self._file(i)
+        elif g and self._step:
+            _gfix(self._hot, K_H, self._gh[g * 3 + K_H], self._gn[g * 3 + K_H],
+                  self._hot[i].hpos)
+
+    cdef void _groups_up(self) noexcept nogil:
+        cdef size_t j
+        self._grouped = True
+        for j in range(self._nb):
+            self._file(j)
+
+    cdef void _groups_down(self) noexcept nogil:
         cdef size_t j
         for j in range(self._nb):
-            self._tree_add(j)
-        self._treed = True
+            self._hot[j].grp = -1
+        for j in range(18):
+            self._gn[j] = 0
+        self._grouped = False
 
-    cdef void _tree_down(self) noexcept nogil:
-        cdef size_t j
-        for j in range(self._nb):
-            self._hot[j].node = -1
-        self._root = self._nfree = -1
-        self._nhigh = 0
-        self._treed = False
+    cdef void _groups_rebased(self) noexcept nogil:
+        """The passes were rebased: passes below V all became 0, so order the heaps again."""
+        cdef size_t j, g
+        cdef uint32_t* a
+        for g in range(NGROUP):
+            a = self._gh[g * 3 + K_P]
+            j = self._gn[g * 3 + K_P] // 2
+            while j:
+                j -= 1
+                _gdown(self._hot, K_P, a, self._gn[g * 3 + K_P], j, a[j])
 
-    cdef void _tree_rebased(self) noexcept nogil:
-        """The passes were rebased: copy them, and recompute every best."""
-        cdef size_t j
-        cdef Py_ssize_t x
-        for j in range(self._nb):
-            x = self._hot[j].node
-            if x >= 0:
-                self._nodes[x].pass_ = self._hot[j].pass_
-                self._nodes[x].clamped = self._hot[j].pass_ < self._vtime
-        _tpull_all(self._nodes, self._root)
+    cdef size_t _group_choose(self) noexcept nogil:
+        """_choose by the level groups: the same pick in O(log T), amortised.
 
-    cdef size_t _tree_choose(self) noexcept nogil:
-        """_choose by the tree: the same pick in O(log T).
-
-        The candidates (heads at the best level) are the nodes whose head key
-        is <= ``_threshold`` of the lowest: a prefix of the tree's order.  A
-        clamped tenant (pass < V) has effective pass V, the least there is,
-        so among the clamped ones the lowest tenant id is best; the others
-        (pass >= V) have effective pass = pass and go by (pass, tenant); the
-        better of the two bests wins.  Clamping only pass < V (not <= V)
-        spares the usual case any clamping: tenants taking turns at one level
-        have passes >= V.
+        The best level's tenants are the lowest non-empty group, once the
+        tenants whose level improved since are moved down.  In it, a clamped
+        tenant (pass < V) has effective pass V, the least there is, so among
+        the clamped the lowest tenant id is best; the others (pass >= V,
+        once those V has passed since are clamped) go by (pass, tenant); the
+        better of the two tops wins.  Clamping only pass < V (not <= V)
+        spares tenants taking turns at one level any clamping.
         """
-        cdef TNode* n = self._nodes
-        cdef TNode* t
-        cdef TNode acc
-        cdef Py_ssize_t x = self._root
-        cdef int64_t top
-        # V moved since: the tenants it caught up with join at V
-        while n[self._root].p_node >= 0 and n[self._root].p_pass < self._vtime:
-            x = n[self._root].p_node
-            n[x].clamped = True
-            self._root = _terase(n, self._root, x, True)
-        x = self._root
-        while n[x].left >= 0:
-            x = n[x].left
-        top = self._threshold(n[x].head)
-        acc.c_node = acc.p_node = -1
-        acc.c_ten = UINT64_MAX
-        x = self._root
-        while x >= 0:
-            t = &n[x]
-            if t.head <= top:
-                if t.left >= 0:
-                    _tabsorb(&acc, &n[t.left])
-                if t.clamped:
-                    if t.tenant < acc.c_ten:
-                        acc.c_node = x
-                        acc.c_ten = t.tenant
-                elif acc.p_node < 0 or t.pass_ < acc.p_pass or (
-                        t.pass_ == acc.p_pass and t.tenant < acc.p_ten):
-                    acc.p_node = x
-                    acc.p_pass = t.pass_
-                    acc.p_ten = t.tenant
-                x = t.right
-            else:
-                x = t.left
-        if acc.c_node >= 0 and (acc.p_node < 0 or self._vtime < acc.p_pass or (
-                self._vtime == acc.p_pass and acc.c_ten < acc.p_ten)):
-            return n[acc.c_node].rec
-        return n[acc.p_node].rec
+        cdef THot* h = self._hot
+        cdef int g
+        cdef uint32_t r, c, p
+        cdef uint32_t* a
+        if self._step:
+            for g in range(1, NGROUP):
+                a = self._gh[g * 3 + K_H]
+                while self._gn[g * 3 + K_H] and self._group_of(h[a[0]].head) < g:
+                    r = a[0]
+                    self._unfile(r)
+                    self._file(r)
+        g = 0
+        while self._gn[g * 3 + K_C] + self._gn[g * 3 + K_P] == 0:
+            g += 1
+        if g == LAST_GROUP:
+            return self._scan_last()
+        a = self._gh[g * 3 + K_P]
+        while self._gn[g * 3 + K_P] and h[a[0]].pass_ < self._vtime:
+            r = a[0]
+            _gdel(h, K_P, a, &self._gn[g * 3 + K_P], 0)
+            h[r].in_c = True
+            self._gn[g * 3 + K_C] += 1
+            _gup(h, K_C, self._gh[g * 3 + K_C], self._gn[g * 3 + K_C] - 1, r)
+        if self._gn[g * 3 + K_C] == 0:
+            return a[0]
+        c = self._gh[g * 3 + K_C][0]
+        if self._gn[g * 3 + K_P] == 0:
+            return c
+        p = a[0]
+        if self._vtime < h[p].pass_ or (self._vtime == h[p].pass_ and h[c].tenant < h[p].tenant):
+            return c
+        return p
 
-    def _set_tree_at(self, size_t count):
-        """Tests only: pick by the tree from ``count`` (>= 1) backlogged tenants on."""
+    cdef size_t _scan_last(self) noexcept nogil:
+        """The pick among the tenants above level 5 (only they are backlogged): a scan."""
+        cdef THot* h = self._hot
+        cdef uint32_t* a
+        cdef size_t j, best = 0
+        cdef int k
+        cdef int64_t g = INT64_MAX, top, p, best_p = INT64_MAX
+        for k in range(2):
+            a = self._gh[LAST_GROUP * 3 + k]
+            for j in range(self._gn[LAST_GROUP * 3 + k]):
+                if h[a[j]].head < g:
+                    g = h[a[j]].head
+        top = self._threshold(g)
+        for k in range(2):
+            a = self._gh[LAST_GROUP * 3 + k]
+            for j in range(self._gn[LAST_GROUP * 3 + k]):
+                if h[a[j]].head <= top:
+                    p = h[a[j]].pass_ if h[a[j]].pass_ > self._vtime else self._vtime
+                    if p < best_p or (p == best_p and h[a[j]].tenant < h[best].tenant):
+                        best_p = p
+                        best = a[j]
+        return best
+
+    def _set_group_at(self, size_t count):
+        """Tests only: pick by the level groups from ``count`` (>= 1) backlogged tenants on."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        self._tree_at = count
-        if self._treed and 2 * self._nb < count:
-            self._tree_down()
-        elif not self._treed and self._nb >= count:
-            self._tree_up()
+        self._group_at = count
+        if self._grouped and 2 * self._nb < count:
+            self._groups_down()
+        elif not self._grouped and self._nb >= count:
+            self._groups_up()
 
     # -- picking ---------------------------------------------------------------
 
@@ -1507,8 +1481,8 @@ cdef class FairHeap:
         cdef THot* h = self._hot
         if self._nb == 1:
             return 0
-        if self._treed:
-            return self._tree_choose()
+        if self._grouped:
+            return self._group_choose()
         # One pass finds the best head and, in case it is at level 1 (the
         # usual case: every head at or below the clock), the pick as well.
         g = h[0].head
@@ -1545,8 +1519,8 @@ cdef class FairHeap:
         cdef Ready top = c.heap[0]
         cdef int64_t p = self._hot[i].pass_
         cdef size_t j
-        if self._hot[i].node >= 0:  # filed again below under its new head and pass
-            self._tree_remove(i)
+        if self._hot[i].grp >= 0:   # filed again below by its new head and pass
+            self._unfile(i)
         if p < self._vtime:
             p = self._vtime
         self._vtime = p
@@ -1559,8 +1533,8 @@ cdef class FairHeap:
                 self._sweep_v = (self._sweep_v - self._vtime
                                  if self._sweep_v > self._vtime else 0)
             self._vtime = 0
-            if self._treed:
-                self._tree_rebased()
+            if self._grouped:
+                self._groups_rebased()
         if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
             self._sweep()
         c.n -= 1
@@ -1573,8 +1547,8 @@ cdef class FairHeap:
             if c.dead:          # no tombstone, no lookup: the top is live
                 self._clean_top(i)
             self._hot[i].head = c.heap[0].key
-            if self._treed:
-                self._tree_add(i)
+            if self._grouped:
+                self._file(i)
             _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
         else:
             self._went_idle(i)
@@ -1777,8 +1751,8 @@ cdef class FairHeap:
             if c.heap[0].tag == tag:    # it was the head
                 self._clean_top(i)
                 self._hot[i].head = c.heap[0].key
-                if self._hot[i].node >= 0:
-                    self._tree_refile(i)
+                if self._grouped:
+                    self._refile(i)
             if c.dead > COMPACT_MIN and c.dead > <size_t>c.ready:
                 self._compact_tenant(i)
             else:
@@ -1898,7 +1872,7 @@ cdef class FairHeap:
         return (object.__sizeof__(self) + self._delayed_cap * sizeof(FDelayed)
                 + (self._ids.mask + 1) * sizeof(FSlot)
                 + (self._tmap.mask + 1 + self._wmap.mask + 1) * sizeof(Slot)
-                + self._tcap * (sizeof(THot) + sizeof(TCold)) + self._ncap * sizeof(TNode)
+                + self._tcap * (sizeof(THot) + sizeof(TCold)) + self._gcap * 18 * sizeof(uint32_t)
                 + heaps)
 
     def __repr__(self):
