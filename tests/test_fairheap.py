@@ -176,9 +176,7 @@ class GroupedFairMachine(FairMachine):
 
 
 TestGroupedFairMachine = GroupedFairMachine.TestCase
-TestGroupedFairMachine.settings = settings(
-    max_examples=300, stateful_step_count=80, deadline=None
-)
+TestGroupedFairMachine.settings = settings(max_examples=300, stateful_step_count=80, deadline=None)
 TestGroupedFairMachine.pytestmark = [pytest.mark.slow]
 
 
