@@ -785,11 +785,12 @@ cdef class FastHeap:
 # dpq.queue.fairheap, whose PyFairHeap is the twin.
 #
 # Tenants are records in two parallel arrays (hot: what a pick reads; cold:
-# the tenant's heap), the backlogged ones (a live ready job) first, so a
-# pick scans exactly them: O(backlogged tenants) per pop, two sequential
-# passes over 24-byte entries.  One tenant skips the scan.  Each backlogged
-# tenant's heap top is live (tombstones under it are dropped as they
-# surface), so its head key is the top's key.
+# the tenant's heap), the backlogged ones (a live ready job) first.  Under
+# GROUP_AT backlogged tenants a pick scans exactly them (two sequential
+# passes; one tenant skips the scan); from GROUP_AT on they are filed in
+# level groups (below) and a pick costs O(log T), amortised.  Each
+# backlogged tenant's heap top is live (tombstones under it are dropped as
+# they surface), so its head key is the top's key.
 
 cdef int64_t FAIR_STRIDE = 1 << 20
 cdef int64_t TENANT_LIMIT = 0xFFFFFFFF
