@@ -16,9 +16,9 @@ tenant scan):
   jobs spread over T tenants (random, seed 3), T = 1, 10, 1000
 * ``... pop_many``        -- the same pushes, then one ``pop_many``
 
-Target (issue 16): fairness under 2x the plain heap per push+pop.  A pop scans
-the tenants that have a ready job (O(backlogged tenants)), so the cost grows
-with T; the table says by how much.
+Target (issue 16): fairness under 2x the plain heap per push+pop.  Under 16
+backlogged tenants a pop scans them; from 16 on it picks through the level
+groups, O(log T) amortised; the table says what that costs.
 """
 
 from __future__ import annotations

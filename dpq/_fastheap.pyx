@@ -38,7 +38,8 @@ cimport cpython.array as carray
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
-from libc.stdint cimport INT64_MAX, INT64_MIN, SIZE_MAX, int8_t, int64_t, uint64_t
+from libc.stdint cimport (INT64_MAX, INT64_MIN, SIZE_MAX, UINT32_MAX, int8_t, int64_t,
+                          uint32_t, uint64_t)
 from libc.string cimport memset
 
 import array
@@ -784,11 +785,12 @@ cdef class FastHeap:
 # dpq.queue.fairheap, whose PyFairHeap is the twin.
 #
 # Tenants are records in two parallel arrays (hot: what a pick reads; cold:
-# the tenant's heap), the backlogged ones (a live ready job) first, so a
-# pick scans exactly them: O(backlogged tenants) per pop, two sequential
-# passes over 24-byte entries.  One tenant skips the scan.  Each backlogged
-# tenant's heap top is live (tombstones under it are dropped as they
-# surface), so its head key is the top's key.
+# the tenant's heap), the backlogged ones (a live ready job) first.  Under
+# GROUP_AT backlogged tenants a pick scans exactly them (two sequential
+# passes; one tenant skips the scan); from GROUP_AT on they are filed in
+# level groups (below) and a pick costs O(log T), amortised.  Each
+# backlogged tenant's heap top is live (tombstones under it are dropped as
+# they surface), so its head key is the top's key.
 
 cdef int64_t FAIR_STRIDE = 1 << 20
 cdef int64_t TENANT_LIMIT = 0xFFFFFFFF
@@ -796,6 +798,7 @@ cdef enum:
     WEIGHT_LO = 1
     WEIGHT_HI = 1000
     MIN_IDLE_SWEEP = 64     # idle tenant records tolerated before a sweep
+    GROUP_AT = 16           # backlogged tenants from which a pick uses the level groups
 STRIDE = FAIR_STRIDE
 TENANT_MAX = TENANT_LIMIT
 WEIGHT_MIN = WEIGHT_LO
@@ -820,6 +823,10 @@ ctypedef struct THot:       # what a pick reads, per tenant
     int64_t head            # the aging key of its live head (backlogged only)
     int64_t pass_
     uint64_t tenant
+    int grp                 # its level group while the groups are up and it is backlogged, else -1
+    bint in_c               # filed among the clamped (pass < V) of its group
+    uint32_t cpos           # its place in that clamped or unclamped heap
+    uint32_t hpos           # its place in the group's head heap (groups 1.. with aging only)
 
 ctypedef struct TCold:
     Ready* heap
@@ -828,6 +835,80 @@ ctypedef struct TCold:
     size_t dead
     Py_ssize_t ready        # live jobs in heap
     int64_t stride          # FAIR_STRIDE // weight
+
+
+# -- level groups -----------------------------------------------------------------
+# From GROUP_AT backlogged tenants on, a pick does not scan: every backlogged
+# tenant is filed in the group of its head's level (levels 1 to 5, and one
+# group for every level above 5, only reachable with an enqueue time ahead of
+# the clock), and within it in one of two binary heaps of record indices:
+# the clamped (pass < V, effective pass V) by tenant id, the others by
+# (pass, tenant).  Groups 1.. also keep their tenants in a heap by head key:
+# its top is the first to age into a lower group as the clock moves.
+
+cdef enum:
+    NGROUP = 6
+    LAST_GROUP = 5          # every level above 5: picked from by a scan
+    K_C = 0                 # heap kinds: clamped by tenant,
+    K_P = 1                 # unclamped by (pass, tenant),
+    K_H = 2                 # by head key
+
+
+cdef inline bint _gbefore(const THot* h, int k, uint32_t a, uint32_t b) noexcept nogil:
+    if k == K_C:
+        return h[a].tenant < h[b].tenant
+    if k == K_P:
+        return h[a].pass_ < h[b].pass_ or (h[a].pass_ == h[b].pass_ and h[a].tenant < h[b].tenant)
+    return h[a].head < h[b].head
+
+
+cdef inline void _gset(THot* h, int k, uint32_t* a, size_t pos, uint32_t r) noexcept nogil:
+    a[pos] = r
+    if k == K_H:
+        h[r].hpos = <uint32_t>pos
+    else:
+        h[r].cpos = <uint32_t>pos
+
+
+cdef void _gup(THot* h, int k, uint32_t* a, size_t pos, uint32_t r) noexcept nogil:
+    cdef size_t parent
+    while pos:
+        parent = (pos - 1) >> 1
+        if not _gbefore(h, k, r, a[parent]):
+            break
+        _gset(h, k, a, pos, a[parent])
+        pos = parent
+    _gset(h, k, a, pos, r)
+
+
+cdef void _gdown(THot* h, int k, uint32_t* a, size_t n, size_t pos, uint32_t r) noexcept nogil:
+    cdef size_t c
+    while True:
+        c = 2 * pos + 1
+        if c >= n:
+            break
+        if c + 1 < n and _gbefore(h, k, a[c + 1], a[c]):
+            c += 1
+        if not _gbefore(h, k, a[c], r):
+            break
+        _gset(h, k, a, pos, a[c])
+        pos = c
+    _gset(h, k, a, pos, r)
+
+
+cdef inline void _gfix(THot* h, int k, uint32_t* a, size_t n, size_t pos) noexcept nogil:
+    """The item at ``pos`` changed its key: put it in its place."""
+    if pos and _gbefore(h, k, a[pos], a[(pos - 1) >> 1]):
+        _gup(h, k, a, pos, a[pos])
+    else:
+        _gdown(h, k, a, n, pos, a[pos])
+
+
+cdef inline void _gdel(THot* h, int k, uint32_t* a, size_t* n, size_t pos) noexcept nogil:
+    n[0] -= 1
+    if pos != n[0]:
+        a[pos] = a[n[0]]
+        _gfix(h, k, a, n[0], pos)
 
 
 # -- the id table again, with the tenant in each slot (same scheme as Table) --
@@ -999,6 +1080,11 @@ cdef class FairHeap:
     cdef size_t _nt
     cdef size_t _nb
     cdef size_t _tcap
+    cdef uint32_t* _gh[18]          # level groups' heaps: [group * 3 + kind]
+    cdef size_t _gn[18]
+    cdef size_t _gcap               # room in each: as many as records
+    cdef bint _grouped              # the groups are up: every backlogged record is filed
+    cdef size_t _group_at           # put them up at this many backlogged tenants
     cdef size_t _sweep_at           # sweep when more idle records than this
     cdef int64_t _sweep_v           # ... or when V reaches this
     cdef int64_t _step
@@ -1039,6 +1125,7 @@ cdef class FairHeap:
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
         self._sweep_v = INT64_MAX
+        self._group_at = GROUP_AT
 
     def __dealloc__(self):
         self._free_records()
@@ -1062,6 +1149,12 @@ cdef class FairHeap:
         self._hot = NULL
         self._cold = NULL
         self._nt = self._nb = self._tcap = 0
+        for i in range(18):
+            PyMem_RawFree(self._gh[i])
+            self._gh[i] = NULL
+            self._gn[i] = 0
+        self._gcap = 0
+        self._grouped = False
 
     cdef inline Py_ssize_t _index(self, uint64_t tenant) noexcept nogil:
         """The record of ``tenant``, or -1."""
@@ -1075,6 +1168,7 @@ cdef class FairHeap:
         """The record of ``tenant``, made (idle, pass 0) if it has none."""
         cdef Py_ssize_t i = self._index(tenant)
         cdef size_t cap
+        cdef int k
         cdef Slot* slot
         if i >= 0:
             return i
@@ -1084,9 +1178,16 @@ cdef class FairHeap:
             cap = self._tcap
             _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
             self._tcap = cap
+        if self._nt == self._gcap:  # room for every record in every group: filing never fails
+            if self._nt >= UINT32_MAX:
+                raise MemoryError()
+            for k in range(18):
+                cap = self._gcap
+                _grow(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t))
+            self._gcap = cap
         _table_reserve(&self._tmap, 1)
         i = self._nt
-        self._hot[i] = THot(0, 0, tenant)
+        self._hot[i] = THot(0, 0, tenant, -1, False, 0, 0)
         self._cold[i] = TCold(NULL, 0, 0, 0, 0, self._stride_of(tenant))
         slot = _lookup(&self._tmap, tenant)
         slot.job_id = tenant
@@ -1108,6 +1209,8 @@ cdef class FairHeap:
         self._cold[j] = c
         _lookup(&self._tmap, self._hot[i].tenant).tag = i + 1
         _lookup(&self._tmap, self._hot[j].tenant).tag = j + 1
+        self._gmoved(i)
+        self._gmoved(j)
 
     cdef void _drop(self, size_t i) noexcept:
         """Forget the idle record ``i`` (its jobs are gone, its pass no longer matters)."""
@@ -1135,12 +1238,16 @@ cdef class FairHeap:
         """Record ``i`` has no ready job left."""
         self._cold[i].n = 0         # whatever is left is tombstones
         self._cold[i].dead = 0
+        if self._hot[i].grp >= 0:
+            self._unfile(i)
         self._nb -= 1
         self._swap(i, self._nb)
         i = self._nb
         if self._nb == 0:
             self._forget_all()
             return
+        if self._grouped and 2 * self._nb < self._group_at:
+            self._groups_down()
         if self._hot[i].pass_ <= self._vtime:
             self._drop(i)
         if self._nt - self._nb > self._sweep_at:
@@ -1178,7 +1285,15 @@ cdef class FairHeap:
             self._swap(i, self._nb)
             i = self._nb
             self._nb += 1
-        self._hot[i].head = self._cold[i].heap[0].key
+            self._hot[i].head = self._cold[i].heap[0].key
+            if self._grouped:
+                self._file(i)
+            elif self._nb >= self._group_at:
+                self._groups_up()
+        elif self._hot[i].head != self._cold[i].heap[0].key:
+            self._hot[i].head = self._cold[i].heap[0].key
+            if self._grouped:
+                self._refile(i)
 
     cdef inline void _clean_top(self, size_t i) noexcept nogil:
         cdef TCold* c = &self._cold[i]
@@ -1187,6 +1302,163 @@ cdef class FairHeap:
             if c.n:
                 _sift_down(c.heap, c.n, 0, c.heap[c.n])
             c.dead -= 1
+
+    # -- level groups ----------------------------------------------------------------
+
+    cdef inline int _group_of(self, int64_t head) noexcept nogil:
+        """The group of a head key now: its level - 1, at most LAST_GROUP."""
+        cdef uint64_t d, k
+        if self._step == 0:         # the level is the priority
+            return <int>((<uint64_t>head + STRICT_SHIFT) >> 61)
+        if head <= self._clock:
+            return 0
+        d = <uint64_t>head - <uint64_t>self._clock
+        k = d // <uint64_t>self._step + (d % <uint64_t>self._step != 0)
+        return <int>k if k < LAST_GROUP else LAST_GROUP
+
+    cdef inline void _gmoved(self, size_t i) noexcept nogil:
+        """Record ``i`` moved to index ``i``: the heaps that hold it say so."""
+        cdef THot* h = &self._hot[i]
+        if h.grp >= 0:
+            self._gh[h.grp * 3 + (K_C if h.in_c else K_P)][h.cpos] = <uint32_t>i
+            if h.grp and self._step:
+                self._gh[h.grp * 3 + K_H][h.hpos] = <uint32_t>i
+
+    cdef void _file(self, size_t i) noexcept nogil:
+        """File backlogged record ``i`` in the group of its head."""
+        cdef THot* h = self._hot
+        cdef int g = self._group_of(h[i].head)
+        cdef int k
+        h[i].grp = g
+        h[i].in_c = h[i].pass_ < self._vtime
+        k = g * 3 + (K_C if h[i].in_c else K_P)
+        self._gn[k] += 1
+        _gup(h, K_C if h[i].in_c else K_P, self._gh[k], self._gn[k] - 1, <uint32_t>i)
+        if g and self._step:
+            k = g * 3 + K_H
+            self._gn[k] += 1
+            _gup(h, K_H, self._gh[k], self._gn[k] - 1, <uint32_t>i)
+
+    cdef void _unfile(self, size_t i) noexcept nogil:
+        cdef THot* h = self._hot
+        cdef int g = h[i].grp
+        cdef int kind = K_C if h[i].in_c else K_P
+        _gdel(h, kind, self._gh[g * 3 + kind], &self._gn[g * 3 + kind], h[i].cpos)
+        if g and self._step:
+            _gdel(h, K_H, self._gh[g * 3 + K_H], &self._gn[g * 3 + K_H], h[i].hpos)
+        h[i].grp = -1
+
+    cdef void _refile(self, size_t i) noexcept nogil:
+        """Record ``i``'s head key changed."""
+        cdef int g = self._hot[i].grp
+        if self._group_of(self._hot[i].head) != g:
+            self._unfile(i)
+            self._file(i)
+        elif g and self._step:
+            _gfix(self._hot, K_H, self._gh[g * 3 + K_H], self._gn[g * 3 + K_H],
+                  self._hot[i].hpos)
+
+    cdef void _groups_up(self) noexcept nogil:
+        cdef size_t j
+        self._grouped = True
+        for j in range(self._nb):
+            self._file(j)
+
+    cdef void _groups_down(self) noexcept nogil:
+        cdef size_t j
+        for j in range(self._nb):
+            self._hot[j].grp = -1
+        for j in range(18):
+            self._gn[j] = 0
+        self._grouped = False
+
+    cdef void _groups_rebased(self) noexcept nogil:
+        """The passes were rebased: passes below V all became 0, so order the heaps again."""
+        cdef size_t j, g
+        cdef uint32_t* a
+        for g in range(NGROUP):
+            a = self._gh[g * 3 + K_P]
+            j = self._gn[g * 3 + K_P] // 2
+            while j:
+                j -= 1
+                _gdown(self._hot, K_P, a, self._gn[g * 3 + K_P], j, a[j])
+
+    cdef size_t _group_choose(self) noexcept nogil:
+        """_choose by the level groups: the same pick in O(log T), amortised.
+
+        The best level's tenants are the lowest non-empty group, once the
+        tenants whose level improved since are moved down.  In it, a clamped
+        tenant (pass < V) has effective pass V, the least there is, so among
+        the clamped the lowest tenant id is best; the others (pass >= V,
+        once those V has passed since are clamped) go by (pass, tenant); the
+        better of the two tops wins.  Clamping only pass < V (not <= V)
+        spares tenants taking turns at one level any clamping.
+        """
+        cdef THot* h = self._hot
+        cdef int g
+        cdef uint32_t r, c, p
+        cdef uint32_t* a
+        if self._step:
+            for g in range(1, NGROUP):
+                a = self._gh[g * 3 + K_H]
+                while self._gn[g * 3 + K_H] and self._group_of(h[a[0]].head) < g:
+                    r = a[0]
+                    self._unfile(r)
+                    self._file(r)
+        g = 0
+        while self._gn[g * 3 + K_C] + self._gn[g * 3 + K_P] == 0:
+            g += 1
+        if g == LAST_GROUP:
+            return self._scan_last()
+        a = self._gh[g * 3 + K_P]
+        while self._gn[g * 3 + K_P] and h[a[0]].pass_ < self._vtime:
+            r = a[0]
+            _gdel(h, K_P, a, &self._gn[g * 3 + K_P], 0)
+            h[r].in_c = True
+            self._gn[g * 3 + K_C] += 1
+            _gup(h, K_C, self._gh[g * 3 + K_C], self._gn[g * 3 + K_C] - 1, r)
+        if self._gn[g * 3 + K_C] == 0:
+            return a[0]
+        c = self._gh[g * 3 + K_C][0]
+        if self._gn[g * 3 + K_P] == 0:
+            return c
+        p = a[0]
+        if self._vtime < h[p].pass_ or (self._vtime == h[p].pass_ and h[c].tenant < h[p].tenant):
+            return c
+        return p
+
+    cdef size_t _scan_last(self) noexcept nogil:
+        """The pick among the tenants above level 5 (only they are backlogged): a scan."""
+        cdef THot* h = self._hot
+        cdef uint32_t* a
+        cdef size_t j, best = 0
+        cdef int k
+        cdef int64_t g = INT64_MAX, top, p, best_p = INT64_MAX
+        for k in range(2):
+            a = self._gh[LAST_GROUP * 3 + k]
+            for j in range(self._gn[LAST_GROUP * 3 + k]):
+                if h[a[j]].head < g:
+                    g = h[a[j]].head
+        top = self._threshold(g)
+        for k in range(2):
+            a = self._gh[LAST_GROUP * 3 + k]
+            for j in range(self._gn[LAST_GROUP * 3 + k]):
+                if h[a[j]].head <= top:
+                    p = h[a[j]].pass_ if h[a[j]].pass_ > self._vtime else self._vtime
+                    if p < best_p or (p == best_p and h[a[j]].tenant < h[best].tenant):
+                        best_p = p
+                        best = a[j]
+        return best
+
+    def _set_group_at(self, size_t count):
+        """Tests only: pick by the level groups from ``count`` (>= 1) backlogged tenants on."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self._group_at = count
+        if self._grouped and 2 * self._nb < count:
+            self._groups_down()
+        elif not self._grouped and self._nb >= count:
+            self._groups_up()
 
     # -- picking ---------------------------------------------------------------
 
@@ -1210,6 +1482,8 @@ cdef class FairHeap:
         cdef THot* h = self._hot
         if self._nb == 1:
             return 0
+        if self._grouped:
+            return self._group_choose()
         # One pass finds the best head and, in case it is at level 1 (the
         # usual case: every head at or below the clock), the pick as well.
         g = h[0].head
@@ -1246,6 +1520,8 @@ cdef class FairHeap:
         cdef Ready top = c.heap[0]
         cdef int64_t p = self._hot[i].pass_
         cdef size_t j
+        if self._hot[i].grp >= 0:   # filed again below by its new head and pass
+            self._unfile(i)
         if p < self._vtime:
             p = self._vtime
         self._vtime = p
@@ -1258,6 +1534,8 @@ cdef class FairHeap:
                 self._sweep_v = (self._sweep_v - self._vtime
                                  if self._sweep_v > self._vtime else 0)
             self._vtime = 0
+            if self._grouped:
+                self._groups_rebased()
         if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
             self._sweep()
         c.n -= 1
@@ -1270,6 +1548,8 @@ cdef class FairHeap:
             if c.dead:          # no tombstone, no lookup: the top is live
                 self._clean_top(i)
             self._hot[i].head = c.heap[0].key
+            if self._grouped:
+                self._file(i)
             _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
         else:
             self._went_idle(i)
@@ -1472,6 +1752,8 @@ cdef class FairHeap:
             if c.heap[0].tag == tag:    # it was the head
                 self._clean_top(i)
                 self._hot[i].head = c.heap[0].key
+                if self._grouped:
+                    self._refile(i)
             if c.dead > COMPACT_MIN and c.dead > <size_t>c.ready:
                 self._compact_tenant(i)
             else:
@@ -1591,7 +1873,8 @@ cdef class FairHeap:
         return (object.__sizeof__(self) + self._delayed_cap * sizeof(FDelayed)
                 + (self._ids.mask + 1) * sizeof(FSlot)
                 + (self._tmap.mask + 1 + self._wmap.mask + 1) * sizeof(Slot)
-                + self._tcap * (sizeof(THot) + sizeof(TCold)) + heaps)
+                + self._tcap * (sizeof(THot) + sizeof(TCold)) + self._gcap * 18 * sizeof(uint32_t)
+                + heaps)
 
     def __repr__(self):
         return (f"FairHeap(aging_step_us={self._step}, ready={self._ready_total()}, "

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 from array import array
 
@@ -153,6 +154,114 @@ class FairMachine(RuleBasedStateMachine):
 TestFairMachine = FairMachine.TestCase
 TestFairMachine.settings = settings(max_examples=300, stateful_step_count=80, deadline=None)
 TestFairMachine.pytestmark = [pytest.mark.slow]
+
+
+class GroupedFairMachine(FairMachine):
+    """The same, with the compiled pick by level groups from 1-4 tenants on (16 by default),
+    put up and taken down as tenants come and go."""
+
+    @initialize(
+        step=st.sampled_from([0, 1, 3, 10, 1000]),
+        start=st.integers(0, 50),
+        rebase=st.sampled_from([None, 0, STRIDE, 5 * STRIDE]),
+        group_at=st.integers(1, 4),
+    )
+    def make(self, step, start, rebase, group_at):
+        FairMachine.make(self, step, start, rebase)
+        self.fast._set_group_at(group_at)
+
+    @rule(group_at=st.integers(1, 5))
+    def regroup(self, group_at):
+        self.fast._set_group_at(group_at)
+
+
+TestGroupedFairMachine = GroupedFairMachine.TestCase
+TestGroupedFairMachine.settings = settings(max_examples=300, stateful_step_count=80, deadline=None)
+TestGroupedFairMachine.pytestmark = [pytest.mark.slow]
+
+
+# -- many tenants: the level groups against the twin --------------------------------
+
+
+def drive_many(seed, tenants, step, ops, group_at=None):
+    """Random pushes (mixed priorities, some delayed, some enqueued ahead of the clock),
+    pops, removals, weights and clock moves on both heaps, a backlog of about two jobs
+    per tenant throughout; every answer must agree."""
+    rng = random.Random(seed)
+    fast, twin = FairHeap(step), PyFairHeap(step)
+    if group_at is not None:
+        fast._set_group_at(group_at)
+    unit = max(step, 1)
+    now, next_id, live = 10 * unit, 0, []
+    for t in rng.sample(range(tenants), tenants // 10):
+        weight = rng.choice([1, 2, 5, 1000])
+        for heap in (fast, twin):
+            heap.set_weight(t, weight)
+
+    def push():
+        nonlocal next_id
+        next_id += 1
+        enq = now - rng.randint(0, 6 * unit)
+        if rng.random() < 0.05:
+            enq = now + rng.randint(1, 8 * unit)  # ahead of the clock: a level above 5
+        due = now + rng.randint(1, 3 * unit) if rng.random() < 0.1 else 0
+        args = (next_id, rng.randint(1, 5), enq, due, rng.randrange(tenants))
+        assert outcome(fast.push, *args) == outcome(twin.push, *args)
+        live.append(next_id)
+
+    for _ in range(2 * tenants):
+        push()
+    for _ in range(ops):
+        roll = rng.random()
+        if roll < 0.45:
+            push()
+        elif roll < 0.8:
+            assert fast.pop(now) == twin.pop(now)
+        elif roll < 0.82:
+            n = rng.randint(0, 10)
+            assert list(fast.pop_many(n, now)) == list(twin.pop_many(n, now))
+        elif roll < 0.9 and live:
+            job_id = live.pop(rng.randrange(len(live)))
+            assert fast.remove(job_id) == twin.remove(job_id)
+        elif roll < 0.92:
+            assert fast.peek(now) == twin.peek(now)
+        else:
+            now += rng.randint(0, unit)
+    assert fast.ready_by_tenant(now) == twin.ready_by_tenant(now)
+    assert len(fast) == len(twin) > tenants // 2
+    end = now + 20 * unit
+    assert list(fast.pop_many(len(twin), end)) == list(twin.pop_many(len(twin), end))
+    assert len(fast) == 0 and fast.remembered_tenants() == 0
+
+
+@pytest.mark.parametrize("step", [0, 1, 1000, 5_000_000])
+def test_a_thousand_tenants_pick_like_the_twin(step):
+    drive_many(seed=step, tenants=1_000, step=step, ops=1_500)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [0, 1, 1000, 5_000_000])
+@pytest.mark.parametrize(("tenants", "ops"), [(1_000, 6_000), (5_000, 600)])
+def test_many_tenants_pick_like_the_twin(step, tenants, ops):
+    # the twin scans every backlogged tenant per pop: fewer operations with 5,000
+    drive_many(seed=step + tenants, tenants=tenants, step=step, ops=ops)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_groups_coming_and_going_pick_like_the_twin(seed):
+    # few tenants around the threshold: the groups go up and down all the time
+    drive_many(seed=seed, tenants=12, step=[0, 1, 10, 1000][seed], ops=6_000, group_at=6)
+
+
+@pytest.mark.slow
+def test_many_tenants_take_turns_at_each_level():
+    # 1,000 tenants backlogged at every level; aging moves them down as the clock goes
+    fast, twin = FairHeap(100), PyFairHeap(100)
+    for heap in (fast, twin):
+        for job_id in range(5_000):
+            heap.push(job_id, job_id % 5 + 1, (job_id * 7) % 300, 0, job_id % 1_000)
+    for now in range(300, 900, 25):
+        assert list(fast.pop_many(200, now)) == list(twin.pop_many(200, now))
 
 
 # -- one tenant: the plain heap's order -------------------------------------------
