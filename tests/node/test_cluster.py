@@ -208,7 +208,8 @@ def test_extend_keeps_a_lease_alive(cluster, queue):
     reply = cluster.stub(2).ExtendLease(
         queue_pb2.ExtendLeaseRequest(jobs=refs([job]), lease_ms=30_000), timeout=10)
     assert [r.ok for r in reply.results] == [True]
-    assert stats(cluster, queue).leased == 1
+    # node 1 may learn the commit of the lease a moment after node 2 answered
+    wait_until(lambda: stats(cluster, queue).leased == 1, 10, "node 1 to count the lease")
     # for twice the original lease, no node redelivers it
     with ThreadPoolExecutor(3) as pool:
         polls = [pool.submit(dequeue, cluster, i, queue, 1, 800) for i in cluster.ids]
