@@ -25,6 +25,7 @@ from dpq.proposing.results import Applied
 from dpq.queue import snapshot as snapshots
 from dpq.queue.owned import OwnedJobs
 from dpq.queue.state import QueueState
+from dpq.v1 import log_pb2
 
 log = logging.getLogger("dpq.node.applier")
 
@@ -100,8 +101,7 @@ class Applier:
                       entry.slot, _command(refused.index, refused.kind),
                       entry.proposal.client_id[:64], entry.proposal.seq, refused.refused)
         for kind, body, result in self.state.operations:  # the audit trail of operators
-            log.info("slot %d: %s {%s} from %r: %s", entry.slot, kind,
-                     text_format.MessageToString(body, as_one_line=True)[:300],
+            log.info("slot %d: %s {%s} from %r: %s", entry.slot, kind, _audited(body),
                      entry.proposal.client_id[:64], result)
         if not self._expected:
             return
@@ -135,3 +135,13 @@ class Applier:
 
 def _command(index: int, kind: str) -> str:
     return "the whole batch" if index < 0 else f"command {index} ({kind})"
+
+
+def _audited(body) -> str:
+    """An operator's command for the audit line: one line, at most 300 characters, and a
+    schedule's payload as its size (job data stays out of the logs)."""
+    if isinstance(body, log_pb2.CreateScheduleCommand) and body.schedule.payload:
+        size = len(body.schedule.payload)
+        body = log_pb2.CreateScheduleCommand(schedule=body.schedule, replace=body.replace)
+        body.schedule.payload = f"<{size} bytes>".encode()
+    return text_format.MessageToString(body, as_one_line=True)[:300]

@@ -41,7 +41,8 @@ FINISHED_REMEMBERED = 65_536
 MAX_PAUSED_QUEUES = 10_000
 
 #: The commands only operators send (GetJob and friends read; these change).
-OPERATOR_KINDS = frozenset({"cancel", "retry", "set_priority", "pause", "resume", "purge"})
+OPERATOR_KINDS = frozenset({"cancel", "retry", "set_priority", "pause", "resume", "purge",
+                            "queue_config", "create_schedule", "delete_schedule"})
 
 #: Held but not served: no owner hands them out, Retry brings them back.
 UNSERVED = (JobState.DEAD, JobState.CANCELLED)

@@ -197,3 +197,18 @@ def test_explain_names_the_limit_that_holds_a_job():
     assert queue_pb2.HOLD_RATE_LIMIT in out.holds
     reasons = " ".join(out.reasons)
     assert "max_in_flight is 1" in reasons and "at most 1 jobs/s" in reasons
+
+
+def test_settings_and_schedules_are_in_the_operators_audit_trail_without_payloads():
+    from support.commands import create_schedule
+
+    from dpq.node.applier import _audited
+    log = Log()
+    log.run(0, queue_config(max_in_flight=2))
+    [(kind, body, result)] = log.state.operations
+    assert kind == "queue_config" and "max_in_flight: 2" in _audited(body)
+    log.run(1, create_schedule("nightly"))
+    [(kind, body, _)] = log.state.operations
+    line = _audited(body)
+    assert kind == "create_schedule" and "tick" not in line and "<4 bytes>" in line
+    assert body.schedule.payload == b"tick"  # the command itself is untouched
