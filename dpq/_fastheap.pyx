@@ -69,6 +69,7 @@ cdef enum:
     MIN_TABLE = 64          # slots; a power of two
     MIN_HEAP = 64           # entries kept when a heap shrinks
     COMPACT_MIN = 1024      # tombstones tolerated before a sweep is worth it
+    MIN_RECORD = 4          # entries in FairHeap's smallest arrays: one job costs 96 bytes
 
 PRIORITY_MIN = PRIO_MIN
 PRIORITY_MAX = PRIO_MAX
@@ -119,10 +120,30 @@ ctypedef struct Slot:
     uint64_t job_id
     uint64_t tag            # 0: the slot is empty (seq starts at 1)
 
+ctypedef struct FSlot:      # FairHeap's: a Slot that knows its tenant
+    uint64_t job_id
+    uint64_t tag
+    uint64_t tenant
+
 ctypedef struct Table:
     Slot* slots
     size_t mask             # capacity - 1
     size_t used
+
+ctypedef struct FTable:
+    FSlot* slots
+    size_t mask
+    size_t used
+
+# One table scheme, two slot layouts (FastHeap's 16-byte slots keep 8 ids to
+# 128 bytes); fused types compile it once per layout, as Entry does the heaps.
+ctypedef fused AnySlot:
+    Slot
+    FSlot
+
+ctypedef fused AnyTable:
+    Table
+    FTable
 
 ctypedef fused prio_t:
     int8_t
@@ -177,15 +198,16 @@ cdef inline void _heapify(Entry* h, size_t n) noexcept nogil:
         _sift_down(h, n, pos, h[pos])
 
 
-cdef int _reserve(void** items, size_t* cap, size_t need, size_t itemsize) except -1:
-    """Grow an array (doubling) so it holds ``need`` items."""
+cdef int _reserve(void** items, size_t* cap, size_t need, size_t itemsize,
+                  size_t least) except -1:
+    """Grow an array (doubling, to at least ``least`` items) so it holds ``need`` items."""
     cdef size_t new_cap
     cdef void* p
     if need <= cap[0]:
         return 0
     new_cap = cap[0] * 2 if cap[0] * 2 > need else need
-    if new_cap < MIN_HEAP:
-        new_cap = MIN_HEAP
+    if new_cap < least:
+        new_cap = least
     if new_cap > SIZE_MAX // itemsize:
         raise MemoryError()
     p = PyMem_RawRealloc(items[0], new_cap * itemsize)
@@ -224,25 +246,33 @@ cdef inline size_t _home_in(uint64_t spread, uint64_t job_id, size_t mask) noexc
     return <size_t>((spread << 3) | (job_id & 7)) & mask
 
 
-cdef inline size_t _home(const Table* t, uint64_t job_id) noexcept nogil:
+cdef inline size_t _home(const AnyTable* t, uint64_t job_id) noexcept nogil:
     # Job ids come from a counter, so they arrive (and leave, roughly) in
     # runs.  Each run of 8 ids (same id >> 3) gets one scattered 128-byte
     # stretch of the table: pushes miss the cache once per run, not per job.
     return _home_in(_spread(job_id >> 3), job_id, t.mask)
 
 
-cdef inline Slot* _lookup(const Table* t, uint64_t job_id) noexcept nogil:
+cdef inline AnySlot* _probe(AnySlot* slots, size_t mask, uint64_t job_id) noexcept nogil:
     """The slot holding ``job_id``, or the empty slot where it would go."""
-    cdef size_t i = _home(t, job_id)
-    while t.slots[i].tag != 0 and t.slots[i].job_id != job_id:
-        i = (i + 1) & t.mask
-    return &t.slots[i]
+    cdef size_t i = _home_in(_spread(job_id >> 3), job_id, mask)
+    while slots[i].tag != 0 and slots[i].job_id != job_id:
+        i = (i + 1) & mask
+    return &slots[i]
 
 
-cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
+# the lookup, typed per table (a fused function cannot pick its return type)
+cdef inline Slot* _lookup(const Table* t, uint64_t job_id) noexcept nogil:
+    return _probe(t.slots, t.mask, job_id)
+
+
+cdef inline FSlot* _flookup(const FTable* t, uint64_t job_id) noexcept nogil:
+    return _probe(t.slots, t.mask, job_id)
+
+
+cdef inline void _erase_at(AnyTable* t, size_t hole) noexcept nogil:
     # Backward-shift deletion: pull later entries of the probe run into the
     # hole, so the table never holds tombstones of its own.
-    cdef size_t hole = slot - t.slots
     cdef size_t j = hole
     cdef size_t home
     cdef uint64_t run, cached_run = 0, spread = _spread(0)
@@ -263,26 +293,59 @@ cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
     t.used -= 1
 
 
-cdef int _rehash(Table* t, size_t capacity) except -1:
-    cdef Slot* old = t.slots
-    cdef size_t old_cap = t.mask + 1
-    cdef size_t i
-    cdef Slot* new = <Slot*>PyMem_RawCalloc(capacity, sizeof(Slot))
+cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
+    _erase_at(t, slot - t.slots)
+
+
+cdef inline void _ferase(FTable* t, FSlot* slot) noexcept nogil:
+    _erase_at(t, slot - t.slots)
+
+
+cdef int _new_slots(AnySlot** slots, size_t* mask, size_t capacity, bint keep) except -1:
+    """Give a table ``capacity`` (a power of two) empty slots, moving its ids
+    over if ``keep``.  A MemoryError leaves it as it was."""
+    cdef AnySlot* old = slots[0]
+    cdef size_t i, old_cap = mask[0] + 1
+    cdef AnySlot* new = <AnySlot*>PyMem_RawCalloc(capacity, sizeof(AnySlot))
     if new == NULL:
         raise MemoryError()
-    t.slots = new
-    t.mask = capacity - 1
-    for i in range(old_cap):
-        if old[i].tag != 0:
-            _lookup(t, old[i].job_id)[0] = old[i]
+    if keep:
+        for i in range(old_cap):
+            if old[i].tag != 0:
+                _probe(new, capacity - 1, old[i].job_id)[0] = old[i]
     PyMem_RawFree(old)
+    slots[0] = new
+    mask[0] = capacity - 1
     return 0
 
 
-cdef int _table_reserve(Table* t, size_t more) except -1:
+cdef inline int _rehash(AnyTable* t, size_t capacity) except -1:
+    return _new_slots(&t.slots, &t.mask, capacity, True)
+
+
+cdef int _table_reset(AnyTable* t) except -1:
+    """Empty (or, in __cinit__, make) the table with MIN_TABLE fresh slots."""
+    _new_slots(&t.slots, &t.mask, MIN_TABLE, False)
+    t.used = 0
+    return 0
+
+
+cdef void _table_empty(AnyTable* t) noexcept:
+    """Drop every entry; give a grown table's memory back if a small one can be had."""
+    if t.mask + 1 > MIN_TABLE:
+        try:
+            _table_reset(t)
+            return
+        except MemoryError:
+            pass
+    memset(t.slots, 0, (t.mask + 1) * sizeof(t.slots[0]))
+    t.used = 0
+
+
+cdef int _table_reserve(AnyTable* t, size_t more) except -1:
     """Room for ``more`` ids at a load factor of at most 1/2."""
     cdef size_t want, cap = t.mask + 1
-    if more > (SIZE_MAX // 4) // sizeof(Slot) - t.used:
+    if more > (SIZE_MAX // 4) // sizeof(t.slots[0]) - t.used:
         raise MemoryError()
     want = (t.used + more) * 2
     if want <= cap:
@@ -290,6 +353,19 @@ cdef int _table_reserve(Table* t, size_t more) except -1:
     while cap < want:
         cap *= 2
     return _rehash(t, cap)
+
+
+cdef void _table_shrink(AnyTable* t) noexcept:
+    """Give a table that is under 1/8 full back down to twice its need."""
+    cdef size_t cap = t.mask + 1
+    if cap > MIN_TABLE and t.used * 8 < cap:
+        cap = MIN_TABLE
+        while cap < t.used * 4:
+            cap *= 2
+        try:
+            _rehash(t, cap)
+        except MemoryError:
+            pass            # keep the bigger table
 
 
 # -- messages (dpq.queue.heap builds the same strings) ---------------------------
@@ -411,10 +487,7 @@ cdef class FastHeap:
                 self._lo[p] = -STRICT_SPAN
                 self._hi[p] = STRICT_SPAN - 1
                 self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
-        self._ids.slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-        if self._ids.slots == NULL:
-            raise MemoryError()
-        self._ids.mask = MIN_TABLE - 1
+        _table_reset(&self._ids)
 
     def __dealloc__(self):
         PyMem_RawFree(self._ready)
@@ -438,7 +511,7 @@ cdef class FastHeap:
         if now > self._clock:
             self._clock = now
         while self._delayed_n and self._delayed[0].due <= self._clock:
-            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready))
+            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready), MIN_HEAP)
             d = self._delayed[0]
             self._delayed_n -= 1
             if self._delayed_n:
@@ -512,17 +585,9 @@ cdef class FastHeap:
 
     cdef void _trim(self) noexcept:
         """Give memory back after a drain (heaps 3/4 empty, table under 1/8 full)."""
-        cdef size_t cap = self._ids.mask + 1
         _trim(<void**>&self._ready, &self._ready_cap, self._ready_n, sizeof(Ready))
         _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(Delayed))
-        if cap > MIN_TABLE and self._ids.used * 8 < cap:
-            cap = MIN_TABLE
-            while cap < self._ids.used * 4:
-                cap *= 2
-            try:
-                _rehash(&self._ids, cap)
-            except MemoryError:
-                pass            # keep the bigger table
+        _table_shrink(&self._ids)
 
     # -- adding --------------------------------------------------------------
 
@@ -540,10 +605,10 @@ cdef class FastHeap:
         # make room first, so a MemoryError leaves the heap as it was
         _table_reserve(&self._ids, 1)
         if due <= self._clock:
-            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready))
+            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready), MIN_HEAP)
         else:
             _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + 1,
-                     sizeof(Delayed))
+                     sizeof(Delayed), MIN_HEAP)
         slot = _lookup(&self._ids, jid)
         if slot.tag != 0:
             raise ValueError(f"job id {jid} is already in the heap")
@@ -603,9 +668,9 @@ cdef class FastHeap:
             n_delayed += d > self._clock
         _table_reserve(&self._ids, n)
         _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + (n - n_delayed),
-                 sizeof(Ready))
+                 sizeof(Ready), MIN_HEAP)
         _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + n_delayed,
-                 sizeof(Delayed))
+                 sizeof(Delayed), MIN_HEAP)
 
         # Pass 1: claim every id in the table, checking keys on the way.  The
         # first bad item stops it: release what was claimed, then refuse.
@@ -712,13 +777,7 @@ cdef class FastHeap:
     def clear(self):
         """Drop every job and give the memory back.  The clock is kept: time does not go back."""
         cdef int i
-        cdef Slot* slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-        if slots == NULL:
-            raise MemoryError()
-        PyMem_RawFree(self._ids.slots)
-        self._ids.slots = slots
-        self._ids.mask = MIN_TABLE - 1
-        self._ids.used = 0
+        _table_reset(&self._ids)
         PyMem_RawFree(self._ready)
         PyMem_RawFree(self._delayed)
         self._ready = NULL
@@ -807,17 +866,6 @@ WEIGHT_MAX = WEIGHT_HI
 cdef int64_t REBASE_AT = 1 << 62
 # strict mode: key + this, as uint64, >> 61 is the priority index (see _offset)
 cdef uint64_t STRICT_SHIFT = (1ULL << 62) + (1ULL << 60)
-
-
-ctypedef struct FSlot:
-    uint64_t job_id
-    uint64_t tag            # as Slot's
-    uint64_t tenant
-
-ctypedef struct FTable:
-    FSlot* slots
-    size_t mask
-    size_t used
 
 ctypedef struct THot:       # what a pick reads, per tenant
     int64_t head            # the aging key of its live head (backlogged only)
@@ -911,126 +959,6 @@ cdef inline void _gdel(THot* h, int k, uint32_t* a, size_t* n, size_t pos) noexc
         _gfix(h, k, a, n[0], pos)
 
 
-# -- the id table again, with the tenant in each slot (same scheme as Table) --
-
-cdef inline FSlot* _flookup(const FTable* t, uint64_t job_id) noexcept nogil:
-    cdef size_t i = _home_in(_spread(job_id >> 3), job_id, t.mask)
-    while t.slots[i].tag != 0 and t.slots[i].job_id != job_id:
-        i = (i + 1) & t.mask
-    return &t.slots[i]
-
-
-cdef inline void _ferase(FTable* t, FSlot* slot) noexcept nogil:
-    cdef size_t hole = slot - t.slots
-    cdef size_t j = hole
-    cdef size_t home
-    while True:
-        j = (j + 1) & t.mask
-        if t.slots[j].tag == 0:
-            break
-        home = _home_in(_spread(t.slots[j].job_id >> 3), t.slots[j].job_id, t.mask)
-        if ((j - home) & t.mask) >= ((j - hole) & t.mask):
-            t.slots[hole] = t.slots[j]
-            hole = j
-    t.slots[hole].tag = 0
-    t.used -= 1
-
-
-cdef int _frehash(FTable* t, size_t capacity) except -1:
-    cdef FSlot* old = t.slots
-    cdef size_t old_cap = t.mask + 1
-    cdef size_t i
-    cdef FSlot* new = <FSlot*>PyMem_RawCalloc(capacity, sizeof(FSlot))
-    if new == NULL:
-        raise MemoryError()
-    t.slots = new
-    t.mask = capacity - 1
-    for i in range(old_cap):
-        if old[i].tag != 0:
-            _flookup(t, old[i].job_id)[0] = old[i]
-    PyMem_RawFree(old)
-    return 0
-
-
-cdef int _ftable_reserve(FTable* t, size_t more) except -1:
-    cdef size_t want, cap = t.mask + 1
-    if more > (SIZE_MAX // 4) // sizeof(FSlot) - t.used:
-        raise MemoryError()
-    want = (t.used + more) * 2
-    if want <= cap:
-        return 0
-    while cap < want:
-        cap *= 2
-    return _frehash(t, cap)
-
-
-cdef void _ftable_shrink(FTable* t) noexcept:
-    """Give a table that is under 1/8 full back down to twice its need."""
-    cdef size_t cap = t.mask + 1
-    if cap > MIN_TABLE and t.used * 8 < cap:
-        cap = MIN_TABLE
-        while cap < t.used * 4:
-            cap *= 2
-        try:
-            _frehash(t, cap)
-        except MemoryError:
-            pass
-
-
-cdef void _table_shrink(Table* t) noexcept:
-    cdef size_t cap = t.mask + 1
-    if cap > MIN_TABLE and t.used * 8 < cap:
-        cap = MIN_TABLE
-        while cap < t.used * 4:
-            cap *= 2
-        try:
-            _rehash(t, cap)
-        except MemoryError:
-            pass
-
-
-cdef void _table_empty(Table* t) noexcept:
-    """Drop every entry, and the memory of a grown table if a small one can be had."""
-    cdef Slot* small = NULL
-    if t.mask + 1 > MIN_TABLE:
-        small = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-    if small != NULL:
-        PyMem_RawFree(t.slots)
-        t.slots = small
-        t.mask = MIN_TABLE - 1
-    else:
-        memset(t.slots, 0, (t.mask + 1) * sizeof(Slot))
-    t.used = 0
-
-
-cdef int _table_init(Table* t) except -1:
-    t.slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-    if t.slots == NULL:
-        raise MemoryError()
-    t.mask = MIN_TABLE - 1
-    t.used = 0
-    return 0
-
-
-cdef int _grow(void** items, size_t* cap, size_t need, size_t itemsize) except -1:
-    """Like _reserve but from 4 items: a tenant with one job costs 96 bytes, not 1.5 KB."""
-    cdef size_t new_cap
-    cdef void* p
-    if need <= cap[0]:
-        return 0
-    new_cap = cap[0] * 2 if cap[0] * 2 > need else need
-    if new_cap < 4:
-        new_cap = 4
-    if new_cap > SIZE_MAX // itemsize:
-        raise MemoryError()
-    p = PyMem_RawRealloc(items[0], new_cap * itemsize)
-    if p == NULL:
-        raise MemoryError()
-    items[0] = p
-    cap[0] = new_cap
-    return 0
-
-
 cdef str _tenant_error(object value):
     return f"tenant must be 0 to {TENANT_MAX}, got {value}"
 
@@ -1115,12 +1043,9 @@ cdef class FairHeap:
                 self._lo[p] = -STRICT_SPAN
                 self._hi[p] = STRICT_SPAN - 1
                 self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
-        self._ids.slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
-        if self._ids.slots == NULL:
-            raise MemoryError()
-        self._ids.mask = MIN_TABLE - 1
-        _table_init(&self._tmap)
-        _table_init(&self._wmap)
+        _table_reset(&self._ids)
+        _table_reset(&self._tmap)
+        _table_reset(&self._wmap)
         self._default_weight = 1
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
@@ -1174,16 +1099,16 @@ cdef class FairHeap:
             return i
         if self._nt == self._tcap:
             cap = self._tcap
-            _grow(<void**>&self._hot, &cap, self._nt + 1, sizeof(THot))
+            _reserve(<void**>&self._hot, &cap, self._nt + 1, sizeof(THot), MIN_RECORD)
             cap = self._tcap
-            _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
+            _reserve(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold), MIN_RECORD)
             self._tcap = cap
         if self._nt == self._gcap:  # room for every record in every group: filing never fails
             if self._nt >= UINT32_MAX:
                 raise MemoryError()
             for k in range(18):
                 cap = self._gcap
-                _grow(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t))
+                _reserve(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t), MIN_RECORD)
             self._gcap = cap
         _table_reserve(&self._tmap, 1)
         i = self._nt
@@ -1571,7 +1496,7 @@ cdef class FairHeap:
                 # room first: a MemoryError leaves the job delayed
                 i = self._record(d.tenant)
                 cap = self._cold[i].cap
-                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+                _reserve(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready), MIN_RECORD)
                 self._cold[i].cap = cap
             else:
                 i = -1
@@ -1653,13 +1578,13 @@ cdef class FairHeap:
         if ready_at < self._lo[prio - 1] or ready_at > self._hi[prio - 1]:
             raise ValueError(_key_error(ready_at, prio, self._step))
         # make room first, so a MemoryError leaves the heap as it was
-        _ftable_reserve(&self._ids, 1)
+        _table_reserve(&self._ids, 1)
         if due <= self._clock:
             made = self._index(tid) < 0
             i = self._record(tid)
             cap = self._cold[i].cap
             try:
-                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+                _reserve(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready), MIN_RECORD)
             except MemoryError:
                 if made:
                     self._drop(i)
@@ -1667,7 +1592,7 @@ cdef class FairHeap:
             self._cold[i].cap = cap
         else:
             _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + 1,
-                     sizeof(FDelayed))
+                     sizeof(FDelayed), MIN_HEAP)
         slot = _flookup(&self._ids, jid)
         if slot.tag != 0:
             if made:
@@ -1787,19 +1712,13 @@ cdef class FairHeap:
 
     cdef inline void _trim_all(self) noexcept:
         """Give memory back after a drain (as FastHeap._trim)."""
-        _ftable_shrink(&self._ids)
+        _table_shrink(&self._ids)
         _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
 
     def clear(self):
         """Drop every job and every pass.  The clock and the weights are kept."""
         cdef int i
-        cdef FSlot* slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
-        if slots == NULL:
-            raise MemoryError()
-        PyMem_RawFree(self._ids.slots)
-        self._ids.slots = slots
-        self._ids.mask = MIN_TABLE - 1
-        self._ids.used = 0
+        _table_reset(&self._ids)
         self._free_records()
         _table_empty(&self._tmap)
         PyMem_RawFree(self._delayed)
