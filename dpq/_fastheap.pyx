@@ -198,6 +198,14 @@ cdef inline void _heapify(Entry* h, size_t n) noexcept nogil:
         _sift_down(h, n, pos, h[pos])
 
 
+cdef inline size_t _pop_top(Entry* h, size_t n) noexcept nogil:
+    """Drop the top of the ``n``-entry heap ``h``; returns the new size."""
+    n -= 1
+    if n:
+        _sift_down(h, n, 0, h[n])
+    return n
+
+
 cdef int _reserve(void** items, size_t* cap, size_t need, size_t itemsize,
                   size_t least) except -1:
     """Grow an array (doubling, to at least ``least`` items) so it holds ``need`` items."""
@@ -368,6 +376,33 @@ cdef void _table_shrink(AnyTable* t) noexcept:
             pass            # keep the bigger table
 
 
+# -- tombstones: a heap entry is live iff the table holds its id with its tag --
+
+cdef inline bint _live(const AnyTable* t, const Entry* e) noexcept nogil:
+    if Entry is Ready:
+        return _probe(t.slots, t.mask, e.job_id).tag == e.tag
+    else:
+        return _probe(t.slots, t.mask, e.job_id).tag == (e.tag | DELAYED)
+
+
+cdef inline size_t _drop_dead_top(Entry* h, size_t n, const AnyTable* t) noexcept nogil:
+    """Pop tombstones off the heap until a live entry is on top; returns the new size."""
+    while n and not _live(t, &h[0]):
+        n = _pop_top(h, n)
+    return n
+
+
+cdef size_t _compacted(Entry* h, size_t n, const AnyTable* t) noexcept nogil:
+    """Sweep every tombstone out of the heap (O(n)); returns the new size."""
+    cdef size_t i, j = 0
+    for i in range(n):
+        if _live(t, &h[i]):
+            h[j] = h[i]
+            j += 1
+    _heapify(h, j)
+    return j
+
+
 # -- messages (dpq.queue.heap builds the same strings) ---------------------------
 
 cdef str _priority_error(object value):
@@ -383,14 +418,45 @@ cdef str _key_error(int64_t ready_at, int priority, int64_t step):
             f"(priority {priority} - 1) * aging_step_us {step}")
 
 
-cdef inline int _check_priority(object priority) except -1:
+ctypedef str (*Complaint)(object)
+
+
+cdef inline long long _in_range(object value, long long lo, long long hi,
+                                Complaint complaint) except? -1:
+    """``value`` as a C integer if within ``lo..hi``, else ValueError(complaint(value))."""
     cdef int overflow = 0
-    cdef long long p = PyLong_AsLongLongAndOverflow(priority, &overflow)
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow:
-        raise ValueError(_priority_error(priority))
-    if p < PRIO_MIN or p > PRIO_MAX:
-        raise ValueError(_priority_error(p))
-    return <int>p
+        raise ValueError(complaint(value))
+    if v < lo or v > hi:
+        raise ValueError(complaint(v))
+    return v
+
+
+cdef inline int _check_priority(object priority) except -1:
+    return <int>_in_range(priority, PRIO_MIN, PRIO_MAX, _priority_error)
+
+
+cdef str _step_error(object value):
+    return f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, got {value}"
+
+
+cdef int64_t _aging(object aging_step_us, int64_t* lo, int64_t* hi,
+                    int64_t* offset) except? -1:
+    """Check the step and set, per priority, the ready times giving a key in range
+    and the key's offset; returns the step."""
+    cdef int p
+    cdef int64_t step = _in_range(aging_step_us, 0, MAX_STEP, _step_error)
+    for p in range(5):
+        if step:
+            lo[p] = INT64_MIN
+            hi[p] = INT64_MAX - p * step
+            offset[p] = p * step
+        else:
+            lo[p] = -STRICT_SPAN
+            hi[p] = STRICT_SPAN - 1
+            offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
+    return step
 
 
 cdef Py_ssize_t _first_bad_priority(const prio_t* p, Py_ssize_t n) noexcept nogil:
@@ -472,21 +538,7 @@ cdef class FastHeap:
     cdef size_t _dead               # tombstones in both heaps
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        cdef int p, overflow = 0
-        cdef long long step = PyLong_AsLongLongAndOverflow(aging_step_us, &overflow)
-        if overflow or step < 0 or step > MAX_STEP:
-            raise ValueError(f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, "
-                             f"got {aging_step_us if overflow else step}")
-        self._step = step
-        for p in range(5):
-            if step:
-                self._lo[p] = INT64_MIN
-                self._hi[p] = INT64_MAX - p * step
-                self._offset[p] = p * step
-            else:
-                self._lo[p] = -STRICT_SPAN
-                self._hi[p] = STRICT_SPAN - 1
-                self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
+        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
         _table_reset(&self._ids)
 
     def __dealloc__(self):
@@ -513,9 +565,7 @@ cdef class FastHeap:
         while self._delayed_n and self._delayed[0].due <= self._clock:
             _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready), MIN_HEAP)
             d = self._delayed[0]
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            self._delayed_n = _pop_top(self._delayed, self._delayed_n)
             slot = _lookup(&self._ids, d.job_id)
             if slot.tag != (d.tag | DELAYED):
                 self._dead -= 1
@@ -535,9 +585,7 @@ cdef class FastHeap:
             top = self._ready[0]
             # start fetching its table slot now; the sift below hides the miss
             DPQ_PREFETCH(&self._ids.slots[_home(&self._ids, top.job_id)])
-            self._ready_n -= 1
-            if self._ready_n:
-                _sift_down(self._ready, self._ready_n, 0, self._ready[self._ready_n])
+            self._ready_n = _pop_top(self._ready, self._ready_n)
             slot = _lookup(&self._ids, top.job_id)
             if slot.tag == top.tag:
                 _erase(&self._ids, slot)
@@ -565,21 +613,8 @@ cdef class FastHeap:
 
     cdef void _compact(self) noexcept:
         """Sweep tombstones out of both heaps (O(n), paid for by the removes)."""
-        cdef size_t i, j = 0
-        for i in range(self._ready_n):
-            if _lookup(&self._ids, self._ready[i].job_id).tag == self._ready[i].tag:
-                self._ready[j] = self._ready[i]
-                j += 1
-        self._ready_n = j
-        _heapify(self._ready, j)
-        j = 0
-        for i in range(self._delayed_n):
-            if (_lookup(&self._ids, self._delayed[i].job_id).tag
-                    == (self._delayed[i].tag | DELAYED)):
-                self._delayed[j] = self._delayed[i]
-                j += 1
-        self._delayed_n = j
-        _heapify(self._delayed, j)
+        self._ready_n = _compacted(self._ready, self._ready_n, &self._ids)
+        self._delayed_n = _compacted(self._delayed, self._delayed_n, &self._ids)
         self._dead = 0
         self._trim()
 
@@ -749,15 +784,12 @@ cdef class FastHeap:
 
     def peek(self, now_us):
         """The job id ``pop(now_us)`` would return, without removing it."""
+        cdef size_t n
         self._advance(_i64(now_us))
-        while self._ready_n:
-            if _lookup(&self._ids, self._ready[0].job_id).tag == self._ready[0].tag:
-                return self._ready[0].job_id
-            self._ready_n -= 1
-            if self._ready_n:
-                _sift_down(self._ready, self._ready_n, 0, self._ready[self._ready_n])
-            self._dead -= 1
-        return None
+        n = _drop_dead_top(self._ready, self._ready_n, &self._ids)
+        self._dead -= self._ready_n - n
+        self._ready_n = n
+        return self._ready[0].job_id if n else None
 
     def remove(self, job_id):
         """Take a ready or delayed job out (reassigned, cancelled); False if it is not here."""
@@ -817,15 +849,10 @@ cdef class FastHeap:
 
     def next_due_us(self):
         """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed_n:
-            if (_lookup(&self._ids, self._delayed[0].job_id).tag
-                    == (self._delayed[0].tag | DELAYED)):
-                return self._delayed[0].due
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
-            self._dead -= 1
-        return None
+        cdef size_t n = _drop_dead_top(self._delayed, self._delayed_n, &self._ids)
+        self._dead -= self._delayed_n - n
+        self._delayed_n = n
+        return self._delayed[0].due if n else None
 
     def __sizeof__(self):
         return (object.__sizeof__(self) + self._ready_cap * sizeof(Ready)
@@ -968,23 +995,11 @@ cdef str _weight_error(object value):
 
 
 cdef inline uint64_t _check_tenant(object tenant) except? <uint64_t>-1:
-    cdef int overflow = 0
-    cdef long long t = PyLong_AsLongLongAndOverflow(tenant, &overflow)
-    if overflow:
-        raise ValueError(_tenant_error(tenant))
-    if t < 0 or t > TENANT_LIMIT:
-        raise ValueError(_tenant_error(t))
-    return <uint64_t>t
+    return <uint64_t>_in_range(tenant, 0, TENANT_LIMIT, _tenant_error)
 
 
 cdef inline int64_t _check_weight(object weight) except -1:
-    cdef int overflow = 0
-    cdef long long w = PyLong_AsLongLongAndOverflow(weight, &overflow)
-    if overflow:
-        raise ValueError(_weight_error(weight))
-    if w < WEIGHT_LO or w > WEIGHT_HI:
-        raise ValueError(_weight_error(w))
-    return w
+    return _in_range(weight, WEIGHT_LO, WEIGHT_HI, _weight_error)
 
 
 @cython.final
@@ -1028,21 +1043,7 @@ cdef class FairHeap:
     cdef Py_ssize_t _delayed_live
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        cdef int p, overflow = 0
-        cdef long long step = PyLong_AsLongLongAndOverflow(aging_step_us, &overflow)
-        if overflow or step < 0 or step > MAX_STEP:
-            raise ValueError(f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, "
-                             f"got {aging_step_us if overflow else step}")
-        self._step = step
-        for p in range(5):
-            if step:
-                self._lo[p] = INT64_MIN
-                self._hi[p] = INT64_MAX - p * step
-                self._offset[p] = p * step
-            else:
-                self._lo[p] = -STRICT_SPAN
-                self._hi[p] = STRICT_SPAN - 1
-                self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
+        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
         _table_reset(&self._ids)
         _table_reset(&self._tmap)
         _table_reset(&self._wmap)
@@ -1222,11 +1223,9 @@ cdef class FairHeap:
 
     cdef inline void _clean_top(self, size_t i) noexcept nogil:
         cdef TCold* c = &self._cold[i]
-        while c.n and _flookup(&self._ids, c.heap[0].job_id).tag != c.heap[0].tag:
-            c.n -= 1
-            if c.n:
-                _sift_down(c.heap, c.n, 0, c.heap[c.n])
-            c.dead -= 1
+        cdef size_t n = _drop_dead_top(c.heap, c.n, &self._ids)
+        c.dead -= c.n - n
+        c.n = n
 
     # -- level groups ----------------------------------------------------------------
 
@@ -1463,9 +1462,7 @@ cdef class FairHeap:
                 self._groups_rebased()
         if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
             self._sweep()
-        c.n -= 1
-        if c.n:
-            _sift_down(c.heap, c.n, 0, c.heap[c.n])
+        c.n = _pop_top(c.heap, c.n)
         _ferase(&self._ids, _flookup(&self._ids, top.job_id))
         self._ready_live[(top.tag & PRIO_MASK) - 1] -= 1
         c.ready -= 1
@@ -1501,9 +1498,7 @@ cdef class FairHeap:
             else:
                 i = -1
                 self._delayed_dead -= 1
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            self._delayed_n = _pop_top(self._delayed, self._delayed_n)
             if i >= 0:
                 slot = _flookup(&self._ids, d.job_id)
                 slot.tag = d.tag
@@ -1688,27 +1683,14 @@ cdef class FairHeap:
 
     cdef void _compact_tenant(self, size_t i) noexcept:
         cdef TCold* c = &self._cold[i]
-        cdef size_t k, j = 0
-        for k in range(c.n):
-            if _flookup(&self._ids, c.heap[k].job_id).tag == c.heap[k].tag:
-                c.heap[j] = c.heap[k]
-                j += 1
-        c.n = j
+        c.n = _compacted(c.heap, c.n, &self._ids)
         c.dead = 0
-        _heapify(c.heap, j)
         _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
 
     cdef void _compact_delayed(self) noexcept:
-        cdef size_t k, j = 0
-        for k in range(self._delayed_n):
-            if (_flookup(&self._ids, self._delayed[k].job_id).tag
-                    == (self._delayed[k].tag | DELAYED)):
-                self._delayed[j] = self._delayed[k]
-                j += 1
-        self._delayed_n = j
+        self._delayed_n = _compacted(self._delayed, self._delayed_n, &self._ids)
         self._delayed_dead = 0
-        _heapify(self._delayed, j)
-        _trim(<void**>&self._delayed, &self._delayed_cap, j, sizeof(FDelayed))
+        _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
 
     cdef inline void _trim_all(self) noexcept:
         """Give memory back after a drain (as FastHeap._trim)."""
@@ -1771,15 +1753,10 @@ cdef class FairHeap:
 
     def next_due_us(self):
         """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed_n:
-            if (_flookup(&self._ids, self._delayed[0].job_id).tag
-                    == (self._delayed[0].tag | DELAYED)):
-                return self._delayed[0].due
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
-            self._delayed_dead -= 1
-        return None
+        cdef size_t n = _drop_dead_top(self._delayed, self._delayed_n, &self._ids)
+        self._delayed_dead -= self._delayed_n - n
+        self._delayed_n = n
+        return self._delayed[0].due if n else None
 
     def remembered_tenants(self):
         """Tenant records held: memory, not ordering (the twin keeps a different number)."""
