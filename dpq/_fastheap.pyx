@@ -37,6 +37,7 @@ cimport cython
 cimport cpython.array as carray
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
+from cpython.object cimport Py_SIZE
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
 from libc.stdint cimport (INT64_MAX, INT64_MIN, SIZE_MAX, UINT32_MAX, int8_t, int64_t,
                           uint32_t, uint64_t)
@@ -509,9 +510,76 @@ cdef const int64_t[::1] _i64_view(object obj):
 cdef carray.array _U64_TEMPLATE = array.array("Q")
 
 
+@cython.auto_pickle(False)
+cdef class _HeapCore:
+    """What FastHeap and FairHeap share: aging keys, the clock and the counts.
+
+    Not for use on its own: ``_advance`` and ``_has`` are each heap's own.
+    """
+
+    cdef int64_t _step
+    # per priority: the ready times that give a key in range, and the key's offset
+    cdef int64_t _lo[5]
+    cdef int64_t _hi[5]
+    cdef int64_t _offset[5]
+    cdef int64_t _clock             # the latest now_us seen
+    cdef uint64_t _seq              # push counter
+    cdef Py_ssize_t _ready_live[5]  # live ready jobs per priority
+    cdef Py_ssize_t _delayed_live
+
+    def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
+        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
+
+    @property
+    def aging_step_us(self):
+        return self._step
+
+    cdef int _advance(self, int64_t now) except -1:
+        """Move the clock to ``now`` (never back) and promote what fell due."""
+        raise NotImplementedError
+
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return False
+
+    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
+        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
+                + self._ready_live[3] + self._ready_live[4])
+
+    cdef carray.array _out(self, object n, object now_us):
+        """pop_many's start: check ``n``, advance, and make the result's room."""
+        cdef Py_ssize_t m, count = PyNumber_Index(n)
+        if count < 0:
+            raise ValueError(f"n must be >= 0, got {count}")
+        self._advance(_i64(now_us))
+        m = self._ready_total()
+        return carray.clone(_U64_TEMPLATE, count if count < m else m, False)
+
+    def __contains__(self, job_id):
+        cdef uint64_t key
+        try:
+            key = _u64(job_id)
+        except (TypeError, OverflowError):
+            return False
+        return self._has(key)
+
+    def ready_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._ready_total()
+
+    def delayed_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._delayed_live
+
+    def ready_by_priority(self, now_us):
+        """Ready jobs per priority; index 0 is priority 1."""
+        self._advance(_i64(now_us))
+        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
+                self._ready_live[3], self._ready_live[4])
+
+
 @cython.final
 @cython.auto_pickle(False)
-cdef class FastHeap:
+cdef class FastHeap(_HeapCore):
     """A priority heap of job ids with static aging and delayed jobs.
 
     ``FastHeap(aging_step_us=5_000_000)``; 0 means strict priority, then
@@ -526,19 +594,9 @@ cdef class FastHeap:
     cdef size_t _delayed_n
     cdef size_t _delayed_cap
     cdef Table _ids                 # live job id -> tag
-    cdef int64_t _step
-    # per priority: the ready times that give a key in range, and the key's offset
-    cdef int64_t _lo[5]
-    cdef int64_t _hi[5]
-    cdef int64_t _offset[5]
-    cdef int64_t _clock             # the latest now_us seen
-    cdef uint64_t _seq              # push counter
-    cdef Py_ssize_t _ready_live[5]  # live ready jobs per priority
-    cdef Py_ssize_t _delayed_live
     cdef size_t _dead               # tombstones in both heaps
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
         _table_reset(&self._ids)
 
     def __dealloc__(self):
@@ -546,15 +604,7 @@ cdef class FastHeap:
         PyMem_RawFree(self._delayed)
         PyMem_RawFree(self._ids.slots)
 
-    @property
-    def aging_step_us(self):
-        return self._step
-
     # -- internals -----------------------------------------------------------
-
-    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
-        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
-                + self._ready_live[3] + self._ready_live[4])
 
     cdef int _advance(self, int64_t now) except -1:
         """Move the clock to ``now`` (never back) and promote what fell due."""
@@ -766,18 +816,10 @@ cdef class FastHeap:
 
     def pop_many(self, n, now_us):
         """Remove and return up to ``n`` ready job ids, most urgent first, as ``array('Q')``."""
-        cdef Py_ssize_t i, m, count = PyNumber_Index(n)
-        cdef carray.array out
-        cdef uint64_t* dst
-        if count < 0:
-            raise ValueError(f"n must be >= 0, got {count}")
-        self._advance(_i64(now_us))
-        m = self._ready_total()
-        if count < m:
-            m = count
-        out = carray.clone(_U64_TEMPLATE, m, False)
-        dst = <uint64_t*>out.data.as_ulonglongs
-        for i in range(m):
+        cdef carray.array out = self._out(n, now_us)
+        cdef uint64_t* dst = <uint64_t*>out.data.as_ulonglongs
+        cdef Py_ssize_t i
+        for i in range(Py_SIZE(out)):
             self._take(&dst[i])     # m <= live ready jobs, so this always finds one
         self._trim()
         return out
@@ -825,27 +867,8 @@ cdef class FastHeap:
     def __len__(self):
         return self._ids.used
 
-    def __contains__(self, job_id):
-        cdef uint64_t key
-        try:
-            key = _u64(job_id)
-        except (TypeError, OverflowError):
-            return False
-        return _lookup(&self._ids, key).tag != 0
-
-    def ready_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._ready_total()
-
-    def delayed_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us):
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(_i64(now_us))
-        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
-                self._ready_live[3], self._ready_live[4])
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return _lookup(&self._ids, job_id).tag != 0
 
     def next_due_us(self):
         """When the earliest delayed job falls due, or None if none waits."""
@@ -1004,7 +1027,7 @@ cdef inline int64_t _check_weight(object weight) except -1:
 
 @cython.final
 @cython.auto_pickle(False)
-cdef class FairHeap:
+cdef class FairHeap(_HeapCore):
     """FastHeap with fair shares by tenant within a priority level.
 
     ``FairHeap(aging_step_us=5_000_000)``; ``push`` takes a ``tenant`` (0 to
@@ -1030,20 +1053,11 @@ cdef class FairHeap:
     cdef size_t _group_at           # put them up at this many backlogged tenants
     cdef size_t _sweep_at           # sweep when more idle records than this
     cdef int64_t _sweep_v           # ... or when V reaches this
-    cdef int64_t _step
-    cdef int64_t _lo[5]
-    cdef int64_t _hi[5]
-    cdef int64_t _offset[5]
-    cdef int64_t _clock
-    cdef uint64_t _seq
     cdef int64_t _vtime             # V: the effective pass of the last turn
     cdef int64_t _rebase_at
     cdef int64_t _default_weight
-    cdef Py_ssize_t _ready_live[5]
-    cdef Py_ssize_t _delayed_live
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
         _table_reset(&self._ids)
         _table_reset(&self._tmap)
         _table_reset(&self._wmap)
@@ -1059,10 +1073,6 @@ cdef class FairHeap:
         PyMem_RawFree(self._ids.slots)
         PyMem_RawFree(self._tmap.slots)
         PyMem_RawFree(self._wmap.slots)
-
-    @property
-    def aging_step_us(self):
-        return self._step
 
     # -- tenant records --------------------------------------------------------
 
@@ -1621,18 +1631,10 @@ cdef class FairHeap:
 
     def pop_many(self, n, now_us):
         """Remove and return up to ``n`` ready job ids in ``pop`` order, as ``array('Q')``."""
-        cdef Py_ssize_t i, m, count = PyNumber_Index(n)
-        cdef carray.array out
-        cdef uint64_t* dst
-        if count < 0:
-            raise ValueError(f"n must be >= 0, got {count}")
-        self._advance(_i64(now_us))
-        m = self._ready_total()
-        if count < m:
-            m = count
-        out = carray.clone(_U64_TEMPLATE, m, False)
-        dst = <uint64_t*>out.data.as_ulonglongs
-        for i in range(m):
+        cdef carray.array out = self._out(n, now_us)
+        cdef uint64_t* dst = <uint64_t*>out.data.as_ulonglongs
+        cdef Py_ssize_t i
+        for i in range(Py_SIZE(out)):
             dst[i] = self._serve(self._choose())
         self._trim_all()
         return out
@@ -1715,34 +1717,11 @@ cdef class FairHeap:
 
     # -- looking ---------------------------------------------------------------
 
-    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
-        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
-                + self._ready_live[3] + self._ready_live[4])
-
     def __len__(self):
         return self._ids.used
 
-    def __contains__(self, job_id):
-        cdef uint64_t key
-        try:
-            key = _u64(job_id)
-        except (TypeError, OverflowError):
-            return False
-        return _flookup(&self._ids, key).tag != 0
-
-    def ready_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._ready_total()
-
-    def delayed_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us):
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(_i64(now_us))
-        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
-                self._ready_live[3], self._ready_live[4])
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return _flookup(&self._ids, job_id).tag != 0
 
     def ready_by_tenant(self, now_us):
         """Ready jobs per tenant that has any, in tenant order."""
