@@ -364,17 +364,21 @@ cdef int _table_reserve(AnyTable* t, size_t more) except -1:
     return _rehash(t, cap)
 
 
-cdef void _table_shrink(AnyTable* t) noexcept:
+cdef void _table_refit(AnyTable* t) noexcept:
+    cdef size_t cap = MIN_TABLE
+    while cap < t.used * 4:
+        cap *= 2
+    try:
+        _rehash(t, cap)
+    except MemoryError:
+        pass                # keep the bigger table
+
+
+cdef inline void _table_shrink(AnyTable* t) noexcept:
     """Give a table that is under 1/8 full back down to twice its need."""
-    cdef size_t cap = t.mask + 1
-    if cap > MIN_TABLE and t.used * 8 < cap:
-        cap = MIN_TABLE
-        while cap < t.used * 4:
-            cap *= 2
-        try:
-            _rehash(t, cap)
-        except MemoryError:
-            pass            # keep the bigger table
+    # inline: every pop asks, and the answer is almost always no
+    if t.mask + 1 > MIN_TABLE and t.used * 8 < t.mask + 1:
+        _table_refit(t)
 
 
 # -- tombstones: a heap entry is live iff the table holds its id with its tag --
