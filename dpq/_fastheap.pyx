@@ -37,6 +37,7 @@ cimport cython
 cimport cpython.array as carray
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check
 from cpython.number cimport PyNumber_Index
+from cpython.object cimport Py_SIZE
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawRealloc
 from libc.stdint cimport (INT64_MAX, INT64_MIN, SIZE_MAX, UINT32_MAX, int8_t, int64_t,
                           uint32_t, uint64_t)
@@ -69,6 +70,7 @@ cdef enum:
     MIN_TABLE = 64          # slots; a power of two
     MIN_HEAP = 64           # entries kept when a heap shrinks
     COMPACT_MIN = 1024      # tombstones tolerated before a sweep is worth it
+    MIN_RECORD = 4          # entries in FairHeap's smallest arrays: one job costs 96 bytes
 
 PRIORITY_MIN = PRIO_MIN
 PRIORITY_MAX = PRIO_MAX
@@ -119,10 +121,30 @@ ctypedef struct Slot:
     uint64_t job_id
     uint64_t tag            # 0: the slot is empty (seq starts at 1)
 
+ctypedef struct FSlot:      # FairHeap's: a Slot that knows its tenant
+    uint64_t job_id
+    uint64_t tag
+    uint64_t tenant
+
 ctypedef struct Table:
     Slot* slots
     size_t mask             # capacity - 1
     size_t used
+
+ctypedef struct FTable:
+    FSlot* slots
+    size_t mask
+    size_t used
+
+# One table scheme, two slot layouts (FastHeap's 16-byte slots keep 8 ids to
+# 128 bytes); fused types compile it once per layout, as Entry does the heaps.
+ctypedef fused AnySlot:
+    Slot
+    FSlot
+
+ctypedef fused AnyTable:
+    Table
+    FTable
 
 ctypedef fused prio_t:
     int8_t
@@ -177,15 +199,24 @@ cdef inline void _heapify(Entry* h, size_t n) noexcept nogil:
         _sift_down(h, n, pos, h[pos])
 
 
-cdef int _reserve(void** items, size_t* cap, size_t need, size_t itemsize) except -1:
-    """Grow an array (doubling) so it holds ``need`` items."""
+cdef inline size_t _pop_top(Entry* h, size_t n) noexcept nogil:
+    """Drop the top of the ``n``-entry heap ``h``; returns the new size."""
+    n -= 1
+    if n:
+        _sift_down(h, n, 0, h[n])
+    return n
+
+
+cdef int _reserve(void** items, size_t* cap, size_t need, size_t itemsize,
+                  size_t least) except -1:
+    """Grow an array (doubling, to at least ``least`` items) so it holds ``need`` items."""
     cdef size_t new_cap
     cdef void* p
     if need <= cap[0]:
         return 0
     new_cap = cap[0] * 2 if cap[0] * 2 > need else need
-    if new_cap < MIN_HEAP:
-        new_cap = MIN_HEAP
+    if new_cap < least:
+        new_cap = least
     if new_cap > SIZE_MAX // itemsize:
         raise MemoryError()
     p = PyMem_RawRealloc(items[0], new_cap * itemsize)
@@ -224,25 +255,33 @@ cdef inline size_t _home_in(uint64_t spread, uint64_t job_id, size_t mask) noexc
     return <size_t>((spread << 3) | (job_id & 7)) & mask
 
 
-cdef inline size_t _home(const Table* t, uint64_t job_id) noexcept nogil:
+cdef inline size_t _home(const AnyTable* t, uint64_t job_id) noexcept nogil:
     # Job ids come from a counter, so they arrive (and leave, roughly) in
     # runs.  Each run of 8 ids (same id >> 3) gets one scattered 128-byte
     # stretch of the table: pushes miss the cache once per run, not per job.
     return _home_in(_spread(job_id >> 3), job_id, t.mask)
 
 
-cdef inline Slot* _lookup(const Table* t, uint64_t job_id) noexcept nogil:
+cdef inline AnySlot* _probe(AnySlot* slots, size_t mask, uint64_t job_id) noexcept nogil:
     """The slot holding ``job_id``, or the empty slot where it would go."""
-    cdef size_t i = _home(t, job_id)
-    while t.slots[i].tag != 0 and t.slots[i].job_id != job_id:
-        i = (i + 1) & t.mask
-    return &t.slots[i]
+    cdef size_t i = _home_in(_spread(job_id >> 3), job_id, mask)
+    while slots[i].tag != 0 and slots[i].job_id != job_id:
+        i = (i + 1) & mask
+    return &slots[i]
 
 
-cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
+# the lookup, typed per table (a fused function cannot pick its return type)
+cdef inline Slot* _lookup(const Table* t, uint64_t job_id) noexcept nogil:
+    return _probe(t.slots, t.mask, job_id)
+
+
+cdef inline FSlot* _flookup(const FTable* t, uint64_t job_id) noexcept nogil:
+    return _probe(t.slots, t.mask, job_id)
+
+
+cdef inline void _erase_at(AnyTable* t, size_t hole) noexcept nogil:
     # Backward-shift deletion: pull later entries of the probe run into the
     # hole, so the table never holds tombstones of its own.
-    cdef size_t hole = slot - t.slots
     cdef size_t j = hole
     cdef size_t home
     cdef uint64_t run, cached_run = 0, spread = _spread(0)
@@ -263,26 +302,59 @@ cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
     t.used -= 1
 
 
-cdef int _rehash(Table* t, size_t capacity) except -1:
-    cdef Slot* old = t.slots
-    cdef size_t old_cap = t.mask + 1
-    cdef size_t i
-    cdef Slot* new = <Slot*>PyMem_RawCalloc(capacity, sizeof(Slot))
+cdef inline void _erase(Table* t, Slot* slot) noexcept nogil:
+    _erase_at(t, slot - t.slots)
+
+
+cdef inline void _ferase(FTable* t, FSlot* slot) noexcept nogil:
+    _erase_at(t, slot - t.slots)
+
+
+cdef int _new_slots(AnySlot** slots, size_t* mask, size_t capacity, bint keep) except -1:
+    """Give a table ``capacity`` (a power of two) empty slots, moving its ids
+    over if ``keep``.  A MemoryError leaves it as it was."""
+    cdef AnySlot* old = slots[0]
+    cdef size_t i, old_cap = mask[0] + 1
+    cdef AnySlot* new = <AnySlot*>PyMem_RawCalloc(capacity, sizeof(AnySlot))
     if new == NULL:
         raise MemoryError()
-    t.slots = new
-    t.mask = capacity - 1
-    for i in range(old_cap):
-        if old[i].tag != 0:
-            _lookup(t, old[i].job_id)[0] = old[i]
+    if keep:
+        for i in range(old_cap):
+            if old[i].tag != 0:
+                _probe(new, capacity - 1, old[i].job_id)[0] = old[i]
     PyMem_RawFree(old)
+    slots[0] = new
+    mask[0] = capacity - 1
     return 0
 
 
-cdef int _table_reserve(Table* t, size_t more) except -1:
+cdef inline int _rehash(AnyTable* t, size_t capacity) except -1:
+    return _new_slots(&t.slots, &t.mask, capacity, True)
+
+
+cdef int _table_reset(AnyTable* t) except -1:
+    """Empty (or, in __cinit__, make) the table with MIN_TABLE fresh slots."""
+    _new_slots(&t.slots, &t.mask, MIN_TABLE, False)
+    t.used = 0
+    return 0
+
+
+cdef void _table_empty(AnyTable* t) noexcept:
+    """Drop every entry; give a grown table's memory back if a small one can be had."""
+    if t.mask + 1 > MIN_TABLE:
+        try:
+            _table_reset(t)
+            return
+        except MemoryError:
+            pass
+    memset(t.slots, 0, (t.mask + 1) * sizeof(t.slots[0]))
+    t.used = 0
+
+
+cdef int _table_reserve(AnyTable* t, size_t more) except -1:
     """Room for ``more`` ids at a load factor of at most 1/2."""
     cdef size_t want, cap = t.mask + 1
-    if more > (SIZE_MAX // 4) // sizeof(Slot) - t.used:
+    if more > (SIZE_MAX // 4) // sizeof(t.slots[0]) - t.used:
         raise MemoryError()
     want = (t.used + more) * 2
     if want <= cap:
@@ -290,6 +362,50 @@ cdef int _table_reserve(Table* t, size_t more) except -1:
     while cap < want:
         cap *= 2
     return _rehash(t, cap)
+
+
+cdef void _table_refit(AnyTable* t) noexcept:
+    cdef size_t cap = MIN_TABLE
+    while cap < t.used * 4:
+        cap *= 2
+    try:
+        _rehash(t, cap)
+    except MemoryError:
+        pass                # keep the bigger table
+
+
+cdef inline void _table_shrink(AnyTable* t) noexcept:
+    """Give a table that is under 1/8 full back down to twice its need."""
+    # inline: every pop asks, and the answer is almost always no
+    if t.mask + 1 > MIN_TABLE and t.used * 8 < t.mask + 1:
+        _table_refit(t)
+
+
+# -- tombstones: a heap entry is live iff the table holds its id with its tag --
+
+cdef inline bint _live(const AnyTable* t, const Entry* e) noexcept nogil:
+    if Entry is Ready:
+        return _probe(t.slots, t.mask, e.job_id).tag == e.tag
+    else:
+        return _probe(t.slots, t.mask, e.job_id).tag == (e.tag | DELAYED)
+
+
+cdef inline size_t _drop_dead_top(Entry* h, size_t n, const AnyTable* t) noexcept nogil:
+    """Pop tombstones off the heap until a live entry is on top; returns the new size."""
+    while n and not _live(t, &h[0]):
+        n = _pop_top(h, n)
+    return n
+
+
+cdef size_t _compacted(Entry* h, size_t n, const AnyTable* t) noexcept nogil:
+    """Sweep every tombstone out of the heap (O(n)); returns the new size."""
+    cdef size_t i, j = 0
+    for i in range(n):
+        if _live(t, &h[i]):
+            h[j] = h[i]
+            j += 1
+    _heapify(h, j)
+    return j
 
 
 # -- messages (dpq.queue.heap builds the same strings) ---------------------------
@@ -307,14 +423,45 @@ cdef str _key_error(int64_t ready_at, int priority, int64_t step):
             f"(priority {priority} - 1) * aging_step_us {step}")
 
 
-cdef inline int _check_priority(object priority) except -1:
+ctypedef str (*Complaint)(object)
+
+
+cdef inline long long _in_range(object value, long long lo, long long hi,
+                                Complaint complaint) except? -1:
+    """``value`` as a C integer if within ``lo..hi``, else ValueError(complaint(value))."""
     cdef int overflow = 0
-    cdef long long p = PyLong_AsLongLongAndOverflow(priority, &overflow)
+    cdef long long v = PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow:
-        raise ValueError(_priority_error(priority))
-    if p < PRIO_MIN or p > PRIO_MAX:
-        raise ValueError(_priority_error(p))
-    return <int>p
+        raise ValueError(complaint(value))
+    if v < lo or v > hi:
+        raise ValueError(complaint(v))
+    return v
+
+
+cdef inline int _check_priority(object priority) except -1:
+    return <int>_in_range(priority, PRIO_MIN, PRIO_MAX, _priority_error)
+
+
+cdef str _step_error(object value):
+    return f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, got {value}"
+
+
+cdef int64_t _aging(object aging_step_us, int64_t* lo, int64_t* hi,
+                    int64_t* offset) except? -1:
+    """Check the step and set, per priority, the ready times giving a key in range
+    and the key's offset; returns the step."""
+    cdef int p
+    cdef int64_t step = _in_range(aging_step_us, 0, MAX_STEP, _step_error)
+    for p in range(5):
+        if step:
+            lo[p] = INT64_MIN
+            hi[p] = INT64_MAX - p * step
+            offset[p] = p * step
+        else:
+            lo[p] = -STRICT_SPAN
+            hi[p] = STRICT_SPAN - 1
+            offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
+    return step
 
 
 cdef Py_ssize_t _first_bad_priority(const prio_t* p, Py_ssize_t n) noexcept nogil:
@@ -367,9 +514,76 @@ cdef const int64_t[::1] _i64_view(object obj):
 cdef carray.array _U64_TEMPLATE = array.array("Q")
 
 
+@cython.auto_pickle(False)
+cdef class _HeapCore:
+    """What FastHeap and FairHeap share: aging keys, the clock and the counts.
+
+    Not for use on its own: ``_advance`` and ``_has`` are each heap's own.
+    """
+
+    cdef int64_t _step
+    # per priority: the ready times that give a key in range, and the key's offset
+    cdef int64_t _lo[5]
+    cdef int64_t _hi[5]
+    cdef int64_t _offset[5]
+    cdef int64_t _clock             # the latest now_us seen
+    cdef uint64_t _seq              # push counter
+    cdef Py_ssize_t _ready_live[5]  # live ready jobs per priority
+    cdef Py_ssize_t _delayed_live
+
+    def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
+        self._step = _aging(aging_step_us, self._lo, self._hi, self._offset)
+
+    @property
+    def aging_step_us(self):
+        return self._step
+
+    cdef int _advance(self, int64_t now) except -1:
+        """Move the clock to ``now`` (never back) and promote what fell due."""
+        raise NotImplementedError
+
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return False
+
+    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
+        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
+                + self._ready_live[3] + self._ready_live[4])
+
+    cdef carray.array _out(self, object n, object now_us):
+        """pop_many's start: check ``n``, advance, and make the result's room."""
+        cdef Py_ssize_t m, count = PyNumber_Index(n)
+        if count < 0:
+            raise ValueError(f"n must be >= 0, got {count}")
+        self._advance(_i64(now_us))
+        m = self._ready_total()
+        return carray.clone(_U64_TEMPLATE, count if count < m else m, False)
+
+    def __contains__(self, job_id):
+        cdef uint64_t key
+        try:
+            key = _u64(job_id)
+        except (TypeError, OverflowError):
+            return False
+        return self._has(key)
+
+    def ready_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._ready_total()
+
+    def delayed_count(self, now_us):
+        self._advance(_i64(now_us))
+        return self._delayed_live
+
+    def ready_by_priority(self, now_us):
+        """Ready jobs per priority; index 0 is priority 1."""
+        self._advance(_i64(now_us))
+        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
+                self._ready_live[3], self._ready_live[4])
+
+
 @cython.final
 @cython.auto_pickle(False)
-cdef class FastHeap:
+cdef class FastHeap(_HeapCore):
     """A priority heap of job ids with static aging and delayed jobs.
 
     ``FastHeap(aging_step_us=5_000_000)``; 0 means strict priority, then
@@ -384,52 +598,17 @@ cdef class FastHeap:
     cdef size_t _delayed_n
     cdef size_t _delayed_cap
     cdef Table _ids                 # live job id -> tag
-    cdef int64_t _step
-    # per priority: the ready times that give a key in range, and the key's offset
-    cdef int64_t _lo[5]
-    cdef int64_t _hi[5]
-    cdef int64_t _offset[5]
-    cdef int64_t _clock             # the latest now_us seen
-    cdef uint64_t _seq              # push counter
-    cdef Py_ssize_t _ready_live[5]  # live ready jobs per priority
-    cdef Py_ssize_t _delayed_live
     cdef size_t _dead               # tombstones in both heaps
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        cdef int p, overflow = 0
-        cdef long long step = PyLong_AsLongLongAndOverflow(aging_step_us, &overflow)
-        if overflow or step < 0 or step > MAX_STEP:
-            raise ValueError(f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, "
-                             f"got {aging_step_us if overflow else step}")
-        self._step = step
-        for p in range(5):
-            if step:
-                self._lo[p] = INT64_MIN
-                self._hi[p] = INT64_MAX - p * step
-                self._offset[p] = p * step
-            else:
-                self._lo[p] = -STRICT_SPAN
-                self._hi[p] = STRICT_SPAN - 1
-                self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
-        self._ids.slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-        if self._ids.slots == NULL:
-            raise MemoryError()
-        self._ids.mask = MIN_TABLE - 1
+        _table_reset(&self._ids)
 
     def __dealloc__(self):
         PyMem_RawFree(self._ready)
         PyMem_RawFree(self._delayed)
         PyMem_RawFree(self._ids.slots)
 
-    @property
-    def aging_step_us(self):
-        return self._step
-
     # -- internals -----------------------------------------------------------
-
-    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
-        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
-                + self._ready_live[3] + self._ready_live[4])
 
     cdef int _advance(self, int64_t now) except -1:
         """Move the clock to ``now`` (never back) and promote what fell due."""
@@ -438,11 +617,9 @@ cdef class FastHeap:
         if now > self._clock:
             self._clock = now
         while self._delayed_n and self._delayed[0].due <= self._clock:
-            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready))
+            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready), MIN_HEAP)
             d = self._delayed[0]
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            self._delayed_n = _pop_top(self._delayed, self._delayed_n)
             slot = _lookup(&self._ids, d.job_id)
             if slot.tag != (d.tag | DELAYED):
                 self._dead -= 1
@@ -462,9 +639,7 @@ cdef class FastHeap:
             top = self._ready[0]
             # start fetching its table slot now; the sift below hides the miss
             DPQ_PREFETCH(&self._ids.slots[_home(&self._ids, top.job_id)])
-            self._ready_n -= 1
-            if self._ready_n:
-                _sift_down(self._ready, self._ready_n, 0, self._ready[self._ready_n])
+            self._ready_n = _pop_top(self._ready, self._ready_n)
             slot = _lookup(&self._ids, top.job_id)
             if slot.tag == top.tag:
                 _erase(&self._ids, slot)
@@ -492,37 +667,16 @@ cdef class FastHeap:
 
     cdef void _compact(self) noexcept:
         """Sweep tombstones out of both heaps (O(n), paid for by the removes)."""
-        cdef size_t i, j = 0
-        for i in range(self._ready_n):
-            if _lookup(&self._ids, self._ready[i].job_id).tag == self._ready[i].tag:
-                self._ready[j] = self._ready[i]
-                j += 1
-        self._ready_n = j
-        _heapify(self._ready, j)
-        j = 0
-        for i in range(self._delayed_n):
-            if (_lookup(&self._ids, self._delayed[i].job_id).tag
-                    == (self._delayed[i].tag | DELAYED)):
-                self._delayed[j] = self._delayed[i]
-                j += 1
-        self._delayed_n = j
-        _heapify(self._delayed, j)
+        self._ready_n = _compacted(self._ready, self._ready_n, &self._ids)
+        self._delayed_n = _compacted(self._delayed, self._delayed_n, &self._ids)
         self._dead = 0
         self._trim()
 
     cdef void _trim(self) noexcept:
         """Give memory back after a drain (heaps 3/4 empty, table under 1/8 full)."""
-        cdef size_t cap = self._ids.mask + 1
         _trim(<void**>&self._ready, &self._ready_cap, self._ready_n, sizeof(Ready))
         _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(Delayed))
-        if cap > MIN_TABLE and self._ids.used * 8 < cap:
-            cap = MIN_TABLE
-            while cap < self._ids.used * 4:
-                cap *= 2
-            try:
-                _rehash(&self._ids, cap)
-            except MemoryError:
-                pass            # keep the bigger table
+        _table_shrink(&self._ids)
 
     # -- adding --------------------------------------------------------------
 
@@ -540,10 +694,10 @@ cdef class FastHeap:
         # make room first, so a MemoryError leaves the heap as it was
         _table_reserve(&self._ids, 1)
         if due <= self._clock:
-            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready))
+            _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + 1, sizeof(Ready), MIN_HEAP)
         else:
             _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + 1,
-                     sizeof(Delayed))
+                     sizeof(Delayed), MIN_HEAP)
         slot = _lookup(&self._ids, jid)
         if slot.tag != 0:
             raise ValueError(f"job id {jid} is already in the heap")
@@ -603,9 +757,9 @@ cdef class FastHeap:
             n_delayed += d > self._clock
         _table_reserve(&self._ids, n)
         _reserve(<void**>&self._ready, &self._ready_cap, self._ready_n + (n - n_delayed),
-                 sizeof(Ready))
+                 sizeof(Ready), MIN_HEAP)
         _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + n_delayed,
-                 sizeof(Delayed))
+                 sizeof(Delayed), MIN_HEAP)
 
         # Pass 1: claim every id in the table, checking keys on the way.  The
         # first bad item stops it: release what was claimed, then refuse.
@@ -666,33 +820,22 @@ cdef class FastHeap:
 
     def pop_many(self, n, now_us):
         """Remove and return up to ``n`` ready job ids, most urgent first, as ``array('Q')``."""
-        cdef Py_ssize_t i, m, count = PyNumber_Index(n)
-        cdef carray.array out
-        cdef uint64_t* dst
-        if count < 0:
-            raise ValueError(f"n must be >= 0, got {count}")
-        self._advance(_i64(now_us))
-        m = self._ready_total()
-        if count < m:
-            m = count
-        out = carray.clone(_U64_TEMPLATE, m, False)
-        dst = <uint64_t*>out.data.as_ulonglongs
-        for i in range(m):
+        cdef carray.array out = self._out(n, now_us)
+        cdef uint64_t* dst = <uint64_t*>out.data.as_ulonglongs
+        cdef Py_ssize_t i
+        for i in range(Py_SIZE(out)):
             self._take(&dst[i])     # m <= live ready jobs, so this always finds one
         self._trim()
         return out
 
     def peek(self, now_us):
         """The job id ``pop(now_us)`` would return, without removing it."""
+        cdef size_t n
         self._advance(_i64(now_us))
-        while self._ready_n:
-            if _lookup(&self._ids, self._ready[0].job_id).tag == self._ready[0].tag:
-                return self._ready[0].job_id
-            self._ready_n -= 1
-            if self._ready_n:
-                _sift_down(self._ready, self._ready_n, 0, self._ready[self._ready_n])
-            self._dead -= 1
-        return None
+        n = _drop_dead_top(self._ready, self._ready_n, &self._ids)
+        self._dead -= self._ready_n - n
+        self._ready_n = n
+        return self._ready[0].job_id if n else None
 
     def remove(self, job_id):
         """Take a ready or delayed job out (reassigned, cancelled); False if it is not here."""
@@ -712,13 +855,7 @@ cdef class FastHeap:
     def clear(self):
         """Drop every job and give the memory back.  The clock is kept: time does not go back."""
         cdef int i
-        cdef Slot* slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-        if slots == NULL:
-            raise MemoryError()
-        PyMem_RawFree(self._ids.slots)
-        self._ids.slots = slots
-        self._ids.mask = MIN_TABLE - 1
-        self._ids.used = 0
+        _table_reset(&self._ids)
         PyMem_RawFree(self._ready)
         PyMem_RawFree(self._delayed)
         self._ready = NULL
@@ -734,39 +871,15 @@ cdef class FastHeap:
     def __len__(self):
         return self._ids.used
 
-    def __contains__(self, job_id):
-        cdef uint64_t key
-        try:
-            key = _u64(job_id)
-        except (TypeError, OverflowError):
-            return False
-        return _lookup(&self._ids, key).tag != 0
-
-    def ready_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._ready_total()
-
-    def delayed_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us):
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(_i64(now_us))
-        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
-                self._ready_live[3], self._ready_live[4])
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return _lookup(&self._ids, job_id).tag != 0
 
     def next_due_us(self):
         """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed_n:
-            if (_lookup(&self._ids, self._delayed[0].job_id).tag
-                    == (self._delayed[0].tag | DELAYED)):
-                return self._delayed[0].due
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
-            self._dead -= 1
-        return None
+        cdef size_t n = _drop_dead_top(self._delayed, self._delayed_n, &self._ids)
+        self._dead -= self._delayed_n - n
+        self._delayed_n = n
+        return self._delayed[0].due if n else None
 
     def __sizeof__(self):
         return (object.__sizeof__(self) + self._ready_cap * sizeof(Ready)
@@ -807,17 +920,6 @@ WEIGHT_MAX = WEIGHT_HI
 cdef int64_t REBASE_AT = 1 << 62
 # strict mode: key + this, as uint64, >> 61 is the priority index (see _offset)
 cdef uint64_t STRICT_SHIFT = (1ULL << 62) + (1ULL << 60)
-
-
-ctypedef struct FSlot:
-    uint64_t job_id
-    uint64_t tag            # as Slot's
-    uint64_t tenant
-
-ctypedef struct FTable:
-    FSlot* slots
-    size_t mask
-    size_t used
 
 ctypedef struct THot:       # what a pick reads, per tenant
     int64_t head            # the aging key of its live head (backlogged only)
@@ -911,126 +1013,6 @@ cdef inline void _gdel(THot* h, int k, uint32_t* a, size_t* n, size_t pos) noexc
         _gfix(h, k, a, n[0], pos)
 
 
-# -- the id table again, with the tenant in each slot (same scheme as Table) --
-
-cdef inline FSlot* _flookup(const FTable* t, uint64_t job_id) noexcept nogil:
-    cdef size_t i = _home_in(_spread(job_id >> 3), job_id, t.mask)
-    while t.slots[i].tag != 0 and t.slots[i].job_id != job_id:
-        i = (i + 1) & t.mask
-    return &t.slots[i]
-
-
-cdef inline void _ferase(FTable* t, FSlot* slot) noexcept nogil:
-    cdef size_t hole = slot - t.slots
-    cdef size_t j = hole
-    cdef size_t home
-    while True:
-        j = (j + 1) & t.mask
-        if t.slots[j].tag == 0:
-            break
-        home = _home_in(_spread(t.slots[j].job_id >> 3), t.slots[j].job_id, t.mask)
-        if ((j - home) & t.mask) >= ((j - hole) & t.mask):
-            t.slots[hole] = t.slots[j]
-            hole = j
-    t.slots[hole].tag = 0
-    t.used -= 1
-
-
-cdef int _frehash(FTable* t, size_t capacity) except -1:
-    cdef FSlot* old = t.slots
-    cdef size_t old_cap = t.mask + 1
-    cdef size_t i
-    cdef FSlot* new = <FSlot*>PyMem_RawCalloc(capacity, sizeof(FSlot))
-    if new == NULL:
-        raise MemoryError()
-    t.slots = new
-    t.mask = capacity - 1
-    for i in range(old_cap):
-        if old[i].tag != 0:
-            _flookup(t, old[i].job_id)[0] = old[i]
-    PyMem_RawFree(old)
-    return 0
-
-
-cdef int _ftable_reserve(FTable* t, size_t more) except -1:
-    cdef size_t want, cap = t.mask + 1
-    if more > (SIZE_MAX // 4) // sizeof(FSlot) - t.used:
-        raise MemoryError()
-    want = (t.used + more) * 2
-    if want <= cap:
-        return 0
-    while cap < want:
-        cap *= 2
-    return _frehash(t, cap)
-
-
-cdef void _ftable_shrink(FTable* t) noexcept:
-    """Give a table that is under 1/8 full back down to twice its need."""
-    cdef size_t cap = t.mask + 1
-    if cap > MIN_TABLE and t.used * 8 < cap:
-        cap = MIN_TABLE
-        while cap < t.used * 4:
-            cap *= 2
-        try:
-            _frehash(t, cap)
-        except MemoryError:
-            pass
-
-
-cdef void _table_shrink(Table* t) noexcept:
-    cdef size_t cap = t.mask + 1
-    if cap > MIN_TABLE and t.used * 8 < cap:
-        cap = MIN_TABLE
-        while cap < t.used * 4:
-            cap *= 2
-        try:
-            _rehash(t, cap)
-        except MemoryError:
-            pass
-
-
-cdef void _table_empty(Table* t) noexcept:
-    """Drop every entry, and the memory of a grown table if a small one can be had."""
-    cdef Slot* small = NULL
-    if t.mask + 1 > MIN_TABLE:
-        small = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-    if small != NULL:
-        PyMem_RawFree(t.slots)
-        t.slots = small
-        t.mask = MIN_TABLE - 1
-    else:
-        memset(t.slots, 0, (t.mask + 1) * sizeof(Slot))
-    t.used = 0
-
-
-cdef int _table_init(Table* t) except -1:
-    t.slots = <Slot*>PyMem_RawCalloc(MIN_TABLE, sizeof(Slot))
-    if t.slots == NULL:
-        raise MemoryError()
-    t.mask = MIN_TABLE - 1
-    t.used = 0
-    return 0
-
-
-cdef int _grow(void** items, size_t* cap, size_t need, size_t itemsize) except -1:
-    """Like _reserve but from 4 items: a tenant with one job costs 96 bytes, not 1.5 KB."""
-    cdef size_t new_cap
-    cdef void* p
-    if need <= cap[0]:
-        return 0
-    new_cap = cap[0] * 2 if cap[0] * 2 > need else need
-    if new_cap < 4:
-        new_cap = 4
-    if new_cap > SIZE_MAX // itemsize:
-        raise MemoryError()
-    p = PyMem_RawRealloc(items[0], new_cap * itemsize)
-    if p == NULL:
-        raise MemoryError()
-    items[0] = p
-    cap[0] = new_cap
-    return 0
-
-
 cdef str _tenant_error(object value):
     return f"tenant must be 0 to {TENANT_MAX}, got {value}"
 
@@ -1040,28 +1022,16 @@ cdef str _weight_error(object value):
 
 
 cdef inline uint64_t _check_tenant(object tenant) except? <uint64_t>-1:
-    cdef int overflow = 0
-    cdef long long t = PyLong_AsLongLongAndOverflow(tenant, &overflow)
-    if overflow:
-        raise ValueError(_tenant_error(tenant))
-    if t < 0 or t > TENANT_LIMIT:
-        raise ValueError(_tenant_error(t))
-    return <uint64_t>t
+    return <uint64_t>_in_range(tenant, 0, TENANT_LIMIT, _tenant_error)
 
 
 cdef inline int64_t _check_weight(object weight) except -1:
-    cdef int overflow = 0
-    cdef long long w = PyLong_AsLongLongAndOverflow(weight, &overflow)
-    if overflow:
-        raise ValueError(_weight_error(weight))
-    if w < WEIGHT_LO or w > WEIGHT_HI:
-        raise ValueError(_weight_error(w))
-    return w
+    return _in_range(weight, WEIGHT_LO, WEIGHT_HI, _weight_error)
 
 
 @cython.final
 @cython.auto_pickle(False)
-cdef class FairHeap:
+cdef class FairHeap(_HeapCore):
     """FastHeap with fair shares by tenant within a priority level.
 
     ``FairHeap(aging_step_us=5_000_000)``; ``push`` takes a ``tenant`` (0 to
@@ -1087,40 +1057,14 @@ cdef class FairHeap:
     cdef size_t _group_at           # put them up at this many backlogged tenants
     cdef size_t _sweep_at           # sweep when more idle records than this
     cdef int64_t _sweep_v           # ... or when V reaches this
-    cdef int64_t _step
-    cdef int64_t _lo[5]
-    cdef int64_t _hi[5]
-    cdef int64_t _offset[5]
-    cdef int64_t _clock
-    cdef uint64_t _seq
     cdef int64_t _vtime             # V: the effective pass of the last turn
     cdef int64_t _rebase_at
     cdef int64_t _default_weight
-    cdef Py_ssize_t _ready_live[5]
-    cdef Py_ssize_t _delayed_live
 
     def __cinit__(self, aging_step_us=DEFAULT_AGING_STEP_US):
-        cdef int p, overflow = 0
-        cdef long long step = PyLong_AsLongLongAndOverflow(aging_step_us, &overflow)
-        if overflow or step < 0 or step > MAX_STEP:
-            raise ValueError(f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, "
-                             f"got {aging_step_us if overflow else step}")
-        self._step = step
-        for p in range(5):
-            if step:
-                self._lo[p] = INT64_MIN
-                self._hi[p] = INT64_MAX - p * step
-                self._offset[p] = p * step
-            else:
-                self._lo[p] = -STRICT_SPAN
-                self._hi[p] = STRICT_SPAN - 1
-                self._offset[p] = p * (2 * STRICT_SPAN) - 4 * STRICT_SPAN
-        self._ids.slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
-        if self._ids.slots == NULL:
-            raise MemoryError()
-        self._ids.mask = MIN_TABLE - 1
-        _table_init(&self._tmap)
-        _table_init(&self._wmap)
+        _table_reset(&self._ids)
+        _table_reset(&self._tmap)
+        _table_reset(&self._wmap)
         self._default_weight = 1
         self._rebase_at = REBASE_AT
         self._sweep_at = MIN_IDLE_SWEEP
@@ -1133,10 +1077,6 @@ cdef class FairHeap:
         PyMem_RawFree(self._ids.slots)
         PyMem_RawFree(self._tmap.slots)
         PyMem_RawFree(self._wmap.slots)
-
-    @property
-    def aging_step_us(self):
-        return self._step
 
     # -- tenant records --------------------------------------------------------
 
@@ -1174,16 +1114,16 @@ cdef class FairHeap:
             return i
         if self._nt == self._tcap:
             cap = self._tcap
-            _grow(<void**>&self._hot, &cap, self._nt + 1, sizeof(THot))
+            _reserve(<void**>&self._hot, &cap, self._nt + 1, sizeof(THot), MIN_RECORD)
             cap = self._tcap
-            _grow(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold))
+            _reserve(<void**>&self._cold, &cap, self._nt + 1, sizeof(TCold), MIN_RECORD)
             self._tcap = cap
         if self._nt == self._gcap:  # room for every record in every group: filing never fails
             if self._nt >= UINT32_MAX:
                 raise MemoryError()
             for k in range(18):
                 cap = self._gcap
-                _grow(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t))
+                _reserve(<void**>&self._gh[k], &cap, self._nt + 1, sizeof(uint32_t), MIN_RECORD)
             self._gcap = cap
         _table_reserve(&self._tmap, 1)
         i = self._nt
@@ -1297,11 +1237,9 @@ cdef class FairHeap:
 
     cdef inline void _clean_top(self, size_t i) noexcept nogil:
         cdef TCold* c = &self._cold[i]
-        while c.n and _flookup(&self._ids, c.heap[0].job_id).tag != c.heap[0].tag:
-            c.n -= 1
-            if c.n:
-                _sift_down(c.heap, c.n, 0, c.heap[c.n])
-            c.dead -= 1
+        cdef size_t n = _drop_dead_top(c.heap, c.n, &self._ids)
+        c.dead -= c.n - n
+        c.n = n
 
     # -- level groups ----------------------------------------------------------------
 
@@ -1538,9 +1476,7 @@ cdef class FairHeap:
                 self._groups_rebased()
         if self._vtime >= self._sweep_v and self._nt - self._nb > MIN_IDLE_SWEEP:
             self._sweep()
-        c.n -= 1
-        if c.n:
-            _sift_down(c.heap, c.n, 0, c.heap[c.n])
+        c.n = _pop_top(c.heap, c.n)
         _ferase(&self._ids, _flookup(&self._ids, top.job_id))
         self._ready_live[(top.tag & PRIO_MASK) - 1] -= 1
         c.ready -= 1
@@ -1571,14 +1507,12 @@ cdef class FairHeap:
                 # room first: a MemoryError leaves the job delayed
                 i = self._record(d.tenant)
                 cap = self._cold[i].cap
-                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+                _reserve(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready), MIN_RECORD)
                 self._cold[i].cap = cap
             else:
                 i = -1
                 self._delayed_dead -= 1
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
+            self._delayed_n = _pop_top(self._delayed, self._delayed_n)
             if i >= 0:
                 slot = _flookup(&self._ids, d.job_id)
                 slot.tag = d.tag
@@ -1653,13 +1587,13 @@ cdef class FairHeap:
         if ready_at < self._lo[prio - 1] or ready_at > self._hi[prio - 1]:
             raise ValueError(_key_error(ready_at, prio, self._step))
         # make room first, so a MemoryError leaves the heap as it was
-        _ftable_reserve(&self._ids, 1)
+        _table_reserve(&self._ids, 1)
         if due <= self._clock:
             made = self._index(tid) < 0
             i = self._record(tid)
             cap = self._cold[i].cap
             try:
-                _grow(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready))
+                _reserve(<void**>&self._cold[i].heap, &cap, self._cold[i].n + 1, sizeof(Ready), MIN_RECORD)
             except MemoryError:
                 if made:
                     self._drop(i)
@@ -1667,7 +1601,7 @@ cdef class FairHeap:
             self._cold[i].cap = cap
         else:
             _reserve(<void**>&self._delayed, &self._delayed_cap, self._delayed_n + 1,
-                     sizeof(FDelayed))
+                     sizeof(FDelayed), MIN_HEAP)
         slot = _flookup(&self._ids, jid)
         if slot.tag != 0:
             if made:
@@ -1701,18 +1635,10 @@ cdef class FairHeap:
 
     def pop_many(self, n, now_us):
         """Remove and return up to ``n`` ready job ids in ``pop`` order, as ``array('Q')``."""
-        cdef Py_ssize_t i, m, count = PyNumber_Index(n)
-        cdef carray.array out
-        cdef uint64_t* dst
-        if count < 0:
-            raise ValueError(f"n must be >= 0, got {count}")
-        self._advance(_i64(now_us))
-        m = self._ready_total()
-        if count < m:
-            m = count
-        out = carray.clone(_U64_TEMPLATE, m, False)
-        dst = <uint64_t*>out.data.as_ulonglongs
-        for i in range(m):
+        cdef carray.array out = self._out(n, now_us)
+        cdef uint64_t* dst = <uint64_t*>out.data.as_ulonglongs
+        cdef Py_ssize_t i
+        for i in range(Py_SIZE(out)):
             dst[i] = self._serve(self._choose())
         self._trim_all()
         return out
@@ -1763,43 +1689,24 @@ cdef class FairHeap:
 
     cdef void _compact_tenant(self, size_t i) noexcept:
         cdef TCold* c = &self._cold[i]
-        cdef size_t k, j = 0
-        for k in range(c.n):
-            if _flookup(&self._ids, c.heap[k].job_id).tag == c.heap[k].tag:
-                c.heap[j] = c.heap[k]
-                j += 1
-        c.n = j
+        c.n = _compacted(c.heap, c.n, &self._ids)
         c.dead = 0
-        _heapify(c.heap, j)
         _trim(<void**>&c.heap, &c.cap, c.n, sizeof(Ready))
 
     cdef void _compact_delayed(self) noexcept:
-        cdef size_t k, j = 0
-        for k in range(self._delayed_n):
-            if (_flookup(&self._ids, self._delayed[k].job_id).tag
-                    == (self._delayed[k].tag | DELAYED)):
-                self._delayed[j] = self._delayed[k]
-                j += 1
-        self._delayed_n = j
+        self._delayed_n = _compacted(self._delayed, self._delayed_n, &self._ids)
         self._delayed_dead = 0
-        _heapify(self._delayed, j)
-        _trim(<void**>&self._delayed, &self._delayed_cap, j, sizeof(FDelayed))
+        _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
 
     cdef inline void _trim_all(self) noexcept:
         """Give memory back after a drain (as FastHeap._trim)."""
-        _ftable_shrink(&self._ids)
+        _table_shrink(&self._ids)
         _trim(<void**>&self._delayed, &self._delayed_cap, self._delayed_n, sizeof(FDelayed))
 
     def clear(self):
         """Drop every job and every pass.  The clock and the weights are kept."""
         cdef int i
-        cdef FSlot* slots = <FSlot*>PyMem_RawCalloc(MIN_TABLE, sizeof(FSlot))
-        if slots == NULL:
-            raise MemoryError()
-        PyMem_RawFree(self._ids.slots)
-        self._ids.slots = slots
-        self._ids.mask = MIN_TABLE - 1
-        self._ids.used = 0
+        _table_reset(&self._ids)
         self._free_records()
         _table_empty(&self._tmap)
         PyMem_RawFree(self._delayed)
@@ -1814,34 +1721,11 @@ cdef class FairHeap:
 
     # -- looking ---------------------------------------------------------------
 
-    cdef inline Py_ssize_t _ready_total(self) noexcept nogil:
-        return (self._ready_live[0] + self._ready_live[1] + self._ready_live[2]
-                + self._ready_live[3] + self._ready_live[4])
-
     def __len__(self):
         return self._ids.used
 
-    def __contains__(self, job_id):
-        cdef uint64_t key
-        try:
-            key = _u64(job_id)
-        except (TypeError, OverflowError):
-            return False
-        return _flookup(&self._ids, key).tag != 0
-
-    def ready_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._ready_total()
-
-    def delayed_count(self, now_us):
-        self._advance(_i64(now_us))
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us):
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(_i64(now_us))
-        return (self._ready_live[0], self._ready_live[1], self._ready_live[2],
-                self._ready_live[3], self._ready_live[4])
+    cdef bint _has(self, uint64_t job_id) noexcept:
+        return _flookup(&self._ids, job_id).tag != 0
 
     def ready_by_tenant(self, now_us):
         """Ready jobs per tenant that has any, in tenant order."""
@@ -1852,15 +1736,10 @@ cdef class FairHeap:
 
     def next_due_us(self):
         """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed_n:
-            if (_flookup(&self._ids, self._delayed[0].job_id).tag
-                    == (self._delayed[0].tag | DELAYED)):
-                return self._delayed[0].due
-            self._delayed_n -= 1
-            if self._delayed_n:
-                _sift_down(self._delayed, self._delayed_n, 0, self._delayed[self._delayed_n])
-            self._delayed_dead -= 1
-        return None
+        cdef size_t n = _drop_dead_top(self._delayed, self._delayed_n, &self._ids)
+        self._delayed_dead -= self._delayed_n - n
+        self._delayed_n = n
+        return self._delayed[0].due if n else None
 
     def remembered_tenants(self):
         """Tenant records held: memory, not ordering (the twin keeps a different number)."""

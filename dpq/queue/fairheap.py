@@ -55,20 +55,14 @@ from __future__ import annotations
 
 import heapq
 import operator
-from array import array
 from typing import Any
 
 from dpq.queue.heap import (
-    _I64_MAX,
-    _I64_MIN,
     DEFAULT_AGING_STEP_US,
-    MAX_AGING_STEP_US,
     PRIORITY_MAX,
     PRIORITY_MIN,
-    STRICT_MAX_US,
-    STRICT_MIN_US,
+    HeapCore,
     _i64,
-    _key_error,
     _priority_error,
     _u64,
 )
@@ -111,35 +105,22 @@ class _Tenant:
         self.ready = 0  # live jobs in heap
 
 
-class PyFairHeap:
+class PyFairHeap(HeapCore):
     """A priority heap of job ids with aging, delayed jobs and fair shares by tenant.
 
     See the module docstring for the ordering rules.
     """
 
+    __slots__ = ("_default_weight", "_tenants", "_vtime", "_weights")
+
     def __init__(self, aging_step_us: int = DEFAULT_AGING_STEP_US) -> None:
-        step = operator.index(aging_step_us)
-        if not 0 <= step <= MAX_AGING_STEP_US:
-            raise ValueError(
-                f"aging_step_us must be 0 to {MAX_AGING_STEP_US} microseconds, got {step}"
-            )
-        self._step = step
-        self._clock = 0
-        self._seq = 0
+        super().__init__(aging_step_us)
+        # _delayed holds (due, seq, job_id, key, priority, tenant)
+        # and _live job id -> (seq, priority, due, tenant)
         self._vtime = 0
-        # (due, seq, job_id, key, priority, tenant)
-        self._delayed: list[tuple[int, int, int, Any, int, int]] = []
-        # job id -> (seq, priority, due, tenant); a heap entry whose seq differs is a tombstone
-        self._live: dict[int, tuple[int, int, int, int]] = {}
         self._tenants: dict[int, _Tenant] = {}
         self._weights: dict[int, int] = {}
         self._default_weight = 1
-        self._ready_by_prio = [0] * PRIORITY_MAX
-        self._delayed_live = 0
-
-    @property
-    def aging_step_us(self) -> int:
-        return self._step
 
     # -- weights -----------------------------------------------------------
 
@@ -164,21 +145,6 @@ class PyFairHeap:
         return self._default_weight
 
     # -- internals -------------------------------------------------------
-
-    def _is_live(self, job_id: int, seq: int) -> bool:
-        entry = self._live.get(job_id)
-        return entry is not None and entry[0] == seq
-
-    def _key(self, priority: int, enqueued_at_us: int, due_at_us: int) -> Any:
-        ready_at = max(enqueued_at_us, due_at_us)
-        if self._step == 0:
-            if not STRICT_MIN_US <= ready_at <= STRICT_MAX_US:
-                raise ValueError(_key_error(ready_at, priority, 0))
-            return (priority, ready_at)
-        key = ready_at + (priority - 1) * self._step
-        if key > _I64_MAX:
-            raise ValueError(_key_error(ready_at, priority, self._step))
-        return key
 
     def _level(self, key: Any) -> int:
         if self._step == 0:
@@ -284,22 +250,6 @@ class PyFairHeap:
         tenant = self._choose()
         return None if tenant is None else self._serve(tenant)
 
-    def pop_many(self, n: int, now_us: int) -> array:
-        """Remove and return up to ``n`` ready job ids in ``pop`` order."""
-        n = operator.index(n)
-        if not _I64_MIN <= n <= _I64_MAX:
-            raise OverflowError(f"n {n} does not fit in Py_ssize_t")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self._advance(now_us)
-        out = array("Q")
-        while len(out) < n:
-            job_id = self.pop(self._clock)
-            if job_id is None:
-                break
-            out.append(job_id)
-        return out
-
     def peek(self, now_us: int) -> int | None:
         """The job id ``pop(now_us)`` would return, without removing it."""
         self._advance(now_us)
@@ -323,48 +273,16 @@ class PyFairHeap:
 
     def clear(self) -> None:
         """Drop every job and every pass.  The clock and the weights are kept."""
-        self._delayed.clear()
-        self._live.clear()
+        super().clear()
         self._tenants.clear()
         self._vtime = 0
-        self._ready_by_prio = [0] * PRIORITY_MAX
-        self._delayed_live = 0
 
     # -- looking ---------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def __contains__(self, job_id: object) -> bool:
-        try:
-            key = operator.index(job_id)  # type: ignore[arg-type]
-        except TypeError:
-            return False
-        return key in self._live
-
-    def ready_count(self, now_us: int) -> int:
-        self._advance(now_us)
-        return sum(self._ready_by_prio)
-
-    def delayed_count(self, now_us: int) -> int:
-        self._advance(now_us)
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us: int) -> tuple[int, int, int, int, int]:
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(now_us)
-        return tuple(self._ready_by_prio)  # type: ignore[return-value]
 
     def ready_by_tenant(self, now_us: int) -> dict[int, int]:
         """Ready jobs per tenant that has any, in tenant order."""
         self._advance(now_us)
         return {tenant: t.ready for tenant, t in sorted(self._tenants.items()) if t.ready}
-
-    def next_due_us(self) -> int | None:
-        """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed and not self._is_live(self._delayed[0][2], self._delayed[0][1]):
-            heapq.heappop(self._delayed)
-        return self._delayed[0][0] if self._delayed else None
 
     def remembered_tenants(self) -> int:
         """Tenants whose turn state is held: memory, not ordering (implementations differ)."""

@@ -65,6 +65,7 @@ __all__ = [
     "PRIORITY_MIN",
     "STRICT_MAX_US",
     "STRICT_MIN_US",
+    "HeapCore",
     "PyHeap",
 ]
 
@@ -114,23 +115,14 @@ def _key_error(ready_at_us: int, priority: int, step: int) -> str:
     )
 
 
-class PyHeap:
-    """A priority heap of job ids with static aging and delayed jobs.
+class HeapCore:
+    """What PyHeap and PyFairHeap share: the aging key, the clock, membership and counts.
 
-    See the module docstring for the ordering rules.  Job ids are uint64,
-    times int64 microseconds.
+    A subclass keeps ``_delayed`` entries starting ``(due, seq, job_id, ...)``,
+    ``_live`` mapping job id -> ``(seq, ...)``, and brings ``_advance`` and ``pop``.
     """
 
-    __slots__ = (
-        "_clock",
-        "_delayed",
-        "_delayed_live",
-        "_live",
-        "_ready",
-        "_ready_by_prio",
-        "_seq",
-        "_step",
-    )
+    __slots__ = ("_clock", "_delayed", "_delayed_live", "_live", "_ready_by_prio", "_seq", "_step")
 
     def __init__(self, aging_step_us: int = DEFAULT_AGING_STEP_US) -> None:
         step = operator.index(aging_step_us)
@@ -141,11 +133,8 @@ class PyHeap:
         self._step = step
         self._clock = 0
         self._seq = 0
-        # (key, seq, job_id, priority) and (due, seq, job_id, key, priority)
-        self._ready: list[tuple[int, int, int, int]] = []
-        self._delayed: list[tuple[int, int, int, int, int]] = []
-        # job id -> (seq, priority, due); an entry whose seq differs is a tombstone
-        self._live: dict[int, tuple[int, int, int]] = {}
+        self._delayed: list[tuple[Any, ...]] = []
+        self._live: dict[int, tuple[int, ...]] = {}  # an entry whose seq differs is a tombstone
         self._ready_by_prio = [0] * PRIORITY_MAX
         self._delayed_live = 0
 
@@ -153,11 +142,96 @@ class PyHeap:
     def aging_step_us(self) -> int:
         return self._step
 
-    # -- internals -------------------------------------------------------
+    def _advance(self, now_us: Any) -> None:
+        raise NotImplementedError
+
+    def pop(self, now_us: int) -> int | None:
+        raise NotImplementedError
 
     def _is_live(self, job_id: int, seq: int) -> bool:
         entry = self._live.get(job_id)
         return entry is not None and entry[0] == seq
+
+    def _key(self, priority: int, enqueued_at_us: int, due_at_us: int) -> Any:
+        ready_at = max(enqueued_at_us, due_at_us)
+        if self._step == 0:
+            if not STRICT_MIN_US <= ready_at <= STRICT_MAX_US:
+                raise ValueError(_key_error(ready_at, priority, 0))
+            return (priority, ready_at)
+        key = ready_at + (priority - 1) * self._step
+        if key > _I64_MAX:
+            raise ValueError(_key_error(ready_at, priority, self._step))
+        return key
+
+    def pop_many(self, n: int, now_us: int) -> array:
+        """Remove and return up to ``n`` ready job ids in ``pop`` order."""
+        n = operator.index(n)
+        if not _I64_MIN <= n <= _I64_MAX:
+            raise OverflowError(f"n {n} does not fit in Py_ssize_t")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self._advance(now_us)
+        out = array("Q")
+        while len(out) < n:
+            job_id = self.pop(self._clock)
+            if job_id is None:
+                break
+            out.append(job_id)
+        return out
+
+    def clear(self) -> None:
+        """Drop every job.  The clock is kept: time does not go back."""
+        self._delayed.clear()
+        self._live.clear()
+        self._ready_by_prio = [0] * PRIORITY_MAX
+        self._delayed_live = 0
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, job_id: object) -> bool:
+        try:
+            key = operator.index(job_id)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return key in self._live
+
+    def ready_count(self, now_us: int) -> int:
+        self._advance(now_us)
+        return sum(self._ready_by_prio)
+
+    def delayed_count(self, now_us: int) -> int:
+        self._advance(now_us)
+        return self._delayed_live
+
+    def ready_by_priority(self, now_us: int) -> tuple[int, int, int, int, int]:
+        """Ready jobs per priority; index 0 is priority 1."""
+        self._advance(now_us)
+        return tuple(self._ready_by_prio)  # type: ignore[return-value]
+
+    def next_due_us(self) -> int | None:
+        """When the earliest delayed job falls due, or None if none waits."""
+        while self._delayed and not self._is_live(self._delayed[0][2], self._delayed[0][1]):
+            heapq.heappop(self._delayed)
+        return self._delayed[0][0] if self._delayed else None
+
+
+class PyHeap(HeapCore):
+    """A priority heap of job ids with static aging and delayed jobs.
+
+    See the module docstring for the ordering rules.  Job ids are uint64,
+    times int64 microseconds.
+    """
+
+    __slots__ = ("_ready",)
+
+    def __init__(self, aging_step_us: int = DEFAULT_AGING_STEP_US) -> None:
+        super().__init__(aging_step_us)
+        # (key, seq, job_id, priority); _delayed holds (due, seq, job_id, key, priority)
+        # and _live job id -> (seq, priority, due)
+        self._ready: list[tuple[int, int, int, int]] = []
+
+    # -- internals -------------------------------------------------------
 
     def _advance(self, now_us: Any) -> None:
         self._clock = max(self._clock, _i64(now_us, "now_us"))
@@ -171,17 +245,6 @@ class PyHeap:
     def _drop_dead_ready_top(self) -> None:
         while self._ready and not self._is_live(self._ready[0][2], self._ready[0][1]):
             heapq.heappop(self._ready)
-
-    def _key(self, priority: int, enqueued_at_us: int, due_at_us: int) -> Any:
-        ready_at = max(enqueued_at_us, due_at_us)
-        if self._step == 0:
-            if not STRICT_MIN_US <= ready_at <= STRICT_MAX_US:
-                raise ValueError(_key_error(ready_at, priority, 0))
-            return (priority, ready_at)
-        key = ready_at + (priority - 1) * self._step
-        if key > _I64_MAX:
-            raise ValueError(_key_error(ready_at, priority, self._step))
-        return key
 
     def _insert(self, job_id: int, priority: int, key: int, due: int) -> None:
         self._seq += 1
@@ -258,22 +321,6 @@ class PyHeap:
                 return job_id
         return None
 
-    def pop_many(self, n: int, now_us: int) -> array:
-        """Remove and return up to ``n`` ready job ids, most urgent first."""
-        n = operator.index(n)
-        if not _I64_MIN <= n <= _I64_MAX:
-            raise OverflowError(f"n {n} does not fit in Py_ssize_t")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self._advance(now_us)
-        out = array("Q")
-        while len(out) < n:
-            job_id = self.pop(self._clock)
-            if job_id is None:
-                break
-            out.append(job_id)
-        return out
-
     def peek(self, now_us: int) -> int | None:
         """The job id ``pop(now_us)`` would return, without removing it."""
         self._advance(now_us)
@@ -295,42 +342,8 @@ class PyHeap:
 
     def clear(self) -> None:
         """Drop every job.  The clock is kept: time does not go back."""
+        super().clear()
         self._ready.clear()
-        self._delayed.clear()
-        self._live.clear()
-        self._ready_by_prio = [0] * PRIORITY_MAX
-        self._delayed_live = 0
-
-    # -- looking ---------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def __contains__(self, job_id: object) -> bool:
-        try:
-            key = operator.index(job_id)  # type: ignore[arg-type]
-        except TypeError:
-            return False
-        return key in self._live
-
-    def ready_count(self, now_us: int) -> int:
-        self._advance(now_us)
-        return sum(self._ready_by_prio)
-
-    def delayed_count(self, now_us: int) -> int:
-        self._advance(now_us)
-        return self._delayed_live
-
-    def ready_by_priority(self, now_us: int) -> tuple[int, int, int, int, int]:
-        """Ready jobs per priority; index 0 is priority 1."""
-        self._advance(now_us)
-        return tuple(self._ready_by_prio)  # type: ignore[return-value]
-
-    def next_due_us(self) -> int | None:
-        """When the earliest delayed job falls due, or None if none waits."""
-        while self._delayed and not self._is_live(self._delayed[0][2], self._delayed[0][1]):
-            heapq.heappop(self._delayed)
-        return self._delayed[0][0] if self._delayed else None
 
     def __repr__(self) -> str:
         return (
