@@ -207,6 +207,7 @@ def test_settings_and_schedules_are_in_the_operators_audit_trail_without_payload
     log.run(0, queue_config(max_in_flight=2))
     [(kind, body, result)] = log.state.operations
     assert kind == "queue_config" and "max_in_flight: 2" in _audited(body)
+    assert isinstance(result, Configured) and result.config.max_in_flight == 2
     log.run(1, create_schedule("nightly"))
     [(kind, body, _)] = log.state.operations
     line = _audited(body)
