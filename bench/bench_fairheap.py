@@ -5,6 +5,9 @@
     python bench/bench_fairheap.py -o fair.json     # keep the numbers
     python bench/bench_fairheap.py --report fair.json   # the table of a saved run
 
+(with dpq installed; in a checkout built in place, ``PYTHONPATH=. python bench/…``, or the
+installed build is what is measured).
+
 Every benchmark pushes then pops the same 100,000 jobs: ids 1..N, random
 priorities 1..5, random increasing enqueue times (seed 2, prepared before
 timing), aging step 5 s, popped once all are ready, so every tenant with a job
