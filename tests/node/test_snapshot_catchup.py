@@ -32,7 +32,10 @@ SNAPSHOT_EVERY = 100
 ARGS = ("--snapshot-every-slots", str(SNAPSHOT_EVERY), "--dead-after-ms", "3000")
 BATCH = 10
 LEASE_MS = 15_000  # a Dequeue whose answer is lost gives its jobs back after this
-RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# CANCELLED: the test stopped that node, and Cluster.stop closes the node's channel under
+# a call this thread had in flight on it ("Channel closed!").
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+           grpc.StatusCode.CANCELLED)
 
 
 @pytest.fixture
@@ -109,6 +112,9 @@ class Load:
                     self.errors.append(f"enqueue@{node}: {exc.code()} {exc.details()}")
                 time.sleep(0.05)
                 continue
+            except ValueError:  # its channel was closed (the node stopped) as the call began
+                time.sleep(0.05)
+                continue
             with self.lock:
                 for job_id, job in zip(ids, jobs, strict=True):
                     self.payloads[job_id] = job.payload
@@ -129,6 +135,9 @@ class Load:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRIED:
                     self.errors.append(f"dequeue@{node}: {exc.code()} {exc.details()}")
+                time.sleep(0.05)
+                continue
+            except ValueError:  # its channel was closed (the node stopped) as the call began
                 time.sleep(0.05)
                 continue
             if not jobs:
@@ -154,6 +163,9 @@ class Load:
                     self.errors.append(f"ack@{node}: {exc.code()} {exc.details()}")
                 with self.lock:
                     self.ack_unknown.update(r.job_id for r in refs)
+                time.sleep(0.05)
+                continue
+            except ValueError:  # its channel was closed (the node stopped) as the call began
                 time.sleep(0.05)
                 continue
             with self.lock:
