@@ -82,12 +82,11 @@ def lines(config: QueueConfig) -> list[str]:
     def limit(value, unit: str = "") -> str:
         return f"{value:g}{unit}" if value else "-"
 
-    burst = config.burst or (max(1, int(config.max_rate_per_s / 10))
-                             if config.max_rate_per_s else 0)
     weights = ", ".join(f"{k or '(none)'}={w}" for k, w in sorted(config.fairness_weights.items()))
     rows = [("max in flight", limit(config.max_in_flight)),
             ("rate", limit(config.max_rate_per_s, "/s")),
-            ("burst", f"{burst}{'' if config.burst else ' (default)'}" if burst else "-"),
+            ("burst", str(config.burst) if config.burst
+             else "default (a tenth of the rate)" if config.max_rate_per_s else "-"),
             ("fairness weights", weights or "-"),
             ("default weight", str(config.default_fairness_weight or 1)),
             ("max attempts", limit(config.max_attempts) if config.max_attempts

@@ -20,6 +20,7 @@ reserve no more jobs than a Lease could get, and to know when to look again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from dpq.v1 import queue_pb2
@@ -118,9 +119,7 @@ class QueueSettings:
     def merged(self, change: queue_pb2.SetQueueConfigRequest, slot: int,
                now_us: int) -> QueueSettings:
         """These settings with ``change`` applied (fields present only), at ``slot``."""
-        new = QueueSettings(self.max_in_flight, self.rate_mjps, self.burst, dict(self.weights),
-                            self.default_weight, self.max_attempts, slot, self.tokens,
-                            self.refilled_at_us)
+        new = dataclasses.replace(self, weights=dict(self.weights), slot=slot)
         if change.HasField("max_in_flight"):
             new.max_in_flight = change.max_in_flight
         if change.HasField("max_rate_per_s"):
@@ -163,7 +162,7 @@ class QueueSettings:
     @classmethod
     def from_json(cls, data: dict) -> QueueSettings:
         """Raises ValueError (or TypeError, KeyError) for anything that is not one."""
-        settings = cls(
+        return cls(
             _bounded(data["max_in_flight"], MAX_IN_FLIGHT),
             _bounded(data["rate_mjps"], rate_mjps(MAX_RATE_PER_S)),
             _bounded(data["burst"], MAX_BURST),
@@ -173,7 +172,6 @@ class QueueSettings:
             _bounded(data["slot"], 2**63 - 1),
             _bounded(data["tokens"], MAX_BURST * JOB),
             _bounded(data["refilled_at_us"], 2**63 - 1))
-        return settings
 
 
 def rate_mjps(per_s: float) -> int:

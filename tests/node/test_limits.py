@@ -102,7 +102,7 @@ class Consumers:
             except (grpc.RpcError, ValueError):  # ValueError: its channel closed with the node
                 with self.lock:
                     self.errors += 1
-                time.sleep(0.1)  # its node is down: the next loop picks another
+                self.stop.wait(0.1)  # its node is down: the next loop picks another
 
     def _ack(self, stub, refs, rng):
         for _ in range(20):  # the node may die between the lease and the ack
@@ -112,7 +112,8 @@ class Consumers:
                         for r in stub.Ack(pb.AckRequest(jobs=refs), timeout=T).results]
             except (grpc.RpcError, ValueError):
                 stub = self.cluster.stub(rng.choice(list(self.cluster.procs)))
-                time.sleep(0.2)
+                if self.stop.wait(0.2):
+                    break
         return [False] * len(refs)
 
 
@@ -154,7 +155,7 @@ def test_max_in_flight_holds_with_20_consumers_across_a_leader_kill(tmp_path, pg
                         leased_seen.append(s.leased)
                     except grpc.RpcError:
                         pass
-                time.sleep(0.02)
+                consumers.stop.wait(0.02)
 
         with Consumers(c, queue, c.ids, per_node=7, total=total, hold_s=(0.02, 0.08),
                        lease_ms=3_000) as consumers:
